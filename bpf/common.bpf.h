@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared by every detector: configuration, maps, filters, the socket snapshot
+ * and the aggregation that keeps a spinning sender from flooding the output.
+ */
+#ifndef COMMON_BPF_H
+#define COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "tcptrace.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define EAGAIN 11
+#define SOCK_STREAM 1
+#define SOCK_SNDBUF_LOCK 1
+
+/* Set by user space before load (tracer/load.go); constant to the verifier,
+ * so a disabled filter costs nothing. */
+const volatile __u8 cfg_filter_pid = 0;   /* only tgids in pid_filter */
+const volatile __u16 cfg_port = 0;        /* local or remote port, 0 = any */
+const volatile __u16 cfg_family = 0;      /* AF_INET, AF_INET6, 0 = both */
+const volatile __u64 cfg_snapshot_ns = 50000000; /* refresh an aggregate's snapshot at most this often */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* tgids to trace when --pid is given; threads are covered by their tgid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct agg_key);
+	__type(value, struct agg_value);
+} aggregates SEC(".maps");
+
+/* Records that did not reach user space, per event type: the ring buffer
+ * was full, or the aggregation table was. Reported at exit, never hidden. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EVENT_TYPE_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* Scratch space: struct event is too large for the 512-byte BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct agg_value);
+} scratch SEC(".maps");
+
+static __always_inline void count_lost(__u32 type)
+{
+	__u64 *n = bpf_map_lookup_elem(&lost, &type);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline bool pid_wanted(__u32 tgid)
+{
+	if (!cfg_filter_pid)
+		return true;
+	return bpf_map_lookup_elem(&pid_filter, &tgid) != NULL;
+}
+
+static __always_inline bool is_tcp(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP &&
+	       BPF_CORE_READ(sk, sk_type) == SOCK_STREAM;
+}
+
+/* The --port and -4/-6 filters, applied before any snapshot is taken. */
+static __always_inline bool sock_wanted(struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (cfg_family && family != cfg_family)
+		return false;
+	if (cfg_port) {
+		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+		if (sport != cfg_port && dport != cfg_port)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Every read goes through BPF_CORE_READ: struct tcp_sock was reorganised into
+ * cache-line groups in 6.8 and fields moved in struct sock in 6.x, and a
+ * tp_btf program may not dereference past struct sock directly.
+ */
+static __always_inline void read_snapshot(struct sock *sk, struct tcp_snapshot *s)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
+	struct proto *prot = BPF_CORE_READ(sk, __sk_common.skc_prot);
+	unsigned long *pressure;
+	atomic_long_t *allocated;
+
+	s->sk = (__u64)sk;
+	s->now_jiffies = bpf_jiffies64();
+	s->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	s->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	s->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	s->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (s->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&s->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&s->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)s->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)s->daddr, sk, __sk_common.skc_daddr);
+	}
+	s->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	s->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+
+	/* sk_userlocks is a 4-bit bitfield up to 6.x and a plain u8 later:
+	 * the PROBED bitfield read relocates both. */
+	s->userlocks = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks);
+	s->sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
+	s->wmem_queued = BPF_CORE_READ(sk, sk_wmem_queued);
+
+	s->write_seq = BPF_CORE_READ(tp, write_seq);
+	s->snd_nxt = BPF_CORE_READ(tp, snd_nxt);
+	s->snd_una = BPF_CORE_READ(tp, snd_una);
+	s->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
+	/* The field kept its name when the tcp_snd_cwnd() accessor came (5.18). */
+	s->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
+	s->mss_cache = BPF_CORE_READ(tp, mss_cache);
+	s->packets_out = BPF_CORE_READ(tp, packets_out);
+	s->retrans_out = BPF_CORE_READ(tp, retrans_out);
+	s->lost_out = BPF_CORE_READ(tp, lost_out);
+	s->sacked_out = BPF_CORE_READ(tp, sacked_out);
+	s->srtt_us = BPF_CORE_READ(tp, srtt_us);
+	s->rcv_tstamp = BPF_CORE_READ(tp, rcv_tstamp);
+	s->notsent_lowat = BPF_CORE_READ(tp, notsent_lowat);
+	s->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	/* nonagle is `u8 nonagle:4` in every version; its neighbours changed in 6.8. */
+	s->nonagle = BPF_CORE_READ_BITFIELD_PROBED(tp, nonagle);
+
+	s->retransmits = BPF_CORE_READ(icsk, icsk_retransmits);
+	s->backoff = BPF_CORE_READ(icsk, icsk_backoff);
+	s->pending = BPF_CORE_READ(icsk, icsk_pending);
+	s->probes_out = BPF_CORE_READ(icsk, icsk_probes_out);
+	s->rto = BPF_CORE_READ(icsk, icsk_rto);
+	s->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+	/* icsk_timeout was removed in 6.15; the timer's own expiry exists in
+	 * every version and is what the removed field mirrored. */
+	s->timer_expires = BPF_CORE_READ(icsk, icsk_retransmit_timer.expires);
+
+	/* tcp_memory_pressure and tcp_memory_allocated are globals that TCP
+	 * points its struct proto at; reading through the pointers avoids a
+	 * ksym and works for every version. */
+	pressure = BPF_CORE_READ(prot, memory_pressure);
+	if (pressure)
+		bpf_probe_read_kernel(&s->mem_pressure, sizeof(s->mem_pressure), pressure);
+	allocated = BPF_CORE_READ(prot, memory_allocated);
+	if (allocated)
+		bpf_probe_read_kernel(&s->mem_allocated, sizeof(s->mem_allocated), &allocated->counter);
+}
+
+static __always_inline void fill_task(struct event *e)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+static __always_inline int submit(struct event *src)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e)
+		return -1;
+	__builtin_memcpy(e, src, sizeof(*e));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/*
+ * Counts one occurrence of `type` on `sk` and decides whether it goes out now.
+ * The first occurrence on a socket goes out at once through the ring buffer,
+ * with a full snapshot. Later ones only add to the entry's count (and refresh
+ * its snapshot now and then); user space reads the table once per interval and
+ * prints one line per entry whose count grew. The map counts only what did
+ * not go through the ring buffer, so the two never overlap and no ordering
+ * between them matters: the printed counts add up exactly. A record that the
+ * full ring buffer refused is counted in the map instead, so it is printed a
+ * little later rather than lost (it still shows in the `lost` counter).
+ */
+static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, int ret, __u64 wait_ns)
+{
+	struct agg_key key = { .sk = (__u64)sk, .type = type };
+	struct agg_value *v;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+
+	v = bpf_map_lookup_elem(&aggregates, &key);
+	if (v)
+		goto add;
+
+	v = bpf_map_lookup_elem(&scratch, &zero);
+	if (!v)
+		return;
+	__builtin_memset(v, 0, sizeof(*v));
+	v->snap_ns = now;
+	v->ev.ts_ns = now;
+	v->ev.type = type;
+	v->ev.path = path;
+	v->ev.ret = ret;
+	v->ev.count = 1;
+	v->ev.wait_ns = wait_ns;
+	v->ev.max_wait_ns = wait_ns;
+	fill_task(&v->ev);
+	read_snapshot(sk, &v->ev.s);
+
+	/* NOEXIST: of two CPUs racing on a new socket, one prints the first
+	 * line and the other adds to the entry. */
+	if (bpf_map_update_elem(&aggregates, &key, v, BPF_NOEXIST) == 0) {
+		if (submit(&v->ev) == 0)
+			return;
+		count_lost(type);
+	} else if (!bpf_map_lookup_elem(&aggregates, &key)) {
+		/* Table full: a line of its own rather than a lost count. */
+		if (submit(&v->ev))
+			count_lost(type);
+		return;
+	}
+	v = bpf_map_lookup_elem(&aggregates, &key);
+	if (!v)
+		return;
+add:
+	__sync_fetch_and_add(&v->count, 1);
+	if (wait_ns) {
+		__sync_fetch_and_add(&v->wait_ns, wait_ns);
+		if (wait_ns > v->max_wait_ns)
+			v->max_wait_ns = wait_ns;
+	}
+	if (now - v->snap_ns < cfg_snapshot_ns)
+		return;
+	v->snap_ns = now;
+	v->ev.ts_ns = now;
+	v->ev.ret = ret;
+	v->ev.path = path;
+	fill_task(&v->ev);
+	read_snapshot(sk, &v->ev.s);
+}
+
+#endif /* COMMON_BPF_H */

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Detector: a send on a TCP socket that hit a full send buffer.
+ *
+ * send_eagain: tcp_sendmsg_locked() jumps to wait_for_space when
+ * sk_stream_memory_free() fails (sk_wmem_queued >= sk_sndbuf, or the
+ * notsent_lowat test) or memory accounting fails; sk_stream_wait_memory()
+ * returns -EAGAIN at once when the send has no timeout (O_NONBLOCK,
+ * MSG_DONTWAIT), and the application sees -EAGAIN only if nothing was copied.
+ * So the hooks look at the value the application gets, not at the wait.
+ *
+ * send_blocked: a blocking send sleeps in sk_stream_wait_memory() until ACKs
+ * free space; the fentry/kprobe paths time that call.
+ *
+ * Paths (tracer/probes.go picks the first that loads and attaches):
+ *   tracepoint  tp_btf/sock_send_length (6.3+): every sendmsg's return value
+ *   fentry      fexit/tcp_sendmsg; fentry+fexit on sk_stream_wait_memory
+ *   kprobe      kprobe+kretprobe on the same functions
+ */
+#include "common.bpf.h"
+
+#define MSG_DONTWAIT 0x40
+
+/*
+ * Runs on every send of every socket on the host: the test of `ret` comes
+ * first, so that all but the failing sends leave after a compare.
+ */
+static __always_inline int on_send_return(struct sock *sk, int ret, __u8 path)
+{
+	__u32 tgid;
+
+	if (ret != -EAGAIN)
+		return 0;
+	if (!sk || !is_tcp(sk))
+		return 0;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!pid_wanted(tgid) || !sock_wanted(sk))
+		return 0;
+	aggregate(sk, EVENT_SEND_EAGAIN, path, ret, 0);
+	return 0;
+}
+
+/* sock:sock_send_length(sk, ret, flags) fires in sock_sendmsg_nosec() after
+ * ->sendmsg returns, for send, sendto, sendmsg, write and writev alike. */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return on_send_return(sk, ret, PATH_TRACEPOINT);
+}
+
+
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size, int ret)
+{
+	return on_send_return(sk, ret, PATH_FENTRY);
+}
+
+/* kretprobes do not see arguments: the entry probe parks sk per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} sendmsg_sk SEC(".maps");
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 v = (__u64)sk;
+
+	bpf_map_update_elem(&sendmsg_sk, &id, &v, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/tcp_sendmsg")
+int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *skp = bpf_map_lookup_elem(&sendmsg_sk, &id);
+	struct sock *sk;
+
+	if (!skp)
+		return 0;
+	sk = (struct sock *)*skp;
+	bpf_map_delete_elem(&sendmsg_sk, &id);
+	return on_send_return(sk, ret, PATH_KPROBE);
+}
+
+/*
+ * Blocking waits. A send with a timeout (no O_NONBLOCK, no MSG_DONTWAIT) that
+ * finds the buffer full sleeps in sk_stream_wait_memory() until ACKs free
+ * space, the timeout (SO_SNDTIMEO) passes, or a signal comes. The wait is
+ * timed per thread: wait_begin when it starts, wait_end when the thread runs
+ * again. While a thread sleeps its entry stays in wait_starts, and user space
+ * reports it every interval ("still waiting"): a sender stuck for minutes on
+ * a dead path is seen while it is stuck, not after.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct event);
+} wait_starts SEC(".maps");
+
+/* Entries in wait_starts. The hot paths test this before any lookup, so a
+ * host with no blocked sender pays one load per send for send_blocked. */
+__u64 waiters = 0;
+
+static __always_inline void wait_begin(struct sock *sk, __u8 path)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 zero = 0;
+	struct agg_value *v;
+
+	if (!is_tcp(sk) || !pid_wanted(id >> 32) || !sock_wanted(sk))
+		return;
+	v = bpf_map_lookup_elem(&scratch, &zero);
+	if (!v)
+		return;
+	__builtin_memset(&v->ev, 0, sizeof(v->ev));
+	v->ev.ts_ns = bpf_ktime_get_ns();
+	v->ev.type = EVENT_SEND_BLOCKED;
+	v->ev.path = path;
+	v->ev.count = 1;
+	fill_task(&v->ev);
+	read_snapshot(sk, &v->ev.s);
+	if (bpf_map_update_elem(&wait_starts, &id, &v->ev, BPF_NOEXIST) == 0)
+		__sync_fetch_and_add(&waiters, 1);
+}
+
+static __always_inline void wait_end(int ret, __u8 path)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct event *w = bpf_map_lookup_elem(&wait_starts, &id);
+	struct sock *sk;
+	__u64 waited;
+
+	if (!w)
+		return;
+	sk = (struct sock *)w->s.sk;
+	waited = bpf_ktime_get_ns() - w->ts_ns;
+	if (bpf_map_delete_elem(&wait_starts, &id) == 0)
+		__sync_fetch_and_add(&waiters, -1);
+	aggregate(sk, EVENT_SEND_BLOCKED, path, ret, waited);
+}
+
+/*
+ * tcp:tcp_sendmsg_locked (6.16+) fires at the top of each pass of
+ * tcp_sendmsg_locked()'s copy loop, just before the loop tests
+ * sk_stream_memory_free() to start a new segment. A pass that follows a wait
+ * marks the wait's end; a pass that needs a new segment (no tail skb, or the
+ * tail is full) in a full buffer is about to sleep. Allocation failures that
+ * also lead to a wait are not seen here (the fentry and kprobe paths time
+ * every wait).
+ */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(tp_tcp_sendmsg_locked, struct sock *sk, struct msghdr *msg, struct sk_buff *skb, int size_goal)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 lowat;
+
+	if (waiters)
+		wait_end(0, PATH_TRACEPOINT);
+	if (skb && BPF_CORE_READ(skb, len) < (unsigned int)size_goal)
+		return 0; /* room in the tail skb: no memory test on this pass */
+	if (BPF_CORE_READ(msg, msg_flags) & MSG_DONTWAIT)
+		return 0; /* does not sleep: send_eagain's case */
+	if (BPF_CORE_READ(sk, sk_wmem_queued) < BPF_CORE_READ(sk, sk_sndbuf)) {
+		/* tcp_stream_memory_free(): unsent bytes against notsent_lowat,
+		 * the socket's or else the namespace's sysctl. */
+		lowat = BPF_CORE_READ(tp, notsent_lowat);
+		if (!lowat)
+			lowat = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.sysctl_tcp_notsent_lowat);
+		if (BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_nxt) < lowat)
+			return 0;
+	}
+	wait_begin(sk, PATH_TRACEPOINT);
+	return 0;
+}
+
+/* The tracepoint path of send_blocked: a wait that tcp_sendmsg_locked's
+ * tracepoint saw begin ends here when the call returns without another pass
+ * of the copy loop (the wait failed: timeout, signal, error). */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_sock_send_length_wait, struct sock *sk, int ret, int flags)
+{
+	if (waiters)
+		wait_end(ret, PATH_TRACEPOINT);
+	return 0;
+}
+
+/* On the fentry and kprobe paths the wait function itself is timed. It is
+ * reached only from wait_for_space, never on an ordinary send. */
+static __always_inline int on_wait_enter(struct sock *sk, long *timeo_p, __u8 path)
+{
+	long timeo = 0;
+
+	bpf_probe_read_kernel(&timeo, sizeof(timeo), timeo_p);
+	if (timeo)
+		wait_begin(sk, path);
+	return 0;
+}
+
+SEC("fentry/sk_stream_wait_memory")
+int BPF_PROG(fentry_sk_stream_wait_memory, struct sock *sk, long *timeo_p)
+{
+	return on_wait_enter(sk, timeo_p, PATH_FENTRY);
+}
+
+SEC("fexit/sk_stream_wait_memory")
+int BPF_PROG(fexit_sk_stream_wait_memory, struct sock *sk, long *timeo_p, int ret)
+{
+	if (waiters)
+		wait_end(ret, PATH_FENTRY);
+	return 0;
+}
+
+SEC("kprobe/sk_stream_wait_memory")
+int BPF_KPROBE(kprobe_sk_stream_wait_memory, struct sock *sk, long *timeo_p)
+{
+	return on_wait_enter(sk, timeo_p, PATH_KPROBE);
+}
+
+SEC("kretprobe/sk_stream_wait_memory")
+int BPF_KRETPROBE(kretprobe_sk_stream_wait_memory, int ret)
+{
+	if (waiters)
+		wait_end(ret, PATH_KPROBE);
+	return 0;
+}

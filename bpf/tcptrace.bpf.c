@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The one compilation unit: bpf2go builds one object, so every detector
+ * shares the same maps (ring buffer, filters, aggregation) and one event
+ * definition. Each detector lives in a file of its own, included here.
+ */
+#include "send.bpf.c"
+
+/* Unused by the programs: they keep the two enums in the object's BTF so that
+ * bpf2go -type generates their Go constants from this one definition. */
+const volatile enum event_type btf_anchor_event_type;
+const volatile enum probe_path btf_anchor_probe_path;
+
+/* GPL: tp_btf, fentry and ring buffer helpers are GPL-only. */
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capability numbers from include/uapi/linux/capability.h (5.8+).
+const (
+	capPerfmon = 38
+	capBPF     = 39
+)
+
+// checkPrivileges says, before anything is loaded, what is missing.
+func checkPrivileges() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("not root, and reading capabilities failed: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(capBPF) && has(capPerfmon) {
+		return nil
+	}
+	return errors.New("needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
+}
+
+// checkPIDs refuses a pid that does not exist, rather than trace nothing.
+func checkPIDs(pids []uint32) error {
+	for _, pid := range pids {
+		if err := unix.Kill(int(pid), 0); errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("no process with pid %d", pid)
+		}
+	}
+	return nil
+}
+
+// watchPIDs says when a traced process exits and cancels the run when none
+// is left. It polls every 100 ms: cheap, and works on every kernel.
+func watchPIDs(ctx context.Context, pids []uint32, stderr io.Writer, cancel context.CancelFunc) {
+	alive := map[uint32]bool{}
+	for _, p := range pids {
+		alive[p] = true
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for len(alive) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for p := range alive {
+			if err := unix.Kill(int(p), 0); errors.Is(err, unix.ESRCH) || isZombie(p) {
+				fmt.Fprintf(stderr, "tcptrace: traced process %d exited\n", p)
+				delete(alive, p)
+			}
+		}
+	}
+	fmt.Fprintln(stderr, "tcptrace: no traced process left, stopping")
+	cancel()
+}
+
+// isZombie: an exited child of an unreaped parent still answers kill(0).
+func isZombie(pid uint32) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the ")" that closes the command name.
+	for i := len(b) - 1; i > 0; i-- {
+		if b[i] == ')' && i+2 < len(b) {
+			return b[i+2] == 'Z'
+		}
+	}
+	return false
+}

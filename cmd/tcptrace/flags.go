@@ -1,0 +1,131 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+// options is everything the command line says.
+type options struct {
+	tracer     tracer.Options
+	duration   time.Duration
+	output     string
+	listProbes bool
+	help       bool
+	version    bool
+}
+
+const usageHead = `tcptrace: one annotated line per TCP pathology, as it happens.
+
+Usage:
+  sudo tcptrace [flags]              trace the whole host
+  sudo tcptrace --pid 4242 [flags]   trace the sockets of one process
+
+Flags:
+`
+
+// parseFlags turns argv into options; any problem is one error line.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := pflag.NewFlagSet("tcptrace", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	pids := fs.StringSliceP("pid", "p", nil, "only sockets of these processes, threads included (comma-separated)")
+	port := fs.Uint16("port", 0, "only connections with this local or remote port")
+	v4 := fs.BoolP("ipv4", "4", false, "only IPv4 connections")
+	v6 := fs.BoolP("ipv6", "6", false, "only IPv6 connections")
+	events := fs.StringSliceP("events", "e", nil, "only these events (comma-separated): "+eventNames())
+	duration := fs.StringP("duration", "d", "", "stop after this long (30s, 5m, or seconds); default: until Ctrl-C or SIGTERM")
+	interval := fs.String("interval", "1s", "at most one line per connection per interval for repeated events")
+	fs.StringVarP(&o.output, "output", "o", "text", "output format: text or json (one object per line)")
+	fs.BoolVar(&o.listProbes, "list-probes", false, "print each event's probe path on this kernel, or why none works, and exit")
+	fs.BoolVarP(&o.help, "help", "h", false, "show this help")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	force := fs.String("force-path", "", "use only this probe path: tracepoint, fentry or kprobe (for tests)")
+	_ = fs.MarkHidden("force-path")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if o.help {
+		fmt.Fprint(stderr, usageHead+fs.FlagUsages())
+		return o, nil
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, p := range *pids {
+		n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 32)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("invalid pid %q", p)
+		}
+		o.tracer.PIDs = append(o.tracer.PIDs, uint32(n))
+	}
+	o.tracer.Port = *port
+	switch {
+	case *v4 && *v6:
+		return nil, errors.New("-4 and -6 exclude each other")
+	case *v4:
+		o.tracer.Family = 4
+	case *v6:
+		o.tracer.Family = 6
+	}
+	for _, name := range *events {
+		t, err := tracer.ParseEventType(strings.TrimSpace(name))
+		if err != nil {
+			return nil, err
+		}
+		o.tracer.Events = append(o.tracer.Events, t)
+	}
+	var err error
+	if *duration != "" {
+		if o.duration, err = parseSeconds("--duration", *duration); err != nil {
+			return nil, err
+		}
+	}
+	if o.tracer.Interval, err = parseSeconds("--interval", *interval); err != nil {
+		return nil, err
+	}
+	if o.output != "text" && o.output != "json" {
+		return nil, fmt.Errorf("unknown output format %q (known: text, json)", o.output)
+	}
+	if *force != "" {
+		p, err := tracer.ParseProbePath(*force)
+		if err != nil {
+			return nil, err
+		}
+		o.tracer.ForcePath = p
+	}
+	return o, nil
+}
+
+func eventNames() string {
+	var names []string
+	for _, t := range tracer.AllEventTypes() {
+		names = append(names, t.String())
+	}
+	return strings.Join(names, ", ")
+}
+
+// parseSeconds takes a Go duration ("1.5s", "2m") or a bare number of seconds.
+func parseSeconds(flag, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(v, 64)
+		if ferr != nil {
+			return 0, fmt.Errorf("invalid %s %q: want a duration such as 30s or a number of seconds", flag, v)
+		}
+		d = time.Duration(f * float64(time.Second))
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%s must be positive, got %q", flag, v)
+	}
+	return d, nil
+}

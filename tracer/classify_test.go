@@ -1,0 +1,44 @@
+package tracer
+
+import "testing"
+
+// full is a send buffer at its limit, with everything else quiet: each case
+// changes what makes its reason true.
+func full() Snapshot {
+	return Snapshot{
+		State: "ESTABLISHED", SndbufBytes: 87040, WmemQueued: 87040,
+		UnackedBytes: 20000, NotsentBytes: 40000, PeerWindow: 1 << 20,
+		Cwnd: 10, InFlight: 4, MSS: 1448, Timer: "none",
+	}
+}
+
+func TestClassifySend(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Snapshot)
+		want Reason
+	}{
+		{"memory pressure wins over everything", func(s *Snapshot) { s.MemPressure = true; s.PeerWindow = 0 }, ReasonMemoryPressure},
+		{"zero window", func(s *Snapshot) { s.PeerWindow = 0 }, ReasonPeerZeroWindow},
+		{"zero-window probe timer", func(s *Snapshot) { s.TimerPending = true; s.Timer = "zero_window_probe"; s.Backoff = 3 }, ReasonPeerZeroWindow},
+		{"window smaller than a segment", func(s *Snapshot) { s.PeerWindow = 20500; s.UnackedBytes = 20000 }, ReasonPeerZeroWindow},
+		{"zero window before RTO backoff", func(s *Snapshot) { s.PeerWindow = 0; s.RTORetransmits = 2 }, ReasonPeerZeroWindow},
+		{"RTO backoff", func(s *Snapshot) { s.RTORetransmits = 7; s.Backoff = 7; s.InFlight = 10 }, ReasonUnackedRetransmitting},
+		{"retransmits without unacked data is not a stall", func(s *Snapshot) { s.RTORetransmits = 1; s.UnackedBytes = 0 }, ReasonUnknown},
+		{"cwnd full", func(s *Snapshot) { s.InFlight = 10 }, ReasonCwndLimited},
+		{"cwnd full but nothing unsent", func(s *Snapshot) { s.InFlight = 10; s.NotsentBytes = 0 }, ReasonUnknown},
+		{"small fixed SO_SNDBUF", func(s *Snapshot) { s.SndbufLocked = true }, ReasonSndbufLimited},
+		{"autotuned buffer, nothing limiting", func(s *Snapshot) {}, ReasonUnknown},
+		{"notsent_lowat", func(s *Snapshot) { s.WmemQueued = 1000; s.NotsentLowat = 16384; s.NotsentBytes = 16384 }, ReasonNotsentLowat},
+		{"room in the buffer, no lowat", func(s *Snapshot) { s.WmemQueued = 1000 }, ReasonUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := full()
+			tt.mod(&s)
+			if got := classifySend(&s); got != tt.want {
+				t.Errorf("classifySend() = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,125 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// EventType names what happened; its String is the `event` field of the JSON
+// contract and the name --events takes.
+type EventType uint8
+
+const (
+	SendEAGAIN  EventType = EventType(tcptraceEventTypeEVENT_SEND_EAGAIN)
+	SendBlocked EventType = EventType(tcptraceEventTypeEVENT_SEND_BLOCKED)
+)
+
+var eventNames = map[EventType]string{
+	SendEAGAIN:  "send_eagain",
+	SendBlocked: "send_blocked",
+}
+
+func (t EventType) String() string {
+	if n, ok := eventNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("event_%d", uint8(t))
+}
+
+// ParseEventType maps a name given to --events back to its type.
+func ParseEventType(name string) (EventType, error) {
+	for t, n := range eventNames {
+		if n == name {
+			return t, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown event %q (known: %s)", name, eventList())
+}
+
+// AllEventTypes lists every event in a stable order.
+func AllEventTypes() []EventType { return []EventType{SendEAGAIN, SendBlocked} }
+
+func eventList() string {
+	s := ""
+	for i, t := range AllEventTypes() {
+		if i > 0 {
+			s += ", "
+		}
+		s += t.String()
+	}
+	return s
+}
+
+// Reason is the machine-readable cause of an event.
+type Reason string
+
+const (
+	ReasonPeerZeroWindow        Reason = "peer_zero_window"
+	ReasonUnackedRetransmitting Reason = "unacked_retransmitting"
+	ReasonCwndLimited           Reason = "cwnd_limited"
+	ReasonSndbufLimited         Reason = "sndbuf_limited"
+	ReasonMemoryPressure        Reason = "memory_pressure"
+	ReasonNotsentLowat          Reason = "notsent_lowat"
+	ReasonUnknown               Reason = "unknown"
+)
+
+// ProbePath says which kind of kernel hook produced an event.
+type ProbePath uint8
+
+const (
+	PathTracepoint ProbePath = ProbePath(tcptraceProbePathPATH_TRACEPOINT)
+	PathFentry     ProbePath = ProbePath(tcptraceProbePathPATH_FENTRY)
+	PathKprobe     ProbePath = ProbePath(tcptraceProbePathPATH_KPROBE)
+)
+
+func (p ProbePath) String() string {
+	switch p {
+	case PathTracepoint:
+		return "tracepoint"
+	case PathFentry:
+		return "fentry"
+	case PathKprobe:
+		return "kprobe"
+	}
+	return "none"
+}
+
+// ParseProbePath maps "tracepoint", "fentry" or "kprobe" to its path.
+func ParseProbePath(s string) (ProbePath, error) {
+	for _, p := range []ProbePath{PathTracepoint, PathFentry, PathKprobe} {
+		if p.String() == s {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown probe path %q (known: tracepoint, fentry, kprobe)", s)
+}
+
+// Event is one output line: what the kernel did, to which connection and
+// process, the numbers read, and what they mean.
+type Event struct {
+	Time   time.Time
+	Type   EventType
+	Reason Reason
+	PID    uint32
+	TID    uint32
+	Comm   string
+	Family int // 4 or 6
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	NetNS  uint32
+	// Count is how many occurrences this line stands for (at least 1): a
+	// spinning sender's EAGAINs are summed per connection and interval.
+	Count uint64
+	// Path is the probe path that saw the event.
+	Path        ProbePath
+	Explanation string
+	// Details holds every number read from the kernel, keyed with its unit
+	// (sndbuf_bytes, rto_ms). Values are numbers, booleans or strings.
+	Details map[string]any
+	// Socket identifies the connection for the summary (kernel address of
+	// the socket); it is not part of the output contract.
+	Socket uint64
+	// Snapshot is the socket state behind Details and Explanation.
+	Snapshot Snapshot
+}

@@ -1,0 +1,207 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// objects is everything tcptrace holds in the kernel. Maps are created once
+// and shared by every program (MapReplacements), so that each path's
+// programs can be loaded on their own: loading the fentry programs on a
+// kernel that refuses them must not stop the tracepoint ones.
+type objects struct {
+	maps  *ebpf.Collection   // every map of the object, no programs
+	progs []*ebpf.Collection // one per path in use
+	links []link.Link
+}
+
+// closeLinks detaches every program; the maps stay readable.
+func (o *objects) closeLinks() error {
+	var errs []error
+	for _, l := range o.links {
+		errs = append(errs, l.Close())
+	}
+	o.links = nil
+	return errors.Join(errs...)
+}
+
+func (o *objects) close() error {
+	// Links first: once they are gone no program runs, and nothing is
+	// written to the maps that are closed after them.
+	errs := []error{o.closeLinks()}
+	for _, c := range o.progs {
+		c.Close()
+	}
+	o.progs = nil
+	if o.maps != nil {
+		o.maps.Close()
+		o.maps = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (o *objects) mapByName(name string) *ebpf.Map { return o.maps.Maps[name] }
+
+// loadSpec returns the compiled object with the run's configuration set.
+func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
+	spec, err := loadTcptrace()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	set := func(name string, v any) error {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("BPF object has no variable %s", name)
+		}
+		return vs.Set(v)
+	}
+	family := uint16(0)
+	switch opts.Family {
+	case 4:
+		family = unix.AF_INET
+	case 6:
+		family = unix.AF_INET6
+	}
+	for name, v := range map[string]any{
+		"cfg_filter_pid":  boolByte(len(opts.PIDs) > 0),
+		"cfg_port":        opts.Port,
+		"cfg_family":      family,
+		"cfg_snapshot_ns": uint64(snapshotRefresh(opts.Interval)),
+	} {
+		if err := set(name, v); err != nil {
+			return nil, err
+		}
+	}
+	return spec, nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// createMaps makes every map once, before any program.
+func createMaps(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+	s := spec.Copy()
+	s.Programs = map[string]*ebpf.ProgramSpec{}
+	c, err := ebpf.NewCollection(s)
+	if err != nil {
+		return nil, fmt.Errorf("creating BPF maps: %w", explainLoad(err))
+	}
+	return c, nil
+}
+
+// loadPath loads and attaches one path's programs, or nothing.
+func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec) (*ebpf.Collection, []link.Link, error) {
+	s := spec.Copy()
+	s.Programs = map[string]*ebpf.ProgramSpec{}
+	for _, pa := range p.progs {
+		ps, ok := spec.Programs[pa.prog]
+		if !ok {
+			return nil, nil, fmt.Errorf("BPF object has no program %s", pa.prog)
+		}
+		s.Programs[pa.prog] = ps
+	}
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps.Maps})
+	if err != nil {
+		return nil, nil, explainLoad(err)
+	}
+	var links []link.Link
+	fail := func(err error) (*ebpf.Collection, []link.Link, error) {
+		for _, l := range links {
+			l.Close()
+		}
+		coll.Close()
+		return nil, nil, err
+	}
+	for _, pa := range p.progs {
+		prog := coll.Programs[pa.prog]
+		var l link.Link
+		switch pa.kind {
+		case attachTracing:
+			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+		case attachKprobe:
+			l, err = link.Kprobe(pa.symbol, prog, nil)
+		case attachKretprobe:
+			l, err = link.Kretprobe(pa.symbol, prog, nil)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("attaching %s: %w", pa.prog, explainAttach(err)))
+		}
+		links = append(links, l)
+	}
+	return coll, links, nil
+}
+
+// attachAll picks a path for every wanted event. An event no path supports
+// is reported in its ProbeStatus and skipped; the others go on.
+func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force ProbePath) []ProbeStatus {
+	var out []ProbeStatus
+	for _, d := range detectors {
+		if !containsEvent(events, d.event) {
+			continue
+		}
+		st := ProbeStatus{Event: d.event}
+		for _, p := range d.paths {
+			if force != 0 && p.path != force {
+				continue
+			}
+			coll, links, err := loadPath(spec, o.maps, p)
+			if err != nil {
+				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err})
+				continue
+			}
+			o.progs = append(o.progs, coll)
+			o.links = append(o.links, links...)
+			st.Path, st.Hooks = p.path, p.hooks
+			break
+		}
+		if force != 0 && st.Path == 0 && len(st.Tried) == 0 {
+			st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", d.event, force)})
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+func containsEvent(list []EventType, t EventType) bool {
+	for _, e := range list {
+		if e == t {
+			return true
+		}
+	}
+	return false
+}
+
+// explainLoad turns the kernel's refusals into what an SRE can act on. The
+// verifier's log is kept (%+v) when that is the cause.
+func explainLoad(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		return fmt.Errorf("the verifier rejected the program: %+v", ve)
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("refused by the kernel (EPERM: needs root or CAP_BPF+CAP_PERFMON; fentry/fexit may also be refused by lockdown): %w", err)
+	case errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "not found"):
+		return fmt.Errorf("hook not in this kernel: %w", err)
+	}
+	return err
+}
+
+func explainAttach(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("kprobes unavailable or symbol missing (CONFIG_KPROBES off, or the function was inlined): %w", err)
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("refused by the kernel (EPERM): %w", err)
+	}
+	return err
+}

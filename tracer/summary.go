@@ -1,0 +1,101 @@
+package tracer
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+)
+
+// Summary accumulates what a run printed, for the report at exit.
+type Summary struct {
+	byReason map[summaryKey]uint64
+	byConn   map[connKey]uint64
+}
+
+type summaryKey struct {
+	event  EventType
+	reason Reason
+}
+
+type connKey struct {
+	event         EventType
+	pid           uint32
+	comm          string
+	local, remote netip.AddrPort
+}
+
+func NewSummary() *Summary {
+	return &Summary{byReason: map[summaryKey]uint64{}, byConn: map[connKey]uint64{}}
+}
+
+// Add counts one printed line. A send still blocked is not a finished wait
+// and is left out, so the totals count each wait once.
+func (s *Summary) Add(e Event) {
+	if ip, ok := e.Details["in_progress"].(bool); ok && ip {
+		return
+	}
+	s.byReason[summaryKey{e.Type, e.Reason}] += e.Count
+	s.byConn[connKey{e.Type, e.PID, e.Comm, e.Local, e.Remote}] += e.Count
+}
+
+// Total is the sum of counts of one event.
+func (s *Summary) Total(t EventType) uint64 {
+	var n uint64
+	for k, v := range s.byReason {
+		if k.event == t {
+			n += v
+		}
+	}
+	return n
+}
+
+// Write prints the report: counts per event and reason, per connection
+// (largest first, at most 20), and the records the kernel could not deliver.
+func (s *Summary) Write(w io.Writer, lost map[EventType]uint64) {
+	fmt.Fprintln(w, "\nSummary")
+	if len(s.byReason) == 0 {
+		fmt.Fprintln(w, "  no events")
+	}
+	reasons := make([]summaryKey, 0, len(s.byReason))
+	for k := range s.byReason {
+		reasons = append(reasons, k)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		if reasons[i].event != reasons[j].event {
+			return reasons[i].event < reasons[j].event
+		}
+		return reasons[i].reason < reasons[j].reason
+	})
+	for _, k := range reasons {
+		fmt.Fprintf(w, "  %-14s %-24s %10d\n", k.event, k.reason, s.byReason[k])
+	}
+	conns := make([]connKey, 0, len(s.byConn))
+	for k := range s.byConn {
+		conns = append(conns, k)
+	}
+	sort.Slice(conns, func(i, j int) bool { return s.byConn[conns[i]] > s.byConn[conns[j]] })
+	if len(conns) > 0 {
+		fmt.Fprintln(w, "  by connection:")
+	}
+	for i, k := range conns {
+		if i == 20 {
+			fmt.Fprintf(w, "  ... and %d more connections\n", len(conns)-20)
+			break
+		}
+		fmt.Fprintf(w, "  %-14s %7d %-15s %-22s -> %-22s %10d\n", k.event, k.pid, k.comm, k.local, k.remote, s.byConn[k])
+	}
+	var total uint64
+	for _, n := range lost {
+		total += n
+	}
+	if total == 0 {
+		fmt.Fprintln(w, "  lost events: 0")
+		return
+	}
+	for _, t := range AllEventTypes() {
+		if lost[t] > 0 {
+			fmt.Fprintf(w, "  lost events: %d %s records did not fit in the ring buffer (their counts were carried into later lines where the aggregation table had room)\n", lost[t], t)
+		}
+	}
+}

@@ -1,0 +1,233 @@
+// Package tracer loads tcptrace's BPF programs, picks for each event the best
+// probe path the running kernel supports, and turns what the kernel reports
+// into annotated Events.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Options selects what to trace.
+type Options struct {
+	// PIDs limits tracing to sockets of these processes (threads included).
+	PIDs []uint32
+	// Port keeps only connections with this local or remote port (0: any).
+	Port uint16
+	// Family is 4, 6, or 0 for both.
+	Family int
+	// Events to trace; empty means all.
+	Events []EventType
+	// Interval is how often an aggregated connection gets a line (default 1 s).
+	Interval time.Duration
+	// ForcePath restricts every event to one probe path (tests use it to
+	// exercise each path on each kernel); 0 picks the best that works.
+	ForcePath ProbePath
+}
+
+// Tracer holds the loaded programs until Close.
+type Tracer struct {
+	opts    Options
+	objs    *objects
+	status  []ProbeStatus
+	reader  *ringbuf.Reader
+	dec     *decoder
+	agg     *aggregator
+	closeMu sync.Mutex
+	closed  bool
+	lost    map[EventType]uint64
+}
+
+// snapshotRefresh is how stale an aggregated line's snapshot may be: often
+// enough to be current when the line is printed, rare enough that a spinning
+// sender does not pay for a full socket read on every EAGAIN.
+func snapshotRefresh(interval time.Duration) time.Duration {
+	if r := interval / 10; r < 50*time.Millisecond {
+		return r
+	}
+	return 50 * time.Millisecond
+}
+
+// New loads and attaches. On any error nothing stays loaded. An event that no
+// probe path supports is not an error: see Status.
+func New(opts Options) (*Tracer, error) {
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	if len(opts.Events) == 0 {
+		opts.Events = AllEventTypes()
+	}
+	if err := checkKernelSupport(); err != nil {
+		return nil, err
+	}
+	spec, err := loadSpec(&opts)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracer{opts: opts, objs: &objects{}, dec: newDecoder(kernelHZ()), lost: map[EventType]uint64{}}
+	ok := false
+	defer func() {
+		if !ok {
+			t.objs.close()
+		}
+	}()
+	if t.objs.maps, err = createMaps(spec); err != nil {
+		return nil, err
+	}
+	if err := t.fillPIDFilter(); err != nil {
+		return nil, err
+	}
+	t.status = attachAll(spec, t.objs, opts.Events, opts.ForcePath)
+	if len(t.objs.links) == 0 {
+		return nil, noPathError(t.status)
+	}
+	if t.reader, err = ringbuf.NewReader(t.objs.mapByName("events")); err != nil {
+		return nil, fmt.Errorf("opening the ring buffer: %w", err)
+	}
+	t.agg = newAggregator(t.objs.mapByName("aggregates"), t.objs.mapByName("wait_starts"), t.dec, opts.Interval)
+	ok = true
+	return t, nil
+}
+
+// checkKernelSupport turns the two common set-up problems into one clear line
+// each, before the loader would report them as a cryptic BPF error.
+func checkKernelSupport() error {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return errors.New("no kernel BTF: /sys/kernel/btf/vmlinux is missing (tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)")
+	}
+	return nil
+}
+
+func noPathError(st []ProbeStatus) error {
+	msg := "no probe could be attached"
+	for _, s := range st {
+		for _, f := range s.Tried {
+			msg += fmt.Sprintf("; %s via %s: %v", s.Event, f.Path, f.Err)
+		}
+	}
+	return errors.New(msg)
+}
+
+func (t *Tracer) fillPIDFilter() error {
+	m := t.objs.mapByName("pid_filter")
+	for _, pid := range t.opts.PIDs {
+		if err := m.Put(pid, uint8(1)); err != nil {
+			return fmt.Errorf("setting the pid filter: %w", err)
+		}
+	}
+	return nil
+}
+
+// Status says, for each wanted event, which probe path is in use or why none is.
+func (t *Tracer) Status() []ProbeStatus { return t.status }
+
+// Run streams events to emit until ctx is done, then detaches every program,
+// drains what the kernel still holds and prints the aggregated counts that
+// are left, so that the counts of a run add up exactly. emit is called from
+// this goroutine only.
+func (t *Tracer) Run(ctx context.Context, emit func(Event)) error {
+	var rec ringbuf.Record
+	var raw tcptraceEvent
+	next := time.Now().Add(t.opts.Interval)
+	handle := func() error {
+		if err := parseRaw(rec.RawSample, &raw); err != nil {
+			return err
+		}
+		emit(t.dec.decode(&raw, tally{count: raw.Count, wait: time.Duration(raw.WaitNs), maxWait: time.Duration(raw.MaxWaitNs)}))
+		return nil
+	}
+	// Flush wakes a reader blocked in ReadInto; the loop then sees ctx.
+	stop := context.AfterFunc(ctx, func() { t.reader.Flush() })
+	defer stop()
+	for ctx.Err() == nil {
+		t.reader.SetDeadline(next)
+		err := t.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			if err := handle(); err != nil {
+				return err
+			}
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("reading the ring buffer: %w", err)
+		}
+		if time.Now().Before(next) {
+			continue
+		}
+		next = time.Now().Add(t.opts.Interval)
+		if err := t.agg.flush(emit, false); err != nil {
+			return err
+		}
+	}
+	// Detach first: after this no program runs, so what the ring buffer and
+	// the aggregation table hold is final.
+	if err := t.objs.closeLinks(); err != nil {
+		return fmt.Errorf("detaching: %w", err)
+	}
+	t.reader.SetDeadline(time.Now())
+	for {
+		err := t.reader.ReadInto(&rec)
+		if errors.Is(err, ringbuf.ErrFlushed) {
+			continue
+		}
+		if err != nil {
+			break
+		}
+		if err := handle(); err != nil {
+			return err
+		}
+	}
+	if err := t.agg.flush(emit, true); err != nil {
+		return err
+	}
+	return t.readLost()
+}
+
+// readLost sums the per-CPU counters of records the kernel could not hand
+// over (ring buffer or aggregation table full).
+func (t *Tracer) readLost() error {
+	m := t.objs.mapByName("lost")
+	for _, et := range AllEventTypes() {
+		var per []uint64
+		if err := m.Lookup(uint32(et), &per); err != nil {
+			return fmt.Errorf("reading lost-event counters: %w", err)
+		}
+		var n uint64
+		for _, v := range per {
+			n += v
+		}
+		t.lost[et] = n
+	}
+	return nil
+}
+
+// Lost returns, after Run, how many records per event could not be sent
+// through the ring buffer. Their counts were carried into a later line
+// whenever the aggregation table had room.
+func (t *Tracer) Lost() map[EventType]uint64 { return t.lost }
+
+// Close detaches and unloads everything. It is safe to call more than once
+// and from another goroutine than Run.
+func (t *Tracer) Close() error {
+	t.closeMu.Lock()
+	defer t.closeMu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	var errs []error
+	if t.reader != nil {
+		errs = append(errs, t.reader.Close())
+	}
+	errs = append(errs, t.objs.close())
+	return errors.Join(errs...)
+}
