@@ -206,7 +206,19 @@ static __always_inline int submit(struct event *src)
  * full ring buffer refused is counted in the map instead, so it is printed a
  * little later rather than lost (it still shows in the `lost` counter).
  */
-static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, int ret, __u64 wait_ns)
+static __always_inline void take_snapshot(struct sock *sk, const struct tcp_snapshot *given, struct tcp_snapshot *s)
+{
+	if (given)
+		__builtin_memcpy(s, given, sizeof(*s));
+	else
+		read_snapshot(sk, s);
+}
+
+/* `given`, when set, is the snapshot to report instead of the socket's state
+ * now: a wait is explained by the state that made the sender wait, not by
+ * the state that released it. */
+static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, int ret, __u64 wait_ns,
+				      const struct tcp_snapshot *given)
 {
 	struct agg_key key = { .sk = (__u64)sk, .type = type };
 	struct agg_value *v;
@@ -230,7 +242,7 @@ static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, in
 	v->ev.wait_ns = wait_ns;
 	v->ev.max_wait_ns = wait_ns;
 	fill_task(&v->ev);
-	read_snapshot(sk, &v->ev.s);
+	take_snapshot(sk, given, &v->ev.s);
 
 	/* NOEXIST: of two CPUs racing on a new socket, one prints the first
 	 * line and the other adds to the entry. */
@@ -261,7 +273,7 @@ add:
 	v->ev.ret = ret;
 	v->ev.path = path;
 	fill_task(&v->ev);
-	read_snapshot(sk, &v->ev.s);
+	take_snapshot(sk, given, &v->ev.s);
 }
 
 #endif /* COMMON_BPF_H */

@@ -36,7 +36,7 @@ static __always_inline int on_send_return(struct sock *sk, int ret, __u8 path)
 	tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!pid_wanted(tgid) || !sock_wanted(sk))
 		return 0;
-	aggregate(sk, EVENT_SEND_EAGAIN, path, ret, 0);
+	aggregate(sk, EVENT_SEND_EAGAIN, path, ret, 0, NULL);
 	return 0;
 }
 
@@ -103,6 +103,13 @@ struct {
 	__type(value, struct event);
 } wait_starts SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tcp_snapshot);
+} snap_scratch SEC(".maps");
+
 /* Entries in wait_starts. The hot paths test this before any lookup, so a
  * host with no blocked sender pays one load per send for send_blocked. */
 __u64 waiters = 0;
@@ -133,16 +140,22 @@ static __always_inline void wait_end(int ret, __u8 path)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct event *w = bpf_map_lookup_elem(&wait_starts, &id);
-	struct sock *sk;
+	__u32 zero = 0;
+	struct tcp_snapshot *snap;
 	__u64 waited;
 
 	if (!w)
 		return;
-	sk = (struct sock *)w->s.sk;
 	waited = bpf_ktime_get_ns() - w->ts_ns;
+	/* The entry is about to go: keep its snapshot in a scratch slot of its
+	 * own (aggregate() uses the other one). */
+	snap = bpf_map_lookup_elem(&snap_scratch, &zero);
+	if (!snap)
+		return;
+	__builtin_memcpy(snap, &w->s, sizeof(*snap));
 	if (bpf_map_delete_elem(&wait_starts, &id) == 0)
 		__sync_fetch_and_add(&waiters, -1);
-	aggregate(sk, EVENT_SEND_BLOCKED, path, ret, waited);
+	aggregate((struct sock *)snap->sk, EVENT_SEND_BLOCKED, path, ret, waited, snap);
 }
 
 /*

@@ -1,6 +1,9 @@
 package tracer
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // full is a send buffer at its limit, with everything else quiet: each case
 // changes what makes its reason true.
@@ -20,8 +23,16 @@ func TestClassifySend(t *testing.T) {
 	}{
 		{"memory pressure wins over everything", func(s *Snapshot) { s.MemPressure = true; s.PeerWindow = 0 }, ReasonMemoryPressure},
 		{"zero window", func(s *Snapshot) { s.PeerWindow = 0 }, ReasonPeerZeroWindow},
-		{"zero-window probe timer", func(s *Snapshot) { s.TimerPending = true; s.Timer = "zero_window_probe"; s.Backoff = 3 }, ReasonPeerZeroWindow},
-		{"window smaller than a segment", func(s *Snapshot) { s.PeerWindow = 20500; s.UnackedBytes = 20000 }, ReasonPeerZeroWindow},
+		{"probe timer with an open window is not the peer", func(s *Snapshot) { s.TimerPending = true; s.Timer = "zero_window_probe"; s.PacketsOut = 0 }, ReasonUnknown},
+		{"window full, peer acknowledging", func(s *Snapshot) {
+			s.PeerWindow, s.UnackedBytes, s.HZKnown, s.SinceLastACK = 20500, 20000, true, 4*time.Millisecond
+		}, ReasonPeerZeroWindow},
+		{"window full, no ACK for long: not the peer's reading", func(s *Snapshot) {
+			s.PeerWindow, s.UnackedBytes, s.HZKnown, s.SinceLastACK = 20500, 20000, true, 150*time.Millisecond
+		}, ReasonUnknown},
+		{"window full, RTO fired", func(s *Snapshot) {
+			s.PeerWindow, s.UnackedBytes, s.RTORetransmits = 20500, 20000, 2
+		}, ReasonUnackedRetransmitting},
 		{"zero window before RTO backoff", func(s *Snapshot) { s.PeerWindow = 0; s.RTORetransmits = 2 }, ReasonPeerZeroWindow},
 		{"RTO backoff", func(s *Snapshot) { s.RTORetransmits = 7; s.Backoff = 7; s.InFlight = 10 }, ReasonUnackedRetransmitting},
 		{"retransmits without unacked data is not a stall", func(s *Snapshot) { s.RTORetransmits = 1; s.UnackedBytes = 0 }, ReasonUnknown},

@@ -45,11 +45,11 @@ func explainSend(t EventType, r Reason, s *Snapshot, n tally) string {
 		if s.PeerWindow == 0 {
 			fmt.Fprintf(&b, "; the peer advertises a zero window and %d bytes wait unsent", s.NotsentBytes)
 		} else {
-			fmt.Fprintf(&b, "; the peer's %d-byte window is nearly full (%d bytes unacknowledged leave %d, less than one %d-byte segment) and %d bytes wait unsent",
-				s.PeerWindow, s.UnackedBytes, max(s.UsableWindow(), 0), s.MSS, s.NotsentBytes)
+			fmt.Fprintf(&b, "; the peer's %d-byte window is full (%d bytes in flight leave %d, less than one %d-byte segment) although it acknowledges (last ACK %s ago), and %d bytes wait unsent",
+				s.PeerWindow, s.UnackedBytes, max(s.UsableWindow(), 0), s.MSS, dur(s.SinceLastACK), s.NotsentBytes)
 		}
 		if s.ProbesOut > 0 {
-			fmt.Fprintf(&b, ", %d zero-window probes unanswered", s.ProbesOut)
+			fmt.Fprintf(&b, ", %s unanswered", plural(int(s.ProbesOut), "zero-window probe"))
 		}
 		b.WriteString(": the peer application is not reading its socket; fix the reader (slow or stuck), not the sender")
 	case ReasonUnackedRetransmitting:
@@ -57,7 +57,11 @@ func explainSend(t EventType, r Reason, s *Snapshot, n tally) string {
 		if s.HZKnown {
 			fmt.Fprintf(&b, " for %s", dur(s.SinceLastACK))
 		}
-		fmt.Fprintf(&b, ", %d consecutive retransmission timeouts", s.RTORetransmits)
+		if s.RTORetransmits == 1 {
+			b.WriteString(", 1 retransmission timeout")
+		} else {
+			fmt.Fprintf(&b, ", %d consecutive retransmission timeouts", s.RTORetransmits)
+		}
 		if s.HZKnown && s.TimerPending && s.Timer == "retransmit" {
 			fmt.Fprintf(&b, ", next in %s", dur(s.TimerIn))
 		}
@@ -75,6 +79,14 @@ func explainSend(t EventType, r Reason, s *Snapshot, n tally) string {
 	case ReasonSndbufLimited:
 		fmt.Fprintf(&b, "; the congestion window (%d of %d packets in flight) and the peer's window (%d bytes) have room: the %d-byte SO_SNDBUF is the limit; remove setsockopt(SO_SNDBUF) so the kernel autotunes it (net.ipv4.tcp_wmem), or raise it to the bandwidth-delay product", s.InFlight, s.Cwnd, s.PeerWindow, s.SndbufBytes)
 	default:
+		if s.localTransmitStuck() {
+			fmt.Fprintf(&b, "; %d bytes wait unsent with nothing in flight although the peer's window (%d bytes) and the congestion window (%d packets) are open: transmits are failing on this host (a netfilter or qdisc drop, or no route); check nft/iptables rules, tc and the route to the peer", s.NotsentBytes, s.PeerWindow, s.Cwnd)
+			break
+		}
+		if s.windowFull() && s.HZKnown {
+			fmt.Fprintf(&b, "; %d bytes in flight fill the peer's %d-byte window and no ACK came for %s (the retransmission timer, %s, has not fired yet), %d bytes wait unsent: data may not be getting through; watch for retransmissions", s.UnackedBytes, s.PeerWindow, dur(s.SinceLastACK), dur(s.RTO), s.NotsentBytes)
+			break
+		}
 		fmt.Fprintf(&b, "; %d bytes unacknowledged, %d unsent, peer window %d bytes, %d of %d packets in flight: no single limit stands out", s.UnackedBytes, s.NotsentBytes, s.PeerWindow, s.InFlight, s.Cwnd)
 	}
 	if s.NoDelay {
@@ -103,4 +115,11 @@ func dur(d time.Duration) string {
 		return fmt.Sprintf("%s%d ms", neg, d.Milliseconds())
 	}
 	return fmt.Sprintf("%s%d µs", neg, d.Microseconds())
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -114,6 +114,7 @@ const (
 	tcptraceMapPidFilter                    = "pid_filter"
 	tcptraceMapScratch                      = "scratch"
 	tcptraceMapSendmsgSk                    = "sendmsg_sk"
+	tcptraceMapSnapScratch                  = "snap_scratch"
 	tcptraceMapWaitStarts                   = "wait_starts"
 	tcptraceProgFentrySkStreamWaitMemory    = "fentry_sk_stream_wait_memory"
 	tcptraceProgFexitSkStreamWaitMemory     = "fexit_sk_stream_wait_memory"
@@ -192,13 +193,14 @@ type tcptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
-	Aggregates *ebpf.MapSpec `ebpf:"aggregates"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	PidFilter  *ebpf.MapSpec `ebpf:"pid_filter"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	SendmsgSk  *ebpf.MapSpec `ebpf:"sendmsg_sk"`
-	WaitStarts *ebpf.MapSpec `ebpf:"wait_starts"`
+	Aggregates  *ebpf.MapSpec `ebpf:"aggregates"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	PidFilter   *ebpf.MapSpec `ebpf:"pid_filter"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	SendmsgSk   *ebpf.MapSpec `ebpf:"sendmsg_sk"`
+	SnapScratch *ebpf.MapSpec `ebpf:"snap_scratch"`
+	WaitStarts  *ebpf.MapSpec `ebpf:"wait_starts"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -234,13 +236,14 @@ func (o *tcptraceObjects) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
-	Aggregates *ebpf.Map `ebpf:"aggregates"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	PidFilter  *ebpf.Map `ebpf:"pid_filter"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	SendmsgSk  *ebpf.Map `ebpf:"sendmsg_sk"`
-	WaitStarts *ebpf.Map `ebpf:"wait_starts"`
+	Aggregates  *ebpf.Map `ebpf:"aggregates"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Lost        *ebpf.Map `ebpf:"lost"`
+	PidFilter   *ebpf.Map `ebpf:"pid_filter"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	SendmsgSk   *ebpf.Map `ebpf:"sendmsg_sk"`
+	SnapScratch *ebpf.Map `ebpf:"snap_scratch"`
+	WaitStarts  *ebpf.Map `ebpf:"wait_starts"`
 }
 
 func (m *tcptraceMaps) Close() error {
@@ -251,6 +254,7 @@ func (m *tcptraceMaps) Close() error {
 		m.PidFilter,
 		m.Scratch,
 		m.SendmsgSk,
+		m.SnapScratch,
 		m.WaitStarts,
 	)
 }

@@ -1,0 +1,244 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The helper programs are this test binary started again with helperEnv set
+// to a mode, inside a test's namespace. Raw syscalls, not package net: Go's
+// runtime hides EAGAIN from the application, and EAGAIN is what is tested.
+const (
+	helperEnv        = "TCPTRACE_E2E_HELPER"
+	helperSecondsEnv = "TCPTRACE_E2E_SECONDS"
+)
+
+// runHelper sets up one connection on loopback, prints
+// "READY pid=P lport=L port=S", waits for "GO" on stdin, makes the
+// pathology happen for the given seconds and prints "RESULT key=value ...".
+func runHelper(mode string) int {
+	secs, _ := strconv.ParseFloat(os.Getenv(helperSecondsEnv), 64)
+	if err := helper(mode, time.Duration(secs*float64(time.Second))); err != nil {
+		fmt.Fprintf(os.Stderr, "helper %s: %v\n", mode, err)
+		return 1
+	}
+	return 0
+}
+
+func helper(mode string, d time.Duration) error {
+	rcvbuf := 0
+	if mode == "zerowin" || mode == "spin" || mode == "blocked" {
+		rcvbuf = 4096 // the receiver's window closes after a few KB
+	}
+	client, server, err := connectPair(rcvbuf)
+	if err != nil {
+		return err
+	}
+	lport, _ := localPort(client)
+	sport, _ := localPort(server)
+	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, sport)
+	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
+		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	}
+	switch mode {
+	case "cut":
+		if err := unix.SetsockoptInt(client, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return err
+		}
+		go drain(server, 0)
+		return nonblockingSend(client, 100, d, 2*time.Millisecond)
+	case "zerowin":
+		return nonblockingSend(client, 16384, d, 2*time.Millisecond)
+	case "spin":
+		return nonblockingSend(client, 16384, d, 0)
+	case "blocked":
+		go drain(server, d)
+		return blockingSend(client, 4<<20)
+	}
+	return fmt.Errorf("unknown helper mode %q", mode)
+}
+
+// nonblockingSend writes chunks until d has passed, sleeping pause after an
+// EAGAIN (0: spin), and reports how many EAGAINs the application saw.
+func nonblockingSend(fd, chunk int, d, pause time.Duration) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	buf := make([]byte, chunk)
+	var eagains, sent uint64
+	end := time.Now().Add(d)
+	for i := 0; ; i++ {
+		if i%64 == 0 && time.Now().After(end) {
+			break
+		}
+		n, err := unix.Write(fd, buf)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			eagains++
+			if pause > 0 {
+				time.Sleep(pause)
+			}
+		case err != nil:
+			return err
+		default:
+			sent += uint64(n)
+		}
+	}
+	fmt.Printf("RESULT eagains=%d sent=%d\n", eagains, sent)
+	return nil
+}
+
+// blockingSend writes total bytes on a blocking socket and reports how long
+// the writes took.
+func blockingSend(fd, total int) error {
+	buf := make([]byte, 65536)
+	start := time.Now()
+	for sent := 0; sent < total; {
+		n, err := unix.Write(fd, buf)
+		if err != nil {
+			return err
+		}
+		sent += n
+	}
+	fmt.Printf("RESULT blocked_ms=%d\n", time.Since(start).Milliseconds())
+	return nil
+}
+
+// drain reads everything from fd after waiting `after`.
+func drain(fd int, after time.Duration) {
+	time.Sleep(after)
+	buf := make([]byte, 1<<16)
+	for {
+		if n, err := unix.Read(fd, buf); n <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// connectPair returns both ends of a loopback TCP connection. rcvbuf, if
+// set, is the receiver's SO_RCVBUF, set on the listener before the
+// handshake so that the window scale matches it.
+func connectPair(rcvbuf int) (client, server int, err error) {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	if rcvbuf > 0 {
+		if err := unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf); err != nil {
+			return 0, 0, err
+		}
+	}
+	lo := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if err := unix.Bind(ln, lo); err != nil {
+		return 0, 0, err
+	}
+	if err := unix.Listen(ln, 8); err != nil {
+		return 0, 0, err
+	}
+	port, err := localPort(ln)
+	if err != nil {
+		return 0, 0, err
+	}
+	client, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := unix.Connect(client, &unix.SockaddrInet4{Addr: lo.Addr, Port: port}); err != nil {
+		return 0, 0, err
+	}
+	server, _, err = unix.Accept(ln)
+	return client, server, err
+}
+
+func localPort(fd int) (int, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, err
+	}
+	return sa.(*unix.SockaddrInet4).Port, nil
+}
+
+// helperProc is a running helper.
+type helperProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Scanner
+	PID    int
+	LPort  int // the sending (client) socket's port
+	Port   int // the receiving (server) socket's port
+	result map[string]string
+}
+
+// startHelper starts a helper in ns and waits for its READY line.
+func startHelper(t *testing.T, ns *netns, mode string, d time.Duration) *helperProc {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns.name, self)
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, fmt.Sprintf("%s=%f", helperSecondsEnv, d.Seconds()))
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	h := &helperProc{t: t, cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	kv := h.line("READY")
+	h.PID, _ = strconv.Atoi(kv["pid"])
+	h.LPort, _ = strconv.Atoi(kv["lport"])
+	h.Port, _ = strconv.Atoi(kv["port"])
+	return h
+}
+
+// line reads the helper's next line, which must start with prefix, as
+// key=value pairs.
+func (h *helperProc) line(prefix string) map[string]string {
+	h.t.Helper()
+	if !h.out.Scan() {
+		h.t.Fatalf("helper ended before %s", prefix)
+	}
+	f := strings.Fields(h.out.Text())
+	if len(f) == 0 || f[0] != prefix {
+		h.t.Fatalf("helper said %q, want %s", h.out.Text(), prefix)
+	}
+	kv := map[string]string{}
+	for _, p := range f[1:] {
+		k, v, _ := strings.Cut(p, "=")
+		kv[k] = v
+	}
+	return kv
+}
+
+// run sends GO and waits for the RESULT line and the helper's exit.
+func (h *helperProc) run() map[string]string {
+	h.t.Helper()
+	fmt.Fprintln(h.stdin, "GO")
+	h.result = h.line("RESULT")
+	if err := h.cmd.Wait(); err != nil {
+		h.t.Fatalf("helper: %v", err)
+	}
+	return h.result
+}
+
+func (h *helperProc) resultUint(key string) uint64 {
+	h.t.Helper()
+	v, err := strconv.ParseUint(h.result[key], 10, 64)
+	if err != nil {
+		h.t.Fatalf("helper result %s=%q: %v", key, h.result[key], err)
+	}
+	return v
+}

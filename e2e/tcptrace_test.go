@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// event is the JSON contract, as a consumer reads it.
+type event struct {
+	Time        string         `json:"time"`
+	Event       string         `json:"event"`
+	Reason      string         `json:"reason"`
+	PID         int            `json:"pid"`
+	Comm        string         `json:"comm"`
+	Family      int            `json:"family"`
+	LAddr       string         `json:"laddr"`
+	LPort       int            `json:"lport"`
+	RAddr       string         `json:"raddr"`
+	RPort       int            `json:"rport"`
+	NetNS       uint32         `json:"netns"`
+	Count       uint64         `json:"count"`
+	Explanation string         `json:"explanation"`
+	Details     map[string]any `json:"details"`
+}
+
+// tracerRun is a tcptrace process with JSON output.
+type tracerRun struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	events []event
+	stderr bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+// startTracer starts tcptrace and returns once it printed its `tracing`
+// line, that is once every probe is attached.
+func startTracer(t *testing.T, args ...string) *tracerRun {
+	t.Helper()
+	args = append([]string{"-o", "json"}, args...)
+	if forcePath != "" {
+		args = append(args, "--force-path", forcePath)
+	}
+	r := &tracerRun{t: t, cmd: exec.Command(tcptraceBin, args...), done: make(chan struct{})}
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := r.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.stop(syscall.SIGKILL) })
+
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		sc := bufio.NewScanner(stderr)
+		signalled := false
+		for sc.Scan() {
+			r.mu.Lock()
+			r.stderr.WriteString(sc.Text() + "\n")
+			r.mu.Unlock()
+			if !signalled && strings.Contains(sc.Text(), "tracing") {
+				signalled = true
+				close(ready)
+			}
+		}
+		if !signalled {
+			close(ready)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var e event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Errorf("tcptrace printed a line that is not JSON: %q: %v", sc.Text(), err)
+				continue
+			}
+			r.mu.Lock()
+			r.events = append(r.events, e)
+			r.mu.Unlock()
+		}
+	}()
+	go func() {
+		wg.Wait()
+		r.err = r.cmd.Wait()
+		close(r.done)
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tcptrace did not start tracing within 30 s; stderr:\n%s", r.stderrText())
+	}
+	if !strings.Contains(r.stderrText(), "tracing") {
+		<-r.done
+		t.Fatalf("tcptrace exited before tracing (%v); stderr:\n%s", r.err, r.stderrText())
+	}
+	return r
+}
+
+// stop signals tcptrace and waits for it to exit; it returns the exit error.
+func (r *tracerRun) stop(sig syscall.Signal) error {
+	select {
+	case <-r.done:
+		return r.err
+	default:
+	}
+	r.cmd.Process.Signal(sig)
+	select {
+	case <-r.done:
+	case <-time.After(20 * time.Second):
+		r.cmd.Process.Kill()
+		<-r.done
+		r.t.Errorf("tcptrace did not exit within 20 s of %v", sig)
+	}
+	return r.err
+}
+
+// wait waits for tcptrace to exit by itself (--duration, pid exit).
+func (r *tracerRun) wait(timeout time.Duration) error {
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(timeout):
+		r.t.Fatalf("tcptrace still running after %v", timeout)
+		return nil
+	}
+}
+
+func (r *tracerRun) stderrText() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stderr.String()
+}
+
+// eventsFor returns the events of one type from one process.
+func (r *tracerRun) eventsFor(name string, pid int) []event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []event
+	for _, e := range r.events {
+		if e.Event == name && (pid == 0 || e.PID == pid) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func sumCounts(evs []event) uint64 {
+	var n uint64
+	for _, e := range evs {
+		n += e.Count
+	}
+	return n
+}
+
+func dump(evs []event) string {
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "  %s pid=%d %s:%d->%s:%d count=%d reason=%s: %s\n", e.Event, e.PID, e.LAddr, e.LPort, e.RAddr, e.RPort, e.Count, e.Reason, e.Explanation)
+	}
+	return b.String()
+}

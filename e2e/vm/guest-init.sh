@@ -1,0 +1,142 @@
+#!/bin/sh
+# guest-init.sh: PID 1 of the QEMU guest (busybox ash, not bash: the guest has
+# no bash). run.sh copies it into the initramfs as /init, next to
+# /vmtest.conf, /tcptrace and (if built) /e2e.test.
+#
+# It sets up what tcptrace and its e2e tests expect from a normal system,
+# runs the smoke step and the e2e suite once per requested probe path, prints
+# machine-readable lines that run.sh parses from the serial console:
+#
+#   VMTEST kernel=<release> step=<step> ...            progress and timings
+#   VMTEST kernel=<release> smoke=<path> result=PASS|FAIL|UNSUPPORTED
+#   VMTEST kernel=<release> path=<path> test=<TestX> result=PASS|FAIL|SKIP
+#   VMTEST kernel=<release> path=<path> result=PASS|FAIL|SKIP
+#   VMTEST kernel=<release> done
+#
+# and powers the VM off. A missing "done" line means the guest crashed or
+# timed out; run.sh treats that as a failure.
+#
+# No `set -e`: one failing step must not kill PID 1 (that panics the kernel
+# and loses the remaining results).
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root TMPDIR=/tmp
+
+# --- filesystems -----------------------------------------------------------
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+# /tmp and /run writable; `ip netns add` wants /run/netns (/var/run -> /run is
+# a symlink in the initramfs).
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/netns
+# tracefs: cilium/ebpf creates kprobes through tracefs when the kprobe PMU
+# cannot be used; debugfs too, for tools that look at /sys/kernel/debug/tracing.
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+
+# Keep kernel chatter (KERN_WARNING and below) off the serial console so it
+# does not interleave with result lines; run.sh prints dmesg on failure.
+echo 3 >/proc/sys/kernel/printk
+
+. /vmtest.conf
+rel=$(uname -r)
+say() { echo "VMTEST kernel=$rel $*"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+say "step=init uptime=$(uptime_s)"
+
+# --- network and modules ---------------------------------------------------
+ip link set lo up
+
+# Debian builds veth, nf_tables, nft_*, netem... as modules. The kernel also
+# autoloads them on demand through /sbin/modprobe (kmod), but loading the
+# common ones up front makes "is X available" checks in tests reliable.
+for m in $VM_MODULES; do
+	modprobe -q "$m" 2>/dev/null || echo "vmtest: modprobe $m failed"
+done
+
+# Environment check: one line saying what the tests can use in this guest.
+env_veth=no env_nft=no env_netns=no
+ip link add vmtest0 type veth peer name vmtest1 2>/dev/null && env_veth=yes && ip link del vmtest0
+nft add table inet vmtest 2>/dev/null && env_nft=yes && nft delete table inet vmtest
+ip netns add vmtest 2>/dev/null && ip netns exec vmtest ip link set lo up 2>/dev/null && env_netns=yes
+ip netns del vmtest 2>/dev/null
+env_btf=no; [ -r /sys/kernel/btf/vmlinux ] && env_btf=yes
+env_kprobe_pmu=no; [ -d /sys/bus/event_source/devices/kprobe ] && env_kprobe_pmu=yes
+say "step=env btf=$env_btf kprobe_pmu=$env_kprobe_pmu veth=$env_veth nft=$env_nft netns=$env_netns hz=$(sed -n 's/^CONFIG_HZ=//p' /boot/config-"$rel")"
+
+# --- smoke: which probe paths load and attach ------------------------------
+# A forced path that fails is a FAIL when the kernel config says the kernel
+# supports it (so a verifier rejection is not hidden), UNSUPPORTED otherwise.
+kconf() { grep -q "^$1=y" /boot/config-"$rel"; }
+expected() {
+	case $1 in
+	auto) return 0 ;;
+	fentry) kconf CONFIG_DEBUG_INFO_BTF && kconf CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS ;;
+	kprobe) kconf CONFIG_KPROBES && kconf CONFIG_KPROBE_EVENTS ;;
+	*) return 1 ;; # tracepoint: depends on the tracepoints each event needs
+	esac
+}
+failed=0
+for p in auto fentry kprobe tracepoint; do
+	if [ "$p" = auto ]; then set -- --list-probes; else set -- --list-probes --force-path "$p"; fi
+	echo "VMTEST-SMOKE-BEGIN path=$p cmd=/tcptrace $*"
+	/tcptrace "$@" 2>&1
+	rc=$?
+	echo "VMTEST-SMOKE-END path=$p rc=$rc"
+	if [ $rc -eq 0 ]; then r=PASS; elif expected "$p"; then r=FAIL; else r=UNSUPPORTED; fi
+	say "smoke=$p result=$r"
+	[ $r = FAIL ] && failed=1
+done
+say "step=smoke-done uptime=$(uptime_s)"
+
+# --- e2e suite, once per requested path ------------------------------------
+if [ -n "$VM_PATHS" ] && [ ! -x /e2e.test ]; then
+	echo "vmtest: paths requested but /e2e.test is missing"
+	failed=1
+fi
+if [ -x /e2e.test ]; then
+	mkdir -p /e2e
+	for p in $VM_PATHS; do
+		force=$p
+		[ "$p" = auto ] && force=
+		say "step=e2e-start path=$p uptime=$(uptime_s)"
+		log=/tmp/e2e-$p.log
+		# The rc goes through a file: busybox ash pipelines return the status
+		# of the last command (tee), and we want the output on the console live.
+		(
+			cd /e2e && TCPTRACE_BIN=/tcptrace TCPTRACE_FORCE_PATH=$force \
+				/e2e.test -test.v -test.timeout "$VM_TEST_TIMEOUT" $VM_TEST_ARGS 2>&1
+			echo $? >/tmp/rc
+		) | tee "$log"
+		rc=$(cat /tmp/rc)
+		# Per-test lines (subtests included, indented in go test -v output).
+		sed -nE 's/^ *--- (PASS|FAIL|SKIP): ([^ ]*).*/\1 \2/p' "$log" |
+			while read -r res name; do say "path=$p test=$name result=$res"; done
+		if [ "$rc" != 0 ]; then
+			r=FAIL
+			failed=1
+		elif grep -q '^--- PASS' "$log" || ! grep -q '^--- SKIP' "$log"; then
+			r=PASS
+		else
+			r=SKIP # every top-level test skipped: the path is not supported here
+		fi
+		say "path=$p result=$r rc=$rc uptime=$(uptime_s)"
+	done
+fi
+
+if [ $failed -ne 0 ]; then
+	echo "VMTEST-DMESG-BEGIN"
+	dmesg | tail -n 60
+	echo "VMTEST-DMESG-END"
+fi
+say "done"
+sync
+poweroff -f
