@@ -170,25 +170,36 @@ static __always_inline void wait_end(int ret, __u8 path)
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(tp_tcp_sendmsg_locked, struct sock *sk, struct msghdr *msg, struct sk_buff *skb, int size_goal)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u32 lowat;
+	struct tcp_sock *tp;
+	__u32 notsent, lowat;
 
 	if (waiters)
 		wait_end(0, PATH_TRACEPOINT);
-	if (skb && BPF_CORE_READ(skb, len) < (unsigned int)size_goal)
+	/* Runs on every pass of every TCP send: the arguments are trusted BTF
+	 * pointers, so the tests below are direct loads, cheapest first. */
+	if (skb && skb->len < (unsigned int)size_goal)
 		return 0; /* room in the tail skb: no memory test on this pass */
-	if (BPF_CORE_READ(msg, msg_flags) & MSG_DONTWAIT)
+	if (msg->msg_flags & MSG_DONTWAIT)
 		return 0; /* does not sleep: send_eagain's case */
-	if (BPF_CORE_READ(sk, sk_wmem_queued) < BPF_CORE_READ(sk, sk_sndbuf)) {
-		/* tcp_stream_memory_free(): unsent bytes against notsent_lowat,
-		 * the socket's or else the namespace's sysctl. */
-		lowat = BPF_CORE_READ(tp, notsent_lowat);
-		if (!lowat)
-			lowat = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.sysctl_tcp_notsent_lowat);
-		if (BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_nxt) < lowat)
-			return 0;
+	if (sk->sk_wmem_queued >= sk->sk_sndbuf) {
+		wait_begin(sk, PATH_TRACEPOINT);
+		return 0;
 	}
-	wait_begin(sk, PATH_TRACEPOINT);
+	/* tcp_stream_memory_free(): unsent bytes against notsent_lowat, the
+	 * socket's or else the namespace's sysctl. tcp_sock lies beyond
+	 * struct sock, which a direct load may not cross: take the typed
+	 * pointer from the helper. */
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	notsent = tp->write_seq - tp->snd_nxt;
+	if (!notsent)
+		return 0;
+	lowat = tp->notsent_lowat;
+	if (!lowat)
+		lowat = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.sysctl_tcp_notsent_lowat);
+	if (notsent >= lowat)
+		wait_begin(sk, PATH_TRACEPOINT);
 	return 0;
 }
 

@@ -64,6 +64,8 @@ func helper(mode string, d time.Duration) error {
 	case "blocked":
 		go drain(server, d)
 		return blockingSend(client, 4<<20)
+	case "pingpong":
+		return pingPong(client, server, d)
 	}
 	return fmt.Errorf("unknown helper mode %q", mode)
 }
@@ -112,6 +114,49 @@ func blockingSend(fd, total int) error {
 	}
 	fmt.Printf("RESULT blocked_ms=%d\n", time.Since(start).Milliseconds())
 	return nil
+}
+
+// pingPong sends 64-byte requests and echoes them back until d has passed:
+// the small-message request/response load that runs the send hooks the
+// most per byte. It reports the round trips made.
+func pingPong(client, server int, d time.Duration) error {
+	for _, fd := range []int{client, server} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return err
+		}
+	}
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := unix.Read(server, buf)
+			if n <= 0 || err != nil {
+				return
+			}
+			unix.Write(server, buf[:n])
+		}
+	}()
+	buf := make([]byte, 64)
+	var trips uint64
+	for end := time.Now().Add(d); time.Now().Before(end); trips++ {
+		if _, err := unix.Write(client, buf); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(fdReader(client), buf); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("RESULT trips=%d\n", trips)
+	return nil
+}
+
+type fdReader int
+
+func (f fdReader) Read(p []byte) (int, error) {
+	n, err := unix.Read(int(f), p)
+	if n == 0 && err == nil {
+		return 0, io.EOF
+	}
+	return n, err
 }
 
 // drain reads everything from fd after waiting `after`.
@@ -170,7 +215,7 @@ func localPort(fd int) (int, error) {
 
 // helperProc is a running helper.
 type helperProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Scanner
@@ -181,7 +226,7 @@ type helperProc struct {
 }
 
 // startHelper starts a helper in ns and waits for its READY line.
-func startHelper(t *testing.T, ns *netns, mode string, d time.Duration) *helperProc {
+func startHelper(t testing.TB, ns *netns, mode string, d time.Duration) *helperProc {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {

@@ -23,7 +23,7 @@ var programNames = []string{
 }
 
 // loadedPrograms returns the IDs of loaded BPF programs named like ours.
-func loadedPrograms(t *testing.T) map[ebpf.ProgramID]string {
+func loadedPrograms(t testing.TB) map[ebpf.ProgramID]string {
 	t.Helper()
 	ours := map[string]bool{}
 	for _, n := range programNames {
@@ -145,7 +145,7 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func startSleeper(t *testing.T) int {
+func startSleeper(t testing.TB) int {
 	t.Helper()
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {

@@ -11,11 +11,11 @@ import (
 // netns is a network namespace made for one test, with loopback up. All
 // traffic of a test stays on that namespace's own loopback.
 type netns struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 }
 
-func newNetns(t *testing.T) *netns {
+func newNetns(t testing.TB) *netns {
 	t.Helper()
 	n := &netns{t: t, name: fmt.Sprintf("tcptrace-e2e-%d", rand.Uint32())}
 	run(t, "ip", "netns", "add", n.name)
@@ -51,7 +51,7 @@ func (n *netns) nft(ruleset string) {
 	}
 }
 
-func run(t *testing.T, args ...string) string {
+func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {

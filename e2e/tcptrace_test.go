@@ -33,7 +33,7 @@ type event struct {
 
 // tracerRun is a tcptrace process with JSON output.
 type tracerRun struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	events []event
@@ -44,7 +44,7 @@ type tracerRun struct {
 
 // startTracer starts tcptrace and returns once it printed its `tracing`
 // line, that is once every probe is attached.
-func startTracer(t *testing.T, args ...string) *tracerRun {
+func startTracer(t testing.TB, args ...string) *tracerRun {
 	t.Helper()
 	args = append([]string{"-o", "json"}, args...)
 	if forcePath != "" {

@@ -23,6 +23,10 @@
 #   TCPTRACE_VM_MEM           guest memory in MiB (1024)
 #   TCPTRACE_VM_MODULES       modules loaded at boot (see default below)
 #   TCPTRACE_VM_VERBOSE=1     stream the whole console, not only VMTEST lines
+#   TCPTRACE_VM_RUN_UNSUPPORTED=1
+#                             run the e2e suite for a forced path even when the
+#                             smoke step found it unsupported on this kernel
+#                             (it is reported as SKIP otherwise)
 #   TCPTRACE_VM_TCPTRACE, TCPTRACE_VM_E2E
 #                             use these prebuilt static binaries instead of
 #                             building ./cmd/tcptrace and ./e2e
@@ -220,7 +224,7 @@ fi
 # --- common userland piece: busybox, kmod, iproute2, nftables ------------------
 # Built once per cache format; rebuilt if a host binary changed (apt upgrade).
 common=$cache/common-$cache_format.cpio
-bins=(/bin/busybox /usr/bin/kmod /usr/sbin/ip /usr/sbin/tc /usr/bin/ss /usr/sbin/nft)
+bins=(/bin/busybox /bin/dash /usr/bin/kmod /usr/sbin/ip /usr/sbin/tc /usr/bin/ss /usr/sbin/nft)
 stamp=$(for b in "${bins[@]}"; do stat -L -c '%n %s %Y' "$b"; done | md5sum | cut -d' ' -f1)
 if [[ ! -f $common || $(cat "$common.stamp" 2>/dev/null) != "$stamp" ]]; then
 	log "building common initramfs piece"
@@ -234,7 +238,7 @@ if [[ ! -f $common || $(cat "$common.stamp" 2>/dev/null) != "$stamp" ]]; then
 	# Every busybox applet as a symlink, except those the real tools provide.
 	for a in $(/bin/busybox --list); do
 		case $a in
-		busybox | ip | tc | modprobe | insmod | rmmod | lsmod | modinfo | depmod) ;;
+		busybox | sh | ip | tc | modprobe | insmod | rmmod | lsmod | modinfo | depmod) ;;
 		*) ln -s busybox "$c/bin/$a" ;;
 		esac
 	done
@@ -247,6 +251,10 @@ if [[ ! -f $common || $(cat "$common.stamp" 2>/dev/null) != "$stamp" ]]; then
 			cp -L "$lib" "$c$lib"
 		done
 	done
+	# /bin/sh is dash, not busybox ash: Debian's static busybox runs its own
+	# applets before searching PATH ("prefer applets"), so `ip netns` in a
+	# shell script (ours or a test's `sh -c`) would get busybox's limited ip.
+	ln -s dash "$c/bin/sh"
 	# kmod is modprobe etc. by argv[0]; /sbin/modprobe is what the kernel runs
 	# to autoload modules (veth, nft_*...) on demand.
 	for a in modprobe insmod rmmod lsmod modinfo depmod; do ln -s ../bin/kmod "$c/sbin/$a"; done
@@ -296,6 +304,7 @@ VM_PATHS='${paths[*]}'
 VM_TEST_TIMEOUT='${TCPTRACE_VM_TEST_TIMEOUT:-20m}'
 VM_TEST_ARGS='$test_args'
 VM_MODULES='${TCPTRACE_VM_MODULES:-$default_modules}'
+VM_RUN_UNSUPPORTED='${TCPTRACE_VM_RUN_UNSUPPORTED:-0}'
 EOF
 (cd "$work/root" && find . -mindepth 1 | cpio -o -H newc -R 0:0 --quiet) >"$work/run.cpio"
 
@@ -312,12 +321,14 @@ set +e
 # -no-reboot + panic=-1: a guest panic ends QEMU instead of looping.
 # -nic none: no network device (and no NIC option ROM to look for).
 # stdin from /dev/null: nothing types into the serial console or the monitor.
+# sed: drop CRs and SeaBIOS's terminal escapes, which would otherwise prefix
+# the first line the guest prints.
 timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-accel tcg -cpu max -m "${TCPTRACE_VM_MEM:-1024}" -smp 2 \
 	-nographic -no-reboot -nic none \
 	-kernel "$kdir/vmlinuz" -initrd "$work/initrd.cpio" \
 	-append "console=ttyS0 quiet panic=-1" </dev/null 2>&1 |
-	tr -d '\r' | tee "$console" |
+	sed -u 's/\r$//; s/\x1bc//g; s/\x1b\[[0-9;?]*[A-Za-z]//g' | tee "$console" |
 	if [[ ${TCPTRACE_VM_VERBOSE:-0} == 1 ]]; then cat; else grep --line-buffered '^VMTEST '; fi
 qemu_rc=${PIPESTATUS[0]}
 set -e

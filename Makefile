@@ -1,0 +1,66 @@
+# tcptrace. `make` builds, `make test` runs every test (as root: the
+# end-to-end tests load BPF programs), `make generate` rebuilds the BPF
+# object and its Go bindings (needs clang; `go build` does not).
+
+GO ?= go
+BIN ?= tcptrace
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+APT_GET = DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o=Dpkg::Use-Pty=0
+
+# What the BPF build needs (Debian's packages): clang and llvm-strip for
+# bpf2go, libbpf's headers, bpftool to regenerate vmlinux.h.
+BUILD_DEPS = clang llvm libbpf-dev bpftool
+# What the end-to-end tests need: ip netns, nft.
+TEST_DEPS = iproute2 nftables
+
+.PHONY: all build test unit e2e generate check-generated vmlinux deps-build deps-test bench fmt-check vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/tcptrace
+
+# The whole suite: unit tests, then the end-to-end tests against this
+# kernel. Installs what the tests need first.
+test: deps-test
+	$(GO) test -count=1 ./...
+
+unit:
+	$(GO) test -count=1 ./tracer ./cmd/...
+
+e2e: deps-test
+	$(GO) test -count=1 -v ./e2e
+
+generate: deps-build
+	cd tracer && $(GO) generate ./...
+
+# CI: the committed bpf2go outputs must be what the sources produce.
+check-generated: generate
+	@git diff --exit-code --stat -- tracer/ || { echo "generated files are not up to date: run make generate and commit the result"; exit 1; }
+	@test -z "$$(git status --porcelain -- tracer/)" || { git status --porcelain -- tracer/; echo "make generate produced files that are not committed"; exit 1; }
+
+# bpf/vmlinux.h: every type of the running kernel, from its BTF. CO-RE
+# relocates field offsets at load time, so one header serves every kernel.
+vmlinux: deps-build
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer
+	$(GO) test -count=1 -run '^$$' -bench BPF -benchtime 1x -v ./e2e
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: not formatted: $$out"; exit 1; }
+
+vet:
+	$(GO) vet ./...
+
+deps-build:
+	@command -v clang >/dev/null && command -v llvm-strip >/dev/null && test -f /usr/include/bpf/bpf_helpers.h && command -v bpftool >/dev/null || \
+		{ apt-get update -qq && $(APT_GET) install $(BUILD_DEPS) >/dev/null; }
+
+deps-test:
+	@command -v ip >/dev/null && command -v nft >/dev/null || \
+		{ apt-get update -qq && $(APT_GET) install $(TEST_DEPS) >/dev/null; }
+
+clean:
+	rm -f $(BIN)
