@@ -145,6 +145,20 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// Not root: one line saying what is missing, exit code 2, nothing loaded.
+func TestNotRoot(t *testing.T) {
+	cmd := exec.Command(tcptraceBin)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit %v, want 2; output %q", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); strings.Count(got, "\n") != 0 || !strings.Contains(got, "needs root") {
+		t.Errorf("want one line saying it needs root, got %q", got)
+	}
+}
+
 func startSleeper(t testing.TB) int {
 	t.Helper()
 	cmd := exec.Command("sleep", "60")

@@ -67,6 +67,10 @@ func runWithBinary(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
+	// Readable by all: TestNotRoot runs the binary as nobody.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return 0, err
+	}
 	tcptraceBin = filepath.Join(dir, "tcptrace")
 	build := exec.Command("go", "build", "-o", tcptraceBin, "../cmd/tcptrace")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
