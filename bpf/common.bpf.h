@@ -206,74 +206,109 @@ static __always_inline int submit(struct event *src)
  * full ring buffer refused is counted in the map instead, so it is printed a
  * little later rather than lost (it still shows in the `lost` counter).
  */
-static __always_inline void take_snapshot(struct sock *sk, const struct tcp_snapshot *given, struct tcp_snapshot *s)
+/*
+ * Aggregation, in two steps so that the common case reads nothing:
+ *
+ * agg_hit() counts an occurrence on an existing entry whose snapshot is
+ * fresh enough, and says so; the caller is done. Otherwise the caller fills
+ * a template event (the scratch slot) and calls agg_commit(), which either
+ * refreshes the entry's snapshot or makes the entry and sends the template
+ * through the ring buffer as the first line of its kind on that key.
+ *
+ * The map counts only occurrences that did not go through the ring buffer,
+ * so user space, which prints the growth of `count` once per interval, never
+ * counts one twice whatever the order of the two channels. A record that the
+ * full ring buffer refused is counted in the map instead: printed a little
+ * later rather than lost (it still shows in the `lost` counter).
+ */
+static __always_inline void agg_add(struct agg_value *v, __u64 wait_ns)
 {
-	if (given)
-		__builtin_memcpy(s, given, sizeof(*s));
-	else
-		read_snapshot(sk, s);
-}
-
-/* `given`, when set, is the snapshot to report instead of the socket's state
- * now: a wait is explained by the state that made the sender wait, not by
- * the state that released it. */
-static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, int ret, __u64 wait_ns,
-				      const struct tcp_snapshot *given)
-{
-	struct agg_key key = { .sk = (__u64)sk, .type = type };
-	struct agg_value *v;
-	__u64 now = bpf_ktime_get_ns();
-	__u32 zero = 0;
-
-	v = bpf_map_lookup_elem(&aggregates, &key);
-	if (v)
-		goto add;
-
-	v = bpf_map_lookup_elem(&scratch, &zero);
-	if (!v)
-		return;
-	__builtin_memset(v, 0, sizeof(*v));
-	v->snap_ns = now;
-	v->ev.ts_ns = now;
-	v->ev.type = type;
-	v->ev.path = path;
-	v->ev.ret = ret;
-	v->ev.count = 1;
-	v->ev.wait_ns = wait_ns;
-	v->ev.max_wait_ns = wait_ns;
-	fill_task(&v->ev);
-	take_snapshot(sk, given, &v->ev.s);
-
-	/* NOEXIST: of two CPUs racing on a new socket, one prints the first
-	 * line and the other adds to the entry. */
-	if (bpf_map_update_elem(&aggregates, &key, v, BPF_NOEXIST) == 0) {
-		if (submit(&v->ev) == 0)
-			return;
-		count_lost(type);
-	} else if (!bpf_map_lookup_elem(&aggregates, &key)) {
-		/* Table full: a line of its own rather than a lost count. */
-		if (submit(&v->ev))
-			count_lost(type);
-		return;
-	}
-	v = bpf_map_lookup_elem(&aggregates, &key);
-	if (!v)
-		return;
-add:
 	__sync_fetch_and_add(&v->count, 1);
 	if (wait_ns) {
 		__sync_fetch_and_add(&v->wait_ns, wait_ns);
 		if (wait_ns > v->max_wait_ns)
 			v->max_wait_ns = wait_ns;
 	}
-	if (now - v->snap_ns < cfg_snapshot_ns)
+}
+
+static __always_inline bool agg_hit(struct agg_key *key, __u64 wait_ns)
+{
+	struct agg_value *v = bpf_map_lookup_elem(&aggregates, key);
+
+	if (!v || bpf_ktime_get_ns() - v->snap_ns >= cfg_snapshot_ns)
+		return false;
+	agg_add(v, wait_ns);
+	return true;
+}
+
+/* The template for agg_commit(), zeroed except for what the caller sets. */
+static __always_inline struct agg_value *agg_template(void)
+{
+	__u32 zero = 0;
+	struct agg_value *t = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (t)
+		__builtin_memset(t, 0, sizeof(*t));
+	return t;
+}
+
+static __always_inline void agg_commit(struct agg_key *key, struct agg_value *t, __u64 wait_ns)
+{
+	struct agg_value *v = bpf_map_lookup_elem(&aggregates, key);
+	__u64 now = bpf_ktime_get_ns();
+
+	t->snap_ns = now;
+	t->ev.ts_ns = now;
+	t->ev.count = 1;
+	t->ev.wait_ns = wait_ns;
+	t->ev.max_wait_ns = wait_ns;
+	if (v) {
+		/* Refresh: the entry keeps its counts, takes the new state. */
+		agg_add(v, wait_ns);
+		v->snap_ns = now;
+		__builtin_memcpy(&v->ev, &t->ev, sizeof(v->ev));
 		return;
-	v->snap_ns = now;
-	v->ev.ts_ns = now;
-	v->ev.ret = ret;
-	v->ev.path = path;
-	fill_task(&v->ev);
-	take_snapshot(sk, given, &v->ev.s);
+	}
+	/* NOEXIST: of two CPUs racing on a new key, one prints the first
+	 * line and the other adds to the entry. */
+	if (bpf_map_update_elem(&aggregates, key, t, BPF_NOEXIST) == 0) {
+		if (submit(&t->ev) == 0)
+			return;
+		count_lost(key->type);
+	} else if (!bpf_map_lookup_elem(&aggregates, key)) {
+		/* Table full: a line of its own rather than a lost count. */
+		if (submit(&t->ev))
+			count_lost(key->type);
+		return;
+	}
+	v = bpf_map_lookup_elem(&aggregates, key);
+	if (v)
+		agg_add(v, wait_ns);
+}
+
+/* One send-path occurrence on `sk`. `given`, when set, is the snapshot to
+ * report instead of the socket's state now: a wait is explained by the state
+ * that made the sender wait, not by the state that released it. */
+static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, int ret, __u64 wait_ns,
+				      const struct tcp_snapshot *given)
+{
+	struct agg_key key = { .sk = (__u64)sk, .type = type };
+	struct agg_value *t;
+
+	if (agg_hit(&key, wait_ns))
+		return;
+	t = agg_template();
+	if (!t)
+		return;
+	t->ev.type = type;
+	t->ev.path = path;
+	t->ev.ret = ret;
+	fill_task(&t->ev);
+	if (given)
+		__builtin_memcpy(&t->ev.s, given, sizeof(t->ev.s));
+	else
+		read_snapshot(sk, &t->ev.s);
+	agg_commit(&key, t, wait_ns);
 }
 
 #endif /* COMMON_BPF_H */

@@ -14,9 +14,25 @@
 
 /* What happened. The Go side maps each to its JSON name ("send_eagain"). */
 enum event_type {
-	EVENT_SEND_EAGAIN = 1,  /* a send on a TCP socket returned -EAGAIN */
-	EVENT_SEND_BLOCKED = 2, /* a blocking send slept waiting for send-buffer space */
-	EVENT_TYPE_MAX = 3,
+	EVENT_SEND_EAGAIN = 1,        /* a send on a TCP socket returned -EAGAIN */
+	EVENT_SEND_BLOCKED = 2,       /* a blocking send slept waiting for send-buffer space */
+	EVENT_SYN_DROP = 3,           /* tcp_conn_request() dropped a SYN */
+	EVENT_SYN_COOKIE = 4,         /* tcp_conn_request() answered a SYN with a syncookie */
+	EVENT_LISTEN_OVERFLOW = 5,    /* a handshake's final ACK was dropped: accept queue full */
+	EVENT_SYNACK_RETRANSMIT = 6,  /* a listener retransmitted a SYN-ACK */
+	EVENT_TYPE_MAX = 7,
+};
+
+/* Why a listener event happened, decided in the kernel from the kernel's own
+ * counters (see bpf/listen.bpf.c). */
+enum listen_reason {
+	LISTEN_REASON_NONE = 0,
+	LISTEN_ACCEPT_QUEUE_FULL = 1, /* LINUX_MIB_LISTENOVERFLOWS moved */
+	LISTEN_SYN_QUEUE_FULL = 2,    /* LINUX_MIB_TCPREQQFULLDROP or ..DOCOOKIES moved */
+	LISTEN_UNPROVEN_PEER = 3,     /* dropped by the last-quarter rule of tcp_max_syn_backlog */
+	LISTEN_OTHER = 4,             /* LINUX_MIB_LISTENDROPS alone: no memory, no route, LSM */
+	LISTEN_SYNCOOKIES_ALWAYS = 5, /* tcp_syncookies=2: every SYN gets a cookie */
+	LISTEN_NO_FINAL_ACK = 6,      /* a SYN-ACK retransmit: the client's final ACK never came */
 };
 
 /* Which kind of hook produced an event: printed by --list-probes and kept in
@@ -73,6 +89,35 @@ struct tcp_snapshot {
 	__u8 _pad[2];
 };
 
+/*
+ * A listener and one client at the moment of a listener event. The
+ * listener's owner is in the event's pid and comm: these events happen in
+ * softirq and timer context, so the task that happens to run is nobody's.
+ */
+struct listen_snapshot {
+	__u64 sk;                /* the listener */
+	__u32 netns;
+	__u32 ino;               /* the listener's socket inode */
+	__u8 laddr[16];          /* the address the client connected to */
+	__u8 raddr[16];          /* the client */
+	__u16 lport;
+	__u16 rport;
+	__u16 family;
+	__u8 reason;             /* enum listen_reason */
+	__u8 syncookies;         /* net.ipv4.tcp_syncookies of the netns */
+	__u8 abort_on_overflow;  /* net.ipv4.tcp_abort_on_overflow of the netns */
+	__u8 owner_known;        /* pid/comm are the listener's owner */
+	__u8 req_acked;          /* synack_retransmit: the final ACK came and was dropped */
+	__u8 listening;          /* the listener was found (fields below are real) */
+	__u32 retransmits;       /* synack_retransmit: SYN-ACK retransmits of this request */
+	__u32 accept_queue;      /* sk_ack_backlog: connections waiting for accept() */
+	__u32 accept_queue_max;  /* sk_max_ack_backlog: min(listen() backlog, somaxconn) */
+	__u32 syn_queue;         /* icsk_accept_queue.qlen: requests waiting for the final ACK */
+	__u32 max_syn_backlog;   /* net.ipv4.tcp_max_syn_backlog */
+	__u32 somaxconn;         /* net.core.somaxconn */
+	__u32 drops;             /* sk_drops of the listener */
+};
+
 struct event {
 	__u64 ts_ns;     /* bpf_ktime_get_ns() of the latest occurrence */
 	__u64 count;     /* occurrences this record stands for, >= 1 */
@@ -85,14 +130,15 @@ struct event {
 	__u8 path;       /* enum probe_path */
 	__u8 _pad[2];
 	__s32 ret;       /* return value seen by the application, -errno */
-	struct tcp_snapshot s;
+	struct tcp_snapshot s;   /* send events */
+	struct listen_snapshot l; /* listener events */
 };
 
 /* Key of the in-kernel aggregation: one entry per socket and event type. */
 struct agg_key {
 	__u64 sk;
 	__u32 type;
-	__u32 _pad;
+	__u32 sub;  /* listener events: the reason, so each reason has its line */
 };
 
 /*

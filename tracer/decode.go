@@ -31,6 +31,9 @@ func parseRaw(sample []byte, r *tcptraceEvent) error {
 type decoder struct {
 	hz       uint64
 	bootWall time.Time // wall-clock time at monotonic zero
+	// owners resolves a socket inode to its process when the kernel did
+	// not know the owner (nil: leave it unknown).
+	owners *inodeOwners
 }
 
 func newDecoder(hz uint64) *decoder {
@@ -55,6 +58,9 @@ type tally struct {
 
 // decode builds the public Event.
 func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
+	if EventType(r.Type).isListenerEvent() {
+		return d.decodeListener(r, t)
+	}
 	s := newSnapshot(&r.S, d.hz)
 	e := Event{
 		Time:     d.wall(r.TsNs),
@@ -77,6 +83,29 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 		e.Details["max_wait_ms"] = ms(t.maxWait)
 		e.Details["in_progress"] = t.inProgress
 	}
+	return e
+}
+
+func (d *decoder) decodeListener(r *tcptraceEvent, t tally) Event {
+	l := newListenerState(&r.L)
+	e := Event{
+		Time:     d.wall(r.TsNs),
+		Type:     EventType(r.Type),
+		Reason:   listenReasons[r.L.Reason],
+		NetNS:    r.L.Netns,
+		Count:    t.count,
+		Path:     ProbePath(r.Path),
+		Socket:   r.L.Sk,
+		Listener: l,
+	}
+	if l.OwnerKnown {
+		e.PID, e.Comm = r.Pid, cString(r.Comm[:])
+	} else if d.owners != nil {
+		e.PID, e.Comm = d.owners.lookup(r.L.Ino)
+	}
+	e.Family, e.Local, e.Remote = listenAddrs(&r.L)
+	e.Explanation = explainListener(e.Type, e.Reason, &l, e.Remote, t.count)
+	e.Details = listenerDetails(&l, r)
 	return e
 }
 

@@ -11,13 +11,27 @@ import (
 type EventType uint8
 
 const (
-	SendEAGAIN  EventType = EventType(tcptraceEventTypeEVENT_SEND_EAGAIN)
-	SendBlocked EventType = EventType(tcptraceEventTypeEVENT_SEND_BLOCKED)
+	SendEAGAIN       EventType = EventType(tcptraceEventTypeEVENT_SEND_EAGAIN)
+	SendBlocked      EventType = EventType(tcptraceEventTypeEVENT_SEND_BLOCKED)
+	SynDrop          EventType = EventType(tcptraceEventTypeEVENT_SYN_DROP)
+	SynCookie        EventType = EventType(tcptraceEventTypeEVENT_SYN_COOKIE)
+	ListenOverflow   EventType = EventType(tcptraceEventTypeEVENT_LISTEN_OVERFLOW)
+	SynackRetransmit EventType = EventType(tcptraceEventTypeEVENT_SYNACK_RETRANSMIT)
 )
 
 var eventNames = map[EventType]string{
-	SendEAGAIN:  "send_eagain",
-	SendBlocked: "send_blocked",
+	SendEAGAIN:       "send_eagain",
+	SendBlocked:      "send_blocked",
+	SynDrop:          "syn_drop",
+	SynCookie:        "syn_cookie",
+	ListenOverflow:   "listen_overflow",
+	SynackRetransmit: "synack_retransmit",
+}
+
+// isListenerEvent: the event is about a listener and one client, seen in
+// softirq or timer context, and its pid is the listener's owner.
+func (t EventType) isListenerEvent() bool {
+	return t >= SynDrop && t <= SynackRetransmit
 }
 
 func (t EventType) String() string {
@@ -38,7 +52,9 @@ func ParseEventType(name string) (EventType, error) {
 }
 
 // AllEventTypes lists every event in a stable order.
-func AllEventTypes() []EventType { return []EventType{SendEAGAIN, SendBlocked} }
+func AllEventTypes() []EventType {
+	return []EventType{SendEAGAIN, SendBlocked, SynDrop, SynCookie, ListenOverflow, SynackRetransmit}
+}
 
 func eventList() string {
 	s := ""
@@ -62,7 +78,24 @@ const (
 	ReasonMemoryPressure        Reason = "memory_pressure"
 	ReasonNotsentLowat          Reason = "notsent_lowat"
 	ReasonUnknown               Reason = "unknown"
+
+	// Listener events.
+	ReasonAcceptQueueFull  Reason = "accept_queue_full"
+	ReasonSynQueueFull     Reason = "syn_queue_full"
+	ReasonUnprovenPeer     Reason = "unproven_peer"
+	ReasonOther            Reason = "other"
+	ReasonSyncookiesAlways Reason = "syncookies_always"
+	ReasonNoFinalACK       Reason = "no_final_ack"
 )
+
+var listenReasons = map[uint8]Reason{
+	uint8(tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL): ReasonAcceptQueueFull,
+	uint8(tcptraceListenReasonLISTEN_SYN_QUEUE_FULL):    ReasonSynQueueFull,
+	uint8(tcptraceListenReasonLISTEN_UNPROVEN_PEER):     ReasonUnprovenPeer,
+	uint8(tcptraceListenReasonLISTEN_OTHER):             ReasonOther,
+	uint8(tcptraceListenReasonLISTEN_SYNCOOKIES_ALWAYS): ReasonSyncookiesAlways,
+	uint8(tcptraceListenReasonLISTEN_NO_FINAL_ACK):      ReasonNoFinalACK,
+}
 
 // ProbePath says which kind of kernel hook produced an event.
 type ProbePath uint8
@@ -120,6 +153,8 @@ type Event struct {
 	// Socket identifies the connection for the summary (kernel address of
 	// the socket); it is not part of the output contract.
 	Socket uint64
-	// Snapshot is the socket state behind Details and Explanation.
+	// Snapshot is the socket state behind Details and Explanation (send
+	// events); Listener the listener's (listener events).
 	Snapshot Snapshot
+	Listener ListenerState
 }

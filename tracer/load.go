@@ -141,18 +141,24 @@ func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec) (*eb
 	return coll, links, nil
 }
 
-// attachAll picks a path for every wanted event. An event no path supports
-// is reported in its ProbeStatus and skipped; the others go on.
-func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force ProbePath) []ProbeStatus {
+// attachAll picks a path for every wanted detector. A detector no path
+// supports is reported in its ProbeStatus and skipped; the others go on.
+func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force ProbePath, facts *kernelFacts) []ProbeStatus {
 	var out []ProbeStatus
 	for _, d := range detectors {
-		if !containsEvent(events, d.event) {
+		if !wantsAny(events, d.events) {
 			continue
 		}
-		st := ProbeStatus{Event: d.event}
+		st := ProbeStatus{Events: d.events}
 		for _, p := range d.paths {
 			if force != 0 && p.path != force {
 				continue
+			}
+			if p.requires != nil {
+				if err := p.requires(facts); err != nil {
+					st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err})
+					continue
+				}
 			}
 			coll, links, err := loadPath(spec, o.maps, p)
 			if err != nil {
@@ -165,11 +171,41 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 			break
 		}
 		if force != 0 && st.Path == 0 && len(st.Tried) == 0 {
-			st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", d.event, force)})
+			st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", st.Names(), force)})
 		}
 		out = append(out, st)
 	}
 	return out
+}
+
+func wantsAny(wanted, have []EventType) bool {
+	for _, h := range have {
+		if containsEvent(wanted, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// attachOwnerTracking loads what listener events need to name a socket's
+// owner, then teaches it the sockets that already exist. Failure is not
+// fatal: events then name the owner from /proc where they can.
+func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) error {
+	coll, links, err := loadPath(spec, o.maps, ownerTracking)
+	if err != nil {
+		return fmt.Errorf("socket owner tracking (%s): %w", ownerTracking.hooks, err)
+	}
+	o.progs = append(o.progs, coll)
+	o.links = append(o.links, links...)
+
+	s := spec.Copy()
+	s.Programs = map[string]*ebpf.ProgramSpec{ownerIterProg: spec.Programs[ownerIterProg]}
+	iter, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: o.maps.Maps})
+	if err != nil {
+		return fmt.Errorf("loading the socket iterator: %w", explainLoad(err))
+	}
+	defer iter.Close()
+	return learnExistingSockets(iter.Programs[ownerIterProg], o.mapByName("inode_owners"), pids)
 }
 
 func containsEvent(list []EventType, t EventType) bool {

@@ -1,5 +1,11 @@
 package tracer
 
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
 // The probe table: for each event, the ways the running kernel may let us see
 // it, best first. The loader (load.go) takes the first path whose programs
 // load and attach. Tracepoints come first because they are a stable ABI and
@@ -25,56 +31,146 @@ type pathSpec struct {
 	path  ProbePath
 	hooks string // what --list-probes prints
 	progs []progAttach
+	// requires, if set, says why this kernel cannot use the path before
+	// anything is loaded (nil: try it).
+	requires func(*kernelFacts) error
 }
 
+// detector is one set of programs; the events it produces are enabled and
+// reported together.
 type detector struct {
-	event EventType
-	paths []pathSpec
+	events []EventType
+	paths  []pathSpec
+}
+
+func needCounters(f *kernelFacts) error {
+	if f.err != nil {
+		return fmt.Errorf("cannot read the SNMP counters per CPU: %w", f.err)
+	}
+	return nil
+}
+
+func needListenOverflowReason(f *kernelFacts) error {
+	if !f.listenOverflow {
+		return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (added in 6.15)")
+	}
+	return nil
+}
+
+func needSynDropTracepoint(f *kernelFacts) error {
+	if err := needCounters(f); err != nil {
+		return err
+	}
+	if f.rspStart == 0 {
+		return errors.New("tcp_rcv_state_process not found in /proc/kallsyms")
+	}
+	return nil
 }
 
 var detectors = []detector{
 	{
-		event: SendEAGAIN,
+		events: []EventType{SendEAGAIN},
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/sock_send_length (6.3+)", []progAttach{
 				{prog: "tp_sock_send_length", kind: attachTracing},
-			}},
+			}, nil},
 			{PathFentry, "fexit/tcp_sendmsg", []progAttach{
 				{prog: "fexit_tcp_sendmsg", kind: attachTracing},
-			}},
+			}, nil},
 			{PathKprobe, "kprobe+kretprobe/tcp_sendmsg", []progAttach{
 				{prog: "kprobe_tcp_sendmsg", kind: attachKprobe, symbol: "tcp_sendmsg"},
 				{prog: "kretprobe_tcp_sendmsg", kind: attachKretprobe, symbol: "tcp_sendmsg"},
-			}},
+			}, nil},
 		},
 	},
 	{
-		event: SendBlocked,
+		events: []EventType{SendBlocked},
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/tcp_sendmsg_locked (6.16+) + tp_btf/sock_send_length", []progAttach{
 				{prog: "tp_tcp_sendmsg_locked", kind: attachTracing},
 				{prog: "tp_sock_send_length_wait", kind: attachTracing},
-			}},
+			}, nil},
 			{PathFentry, "fentry+fexit/sk_stream_wait_memory", []progAttach{
 				{prog: "fentry_sk_stream_wait_memory", kind: attachTracing},
 				{prog: "fexit_sk_stream_wait_memory", kind: attachTracing},
-			}},
+			}, nil},
 			{PathKprobe, "kprobe+kretprobe/sk_stream_wait_memory", []progAttach{
 				{prog: "kprobe_sk_stream_wait_memory", kind: attachKprobe, symbol: "sk_stream_wait_memory"},
 				{prog: "kretprobe_sk_stream_wait_memory", kind: attachKretprobe, symbol: "sk_stream_wait_memory"},
-			}},
+			}, nil},
+		},
+	},
+	{
+		events: []EventType{SynDrop, SynCookie},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/consume_skb (6.3+) from tcp_rcv_state_process, per-CPU SNMP counters", []progAttach{
+				{prog: "tp_consume_skb", kind: attachTracing},
+			}, needSynDropTracepoint},
+			{PathFentry, "fentry+fexit/tcp_conn_request, per-CPU SNMP counters", []progAttach{
+				{prog: "fentry_tcp_conn_request", kind: attachTracing},
+				{prog: "fexit_tcp_conn_request", kind: attachTracing},
+			}, needCounters},
+			{PathKprobe, "kprobe+kretprobe/tcp_conn_request, per-CPU SNMP counters", []progAttach{
+				{prog: "kprobe_tcp_conn_request", kind: attachKprobe, symbol: "tcp_conn_request"},
+				{prog: "kretprobe_tcp_conn_request", kind: attachKretprobe, symbol: "tcp_conn_request"},
+			}, needCounters},
+		},
+	},
+	{
+		events: []EventType{ListenOverflow},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/kfree_skb, reason TCP_LISTEN_OVERFLOW (6.15+)", []progAttach{
+				{prog: "tp_kfree_skb", kind: attachTracing},
+			}, needListenOverflowReason},
+			{PathFentry, "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", []progAttach{
+				{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
+				{prog: "fexit_tcp_v4_syn_recv_sock", kind: attachTracing},
+				{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
+				{prog: "fexit_tcp_v6_syn_recv_sock", kind: attachTracing},
+			}, needCounters},
+			{PathKprobe, "kprobe+kretprobe/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", []progAttach{
+				{prog: "kprobe_tcp_v4_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v4_syn_recv_sock"},
+				{prog: "kretprobe_tcp_v4_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v4_syn_recv_sock"},
+				{prog: "kprobe_tcp_v6_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v6_syn_recv_sock"},
+				{prog: "kretprobe_tcp_v6_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v6_syn_recv_sock"},
+			}, needCounters},
+		},
+	},
+	{
+		events: []EventType{SynackRetransmit},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/tcp_retransmit_synack", []progAttach{
+				{prog: "tp_tcp_retransmit_synack", kind: attachTracing},
+			}, nil},
 		},
 	},
 }
 
-// ProbeStatus is what the loader decided for one event.
+// ownerTracking is what listener events need besides their own hooks: who
+// owns each socket, and where the listeners are (bpf/owner.bpf.c).
+var ownerTracking = pathSpec{PathTracepoint, "tp_btf/inet_sock_set_state", []progAttach{
+	{prog: "tp_inet_sock_set_state", kind: attachTracing},
+}, nil}
+
+const ownerIterProg = "iter_tcp_owners"
+
+// ProbeStatus is what the loader decided for one detector.
 type ProbeStatus struct {
-	Event EventType
+	Events []EventType
 	// Path is the path in use, 0 if none works.
 	Path  ProbePath
 	Hooks string
 	// Tried lists every path tried and why it failed, in order.
 	Tried []PathFailure
+}
+
+// Names lists the status's events, comma-separated.
+func (s ProbeStatus) Names() string {
+	var n []string
+	for _, e := range s.Events {
+		n = append(n, e.String())
+	}
+	return strings.Join(n, ",")
 }
 
 // PathFailure says why one probe path could not be used.

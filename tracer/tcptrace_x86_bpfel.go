@@ -17,7 +17,7 @@ type tcptraceAggKey struct {
 	_    structs.HostLayout
 	Sk   uint64
 	Type uint32
-	Pad  uint32
+	Sub  uint32
 }
 
 type tcptraceAggValue struct {
@@ -27,6 +27,15 @@ type tcptraceAggValue struct {
 	MaxWaitNs uint64
 	SnapNs    uint64
 	Ev        tcptraceEvent
+}
+
+type tcptraceConnReqEntry struct {
+	_   structs.HostLayout
+	M   tcptraceMibs
+	Sk  uint64
+	Skb uint64
+	Ok  uint8
+	_   [7]byte
 }
 
 type tcptraceEvent struct {
@@ -43,15 +52,78 @@ type tcptraceEvent struct {
 	Pad       [2]uint8
 	Ret       int32
 	S         tcptraceTcpSnapshot
+	L         tcptraceListenSnapshot
 }
 
 type tcptraceEventType uint32
 
 const (
-	tcptraceEventTypeEVENT_SEND_EAGAIN  tcptraceEventType = 1
-	tcptraceEventTypeEVENT_SEND_BLOCKED tcptraceEventType = 2
-	tcptraceEventTypeEVENT_TYPE_MAX     tcptraceEventType = 3
+	tcptraceEventTypeEVENT_SEND_EAGAIN       tcptraceEventType = 1
+	tcptraceEventTypeEVENT_SEND_BLOCKED      tcptraceEventType = 2
+	tcptraceEventTypeEVENT_SYN_DROP          tcptraceEventType = 3
+	tcptraceEventTypeEVENT_SYN_COOKIE        tcptraceEventType = 4
+	tcptraceEventTypeEVENT_LISTEN_OVERFLOW   tcptraceEventType = 5
+	tcptraceEventTypeEVENT_SYNACK_RETRANSMIT tcptraceEventType = 6
+	tcptraceEventTypeEVENT_TYPE_MAX          tcptraceEventType = 7
 )
+
+type tcptraceListenReason uint32
+
+const (
+	tcptraceListenReasonLISTEN_REASON_NONE       tcptraceListenReason = 0
+	tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL tcptraceListenReason = 1
+	tcptraceListenReasonLISTEN_SYN_QUEUE_FULL    tcptraceListenReason = 2
+	tcptraceListenReasonLISTEN_UNPROVEN_PEER     tcptraceListenReason = 3
+	tcptraceListenReasonLISTEN_OTHER             tcptraceListenReason = 4
+	tcptraceListenReasonLISTEN_SYNCOOKIES_ALWAYS tcptraceListenReason = 5
+	tcptraceListenReasonLISTEN_NO_FINAL_ACK      tcptraceListenReason = 6
+)
+
+type tcptraceListenSnapshot struct {
+	_               structs.HostLayout
+	Sk              uint64
+	Netns           uint32
+	Ino             uint32
+	Laddr           [16]uint8
+	Raddr           [16]uint8
+	Lport           uint16
+	Rport           uint16
+	Family          uint16
+	Reason          uint8
+	Syncookies      uint8
+	AbortOnOverflow uint8
+	OwnerKnown      uint8
+	ReqAcked        uint8
+	Listening       uint8
+	Retransmits     uint32
+	AcceptQueue     uint32
+	AcceptQueueMax  uint32
+	SynQueue        uint32
+	MaxSynBacklog   uint32
+	Somaxconn       uint32
+	Drops           uint32
+}
+
+type tcptraceListenerKey struct {
+	_     structs.HostLayout
+	Netns uint32
+	Port  uint16
+	Pad   uint16
+}
+
+type tcptraceMibs struct {
+	_         structs.HostLayout
+	Overflows uint64
+	Drops     uint64
+	ReqqDrop  uint64
+	Cookies   uint64
+}
+
+type tcptraceOwner struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Comm [16]uint8
+}
 
 type tcptraceProbePath uint32
 
@@ -109,29 +181,62 @@ type tcptraceTcpSnapshot struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcptraceMapAggregates                   = "aggregates"
+	tcptraceMapConnReqEntries               = "conn_req_entries"
 	tcptraceMapEvents                       = "events"
+	tcptraceMapInodeOwners                  = "inode_owners"
+	tcptraceMapListeners                    = "listeners"
 	tcptraceMapLost                         = "lost"
+	tcptraceMapMibBaseline                  = "mib_baseline"
+	tcptraceMapOwners                       = "owners"
 	tcptraceMapPidFilter                    = "pid_filter"
 	tcptraceMapScratch                      = "scratch"
 	tcptraceMapSendmsgSk                    = "sendmsg_sk"
 	tcptraceMapSnapScratch                  = "snap_scratch"
+	tcptraceMapSynackCounts                 = "synack_counts"
 	tcptraceMapWaitStarts                   = "wait_starts"
 	tcptraceProgFentrySkStreamWaitMemory    = "fentry_sk_stream_wait_memory"
+	tcptraceProgFentryTcpConnRequest        = "fentry_tcp_conn_request"
+	tcptraceProgFentryTcpV4SynRecvSock      = "fentry_tcp_v4_syn_recv_sock"
+	tcptraceProgFentryTcpV6SynRecvSock      = "fentry_tcp_v6_syn_recv_sock"
 	tcptraceProgFexitSkStreamWaitMemory     = "fexit_sk_stream_wait_memory"
+	tcptraceProgFexitTcpConnRequest         = "fexit_tcp_conn_request"
 	tcptraceProgFexitTcpSendmsg             = "fexit_tcp_sendmsg"
+	tcptraceProgFexitTcpV4SynRecvSock       = "fexit_tcp_v4_syn_recv_sock"
+	tcptraceProgFexitTcpV6SynRecvSock       = "fexit_tcp_v6_syn_recv_sock"
+	tcptraceProgIterTcpOwners               = "iter_tcp_owners"
 	tcptraceProgKprobeSkStreamWaitMemory    = "kprobe_sk_stream_wait_memory"
+	tcptraceProgKprobeTcpConnRequest        = "kprobe_tcp_conn_request"
 	tcptraceProgKprobeTcpSendmsg            = "kprobe_tcp_sendmsg"
+	tcptraceProgKprobeTcpV4SynRecvSock      = "kprobe_tcp_v4_syn_recv_sock"
+	tcptraceProgKprobeTcpV6SynRecvSock      = "kprobe_tcp_v6_syn_recv_sock"
 	tcptraceProgKretprobeSkStreamWaitMemory = "kretprobe_sk_stream_wait_memory"
+	tcptraceProgKretprobeTcpConnRequest     = "kretprobe_tcp_conn_request"
 	tcptraceProgKretprobeTcpSendmsg         = "kretprobe_tcp_sendmsg"
+	tcptraceProgKretprobeTcpV4SynRecvSock   = "kretprobe_tcp_v4_syn_recv_sock"
+	tcptraceProgKretprobeTcpV6SynRecvSock   = "kretprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgTpConsumeSkb                = "tp_consume_skb"
+	tcptraceProgTpInetSockSetState          = "tp_inet_sock_set_state"
+	tcptraceProgTpKfreeSkb                  = "tp_kfree_skb"
 	tcptraceProgTpSockSendLength            = "tp_sock_send_length"
 	tcptraceProgTpSockSendLengthWait        = "tp_sock_send_length_wait"
+	tcptraceProgTpTcpRetransmitSynack       = "tp_tcp_retransmit_synack"
 	tcptraceProgTpTcpSendmsgLocked          = "tp_tcp_sendmsg_locked"
 	tcptraceVarBtfAnchorEventType           = "btf_anchor_event_type"
+	tcptraceVarBtfAnchorListenReason        = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath           = "btf_anchor_probe_path"
 	tcptraceVarCfgFamily                    = "cfg_family"
 	tcptraceVarCfgFilterPid                 = "cfg_filter_pid"
+	tcptraceVarCfgMibOk                     = "cfg_mib_ok"
 	tcptraceVarCfgPort                      = "cfg_port"
+	tcptraceVarCfgRspEnd                    = "cfg_rsp_end"
+	tcptraceVarCfgRspStart                  = "cfg_rsp_start"
 	tcptraceVarCfgSnapshotNs                = "cfg_snapshot_ns"
+	tcptraceVarMibListenDrops               = "mib_listen_drops"
+	tcptraceVarMibListenOverflows           = "mib_listen_overflows"
+	tcptraceVarMibReqqFullCookies           = "mib_reqq_full_cookies"
+	tcptraceVarMibReqqFullDrop              = "mib_reqq_full_drop"
+	tcptraceVarPcpuFwAllocOff               = "pcpu_fw_alloc_off"
+	tcptraceVarPcpuRunqueuesOff             = "pcpu_runqueues_off"
 	tcptraceVarWaiters                      = "waiters"
 )
 
@@ -178,14 +283,31 @@ type tcptraceSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
 	FentrySkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"fentry_sk_stream_wait_memory"`
+	FentryTcpConnRequest        *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
 	FexitSkStreamWaitMemory     *ebpf.ProgramSpec `ebpf:"fexit_sk_stream_wait_memory"`
+	FexitTcpConnRequest         *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpSendmsg             *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpV4SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
+	FexitTcpV6SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock"`
+	IterTcpOwners               *ebpf.ProgramSpec `ebpf:"iter_tcp_owners"`
 	KprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kprobe_sk_stream_wait_memory"`
+	KprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
 	KprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
 	KretprobeSkStreamWaitMemory *ebpf.ProgramSpec `ebpf:"kretprobe_sk_stream_wait_memory"`
+	KretprobeTcpConnRequest     *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpSendmsg         *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpV4SynRecvSock   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
+	KretprobeTcpV6SynRecvSock   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConsumeSkb                *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
+	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
+	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
 	TpSockSendLength            *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
 	TpSockSendLengthWait        *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_wait"`
+	TpTcpRetransmitSynack       *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_synack"`
 	TpTcpSendmsgLocked          *ebpf.ProgramSpec `ebpf:"tp_tcp_sendmsg_locked"`
 }
 
@@ -193,27 +315,43 @@ type tcptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
-	Aggregates  *ebpf.MapSpec `ebpf:"aggregates"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Lost        *ebpf.MapSpec `ebpf:"lost"`
-	PidFilter   *ebpf.MapSpec `ebpf:"pid_filter"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	SendmsgSk   *ebpf.MapSpec `ebpf:"sendmsg_sk"`
-	SnapScratch *ebpf.MapSpec `ebpf:"snap_scratch"`
-	WaitStarts  *ebpf.MapSpec `ebpf:"wait_starts"`
+	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
+	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	InodeOwners    *ebpf.MapSpec `ebpf:"inode_owners"`
+	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
+	Lost           *ebpf.MapSpec `ebpf:"lost"`
+	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
+	Owners         *ebpf.MapSpec `ebpf:"owners"`
+	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
+	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
+	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
+	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
+	SynackCounts   *ebpf.MapSpec `ebpf:"synack_counts"`
+	WaitStarts     *ebpf.MapSpec `ebpf:"wait_starts"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceVariableSpecs struct {
-	BtfAnchorEventType *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
-	BtfAnchorProbePath *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
-	CfgFamily          *ebpf.VariableSpec `ebpf:"cfg_family"`
-	CfgFilterPid       *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
-	CfgPort            *ebpf.VariableSpec `ebpf:"cfg_port"`
-	CfgSnapshotNs      *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
-	Waiters            *ebpf.VariableSpec `ebpf:"waiters"`
+	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
+	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
+	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
+	CfgFamily             *ebpf.VariableSpec `ebpf:"cfg_family"`
+	CfgFilterPid          *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
+	CfgMibOk              *ebpf.VariableSpec `ebpf:"cfg_mib_ok"`
+	CfgPort               *ebpf.VariableSpec `ebpf:"cfg_port"`
+	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
+	CfgRspStart           *ebpf.VariableSpec `ebpf:"cfg_rsp_start"`
+	CfgSnapshotNs         *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
+	MibListenDrops        *ebpf.VariableSpec `ebpf:"mib_listen_drops"`
+	MibListenOverflows    *ebpf.VariableSpec `ebpf:"mib_listen_overflows"`
+	MibReqqFullCookies    *ebpf.VariableSpec `ebpf:"mib_reqq_full_cookies"`
+	MibReqqFullDrop       *ebpf.VariableSpec `ebpf:"mib_reqq_full_drop"`
+	PcpuFwAllocOff        *ebpf.VariableSpec `ebpf:"pcpu_fw_alloc_off"`
+	PcpuRunqueuesOff      *ebpf.VariableSpec `ebpf:"pcpu_runqueues_off"`
+	Waiters               *ebpf.VariableSpec `ebpf:"waiters"`
 }
 
 // tcptraceObjects contains all objects after they have been loaded into the kernel.
@@ -236,25 +374,37 @@ func (o *tcptraceObjects) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
-	Aggregates  *ebpf.Map `ebpf:"aggregates"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Lost        *ebpf.Map `ebpf:"lost"`
-	PidFilter   *ebpf.Map `ebpf:"pid_filter"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
-	SendmsgSk   *ebpf.Map `ebpf:"sendmsg_sk"`
-	SnapScratch *ebpf.Map `ebpf:"snap_scratch"`
-	WaitStarts  *ebpf.Map `ebpf:"wait_starts"`
+	Aggregates     *ebpf.Map `ebpf:"aggregates"`
+	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
+	Events         *ebpf.Map `ebpf:"events"`
+	InodeOwners    *ebpf.Map `ebpf:"inode_owners"`
+	Listeners      *ebpf.Map `ebpf:"listeners"`
+	Lost           *ebpf.Map `ebpf:"lost"`
+	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
+	Owners         *ebpf.Map `ebpf:"owners"`
+	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
+	Scratch        *ebpf.Map `ebpf:"scratch"`
+	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
+	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
+	SynackCounts   *ebpf.Map `ebpf:"synack_counts"`
+	WaitStarts     *ebpf.Map `ebpf:"wait_starts"`
 }
 
 func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
 		m.Aggregates,
+		m.ConnReqEntries,
 		m.Events,
+		m.InodeOwners,
+		m.Listeners,
 		m.Lost,
+		m.MibBaseline,
+		m.Owners,
 		m.PidFilter,
 		m.Scratch,
 		m.SendmsgSk,
 		m.SnapScratch,
+		m.SynackCounts,
 		m.WaitStarts,
 	)
 }
@@ -263,13 +413,23 @@ func (m *tcptraceMaps) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceVariables struct {
-	BtfAnchorEventType *ebpf.Variable `ebpf:"btf_anchor_event_type"`
-	BtfAnchorProbePath *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
-	CfgFamily          *ebpf.Variable `ebpf:"cfg_family"`
-	CfgFilterPid       *ebpf.Variable `ebpf:"cfg_filter_pid"`
-	CfgPort            *ebpf.Variable `ebpf:"cfg_port"`
-	CfgSnapshotNs      *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
-	Waiters            *ebpf.Variable `ebpf:"waiters"`
+	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
+	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
+	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
+	CfgFamily             *ebpf.Variable `ebpf:"cfg_family"`
+	CfgFilterPid          *ebpf.Variable `ebpf:"cfg_filter_pid"`
+	CfgMibOk              *ebpf.Variable `ebpf:"cfg_mib_ok"`
+	CfgPort               *ebpf.Variable `ebpf:"cfg_port"`
+	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
+	CfgRspStart           *ebpf.Variable `ebpf:"cfg_rsp_start"`
+	CfgSnapshotNs         *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
+	MibListenDrops        *ebpf.Variable `ebpf:"mib_listen_drops"`
+	MibListenOverflows    *ebpf.Variable `ebpf:"mib_listen_overflows"`
+	MibReqqFullCookies    *ebpf.Variable `ebpf:"mib_reqq_full_cookies"`
+	MibReqqFullDrop       *ebpf.Variable `ebpf:"mib_reqq_full_drop"`
+	PcpuFwAllocOff        *ebpf.Variable `ebpf:"pcpu_fw_alloc_off"`
+	PcpuRunqueuesOff      *ebpf.Variable `ebpf:"pcpu_runqueues_off"`
+	Waiters               *ebpf.Variable `ebpf:"waiters"`
 }
 
 // tcptracePrograms contains all programs after they have been loaded into the kernel.
@@ -277,28 +437,62 @@ type tcptraceVariables struct {
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
 	FentrySkStreamWaitMemory    *ebpf.Program `ebpf:"fentry_sk_stream_wait_memory"`
+	FentryTcpConnRequest        *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SynRecvSock      *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock      *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
 	FexitSkStreamWaitMemory     *ebpf.Program `ebpf:"fexit_sk_stream_wait_memory"`
+	FexitTcpConnRequest         *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpSendmsg             *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpV4SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
+	FexitTcpV6SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock"`
+	IterTcpOwners               *ebpf.Program `ebpf:"iter_tcp_owners"`
 	KprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kprobe_sk_stream_wait_memory"`
+	KprobeTcpConnRequest        *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
 	KprobeTcpSendmsg            *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
 	KretprobeSkStreamWaitMemory *ebpf.Program `ebpf:"kretprobe_sk_stream_wait_memory"`
+	KretprobeTcpConnRequest     *ebpf.Program `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpSendmsg         *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpV4SynRecvSock   *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
+	KretprobeTcpV6SynRecvSock   *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConsumeSkb                *ebpf.Program `ebpf:"tp_consume_skb"`
+	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
+	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
 	TpSockSendLength            *ebpf.Program `ebpf:"tp_sock_send_length"`
 	TpSockSendLengthWait        *ebpf.Program `ebpf:"tp_sock_send_length_wait"`
+	TpTcpRetransmitSynack       *ebpf.Program `ebpf:"tp_tcp_retransmit_synack"`
 	TpTcpSendmsgLocked          *ebpf.Program `ebpf:"tp_tcp_sendmsg_locked"`
 }
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.FentrySkStreamWaitMemory,
+		p.FentryTcpConnRequest,
+		p.FentryTcpV4SynRecvSock,
+		p.FentryTcpV6SynRecvSock,
 		p.FexitSkStreamWaitMemory,
+		p.FexitTcpConnRequest,
 		p.FexitTcpSendmsg,
+		p.FexitTcpV4SynRecvSock,
+		p.FexitTcpV6SynRecvSock,
+		p.IterTcpOwners,
 		p.KprobeSkStreamWaitMemory,
+		p.KprobeTcpConnRequest,
 		p.KprobeTcpSendmsg,
+		p.KprobeTcpV4SynRecvSock,
+		p.KprobeTcpV6SynRecvSock,
 		p.KretprobeSkStreamWaitMemory,
+		p.KretprobeTcpConnRequest,
 		p.KretprobeTcpSendmsg,
+		p.KretprobeTcpV4SynRecvSock,
+		p.KretprobeTcpV6SynRecvSock,
+		p.TpConsumeSkb,
+		p.TpInetSockSetState,
+		p.TpKfreeSkb,
 		p.TpSockSendLength,
 		p.TpSockSendLengthWait,
+		p.TpTcpRetransmitSynack,
 		p.TpTcpSendmsgLocked,
 	)
 }

@@ -42,7 +42,21 @@ type Tracer struct {
 	closeMu sync.Mutex
 	closed  bool
 	lost    map[EventType]uint64
+	// ownerErr says why socket owners are partly unknown (nil: all known).
+	ownerErr error
 }
+
+func wantsListenerEvents(events []EventType) bool {
+	for _, e := range events {
+		if e.isListenerEvent() {
+			return true
+		}
+	}
+	return false
+}
+
+// OwnerError says why listener events may lack their owner, or nil.
+func (t *Tracer) OwnerError() error { return t.ownerErr }
 
 // snapshotRefresh is how stale an aggregated line's snapshot may be: often
 // enough to be current when the line is printed, rare enough that a spinning
@@ -70,7 +84,16 @@ func New(opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	listeners := wantsListenerEvents(opts.Events)
+	facts := &kernelFacts{err: errors.New("not needed")}
+	if listeners {
+		facts = readKernelFacts()
+		if err := setKernelFacts(spec, facts); err != nil {
+			return nil, err
+		}
+	}
 	t := &Tracer{opts: opts, objs: &objects{}, dec: newDecoder(kernelHZ()), lost: map[EventType]uint64{}}
+	t.dec.owners = newInodeOwners(opts.PIDs)
 	ok := false
 	defer func() {
 		if !ok {
@@ -83,9 +106,14 @@ func New(opts Options) (*Tracer, error) {
 	if err := t.fillPIDFilter(); err != nil {
 		return nil, err
 	}
-	t.status = attachAll(spec, t.objs, opts.Events, opts.ForcePath)
+	t.status = attachAll(spec, t.objs, opts.Events, opts.ForcePath, facts)
 	if len(t.objs.links) == 0 {
 		return nil, noPathError(t.status)
+	}
+	if listeners {
+		// Owners after the detectors: a socket made in between is seen
+		// by the tracepoint, and the iterator does not overwrite it.
+		t.ownerErr = attachOwnerTracking(spec, t.objs, opts.PIDs)
 	}
 	if t.reader, err = ringbuf.NewReader(t.objs.mapByName("events")); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
@@ -108,7 +136,7 @@ func noPathError(st []ProbeStatus) error {
 	msg := "no probe could be attached"
 	for _, s := range st {
 		for _, f := range s.Tried {
-			msg += fmt.Sprintf("; %s via %s: %v", s.Event, f.Path, f.Err)
+			msg += fmt.Sprintf("; %s via %s: %v", s.Names(), f.Path, f.Err)
 		}
 	}
 	return errors.New(msg)

@@ -71,6 +71,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	defer t.Close()
 	printUnsupported(stderr, t.Status())
+	if err := t.OwnerError(); err != nil {
+		fmt.Fprintf(stderr, "tcptrace: some socket owners may be unknown: %v\n", err)
+	}
 
 	if o.duration > 0 {
 		var cancel context.CancelFunc
@@ -118,7 +121,7 @@ func describe(st []tracer.ProbeStatus) string {
 		if s != "" {
 			s += ", "
 		}
-		s += fmt.Sprintf("%s via %s (%s)", p.Event, p.Path, p.Hooks)
+		s += fmt.Sprintf("%s via %s (%s)", p.Names(), p.Path, p.Hooks)
 	}
 	return s
 }
@@ -128,7 +131,7 @@ func printUnsupported(w io.Writer, st []tracer.ProbeStatus) {
 		if p.Path != 0 {
 			continue
 		}
-		msg := fmt.Sprintf("tcptrace: %s is not supported on this kernel, continuing without it:", p.Event)
+		msg := fmt.Sprintf("tcptrace: %s is not supported on this kernel, continuing without it:", p.Names())
 		for i, f := range p.Tried {
 			if i > 0 {
 				msg += ";"
@@ -148,12 +151,12 @@ func listProbes(o *options, stdout io.Writer) error {
 	defer t.Close()
 	for _, p := range t.Status() {
 		if p.Path != 0 {
-			fmt.Fprintf(stdout, "%-14s %-11s %s\n", p.Event, p.Path, p.Hooks)
+			fmt.Fprintf(stdout, "%-14s %-11s %s\n", p.Names(), p.Path, p.Hooks)
 		} else {
-			fmt.Fprintf(stdout, "%-14s %-11s no probe path works on this kernel\n", p.Event, "none")
+			fmt.Fprintf(stdout, "%-28s %-11s no probe path works on this kernel\n", p.Names(), "none")
 		}
 		for _, f := range p.Tried {
-			fmt.Fprintf(stdout, "%-14s   not %s (%s): %v\n", "", f.Path, f.Hooks, f.Err)
+			fmt.Fprintf(stdout, "%-28s   not %s (%s): %v\n", "", f.Path, f.Hooks, f.Err)
 		}
 	}
 	return t.Close()

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Who owns a socket. Listener events happen in softirq (a SYN, a final ACK)
+ * or timer context (a SYN-ACK retransmit), where the running task is
+ * whoever was interrupted; --pid and the pid/comm of an event must come from
+ * the socket, not from the task.
+ *
+ * owners:    socket -> the process that made it. Filled in process context
+ *            when a socket starts listening or connecting (inet_sock_set_state
+ *            to LISTEN or SYN_SENT), inherited by an accepted child from its
+ *            listener, and, for sockets made before tcptrace started, by the
+ *            iterator below from a socket-inode -> process table that user
+ *            space builds out of /proc/<pid>/fd.
+ * listeners: (netns, port) -> listening socket: a dropped SYN carries only
+ *            addresses, and the listener's queues explain the drop.
+ */
+#include "common.bpf.h"
+
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+struct owner {
+	__u32 tgid;
+	__u8 comm[TASK_COMM_LEN];
+};
+
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct listener_key);
+	__type(value, __u64); /* struct sock * */
+} listeners SEC(".maps");
+
+/* Filled by user space before the iterator runs: socket inode -> owner. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct owner);
+} inode_owners SEC(".maps");
+
+static __always_inline __u32 sk_netns(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline struct sock *find_listener(__u32 netns, __u16 port)
+{
+	struct listener_key k = { .netns = netns, .port = port };
+	__u64 *sk = bpf_map_lookup_elem(&listeners, &k);
+
+	return sk ? (struct sock *)*sk : NULL;
+}
+
+/* The owner of sk into the event's pid and comm; false if unknown. */
+static __always_inline bool fill_owner(struct event *e, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o = bpf_map_lookup_elem(&owners, &key);
+
+	if (!o)
+		return false;
+	e->pid = o->tgid;
+	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	return true;
+}
+
+/* --pid for events outside process context: by the socket's owner. A socket
+ * whose owner is unknown is left out when a filter is set. */
+static __always_inline bool owner_wanted(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o;
+
+	if (!cfg_filter_pid)
+		return true;
+	o = bpf_map_lookup_elem(&owners, &key);
+	return o && pid_wanted(o->tgid);
+}
+
+static __always_inline void set_owner_current(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner o = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+
+	bpf_get_current_comm(&o.comm, sizeof(o.comm));
+	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
+}
+
+/*
+ * sock:inet_sock_set_state fires on every TCP state change, in the context
+ * that made it: listen() and connect() run in the owner's process; a passive
+ * child becomes ESTABLISHED in softirq and takes its listener's owner.
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct listener_key lk;
+	__u64 key = (__u64)sk;
+	struct owner *o;
+	struct sock *l;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	switch (newstate) {
+	case TCP_LISTEN:
+		set_owner_current(sk);
+		lk = (struct listener_key){ .netns = sk_netns(sk), .port = sk->__sk_common.skc_num };
+		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
+		return 0;
+	case TCP_SYN_SENT:
+		set_owner_current(sk);
+		return 0;
+	case TCP_ESTABLISHED:
+		if (oldstate != TCP_SYN_RECV)
+			return 0;
+		l = find_listener(sk_netns(sk), sk->__sk_common.skc_num);
+		if (!l)
+			return 0;
+		key = (__u64)l;
+		o = bpf_map_lookup_elem(&owners, &key);
+		if (o) {
+			key = (__u64)sk;
+			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
+		}
+		return 0;
+	case TCP_CLOSE:
+		if (oldstate == TCP_LISTEN) {
+			lk = (struct listener_key){ .netns = sk_netns(sk), .port = sk->__sk_common.skc_num };
+			__u64 *cur = bpf_map_lookup_elem(&listeners, &lk);
+
+			if (cur && *cur == key)
+				bpf_map_delete_elem(&listeners, &lk);
+		}
+		bpf_map_delete_elem(&owners, &key);
+		return 0;
+	}
+	return 0;
+}
+
+/*
+ * Sockets made before tcptrace started. iter/tcp walks the TCP sockets of
+ * the network namespace of whoever reads it, so user space reads it once
+ * from within each namespace in use (tracer/owners.go).
+ */
+SEC("iter/tcp")
+int iter_tcp_owners(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+	struct sock *sk;
+	struct owner *o;
+	__u32 ino;
+	__u64 key;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0; /* TIME_WAIT and request sockets: no owner */
+	sk = (struct sock *)tp;
+	key = (__u64)sk;
+	ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	o = bpf_map_lookup_elem(&inode_owners, &ino);
+	if (o)
+		bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST);
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
+		struct listener_key lk = { .netns = sk_netns(sk), .port = BPF_CORE_READ(sk, __sk_common.skc_num) };
+
+		bpf_map_update_elem(&listeners, &lk, &key, BPF_NOEXIST);
+	}
+	return 0;
+}

@@ -1,0 +1,162 @@
+package tracer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+)
+
+// kernelFacts is what the listener detector needs to know about the running
+// kernel beyond CO-RE: addresses from /proc/kallsyms and values that only
+// the kernel's BTF holds by name.
+type kernelFacts struct {
+	rspStart, rspEnd uint64 // tcp_rcv_state_process's text
+	mib              map[string]uint32
+	pcpuRunqueues    uint64 // offsets in the per-CPU section (BTF .data..percpu)
+	pcpuFwAlloc      uint64
+	listenOverflow   bool // SKB_DROP_REASON_TCP_LISTEN_OVERFLOW exists (6.15+)
+	// err says why the counters cannot be read per CPU; the SYN detector
+	// is unavailable on its counter-based paths then.
+	err error
+}
+
+var mibNames = []string{
+	"LINUX_MIB_LISTENOVERFLOWS", "LINUX_MIB_LISTENDROPS",
+	"LINUX_MIB_TCPREQQFULLDROP", "LINUX_MIB_TCPREQQFULLDOCOOKIES",
+}
+
+func readKernelFacts() *kernelFacts {
+	f := &kernelFacts{mib: map[string]uint32{}}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		f.err = fmt.Errorf("reading kernel BTF: %w", err)
+		return f
+	}
+	f.listenOverflow = enumHas(spec, "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
+	// The linux_mib enum is anonymous: find it by its members.
+	for typ, err := range spec.All() {
+		if err != nil {
+			break
+		}
+		e, ok := typ.(*btf.Enum)
+		if !ok || e.Name != "" {
+			continue
+		}
+		for _, v := range e.Values {
+			for _, n := range mibNames {
+				if v.Name == n {
+					f.mib[n] = uint32(v.Value)
+				}
+			}
+		}
+		if len(f.mib) == len(mibNames) {
+			break
+		}
+	}
+	if len(f.mib) != len(mibNames) {
+		f.err = errors.New("the kernel's BTF lacks the LINUX_MIB counters")
+		return f
+	}
+	var ds *btf.Datasec
+	if err := spec.TypeByName(".data..percpu", &ds); err != nil {
+		f.err = fmt.Errorf("no per-CPU section in the kernel's BTF: %w", err)
+		return f
+	}
+	for _, v := range ds.Vars {
+		switch v.Type.TypeName() {
+		case "runqueues":
+			f.pcpuRunqueues = uint64(v.Offset)
+		case "tcp_memory_per_cpu_fw_alloc":
+			f.pcpuFwAlloc = uint64(v.Offset)
+		}
+	}
+	if f.pcpuRunqueues == 0 {
+		f.err = errors.New("runqueues is not in the kernel's per-CPU BTF section")
+		return f
+	}
+	f.rspStart, f.rspEnd, err = kallsymsRange("tcp_rcv_state_process")
+	if err != nil {
+		f.err = err
+	}
+	return f
+}
+
+func enumHas(spec *btf.Spec, enum, value string) bool {
+	var e *btf.Enum
+	if spec.TypeByName(enum, &e) != nil {
+		return false
+	}
+	for _, v := range e.Values {
+		if v.Name == value {
+			return true
+		}
+	}
+	return false
+}
+
+// kallsymsRange returns a function's start and the next symbol's address.
+// Root reads real addresses (kptr_restrict allows CAP_SYSLOG).
+func kallsymsRange(name string) (start, end uint64, err error) {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var addrs []uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || (fields[1] != "t" && fields[1] != "T") {
+			continue
+		}
+		a, err := strconv.ParseUint(fields[0], 16, 64)
+		if err != nil || a == 0 {
+			continue
+		}
+		if fields[2] == name && len(fields) == 3 {
+			start = a
+		}
+		addrs = append(addrs, a)
+	}
+	if start == 0 {
+		return 0, 0, fmt.Errorf("%s not in /proc/kallsyms (or addresses hidden)", name)
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
+	i := sort.Search(len(addrs), func(i int) bool { return addrs[i] > start })
+	if i == len(addrs) {
+		return 0, 0, fmt.Errorf("no symbol after %s in /proc/kallsyms", name)
+	}
+	return start, addrs[i], nil
+}
+
+// setKernelFacts writes the facts into the object's constants.
+func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
+	vars := map[string]any{
+		"cfg_rsp_start":         f.rspStart,
+		"cfg_rsp_end":           f.rspEnd,
+		"mib_listen_overflows":  f.mib["LINUX_MIB_LISTENOVERFLOWS"],
+		"mib_listen_drops":      f.mib["LINUX_MIB_LISTENDROPS"],
+		"mib_reqq_full_drop":    f.mib["LINUX_MIB_TCPREQQFULLDROP"],
+		"mib_reqq_full_cookies": f.mib["LINUX_MIB_TCPREQQFULLDOCOOKIES"],
+		"pcpu_runqueues_off":    f.pcpuRunqueues,
+		"pcpu_fw_alloc_off":     f.pcpuFwAlloc,
+		"cfg_mib_ok":            boolByte(f.err == nil),
+	}
+	for name, v := range vars {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("BPF object has no variable %s", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	return nil
+}
