@@ -36,6 +36,12 @@ func runHelper(mode string) int {
 }
 
 func helper(mode string, d time.Duration) error {
+	switch mode {
+	case "server":
+		return listenServer()
+	case "clients":
+		return connectClients(d)
+	}
 	rcvbuf := 0
 	if mode == "zerowin" || mode == "spin" || mode == "blocked" {
 		rcvbuf = 4096 // the receiver's window closes after a few KB
@@ -225,8 +231,19 @@ type helperProc struct {
 	result map[string]string
 }
 
-// startHelper starts a helper in ns and waits for its READY line.
-func startHelper(t testing.TB, ns *netns, mode string, d time.Duration) *helperProc {
+// startHelper starts a helper in ns and waits for its READY line. env adds
+// NAME=value settings for the helper.
+func startHelper(t testing.TB, ns *netns, mode string, d time.Duration, env ...string) *helperProc {
+	t.Helper()
+	h := startHelperNoReady(t, ns, mode, d, env...)
+	kv := h.line("READY")
+	h.PID, _ = strconv.Atoi(kv["pid"])
+	h.LPort, _ = strconv.Atoi(kv["lport"])
+	h.Port, _ = strconv.Atoi(kv["port"])
+	return h
+}
+
+func startHelperNoReady(t testing.TB, ns *netns, mode string, d time.Duration, env ...string) *helperProc {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -234,6 +251,7 @@ func startHelper(t testing.TB, ns *netns, mode string, d time.Duration) *helperP
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns.name, self)
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, fmt.Sprintf("%s=%f", helperSecondsEnv, d.Seconds()))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
@@ -241,12 +259,7 @@ func startHelper(t testing.TB, ns *netns, mode string, d time.Duration) *helperP
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	h := &helperProc{t: t, cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
-	kv := h.line("READY")
-	h.PID, _ = strconv.Atoi(kv["pid"])
-	h.LPort, _ = strconv.Atoi(kv["lport"])
-	h.Port, _ = strconv.Atoi(kv["port"])
-	return h
+	return &helperProc{t: t, cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout), PID: cmd.Process.Pid}
 }
 
 // line reads the helper's next line, which must start with prefix, as

@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Helper modes for the listener tests. "server" listens with the backlog
+// in $TCPTRACE_E2E_BACKLOG and never calls accept(); "clients" opens
+// $TCPTRACE_E2E_COUNT connections to $TCPTRACE_E2E_PORT at once.
+const (
+	helperBacklogEnv = "TCPTRACE_E2E_BACKLOG"
+	helperPortEnv    = "TCPTRACE_E2E_PORT"
+	helperCountEnv   = "TCPTRACE_E2E_COUNT"
+)
+
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
+}
+
+// listenServer prints READY and holds its listener, without accept(),
+// until its standard input closes.
+func listenServer() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := unix.Listen(fd, envInt(helperBacklogEnv)); err != nil {
+		return err
+	}
+	port, err := localPort(fd)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("READY pid=%d lport=0 port=%d\n", os.Getpid(), port)
+	bufio.NewReader(os.Stdin).ReadString('\n') // until EOF or any line
+	fmt.Printf("RESULT done=1\n")
+	return nil
+}
+
+// connectClients opens the connections without waiting for each, reports
+// which completed their handshake ("CONNECTED ports=... established=N"),
+// then on "SEND" writes a request on each connected one, waits the given
+// time and reports what each socket saw: still ESTABLISHED with its request
+// unacknowledged, or reset.
+func connectClients(d time.Duration) error {
+	n, port := envInt(helperCountEnv), envInt(helperPortEnv)
+	var fds, ports []int
+	for i := 0; i < n; i++ {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port})
+		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+			return err
+		}
+		p, _ := localPort(fd)
+		fds, ports = append(fds, fd), append(ports, p)
+	}
+	time.Sleep(500 * time.Millisecond) // loopback handshakes take microseconds
+	established := 0
+	for _, fd := range fds {
+		if tcpState(fd) == 1 {
+			established++
+		}
+	}
+	fmt.Printf("CONNECTED ports=%s established=%d\n", joinInts(ports), established)
+	if line, _ := bufio.NewReader(os.Stdin).ReadString('\n'); strings.TrimSpace(line) != "SEND" {
+		return fmt.Errorf("want SEND, got %q", line)
+	}
+	for _, fd := range fds {
+		if tcpState(fd) == 1 {
+			unix.Write(fd, []byte("GET / HTTP/1.1\r\nHost: e2e\r\n\r\n"))
+		}
+	}
+	time.Sleep(d)
+	var unacked, reset int
+	buf := make([]byte, 64)
+	for _, fd := range fds {
+		if _, err := unix.Read(fd, buf); errors.Is(err, unix.ECONNRESET) {
+			reset++
+			continue
+		}
+		if q, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil && q > 0 && tcpState(fd) == 1 {
+			unacked++
+		}
+	}
+	fmt.Printf("RESULT established_unacked=%d reset=%d\n", unacked, reset)
+	return nil
+}
+
+func tcpState(fd int) uint8 {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return info.State
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// startServer starts a listener with this backlog in ns.
+func startServer(t testing.TB, ns *netns, backlog int) *helperProc {
+	t.Helper()
+	return startHelper(t, ns, "server", 0, helperBacklogEnv+"="+strconv.Itoa(backlog))
+}
+
+// clientsProc is a running "clients" helper.
+type clientsProc struct {
+	*helperProc
+	ports       map[int]bool
+	established int
+}
+
+func startClients(t testing.TB, ns *netns, port, n int, d time.Duration) *clientsProc {
+	t.Helper()
+	h := startHelperNoReady(t, ns, "clients", d, helperPortEnv+"="+strconv.Itoa(port), helperCountEnv+"="+strconv.Itoa(n))
+	kv := h.line("CONNECTED")
+	c := &clientsProc{helperProc: h, ports: map[int]bool{}}
+	for _, p := range strings.Split(kv["ports"], ",") {
+		n, _ := strconv.Atoi(p)
+		c.ports[n] = true
+	}
+	c.established, _ = strconv.Atoi(kv["established"])
+	return c
+}
+
+// send tells the clients to send their requests and waits for their report.
+func (c *clientsProc) send() map[string]string {
+	c.t.Helper()
+	fmt.Fprintln(c.stdin, "SEND")
+	c.result = c.line("RESULT")
+	c.cmd.Wait()
+	return c.result
+}
+
+// netstat reads the namespace's TcpExt counters.
+func (n *netns) netstat() map[string]uint64 {
+	n.t.Helper()
+	out := n.run("cat", "/proc/net/netstat")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	m := map[string]uint64{}
+	for i := 0; i+1 < len(lines); i += 2 {
+		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(keys) != len(vals) || keys[0] != "TcpExt:" {
+			continue
+		}
+		for j := 1; j < len(keys); j++ {
+			v, _ := strconv.ParseUint(vals[j], 10, 64)
+			m[keys[j]] = v
+		}
+	}
+	return m
+}
+
+func (n *netns) sysctl(name, value string) {
+	n.t.Helper()
+	n.run("sysctl", "-qw", name+"="+value)
+}

@@ -1,0 +1,234 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var listenerEvents = []string{"-e", "syn_drop,syn_cookie,listen_overflow,synack_retransmit", "--interval", "500ms"}
+
+// counterDelta is how much each TcpExt counter moved.
+func counterDelta(before, after map[string]uint64, names ...string) map[string]uint64 {
+	d := map[string]uint64{}
+	for _, n := range names {
+		d[n] = after[n] - before[n]
+	}
+	return d
+}
+
+// countBy sums the counts of one event, per reason.
+func countBy(evs []event) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, e := range evs {
+		m[e.Reason] += e.Count
+	}
+	return m
+}
+
+// checkListenCounters: what tcptrace counted against the namespace's own
+// counters. ListenOverflows counts SYNs dropped for a full accept queue and
+// third-ACK overflows; ListenDrops counts every drop of either kind.
+func checkListenCounters(t *testing.T, tr *tracerRun, pid int, delta map[string]uint64) {
+	t.Helper()
+	drops := countBy(tr.eventsFor("syn_drop", pid))
+	overflows := sumCounts(tr.eventsFor("listen_overflow", pid))
+	var allDrops uint64
+	for _, n := range drops {
+		allDrops += n
+	}
+	if got := drops["accept_queue_full"] + overflows; got != delta["ListenOverflows"] {
+		t.Errorf("ListenOverflows moved by %d; tcptrace: %d syn_drop[accept_queue_full] + %d listen_overflow = %d",
+			delta["ListenOverflows"], drops["accept_queue_full"], overflows, got)
+	}
+	if got := allDrops + overflows; got != delta["ListenDrops"] {
+		t.Errorf("ListenDrops moved by %d; tcptrace: %d syn_drop + %d listen_overflow = %d (%v)",
+			delta["ListenDrops"], allDrops, overflows, got, drops)
+	}
+	if got := drops["syn_queue_full"]; got != delta["TCPReqQFullDrop"] {
+		t.Errorf("TCPReqQFullDrop moved by %d; tcptrace: %d syn_drop[syn_queue_full]", delta["TCPReqQFullDrop"], got)
+	}
+	if got := sumCounts(tr.eventsFor("syn_cookie", pid)); got != delta["TCPReqQFullDoCookies"] {
+		t.Errorf("TCPReqQFullDoCookies moved by %d; tcptrace: %d syn_cookie", delta["TCPReqQFullDoCookies"], got)
+	}
+}
+
+var listenCounters = []string{"ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "TCPSynRetrans"}
+
+// The classic: a server that listens with backlog 6 and never accepts, and
+// 20 clients at once. Handshakes complete one by one on loopback, the accept
+// queue fills, and the later SYNs are dropped (and retransmitted, and
+// dropped again). The server made its socket before tcptrace started, so its
+// owner comes from the socket iterator.
+func TestSynDropAcceptQueueFull(t *testing.T) {
+	ns := newNetns(t)
+	srv := startServer(t, ns, 6)
+	other := startSleeper(t)
+	before := ns.netstat()
+	tr := startTracer(t, listenerEvents...)
+	mine := startTracer(t, append(listenerEvents, "--pid", strconv.Itoa(srv.PID))...)
+	theirs := startTracer(t, append(listenerEvents, "--pid", strconv.Itoa(other))...)
+
+	cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
+	cl.send()
+	time.Sleep(100 * time.Millisecond)
+	delta := counterDelta(before, ns.netstat(), listenCounters...)
+	for _, r := range []*tracerRun{tr, mine, theirs} {
+		if err := r.stop(syscall.SIGINT); err != nil {
+			t.Fatalf("tcptrace: %v\n%s", err, r.stderrText())
+		}
+	}
+
+	drops := tr.eventsFor("syn_drop", srv.PID)
+	if len(drops) == 0 {
+		t.Fatalf("no syn_drop from the server (pid %d); counters %v; stderr:\n%s", srv.PID, delta, tr.stderrText())
+	}
+	for _, e := range drops {
+		if e.Reason != "accept_queue_full" || e.LPort != srv.Port || e.LAddr != "127.0.0.1" || !cl.ports[e.RPort] {
+			t.Errorf("unexpected syn_drop (server port %d): %s", srv.Port, dump([]event{e}))
+		}
+		if e.Comm == "" || e.Details["accept_queue_max"] != 6.0 {
+			t.Errorf("syn_drop lacks the owner or the queue limit: %s %v", dump([]event{e}), e.Details)
+		}
+	}
+	checkListenCounters(t, tr, srv.PID, delta)
+	if got, want := sumCounts(mine.eventsFor("syn_drop", 0)), sumCounts(drops); got != want {
+		t.Errorf("--pid %d (the server) counted %d drops, the host-wide run %d", srv.PID, got, want)
+	}
+	if evs := theirs.eventsFor("syn_drop", 0); len(evs) != 0 {
+		t.Errorf("--pid %d (unrelated) printed:\n%s", other, dump(evs))
+	}
+	t.Logf("counters %v; %d lines:\n%s", delta, len(drops), dump(drops))
+}
+
+// The third-ACK overflow: requests made while the accept queue had room
+// whose final ACK arrives after it filled. 5 clients connect; 7 more do
+// their handshake while every non-SYN segment to the server is dropped, so
+// they believe they are connected while the server holds their requests;
+// then the rule goes and they send a request. The accept queue (backlog 6,
+// full at 7) takes two more; the other five overflow.
+func TestListenOverflowThirdACK(t *testing.T) {
+	for _, abort := range []int{0, 1} {
+		t.Run(fmt.Sprintf("tcp_abort_on_overflow=%d", abort), func(t *testing.T) {
+			ns := newNetns(t)
+			ns.sysctl("net.ipv4.tcp_abort_on_overflow", strconv.Itoa(abort))
+			srv := startServer(t, ns, 6)
+			tr := startTracer(t, listenerEvents...)
+			before := ns.netstat()
+
+			first := startClients(t, ns, srv.Port, 5, 0)
+			if first.established != 5 {
+				t.Fatalf("%d of the first 5 clients connected", first.established)
+			}
+			ns.nft(fmt.Sprintf(`table ip tcptrace_e2e {
+				chain in { type filter hook input priority 0; tcp dport %d tcp flags & syn == 0 drop; }
+			}`, srv.Port))
+			late := startClients(t, ns, srv.Port, 7, 2500*time.Millisecond)
+			if late.established != 7 {
+				t.Fatalf("%d of the 7 late clients believe they are connected, want 7", late.established)
+			}
+			ns.run("nft", "delete", "table", "ip", "tcptrace_e2e")
+			res := late.send()
+			first.send()
+			delta := counterDelta(before, ns.netstat(), listenCounters...)
+			if err := tr.stop(syscall.SIGINT); err != nil {
+				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+			}
+
+			over := tr.eventsFor("listen_overflow", srv.PID)
+			if len(over) == 0 {
+				t.Fatalf("no listen_overflow; counters %v; stderr:\n%s", delta, tr.stderrText())
+			}
+			for _, e := range over {
+				if e.Reason != "accept_queue_full" || e.LPort != srv.Port || !late.ports[e.RPort] {
+					t.Errorf("unexpected listen_overflow: %s", dump([]event{e}))
+				}
+				if got := e.Details["tcp_abort_on_overflow"]; got != float64(abort) {
+					t.Errorf("tcp_abort_on_overflow %v, want %d", got, abort)
+				}
+			}
+			checkListenCounters(t, tr, srv.PID, delta)
+			rtx := tr.eventsFor("synack_retransmit", srv.PID)
+			if abort == 0 {
+				if res["established_unacked"] == "0" {
+					t.Errorf("no late client sits in ESTABLISHED with its request unacknowledged: %v", res)
+				}
+				if len(rtx) == 0 {
+					t.Errorf("no synack_retransmit from the server")
+				}
+				// Every SYN here was answered: the only SYN-class
+				// retransmits in the namespace are the server's SYN-ACKs.
+				if got := sumCounts(rtx); got != delta["TCPSynRetrans"] {
+					t.Errorf("TCPSynRetrans moved by %d; tcptrace: %d synack_retransmit", delta["TCPSynRetrans"], got)
+				}
+				if want := "believes it is connected"; !strings.Contains(over[0].Explanation, want) {
+					t.Errorf("explanation lacks %q: %s", want, over[0].Explanation)
+				}
+			} else {
+				if res["reset"] == "0" {
+					t.Errorf("with tcp_abort_on_overflow=1 no late client was reset: %v", res)
+				}
+				if want := "gets a reset"; !strings.Contains(over[0].Explanation, want) {
+					t.Errorf("explanation lacks %q: %s", want, over[0].Explanation)
+				}
+			}
+			t.Logf("clients %v, counters %v:\n%s%s", res, delta, dump(over), dump(rtx))
+		})
+	}
+}
+
+// Half-open connections (every non-SYN segment to the server dropped) fill
+// the SYN queue. Without syncookies the extra SYNs are dropped, counted in
+// TCPReqQFullDrop; with them, answered with cookies, counted in
+// TCPReqQFullDoCookies. A small tcp_max_syn_backlog instead brings the
+// last-quarter rule, which keeps room for proven peers.
+func TestSynQueueFull(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		syncookies string
+		maxSyn     string
+		backlog    int
+		event      string
+		reason     string
+	}{
+		{"syncookies=0", "0", "", 4, "syn_drop", "syn_queue_full"},
+		{"syncookies=1", "1", "", 4, "syn_cookie", "syn_queue_full"},
+		{"small tcp_max_syn_backlog", "0", "8", 100, "syn_drop", "unproven_peer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetns(t)
+			ns.sysctl("net.ipv4.tcp_syncookies", tc.syncookies)
+			if tc.maxSyn != "" {
+				ns.sysctl("net.ipv4.tcp_max_syn_backlog", tc.maxSyn)
+			}
+			srv := startServer(t, ns, tc.backlog)
+			ns.nft(fmt.Sprintf(`table ip tcptrace_e2e {
+				chain in { type filter hook input priority 0; tcp dport %d tcp flags & syn == 0 drop; }
+			}`, srv.Port))
+			tr := startTracer(t, listenerEvents...)
+			before := ns.netstat()
+			cl := startClients(t, ns, srv.Port, 12, 0)
+			cl.send()
+			delta := counterDelta(before, ns.netstat(), listenCounters...)
+			if err := tr.stop(syscall.SIGINT); err != nil {
+				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+			}
+			evs := tr.eventsFor(tc.event, srv.PID)
+			if countBy(evs)[tc.reason] == 0 {
+				t.Fatalf("no %s[%s]; counters %v; events:\n%s\nstderr:\n%s", tc.event, tc.reason, delta,
+					dump(append(tr.eventsFor("syn_drop", 0), tr.eventsFor("syn_cookie", 0)...)), tr.stderrText())
+			}
+			for _, e := range evs {
+				if e.LPort != srv.Port || !cl.ports[e.RPort] {
+					t.Errorf("wrong connection: %s", dump([]event{e}))
+				}
+			}
+			checkListenCounters(t, tr, srv.PID, delta)
+			t.Logf("counters %v:\n%s", delta, dump(evs))
+		})
+	}
+}
+
