@@ -231,4 +231,3 @@ func TestSynQueueFull(t *testing.T) {
 		})
 	}
 }
-
