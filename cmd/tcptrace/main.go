@@ -151,7 +151,7 @@ func listProbes(o *options, stdout io.Writer) error {
 	defer t.Close()
 	for _, p := range t.Status() {
 		if p.Path != 0 {
-			fmt.Fprintf(stdout, "%-14s %-11s %s\n", p.Names(), p.Path, p.Hooks)
+			fmt.Fprintf(stdout, "%-28s %-11s %s\n", p.Names(), p.Path, p.Hooks)
 		} else {
 			fmt.Fprintf(stdout, "%-28s %-11s no probe path works on this kernel\n", p.Names(), "none")
 		}
