@@ -99,12 +99,27 @@ struct {
 	__type(value, __u32);
 } synack_counts SEC(".maps");
 
+/* This CPU's offset, once computed (it never changes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} cpu_offset SEC(".maps");
+
 static __always_inline bool this_cpu_off(struct sock *tcp_sk, __u64 *off)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct cfs_rq *cfs = BPF_CORE_READ(task, se.cfs_rq);
+	__u32 zero = 0;
+	__u64 *cached = bpf_map_lookup_elem(&cpu_offset, &zero);
+	struct cfs_rq *cfs;
 	__u64 rq, base = 0;
 
+	if (cached && *cached) {
+		*off = *cached;
+		return true;
+	}
+	cfs = BPF_CORE_READ(task, se.cfs_rq);
 	if (!cfs)
 		return false;
 	if (bpf_core_field_exists(cfs->rq))
@@ -118,6 +133,8 @@ static __always_inline bool this_cpu_off(struct sock *tcp_sk, __u64 *off)
 		base -= pcpu_fw_alloc_off;
 	}
 	*off = rq - (base + pcpu_runqueues_off);
+	if (cached)
+		*cached = *off;
 	return true;
 }
 
@@ -318,17 +335,13 @@ static __always_inline __u32 syn_outcome_by_state(struct sock *l, __u32 *reason)
 	return 0;
 }
 
+/* now: the counters after the SYN; before: ahead of it, NULL if unknown. */
 static __always_inline void on_syn_done(struct net *net, struct sock *l, struct sk_buff *skb,
-					const struct mibs *before, __u8 path)
+					const struct mibs *before, const struct mibs *now, __u8 path)
 {
-	struct mibs now;
 	__u32 reason = 0, type;
 
-	if (!l)
-		return;
-	if (!read_mibs(net, l, &now))
-		return;
-	type = before ? syn_outcome(before, &now, &reason) : syn_outcome_by_state(l, &reason);
+	type = before ? syn_outcome(before, now, &reason) : syn_outcome_by_state(l, &reason);
 	if (!type)
 		return;
 	if (type == EVENT_SYN_COOKIE && BPF_CORE_READ(net, ipv4.sysctl_tcp_syncookies) == 2)
@@ -359,11 +372,14 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb, void *location)
 	base = bpf_map_lookup_elem(&mib_baseline, &key);
 	if (!base) {
 		bpf_map_update_elem(&mib_baseline, &key, &now, BPF_ANY);
-		on_syn_done(net, l, skb, NULL, PATH_TRACEPOINT);
+		on_syn_done(net, l, skb, NULL, &now, PATH_TRACEPOINT);
 		return 0;
 	}
-	on_syn_done(net, l, skb, base, PATH_TRACEPOINT);
-	__builtin_memcpy(base, &now, sizeof(now));
+	/* Any change at all is rare: most SYNs are accepted. */
+	if (base->drops != now.drops || base->cookies != now.cookies) {
+		on_syn_done(net, l, skb, base, &now, PATH_TRACEPOINT);
+		__builtin_memcpy(base, &now, sizeof(now));
+	}
 	return 0;
 }
 
@@ -384,13 +400,17 @@ static __always_inline void conn_request_exit(__u8 path)
 {
 	__u32 slot = SLOT_CONN_REQUEST;
 	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
+	struct mibs now;
+	struct net *net;
 	struct sock *l;
 
 	if (!e || !e->ok)
 		return;
 	e->ok = 0;
 	l = (struct sock *)e->sk;
-	on_syn_done(BPF_CORE_READ(l, __sk_common.skc_net.net), l, (struct sk_buff *)e->skb, &e->m, path);
+	net = BPF_CORE_READ(l, __sk_common.skc_net.net);
+	if (read_mibs(net, l, &now))
+		on_syn_done(net, l, (struct sk_buff *)e->skb, &e->m, &now, path);
 }
 
 SEC("fentry/tcp_conn_request")

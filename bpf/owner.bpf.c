@@ -6,20 +6,15 @@
  * the socket, not from the task.
  *
  * owners:    socket -> the process that made it. Filled in process context
- *            when a socket starts listening or connecting (inet_sock_set_state
- *            to LISTEN or SYN_SENT), inherited by an accepted child from its
- *            listener, and, for sockets made before tcptrace started, by the
- *            iterator below from a socket-inode -> process table that user
- *            space builds out of /proc/<pid>/fd.
+ *            when a socket starts listening (inet_sock_set_state to LISTEN)
+ *            and, for sockets made before tcptrace started, by the iterator
+ *            below from a socket-inode -> process table that user space
+ *            builds out of /proc/<pid>/fd.
  * listeners: (netns, port) -> listening socket: a dropped SYN carries only
  *            addresses, and the listener's queues explain the drop.
  */
 #include "common.bpf.h"
 
-#define TCP_ESTABLISHED 1
-#define TCP_SYN_SENT 2
-#define TCP_SYN_RECV 3
-#define TCP_CLOSE 7
 #define TCP_LISTEN 10
 
 struct owner {
@@ -105,52 +100,31 @@ static __always_inline void set_owner_current(struct sock *sk)
 
 /*
  * sock:inet_sock_set_state fires on every TCP state change, in the context
- * that made it: listen() and connect() run in the owner's process; a passive
- * child becomes ESTABLISHED in softirq and takes its listener's owner.
+ * that made it: listen() runs in the owner's process. Only listeners are
+ * tracked: that is what the listener events need, and every other state
+ * change of every connection on the host leaves after two compares.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct listener_key lk;
 	__u64 key = (__u64)sk;
-	struct owner *o;
-	struct sock *l;
+	__u64 *cur;
 
+	if (newstate != TCP_LISTEN && oldstate != TCP_LISTEN)
+		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	switch (newstate) {
-	case TCP_LISTEN:
+	lk = (struct listener_key){ .netns = sk_netns(sk), .port = sk->__sk_common.skc_num };
+	if (newstate == TCP_LISTEN) {
 		set_owner_current(sk);
-		lk = (struct listener_key){ .netns = sk_netns(sk), .port = sk->__sk_common.skc_num };
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
 		return 0;
-	case TCP_SYN_SENT:
-		set_owner_current(sk);
-		return 0;
-	case TCP_ESTABLISHED:
-		if (oldstate != TCP_SYN_RECV)
-			return 0;
-		l = find_listener(sk_netns(sk), sk->__sk_common.skc_num);
-		if (!l)
-			return 0;
-		key = (__u64)l;
-		o = bpf_map_lookup_elem(&owners, &key);
-		if (o) {
-			key = (__u64)sk;
-			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
-		}
-		return 0;
-	case TCP_CLOSE:
-		if (oldstate == TCP_LISTEN) {
-			lk = (struct listener_key){ .netns = sk_netns(sk), .port = sk->__sk_common.skc_num };
-			__u64 *cur = bpf_map_lookup_elem(&listeners, &lk);
-
-			if (cur && *cur == key)
-				bpf_map_delete_elem(&listeners, &lk);
-		}
-		bpf_map_delete_elem(&owners, &key);
-		return 0;
 	}
+	cur = bpf_map_lookup_elem(&listeners, &lk);
+	if (cur && *cur == key)
+		bpf_map_delete_elem(&listeners, &lk);
+	bpf_map_delete_elem(&owners, &key);
 	return 0;
 }
 

@@ -18,15 +18,16 @@ import (
 // with the kernel's own accounting (kernel.bpf_stats_enabled): run_time_ns /
 // run_cnt of each program, beside an empty program attached to the same
 // tracepoint in the same run (the floor). The loads: a small-message
-// request/response loop (every send runs the send hooks; none fails) and a
-// sender spinning on EAGAIN (the detector's own path). It reports; it
+// request/response loop (every send runs the send hooks; none fails), a
+// sender spinning on EAGAIN (the detector's own path), and connection churn
+// (every SYN, state change and freed skb runs the listener hooks). It reports; it
 // asserts nothing about time.
 func BenchmarkBPFCost(b *testing.B) {
 	restore := enableBPFStats(b)
 	defer restore()
 
 	floors := map[string]*ebpf.Program{}
-	for _, tp := range []string{"sock_send_length", "tcp_sendmsg_locked"} {
+	for _, tp := range []string{"sock_send_length", "tcp_sendmsg_locked", "consume_skb", "kfree_skb", "inet_sock_set_state"} {
 		prog, l := emptyTracingProgram(b, tp)
 		defer prog.Close()
 		defer l.Close()
@@ -58,7 +59,7 @@ func BenchmarkBPFCost(b *testing.B) {
 	for _, load := range []struct {
 		mode string
 		d    time.Duration
-	}{{"pingpong", 3 * time.Second}, {"spin", 2 * time.Second}} {
+	}{{"pingpong", 3 * time.Second}, {"spin", 2 * time.Second}, {"churn", 3 * time.Second}} {
 		before := map[string]*ebpf.ProgramStats{}
 		for name, p := range progs {
 			before[name] = progStats(b, p)

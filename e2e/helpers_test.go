@@ -39,6 +39,8 @@ func helper(mode string, d time.Duration) error {
 	switch mode {
 	case "server":
 		return listenServer()
+	case "churn":
+		return churn(d)
 	case "clients":
 		return connectClients(d)
 	}
@@ -152,6 +154,53 @@ func pingPong(client, server int, d time.Duration) error {
 		}
 	}
 	fmt.Printf("RESULT trips=%d\n", trips)
+	return nil
+}
+
+// churn opens and closes connections to a listener that accepts them,
+// until d has passed: SYNs, state changes and freed skbs at full rate.
+func churn(d time.Duration) error {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	lo := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	unix.SetsockoptInt(ln, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(ln, lo); err != nil {
+		return err
+	}
+	if err := unix.Listen(ln, 1024); err != nil {
+		return err
+	}
+	port, _ := localPort(ln)
+	fmt.Printf("READY pid=%d lport=0 port=%d\n", os.Getpid(), port)
+	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
+		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	}
+	go func() {
+		for {
+			fd, _, err := unix.Accept(ln)
+			if err != nil {
+				return
+			}
+			unix.Close(fd)
+		}
+	}()
+	var conns uint64
+	for end := time.Now().Add(d); time.Now().Before(end); conns++ {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		// SO_LINGER 0: close with a reset, so no TIME_WAIT exhausts the ports.
+		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: lo.Addr, Port: port}); err != nil {
+			unix.Close(fd)
+			continue
+		}
+		unix.Close(fd)
+	}
+	fmt.Printf("RESULT conns=%d\n", conns)
 	return nil
 }
 

@@ -182,6 +182,7 @@ type tcptraceTcpSnapshot struct {
 const (
 	tcptraceMapAggregates                   = "aggregates"
 	tcptraceMapConnReqEntries               = "conn_req_entries"
+	tcptraceMapCpuOffset                    = "cpu_offset"
 	tcptraceMapEvents                       = "events"
 	tcptraceMapInodeOwners                  = "inode_owners"
 	tcptraceMapListeners                    = "listeners"
@@ -317,6 +318,7 @@ type tcptraceProgramSpecs struct {
 type tcptraceMapSpecs struct {
 	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
+	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	InodeOwners    *ebpf.MapSpec `ebpf:"inode_owners"`
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
@@ -376,6 +378,7 @@ func (o *tcptraceObjects) Close() error {
 type tcptraceMaps struct {
 	Aggregates     *ebpf.Map `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
+	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
 	Events         *ebpf.Map `ebpf:"events"`
 	InodeOwners    *ebpf.Map `ebpf:"inode_owners"`
 	Listeners      *ebpf.Map `ebpf:"listeners"`
@@ -394,6 +397,7 @@ func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
 		m.Aggregates,
 		m.ConnReqEntries,
+		m.CpuOffset,
 		m.Events,
 		m.InodeOwners,
 		m.Listeners,
