@@ -221,8 +221,9 @@ static __always_inline int submit(struct event *src)
  * full ring buffer refused is counted in the map instead: printed a little
  * later rather than lost (it still shows in the `lost` counter).
  */
-static __always_inline void agg_add(struct agg_value *v, __u64 wait_ns)
+static __always_inline void agg_add(struct agg_value *v, __u64 now, __u64 wait_ns)
 {
+	v->last_ns = now;
 	__sync_fetch_and_add(&v->count, 1);
 	if (wait_ns) {
 		__sync_fetch_and_add(&v->wait_ns, wait_ns);
@@ -234,10 +235,11 @@ static __always_inline void agg_add(struct agg_value *v, __u64 wait_ns)
 static __always_inline bool agg_hit(struct agg_key *key, __u64 wait_ns)
 {
 	struct agg_value *v = bpf_map_lookup_elem(&aggregates, key);
+	__u64 now = bpf_ktime_get_ns();
 
-	if (!v || bpf_ktime_get_ns() - v->snap_ns >= cfg_snapshot_ns)
+	if (!v || now - v->snap_ns >= cfg_snapshot_ns)
 		return false;
-	agg_add(v, wait_ns);
+	agg_add(v, now, wait_ns);
 	return true;
 }
 
@@ -264,7 +266,7 @@ static __always_inline void agg_commit(struct agg_key *key, struct agg_value *t,
 	t->ev.max_wait_ns = wait_ns;
 	if (v) {
 		/* Refresh: the entry keeps its counts, takes the new state. */
-		agg_add(v, wait_ns);
+		agg_add(v, now, wait_ns);
 		v->snap_ns = now;
 		__builtin_memcpy(&v->ev, &t->ev, sizeof(v->ev));
 		return;
@@ -283,7 +285,7 @@ static __always_inline void agg_commit(struct agg_key *key, struct agg_value *t,
 	}
 	v = bpf_map_lookup_elem(&aggregates, key);
 	if (v)
-		agg_add(v, wait_ns);
+		agg_add(v, now, wait_ns);
 }
 
 /* One send-path occurrence on `sk`. `given`, when set, is the snapshot to

@@ -151,6 +151,7 @@ struct agg_value {
 	__u64 wait_ns;    /* send_blocked: summed wait of those occurrences */
 	__u64 max_wait_ns; /* longest single wait on this socket so far */
 	__u64 snap_ns;    /* when `ev` was last refreshed */
+	__u64 last_ns;    /* the latest occurrence: the time of the next line */
 	struct event ev;  /* the latest snapshot, for the periodic line */
 };
 

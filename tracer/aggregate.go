@@ -58,11 +58,12 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 				wait:    time.Duration(val.WaitNs - p.waitNs),
 				maxWait: time.Duration(val.MaxWaitNs),
 			})
+			e.Time = a.dec.wall(val.LastNs)
 			emit(e)
 			a.printed[key] = printedCount{count: val.Count, waitNs: val.WaitNs}
 			continue
 		}
-		if !final && time.Duration(now-val.SnapNs) > pruneAfter {
+		if !final && time.Duration(now-val.LastNs) > pruneAfter {
 			stale = append(stale, key)
 		}
 	}

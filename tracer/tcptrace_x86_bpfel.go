@@ -26,6 +26,7 @@ type tcptraceAggValue struct {
 	WaitNs    uint64
 	MaxWaitNs uint64
 	SnapNs    uint64
+	LastNs    uint64
 	Ev        tcptraceEvent
 }
 
