@@ -475,8 +475,9 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	return 0;
 }
 
-/* fentry/kprobe: the child could not be made; ListenOverflows says why. */
-static __always_inline void syn_recv_enter(struct sock *sk)
+/* fentry/kprobe: the child could not be made; ListenOverflows says why.
+ * The entry parks the listener and the skb (kretprobes see no arguments). */
+static __always_inline void syn_recv_enter(struct sock *sk, struct sk_buff *skb)
 {
 	__u32 slot = SLOT_SYN_RECV;
 	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
@@ -484,11 +485,11 @@ static __always_inline void syn_recv_enter(struct sock *sk)
 	if (!e)
 		return;
 	e->sk = (__u64)sk;
-	e->skb = 0;
+	e->skb = (__u64)skb;
 	e->ok = read_mibs(BPF_CORE_READ(sk, __sk_common.skc_net.net), sk, &e->m);
 }
 
-static __always_inline void syn_recv_exit(struct sk_buff *skb, void *child, __u8 path)
+static __always_inline void syn_recv_exit(void *child, __u8 path)
 {
 	__u32 slot = SLOT_SYN_RECV;
 	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
@@ -501,13 +502,13 @@ static __always_inline void syn_recv_exit(struct sk_buff *skb, void *child, __u8
 	l = (struct sock *)e->sk;
 	if (!read_mibs(BPF_CORE_READ(l, __sk_common.skc_net.net), l, &now) || now.overflows == e->m.overflows)
 		return;
-	on_listen_overflow(l, skb, path);
+	on_listen_overflow(l, (struct sk_buff *)e->skb, path);
 }
 
 SEC("fentry/tcp_v4_syn_recv_sock")
 int BPF_PROG(fentry_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
 {
-	syn_recv_enter(sk);
+	syn_recv_enter(sk, skb);
 	return 0;
 }
 
@@ -515,14 +516,14 @@ SEC("fexit/tcp_v4_syn_recv_sock")
 int BPF_PROG(fexit_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req,
 	     struct dst_entry *dst, struct request_sock *req_unhash, bool *own_req, struct sock *ret)
 {
-	syn_recv_exit(skb, ret, PATH_FENTRY);
+	syn_recv_exit(ret, PATH_FENTRY);
 	return 0;
 }
 
 SEC("fentry/tcp_v6_syn_recv_sock")
 int BPF_PROG(fentry_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
 {
-	syn_recv_enter(sk);
+	syn_recv_enter(sk, skb);
 	return 0;
 }
 
@@ -530,56 +531,35 @@ SEC("fexit/tcp_v6_syn_recv_sock")
 int BPF_PROG(fexit_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req,
 	     struct dst_entry *dst, struct request_sock *req_unhash, bool *own_req, struct sock *ret)
 {
-	syn_recv_exit(skb, ret, PATH_FENTRY);
+	syn_recv_exit(ret, PATH_FENTRY);
 	return 0;
 }
 
-/* kretprobes see no arguments: the entry parks skb in the slot. */
 SEC("kprobe/tcp_v4_syn_recv_sock")
 int BPF_KPROBE(kprobe_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
 {
-	__u32 slot = SLOT_SYN_RECV;
-	struct conn_req_entry *e;
-
-	syn_recv_enter(sk);
-	e = bpf_map_lookup_elem(&conn_req_entries, &slot);
-	if (e)
-		e->skb = (__u64)skb;
+	syn_recv_enter(sk, skb);
 	return 0;
 }
 
 SEC("kretprobe/tcp_v4_syn_recv_sock")
 int BPF_KRETPROBE(kretprobe_tcp_v4_syn_recv_sock, void *ret)
 {
-	__u32 slot = SLOT_SYN_RECV;
-	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
-
-	if (e)
-		syn_recv_exit((struct sk_buff *)e->skb, ret, PATH_KPROBE);
+	syn_recv_exit(ret, PATH_KPROBE);
 	return 0;
 }
 
 SEC("kprobe/tcp_v6_syn_recv_sock")
 int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
 {
-	__u32 slot = SLOT_SYN_RECV;
-	struct conn_req_entry *e;
-
-	syn_recv_enter(sk);
-	e = bpf_map_lookup_elem(&conn_req_entries, &slot);
-	if (e)
-		e->skb = (__u64)skb;
+	syn_recv_enter(sk, skb);
 	return 0;
 }
 
 SEC("kretprobe/tcp_v6_syn_recv_sock")
 int BPF_KRETPROBE(kretprobe_tcp_v6_syn_recv_sock, void *ret)
 {
-	__u32 slot = SLOT_SYN_RECV;
-	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
-
-	if (e)
-		syn_recv_exit((struct sk_buff *)e->skb, ret, PATH_KPROBE);
+	syn_recv_exit(ret, PATH_KPROBE);
 	return 0;
 }
 
