@@ -147,6 +147,12 @@ static __always_inline void wait_end(int ret, __u8 path)
 	if (!w)
 		return;
 	waited = bpf_ktime_get_ns() - w->ts_ns;
+	if (ret == -EAGAIN && waited < 1000000) {
+		/* No timeout after all (MSG_DONTWAIT): not a wait. */
+		if (bpf_map_delete_elem(&wait_starts, &id) == 0)
+			__sync_fetch_and_add(&waiters, -1);
+		return;
+	}
 	/* The entry is about to go: keep its snapshot in a scratch slot of its
 	 * own (aggregate() uses the other one). */
 	snap = bpf_map_lookup_elem(&snap_scratch, &zero);
@@ -214,26 +220,39 @@ int BPF_PROG(tp_sock_send_length_wait, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-/* On the fentry and kprobe paths the wait function itself is timed. It is
- * reached only from wait_for_space, never on an ordinary send. */
+/*
+ * On the fentry and kprobe paths the wait function itself is timed. It is
+ * reached only from wait_for_space, never on an ordinary send. A call with
+ * no timeout does not sleep: the kprobe reads *timeo_p; fentry cannot (5.10
+ * refuses a pointer-to-long argument in the context), so it leaves out
+ * O_NONBLOCK sockets at entry and, at exit, an -EAGAIN that took no time
+ * (MSG_DONTWAIT).
+ */
+#define O_NONBLOCK 04000
+
 static __always_inline int on_wait_enter(struct sock *sk, long *timeo_p, __u8 path)
 {
 	long timeo = 0;
 
-	bpf_probe_read_kernel(&timeo, sizeof(timeo), timeo_p);
-	if (timeo)
-		wait_begin(sk, path);
+	if (timeo_p) {
+		bpf_probe_read_kernel(&timeo, sizeof(timeo), timeo_p);
+		if (!timeo)
+			return 0;
+	} else if (BPF_CORE_READ(sk, sk_socket, file, f_flags) & O_NONBLOCK) {
+		return 0;
+	}
+	wait_begin(sk, path);
 	return 0;
 }
 
 SEC("fentry/sk_stream_wait_memory")
-int BPF_PROG(fentry_sk_stream_wait_memory, struct sock *sk, long *timeo_p)
+int BPF_PROG(fentry_sk_stream_wait_memory, struct sock *sk)
 {
-	return on_wait_enter(sk, timeo_p, PATH_FENTRY);
+	return on_wait_enter(sk, NULL, PATH_FENTRY);
 }
 
 SEC("fexit/sk_stream_wait_memory")
-int BPF_PROG(fexit_sk_stream_wait_memory, struct sock *sk, long *timeo_p, int ret)
+int BPF_PROG(fexit_sk_stream_wait_memory, struct sock *sk, __u64 timeo_p, int ret)
 {
 	if (waiters)
 		wait_end(ret, PATH_FENTRY);

@@ -10,6 +10,7 @@ import (
 // tcptrace reports the send as blocked while it is blocked, then how long
 // it waited once it is released.
 func TestSendBlocked(t *testing.T) {
+	requireEvents(t, "send_blocked")
 	ns := newNetns(t)
 	tr := startTracer(t, "-e", "send_blocked", "--interval", "500ms")
 	h := startHelper(t, ns, "blocked", 2500*time.Millisecond)

@@ -11,6 +11,7 @@ import (
 // send buffer fills. tcptrace must name the sender, the connection and the
 // cause, and its counts must add up to the EAGAINs the sender saw.
 func TestSendEAGAINCutPath(t *testing.T) {
+	requireEvents(t, "send_eagain")
 	ns := newNetns(t)
 	tr := startTracer(t, "-e", "send_eagain", "--interval", "500ms")
 	h := startHelper(t, ns, "cut", 3500*time.Millisecond)
@@ -51,6 +52,7 @@ func TestSendEAGAINCutPath(t *testing.T) {
 // A receiver that never reads: its window closes and the sender's buffer
 // fills behind it.
 func TestSendEAGAINPeerZeroWindow(t *testing.T) {
+	requireEvents(t, "send_eagain")
 	ns := newNetns(t)
 	tr := startTracer(t, "-e", "send_eagain", "--interval", "500ms")
 	h := startHelper(t, ns, "zerowin", 2*time.Second)
@@ -77,6 +79,7 @@ func TestSendEAGAINPeerZeroWindow(t *testing.T) {
 // the output stays bounded by the interval, and nothing is lost from the
 // counts.
 func TestSendEAGAINSpinIsAggregatedExactly(t *testing.T) {
+	requireEvents(t, "send_eagain")
 	ns := newNetns(t)
 	const interval = 500 * time.Millisecond
 	const run = 3 * time.Second
@@ -105,6 +108,7 @@ func TestSendEAGAINSpinIsAggregatedExactly(t *testing.T) {
 // --pid keeps the sender's events and nothing else: the same storm traced
 // with --pid of the sender and with --pid of an unrelated process.
 func TestSendEAGAINPIDFilter(t *testing.T) {
+	requireEvents(t, "send_eagain")
 	ns := newNetns(t)
 	other := startSleeper(t)
 	h := startHelper(t, ns, "zerowin", 1500*time.Millisecond)

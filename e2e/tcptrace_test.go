@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -40,6 +41,41 @@ type tracerRun struct {
 	stderr bytes.Buffer
 	done   chan struct{}
 	err    error
+}
+
+// requireEvents skips the test when tcptrace says the kernel cannot give
+// these events on the forced probe path. It only ever skips in the VM
+// matrix (TCPTRACE_FORCE_PATH set, or TCPTRACE_E2E_KERNEL_MATRIX for the
+// automatic choice there): on the host every event must work, so a missing
+// one fails the test instead.
+func requireEvents(t testing.TB, events ...string) {
+	t.Helper()
+	if why := unsupported(events...); why != "" {
+		t.Skip(why)
+	}
+}
+
+// supported says whether tcptrace can give the event here (always true
+// outside the VM matrix).
+func supported(event string) bool { return unsupported(event) == "" }
+
+func unsupported(events ...string) string {
+	if forcePath == "" && os.Getenv("TCPTRACE_E2E_KERNEL_MATRIX") == "" {
+		return ""
+	}
+	args := []string{"--list-probes", "-e", strings.Join(events, ",")}
+	via := ""
+	if forcePath != "" {
+		args = append(args, "--force-path", forcePath)
+		via = " via " + forcePath
+	}
+	out, _ := exec.Command(tcptraceBin, args...).CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[1] == "none" {
+			return fmt.Sprintf("%s not supported on this kernel%s:\n%s", f[0], via, out)
+		}
+	}
+	return ""
 }
 
 // startTracer starts tcptrace and returns once it printed its `tracing`

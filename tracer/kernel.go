@@ -21,7 +21,8 @@ type kernelFacts struct {
 	mib              map[string]uint32
 	pcpuRunqueues    uint64 // offsets in the per-CPU section (BTF .data..percpu)
 	pcpuFwAlloc      uint64
-	listenOverflow   bool // SKB_DROP_REASON_TCP_LISTEN_OVERFLOW exists (6.15+)
+	listenOverflow   bool   // SKB_DROP_REASON_TCP_LISTEN_OVERFLOW exists (6.15+)
+	synRecvNargs     uint32 // arguments of tcp_v4_syn_recv_sock (6, or 7 with opt_child_init)
 	// err says why the counters cannot be read per CPU; the SYN detector
 	// is unavailable on its counter-based paths then.
 	err error
@@ -40,6 +41,13 @@ func readKernelFacts() *kernelFacts {
 		return f
 	}
 	f.listenOverflow = enumHas(spec, "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
+	f.synRecvNargs = 6
+	var fn *btf.Func
+	if spec.TypeByName("tcp_v4_syn_recv_sock", &fn) == nil {
+		if proto, ok := fn.Type.(*btf.FuncProto); ok {
+			f.synRecvNargs = uint32(len(proto.Params))
+		}
+	}
 	// The linux_mib enum is anonymous: find it by its members.
 	for typ, err := range spec.All() {
 		if err != nil {
@@ -65,20 +73,26 @@ func readKernelFacts() *kernelFacts {
 		return f
 	}
 	var ds *btf.Datasec
-	if err := spec.TypeByName(".data..percpu", &ds); err != nil {
-		f.err = fmt.Errorf("no per-CPU section in the kernel's BTF: %w", err)
-		return f
-	}
-	for _, v := range ds.Vars {
-		switch v.Type.TypeName() {
-		case "runqueues":
-			f.pcpuRunqueues = uint64(v.Offset)
-		case "tcp_memory_per_cpu_fw_alloc":
-			f.pcpuFwAlloc = uint64(v.Offset)
+	if err := spec.TypeByName(".data..percpu", &ds); err == nil {
+		for _, v := range ds.Vars {
+			switch v.Type.TypeName() {
+			case "runqueues":
+				f.pcpuRunqueues = uint64(v.Offset)
+			case "tcp_memory_per_cpu_fw_alloc":
+				f.pcpuFwAlloc = uint64(v.Offset)
+			}
 		}
 	}
 	if f.pcpuRunqueues == 0 {
-		f.err = errors.New("runqueues is not in the kernel's per-CPU BTF section")
+		// Older pahole left per-CPU variables out of BTF (5.10). Those
+		// kernels have zero-based x86-64 per-CPU symbols, and kallsyms
+		// lists them (CONFIG_KALLSYMS_ALL) with their offset as address.
+		if a, err := kallsymsAddr("runqueues"); err == nil && a < 1<<32 {
+			f.pcpuRunqueues = a
+		}
+	}
+	if f.pcpuRunqueues == 0 {
+		f.err = errors.New("the per-CPU offset of runqueues is neither in the kernel's BTF (.data..percpu) nor in /proc/kallsyms")
 		return f
 	}
 	f.rspStart, f.rspEnd, err = kallsymsRange("tcp_rcv_state_process")
@@ -136,6 +150,23 @@ func kallsymsRange(name string) (start, end uint64, err error) {
 	return start, addrs[i], nil
 }
 
+// kallsymsAddr returns the address of a symbol of any kind.
+func kallsymsAddr(name string) (uint64, error) {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 3 && fields[2] == name {
+			return strconv.ParseUint(fields[0], 16, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s not in /proc/kallsyms", name)
+}
+
 // setKernelFacts writes the facts into the object's constants.
 func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
 	vars := map[string]any{
@@ -148,6 +179,7 @@ func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
 		"pcpu_runqueues_off":    f.pcpuRunqueues,
 		"pcpu_fw_alloc_off":     f.pcpuFwAlloc,
 		"cfg_mib_ok":            boolByte(f.err == nil),
+		"cfg_syn_recv_nargs":    f.synRecvNargs,
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

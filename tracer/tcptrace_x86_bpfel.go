@@ -233,6 +233,7 @@ const (
 	tcptraceVarCfgRspEnd                    = "cfg_rsp_end"
 	tcptraceVarCfgRspStart                  = "cfg_rsp_start"
 	tcptraceVarCfgSnapshotNs                = "cfg_snapshot_ns"
+	tcptraceVarCfgSynRecvNargs              = "cfg_syn_recv_nargs"
 	tcptraceVarMibListenDrops               = "mib_listen_drops"
 	tcptraceVarMibListenOverflows           = "mib_listen_overflows"
 	tcptraceVarMibReqqFullCookies           = "mib_reqq_full_cookies"
@@ -348,6 +349,7 @@ type tcptraceVariableSpecs struct {
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.VariableSpec `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
+	CfgSynRecvNargs       *ebpf.VariableSpec `ebpf:"cfg_syn_recv_nargs"`
 	MibListenDrops        *ebpf.VariableSpec `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.VariableSpec `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.VariableSpec `ebpf:"mib_reqq_full_cookies"`
@@ -428,6 +430,7 @@ type tcptraceVariables struct {
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.Variable `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
+	CfgSynRecvNargs       *ebpf.Variable `ebpf:"cfg_syn_recv_nargs"`
 	MibListenDrops        *ebpf.Variable `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.Variable `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.Variable `ebpf:"mib_reqq_full_cookies"`
