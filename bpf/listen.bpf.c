@@ -55,10 +55,6 @@ const volatile __u64 pcpu_runqueues_off = 0;
 const volatile __u64 pcpu_fw_alloc_off = 0;
 const volatile __u8 cfg_mib_ok = 0; /* user space found all of the above */
 
-/* Arguments of tcp_v4/v6_syn_recv_sock (BTF): 6 up to 6.0, 7 since an
- * opt_child_init callback was added. fexit finds the return value after
- * the last argument. */
-const volatile __u32 cfg_syn_recv_nargs = 6;
 
 struct mibs {
 	__u64 overflows;
@@ -517,18 +513,22 @@ int BPF_PROG(fentry_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
 	return 0;
 }
 
-static __always_inline void *syn_recv_ret(__u64 *ctx)
-{
-	/* A constant to the verifier: only one side is ever checked. */
-	if (cfg_syn_recv_nargs == 7)
-		return (void *)ctx[7];
-	return (void *)ctx[6];
-}
-
+/*
+ * fexit finds the return value after the last argument, and the verifier
+ * wants a constant context offset: one program per argument count (BTF
+ * says which the kernel has; tracer/probes.go loads that one).
+ */
 SEC("fexit/tcp_v4_syn_recv_sock")
 int fexit_tcp_v4_syn_recv_sock(__u64 *ctx)
 {
-	syn_recv_exit(syn_recv_ret(ctx), PATH_FENTRY);
+	syn_recv_exit((void *)ctx[7], PATH_FENTRY);
+	return 0;
+}
+
+SEC("fexit/tcp_v4_syn_recv_sock")
+int fexit_tcp_v4_syn_recv_sock_6args(__u64 *ctx)
+{
+	syn_recv_exit((void *)ctx[6], PATH_FENTRY);
 	return 0;
 }
 
@@ -542,7 +542,14 @@ int BPF_PROG(fentry_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
 SEC("fexit/tcp_v6_syn_recv_sock")
 int fexit_tcp_v6_syn_recv_sock(__u64 *ctx)
 {
-	syn_recv_exit(syn_recv_ret(ctx), PATH_FENTRY);
+	syn_recv_exit((void *)ctx[7], PATH_FENTRY);
+	return 0;
+}
+
+SEC("fexit/tcp_v6_syn_recv_sock")
+int fexit_tcp_v6_syn_recv_sock_6args(__u64 *ctx)
+{
+	syn_recv_exit((void *)ctx[6], PATH_FENTRY);
 	return 0;
 }
 

@@ -23,6 +23,7 @@ var programNames = []string{
 	"tp_inet_sock_set_state", "iter_tcp_owners", "tp_consume_skb", "tp_kfree_skb", "tp_tcp_retransmit_synack",
 	"fentry_tcp_conn_request", "fexit_tcp_conn_request", "kprobe_tcp_conn_request", "kretprobe_tcp_conn_request",
 	"fentry_tcp_v4_syn_recv_sock", "fexit_tcp_v4_syn_recv_sock", "fentry_tcp_v6_syn_recv_sock", "fexit_tcp_v6_syn_recv_sock",
+	"fexit_tcp_v4_syn_recv_sock_6args", "fexit_tcp_v6_syn_recv_sock_6args",
 	"kprobe_tcp_v4_syn_recv_sock", "kretprobe_tcp_v4_syn_recv_sock", "kprobe_tcp_v6_syn_recv_sock", "kretprobe_tcp_v6_syn_recv_sock",
 }
 

@@ -23,6 +23,7 @@ type kernelFacts struct {
 	pcpuFwAlloc      uint64
 	listenOverflow   bool   // SKB_DROP_REASON_TCP_LISTEN_OVERFLOW exists (6.15+)
 	synRecvNargs     uint32 // arguments of tcp_v4_syn_recv_sock (6, or 7 with opt_child_init)
+	consumeLocation  bool   // skb:consume_skb passes the caller's address (6.3+)
 	// err says why the counters cannot be read per CPU; the SYN detector
 	// is unavailable on its counter-based paths then.
 	err error
@@ -41,6 +42,7 @@ func readKernelFacts() *kernelFacts {
 		return f
 	}
 	f.listenOverflow = enumHas(spec, "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW")
+	f.consumeLocation = tracepointArgs(spec, "btf_trace_consume_skb") >= 3
 	f.synRecvNargs = 6
 	var fn *btf.Func
 	if spec.TypeByName("tcp_v4_syn_recv_sock", &fn) == nil {
@@ -100,6 +102,24 @@ func readKernelFacts() *kernelFacts {
 		f.err = err
 	}
 	return f
+}
+
+// tracepointArgs counts the arguments a BTF tracepoint passes (its typedef's
+// prototype, the first being the probe's data pointer), 0 if not found.
+func tracepointArgs(spec *btf.Spec, typedef string) int {
+	var td *btf.Typedef
+	if spec.TypeByName(typedef, &td) != nil {
+		return 0
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return 0
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return 0
+	}
+	return len(proto.Params)
 }
 
 func enumHas(spec *btf.Spec, enum, value string) bool {
@@ -179,7 +199,6 @@ func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
 		"pcpu_runqueues_off":    f.pcpuRunqueues,
 		"pcpu_fw_alloc_off":     f.pcpuFwAlloc,
 		"cfg_mib_ok":            boolByte(f.err == nil),
-		"cfg_syn_recv_nargs":    f.synRecvNargs,
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

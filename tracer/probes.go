@@ -58,6 +58,9 @@ func needListenOverflowReason(f *kernelFacts) error {
 }
 
 func needSynDropTracepoint(f *kernelFacts) error {
+	if !f.consumeLocation {
+		return errors.New("skb:consume_skb does not pass its caller's address (added in 6.3)")
+	}
 	if err := needCounters(f); err != nil {
 		return err
 	}
@@ -65,6 +68,20 @@ func needSynDropTracepoint(f *kernelFacts) error {
 		return errors.New("tcp_rcv_state_process not found in /proc/kallsyms")
 	}
 	return nil
+}
+
+// needSynRecvArgs: fexit reads the return value after the last argument,
+// so each argument count has its own program.
+func needSynRecvArgs(n uint32) func(*kernelFacts) error {
+	return func(f *kernelFacts) error {
+		if err := needCounters(f); err != nil {
+			return err
+		}
+		if f.synRecvNargs != n {
+			return fmt.Errorf("for kernels whose tcp_v4_syn_recv_sock takes %d arguments (this one: %d)", n, f.synRecvNargs)
+		}
+		return nil
+	}
 }
 
 var detectors = []detector{
@@ -127,7 +144,13 @@ var detectors = []detector{
 				{prog: "fexit_tcp_v4_syn_recv_sock", kind: attachTracing},
 				{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
 				{prog: "fexit_tcp_v6_syn_recv_sock", kind: attachTracing},
-			}, needCounters},
+			}, needSynRecvArgs(7)},
+			{PathFentry, "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock (6 arguments)", []progAttach{
+				{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
+				{prog: "fexit_tcp_v4_syn_recv_sock_6args", kind: attachTracing},
+				{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
+				{prog: "fexit_tcp_v6_syn_recv_sock_6args", kind: attachTracing},
+			}, needSynRecvArgs(6)},
 			{PathKprobe, "kprobe+kretprobe/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", []progAttach{
 				{prog: "kprobe_tcp_v4_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v4_syn_recv_sock"},
 				{prog: "kretprobe_tcp_v4_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v4_syn_recv_sock"},

@@ -204,7 +204,9 @@ const (
 	tcptraceProgFexitTcpConnRequest         = "fexit_tcp_conn_request"
 	tcptraceProgFexitTcpSendmsg             = "fexit_tcp_sendmsg"
 	tcptraceProgFexitTcpV4SynRecvSock       = "fexit_tcp_v4_syn_recv_sock"
+	tcptraceProgFexitTcpV4SynRecvSock6args  = "fexit_tcp_v4_syn_recv_sock_6args"
 	tcptraceProgFexitTcpV6SynRecvSock       = "fexit_tcp_v6_syn_recv_sock"
+	tcptraceProgFexitTcpV6SynRecvSock6args  = "fexit_tcp_v6_syn_recv_sock_6args"
 	tcptraceProgIterTcpOwners               = "iter_tcp_owners"
 	tcptraceProgKprobeSkStreamWaitMemory    = "kprobe_sk_stream_wait_memory"
 	tcptraceProgKprobeTcpConnRequest        = "kprobe_tcp_conn_request"
@@ -233,7 +235,6 @@ const (
 	tcptraceVarCfgRspEnd                    = "cfg_rsp_end"
 	tcptraceVarCfgRspStart                  = "cfg_rsp_start"
 	tcptraceVarCfgSnapshotNs                = "cfg_snapshot_ns"
-	tcptraceVarCfgSynRecvNargs              = "cfg_syn_recv_nargs"
 	tcptraceVarMibListenDrops               = "mib_listen_drops"
 	tcptraceVarMibListenOverflows           = "mib_listen_overflows"
 	tcptraceVarMibReqqFullCookies           = "mib_reqq_full_cookies"
@@ -293,7 +294,9 @@ type tcptraceProgramSpecs struct {
 	FexitTcpConnRequest         *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpSendmsg             *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
+	FexitTcpV4SynRecvSock6args  *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock"`
+	FexitTcpV6SynRecvSock6args  *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
 	IterTcpOwners               *ebpf.ProgramSpec `ebpf:"iter_tcp_owners"`
 	KprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
@@ -349,7 +352,6 @@ type tcptraceVariableSpecs struct {
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.VariableSpec `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
-	CfgSynRecvNargs       *ebpf.VariableSpec `ebpf:"cfg_syn_recv_nargs"`
 	MibListenDrops        *ebpf.VariableSpec `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.VariableSpec `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.VariableSpec `ebpf:"mib_reqq_full_cookies"`
@@ -430,7 +432,6 @@ type tcptraceVariables struct {
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.Variable `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
-	CfgSynRecvNargs       *ebpf.Variable `ebpf:"cfg_syn_recv_nargs"`
 	MibListenDrops        *ebpf.Variable `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.Variable `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.Variable `ebpf:"mib_reqq_full_cookies"`
@@ -452,7 +453,9 @@ type tcptracePrograms struct {
 	FexitTcpConnRequest         *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpSendmsg             *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
+	FexitTcpV4SynRecvSock6args  *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock"`
+	FexitTcpV6SynRecvSock6args  *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
 	IterTcpOwners               *ebpf.Program `ebpf:"iter_tcp_owners"`
 	KprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest        *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
@@ -483,7 +486,9 @@ func (p *tcptracePrograms) Close() error {
 		p.FexitTcpConnRequest,
 		p.FexitTcpSendmsg,
 		p.FexitTcpV4SynRecvSock,
+		p.FexitTcpV4SynRecvSock6args,
 		p.FexitTcpV6SynRecvSock,
+		p.FexitTcpV6SynRecvSock6args,
 		p.IterTcpOwners,
 		p.KprobeSkStreamWaitMemory,
 		p.KprobeTcpConnRequest,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // Options selects what to trace.
@@ -79,6 +80,11 @@ func New(opts Options) (*Tracer, error) {
 	}
 	if err := checkKernelSupport(); err != nil {
 		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (64 KiB by
+	// default); later ones use cgroup accounting and this does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
 	}
 	spec, err := loadSpec(&opts)
 	if err != nil {
