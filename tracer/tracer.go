@@ -114,7 +114,7 @@ func New(opts Options) (*Tracer, error) {
 	}
 	t.status = attachAll(spec, t.objs, opts.Events, opts.ForcePath, facts)
 	if len(t.objs.links) == 0 {
-		return nil, noPathError(t.status)
+		return nil, &NoProbeError{Status: t.status}
 	}
 	if listeners {
 		// Owners after the detectors: a socket made in between is seen
@@ -138,14 +138,20 @@ func checkKernelSupport() error {
 	return nil
 }
 
-func noPathError(st []ProbeStatus) error {
+// NoProbeError: not one of the wanted events can be traced on this kernel.
+// Status says why, path by path.
+type NoProbeError struct {
+	Status []ProbeStatus
+}
+
+func (e *NoProbeError) Error() string {
 	msg := "no probe could be attached"
-	for _, s := range st {
+	for _, s := range e.Status {
 		for _, f := range s.Tried {
 			msg += fmt.Sprintf("; %s via %s: %v", s.Names(), f.Path, f.Err)
 		}
 	}
-	return errors.New(msg)
+	return msg
 }
 
 func (t *Tracer) fillPIDFilter() error {

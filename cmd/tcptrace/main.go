@@ -143,13 +143,21 @@ func printUnsupported(w io.Writer, st []tracer.ProbeStatus) {
 }
 
 // listProbes loads every path once to find which one each event would use.
+// That no event works at all is an answer too, not an error.
 func listProbes(o *options, stdout io.Writer) error {
+	var status []tracer.ProbeStatus
 	t, err := tracer.New(o.tracer)
-	if err != nil {
+	var none *tracer.NoProbeError
+	switch {
+	case errors.As(err, &none):
+		status = none.Status
+	case err != nil:
 		return err
+	default:
+		defer t.Close()
+		status = t.Status()
 	}
-	defer t.Close()
-	for _, p := range t.Status() {
+	for _, p := range status {
 		if p.Path != 0 {
 			fmt.Fprintf(stdout, "%-28s %-11s %s\n", p.Names(), p.Path, p.Hooks)
 		} else {
@@ -159,5 +167,8 @@ func listProbes(o *options, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "%-28s   not %s (%s): %v\n", "", f.Path, f.Hooks, f.Err)
 		}
 	}
-	return t.Close()
+	if t != nil {
+		return t.Close()
+	}
+	return nil
 }

@@ -156,7 +156,7 @@ if [ -x /e2e.test ]; then
 		# The rc goes through a file: busybox ash pipelines return the status
 		# of the last command (tee), and we want the output on the console live.
 		(
-			cd /e2e && TCPTRACE_BIN=/tcptrace TCPTRACE_FORCE_PATH=$force \
+			cd /e2e && TCPTRACE_BIN=/tcptrace TCPTRACE_FORCE_PATH=$force TCPTRACE_E2E_KERNEL_MATRIX=1 \
 				/e2e.test -test.v -test.timeout "$VM_TEST_TIMEOUT" $VM_TEST_ARGS 2>&1
 			echo $? >/tmp/rc
 		) | tee "$log"
