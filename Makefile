@@ -13,7 +13,7 @@ BUILD_DEPS = clang llvm libbpf-dev bpftool
 # What the end-to-end tests need: ip netns, nft.
 TEST_DEPS = iproute2 nftables
 
-.PHONY: all build test unit e2e generate check-generated vmlinux deps-build deps-test bench fmt-check vet clean
+.PHONY: all build test unit e2e vmtest generate check-generated vmlinux deps-build deps-test bench fmt-check vet clean
 
 all: build
 
@@ -30,6 +30,13 @@ unit:
 
 e2e: deps-test
 	$(GO) test -count=1 -v ./e2e
+
+# The end-to-end suite on Debian's 5.10, 6.1 and 6.12 kernels under QEMU (TCG),
+# once per probe path, then a Markdown table. `make vmtest KERNEL=6.1` runs
+# one kernel. Kernels are cached in /var/cache/tcptrace-vmtest (e2e/vm/README.md).
+KERNEL ?=
+vmtest:
+	e2e/vm/matrix.sh $(KERNEL)
 
 generate: deps-build
 	cd tracer && $(GO) generate ./...

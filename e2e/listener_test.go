@@ -236,3 +236,40 @@ func TestSynQueueFull(t *testing.T) {
 		})
 	}
 }
+
+// A client whose final ACK never arrives (every non-SYN segment to the
+// server dropped): the server retransmits its SYN-ACK from the request's
+// timer, 1 s, then 2 s later. Counted against TCPSynRetrans (no client SYN
+// is retransmitted here: each is answered).
+func TestSynackRetransmit(t *testing.T) {
+	requireEvents(t, "synack_retransmit")
+	ns := newNetns(t)
+	srv := startServer(t, ns, 16)
+	ns.nft(fmt.Sprintf(`table ip tcptrace_e2e {
+		chain in { type filter hook input priority 0; tcp dport %d tcp flags & syn == 0 drop; }
+	}`, srv.Port))
+	tr := startTracer(t, "-e", "synack_retransmit", "--interval", "500ms")
+	before := ns.netstat()
+	cl := startClients(t, ns, srv.Port, 1, 3500*time.Millisecond)
+	cl.send()
+	delta := counterDelta(before, ns.netstat(), listenCounters...)
+	if err := tr.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+	}
+	rtx := tr.eventsFor("synack_retransmit", srv.PID)
+	if len(rtx) == 0 {
+		t.Fatalf("no synack_retransmit; counters %v; stderr:\n%s", delta, tr.stderrText())
+	}
+	for _, e := range rtx {
+		if e.Reason != "no_final_ack" || e.LPort != srv.Port || !cl.ports[e.RPort] {
+			t.Errorf("unexpected synack_retransmit: %s", dump([]event{e}))
+		}
+	}
+	if last := rtx[len(rtx)-1]; last.Details["synack_retransmits"].(float64) < 2 {
+		t.Errorf("the request's retransmit count did not grow: %v", last.Details)
+	}
+	if got := sumCounts(rtx); got != delta["TCPSynRetrans"] {
+		t.Errorf("TCPSynRetrans moved by %d; tcptrace: %d synack_retransmit", delta["TCPSynRetrans"], got)
+	}
+	t.Logf("counters %v:\n%s", delta, dump(rtx))
+}
