@@ -156,13 +156,13 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 			}
 			if p.requires != nil {
 				if err := p.requires(facts); err != nil {
-					st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err})
+					st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: true})
 					continue
 				}
 			}
 			coll, links, err := loadPath(spec, o.maps, p)
 			if err != nil {
-				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err})
+				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
 				continue
 			}
 			o.progs = append(o.progs, coll)
@@ -171,7 +171,7 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 			break
 		}
 		if force != 0 && st.Path == 0 && len(st.Tried) == 0 {
-			st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", st.Names(), force)})
+			st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", st.Names(), force), Unsupported: true})
 		}
 		out = append(out, st)
 	}
@@ -217,6 +217,10 @@ func containsEvent(list []EventType, t EventType) bool {
 	return false
 }
 
+// errUnsupported marks a failure that means the kernel lacks what a path
+// needs, not a fault of tcptrace's.
+var errUnsupported = errors.New("not supported by this kernel")
+
 // explainLoad turns the kernel's refusals into what an SRE can act on. The
 // verifier's log is kept (%+v) when that is the cause.
 func explainLoad(err error) error {
@@ -225,9 +229,11 @@ func explainLoad(err error) error {
 	case errors.As(err, &ve):
 		return fmt.Errorf("the verifier rejected the program: %+v", ve)
 	case errors.Is(err, unix.EPERM):
-		return fmt.Errorf("refused by the kernel (EPERM: needs root or CAP_BPF+CAP_PERFMON; fentry/fexit may also be refused by lockdown): %w", err)
+		return fmt.Errorf("%w: refused (EPERM: needs root or CAP_BPF+CAP_PERFMON; lockdown also refuses fentry/fexit): %v", errUnsupported, err)
 	case errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "not found"):
-		return fmt.Errorf("hook not in this kernel: %w", err)
+		return fmt.Errorf("%w: hook not in this kernel: %v", errUnsupported, err)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("%w: %v", errUnsupported, err)
 	}
 	return err
 }
@@ -235,9 +241,13 @@ func explainLoad(err error) error {
 func explainAttach(err error) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("kprobes unavailable or symbol missing (CONFIG_KPROBES off, or the function was inlined): %w", err)
+		return fmt.Errorf("%w: kprobes unavailable or symbol missing (CONFIG_KPROBES off, or the function was inlined): %v", errUnsupported, err)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		// fentry/fexit: x86 BPF trampolines took at most 6 arguments
+		// before 6.6; a tp_btf whose tracepoint is missing ends here too.
+		return fmt.Errorf("%w: the kernel cannot attach this hook (before 6.6, x86 fentry/fexit took functions of at most 6 arguments): %v", errUnsupported, err)
 	case errors.Is(err, unix.EPERM):
-		return fmt.Errorf("refused by the kernel (EPERM): %w", err)
+		return fmt.Errorf("%w: refused (EPERM): %v", errUnsupported, err)
 	}
 	return err
 }

@@ -201,4 +201,8 @@ type PathFailure struct {
 	Path  ProbePath
 	Hooks string
 	Err   error
+	// Unsupported: the kernel lacks what the path needs (a hook, an
+	// argument, a feature), as opposed to an error in tcptrace (a verifier
+	// rejection) that a kernel with the feature should not show.
+	Unsupported bool
 }

@@ -164,7 +164,11 @@ func listProbes(o *options, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "%-28s %-11s no probe path works on this kernel\n", p.Names(), "none")
 		}
 		for _, f := range p.Tried {
-			fmt.Fprintf(stdout, "%-28s   not %s (%s): %v\n", "", f.Path, f.Hooks, f.Err)
+			kind := "error"
+			if f.Unsupported {
+				kind = "unsupported"
+			}
+			fmt.Fprintf(stdout, "%-28s   not %s (%s): %s: %v\n", "", f.Path, f.Hooks, kind, f.Err)
 		}
 	}
 	if t != nil {

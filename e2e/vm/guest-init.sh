@@ -108,21 +108,26 @@ for p in auto fentry kprobe tracepoint; do
 	cat /tmp/smoke
 	echo "VMTEST-SMOKE-END path=$p rc=$rc"
 	# --list-probes prints "<event>[,<event>] <path> <hooks>" per event, then
-	# indented "not <path> (...): why" lines; path "none" means the event
-	# cannot be traced that way here. An event that has no such path at all
-	# by design ("synack_retransmit has no kprobe path") is "n/a", not a miss.
-	awk -v p="$p" '
-		function flush() { if (ev != "") print ev, via; ev = "" }
-		/^[a-z_,]+ +[a-z]+ / { flush(); ev = $1; via = $2; next }
-		/^[ \t]+not / && via == "none" && index($0, "has no " p " path") { via = "n/a" }
+	# indented "not <path> (...): unsupported|error: why" lines; path "none"
+	# means the event cannot be traced that way here. When every reason is
+	# "unsupported" (the kernel lacks a hook, an argument, a feature; or the
+	# event has no such path by design) the event is "n/a", not a miss; an
+	# "error" (a verifier rejection) is a miss.
+	awk '
+		function flush() {
+			if (ev != "") { if (via == "none" && !bad) via = "n/a"; print ev, via }
+			ev = ""
+		}
+		/^[a-z_,]+ +[a-z]+ / { flush(); ev = $1; via = $2; bad = 0; next }
+		/^[ \t]+not / && via == "none" && index($0, "): unsupported: ") == 0 { bad = 1 }
 		END { flush() }' /tmp/smoke >/tmp/smoke.events
 	while read -r ev via; do say "smoke=$p event=$ev via=$via"; done </tmp/smoke.events
-	if [ $rc -ne 0 ]; then
-		r=UNSUPPORTED
+	if [ $rc -ne 0 ] || ! grep -qv ' n/a$' /tmp/smoke.events; then
+		r=UNSUPPORTED # tcptrace failed, or the kernel supports no event this way
 	elif grep -q ' none$' /tmp/smoke.events; then
-		r=PARTIAL
+		r=PARTIAL # an event failed for a reason other than a missing feature
 	else
-		r=PASS
+		r=PASS # every event attaches, or the kernel lacks what it needs (n/a)
 	fi
 	# Where the kernel has what the path needs, anything short of every
 	# event attaching is a bug (verifier rejection, bad CO-RE...), not a
