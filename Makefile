@@ -53,7 +53,7 @@ vmlinux: deps-build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer
-	$(GO) test -count=1 -run '^$$' -bench BPF -benchtime 1x -v ./e2e
+	$(GO) test -count=1 -run '^$$' -bench 'BPF|Startup' -benchtime 1x -v ./e2e
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: not formatted: $$out"; exit 1; }

@@ -29,6 +29,8 @@ status=0
 declare -A out=()
 for k in "${kernels[@]}"; do
 	out[$k]=$cache/matrix-$k.out
+	# TCPTRACE_VM_TABLE_ONLY=1: the tables of the last runs, nothing run.
+	[[ ${TCPTRACE_VM_TABLE_ONLY:-} == 1 ]] && continue
 	echo "### $k" >&2
 	# run.sh output goes to the terminal and to a file the table is built
 	# from; pipefail makes the pipeline fail when run.sh does.
@@ -73,4 +75,41 @@ for k in "${kernels[@]}"; do
 done
 echo
 echo "(boot to /init and smoke done: guest uptime; wall time: host, QEMU start to exit, e2e included)"
+
+# event_cell FILE EVENT: the path tcptrace picks by itself, then each forced
+# path: the e2e result of that path where the event attaches on it, "n/a"
+# where the kernel lacks what the path needs, "none" where it failed.
+event_cell() {
+	local f=$1 ev=$2 auto p via r out
+	auto=$(sed -n "s/^VMTEST .* smoke=auto event=$ev via=\([^ ]*\).*/\1/p" "$f" | tail -n 1)
+	out="**${auto:--}**"
+	for p in tracepoint fentry kprobe; do
+		via=$(sed -n "s/^VMTEST .* smoke=$p event=$ev via=\([^ ]*\).*/\1/p" "$f" | tail -n 1)
+		case $via in
+		"") continue ;;
+		n/a) out="$out; $p n/a" ;;
+		none) out="$out; $p FAIL (did not attach)" ;;
+		*)
+			r=$(sed -n "s/^VMTEST .* path=$p result=\([A-Z]*\).*/\1/p" "$f" | tail -n 1)
+			out="$out; $p ${r:-not run}"
+			;;
+		esac
+	done
+	echo "$out"
+}
+
+echo
+echo "Per event: **the path tcptrace picks by itself**; then each forced path and the e2e result on it."
+echo
+printf '| event |'
+for k in "${kernels[@]}"; do printf ' %s |' "$k"; done
+printf '\n|---|'
+for k in "${kernels[@]}"; do printf -- '---|'; done
+printf '\n'
+events=$(sed -n 's/^VMTEST .* smoke=auto event=\([^ ]*\) .*/\1/p' "${out[@]}" | awk '!seen[$0]++')
+for ev in $events; do
+	printf '| %s |' "$ev"
+	for k in "${kernels[@]}"; do printf ' %s |' "$(event_cell "${out[$k]}" "$ev")"; done
+	printf '\n'
+done
 exit "$status"
