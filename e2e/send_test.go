@@ -128,3 +128,31 @@ func TestSendEAGAINPIDFilter(t *testing.T) {
 		t.Errorf("--pid %d printed events of other processes:\n%s", h.PID, dump(evs))
 	}
 }
+
+// --port keeps the connections with that local or remote port, -6 the IPv6
+// ones: the same storm seen through three filters.
+func TestSendEAGAINPortAndFamilyFilters(t *testing.T) {
+	requireEvents(t, "send_eagain")
+	ns := newNetns(t)
+	h := startHelper(t, ns, "zerowin", 1500*time.Millisecond)
+	other := h.Port + 1
+	for other == h.LPort || other > 65535 {
+		other = (other + 1) % 65536
+	}
+	byPort := startTracer(t, "-e", "send_eagain", "--port", itoa(h.Port))
+	otherPort := startTracer(t, "-e", "send_eagain", "--port", itoa(other))
+	v6 := startTracer(t, "-e", "send_eagain", "-6")
+	h.run()
+	for _, tr := range []*tracerRun{byPort, otherPort, v6} {
+		tr.stop(syscall.SIGINT)
+	}
+	if got, want := sumCounts(byPort.eventsFor("send_eagain", h.PID)), h.resultUint("eagains"); got != want || got == 0 {
+		t.Errorf("--port %d (the receiver's): %d EAGAINs counted, the sender saw %d", h.Port, got, want)
+	}
+	if evs := otherPort.eventsFor("send_eagain", h.PID); len(evs) != 0 {
+		t.Errorf("--port %d printed the connection %d -> %d:\n%s", other, h.LPort, h.Port, dump(evs))
+	}
+	if evs := v6.eventsFor("send_eagain", h.PID); len(evs) != 0 {
+		t.Errorf("-6 printed an IPv4 connection:\n%s", dump(evs))
+	}
+}
