@@ -52,6 +52,7 @@ vmlinux: deps-build
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
 bench:
+	@command -v bpftrace >/dev/null || { apt-get update -qq && $(APT_GET) install bpftrace >/dev/null; }
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer
 	$(GO) test -count=1 -run '^$$' -bench 'BPF|Startup' -benchtime 1x -v ./e2e
 

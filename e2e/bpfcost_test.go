@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
+	"strconv"
 	"sort"
 	"strings"
 	"syscall"
@@ -17,7 +20,9 @@ import (
 // BenchmarkBPFCost measures what tcptrace's programs cost the kernel per run,
 // with the kernel's own accounting (kernel.bpf_stats_enabled): run_time_ns /
 // run_cnt of each program, beside an empty program attached to the same
-// tracepoint in the same run (the floor). The loads: a small-message
+// tracepoint in the same run (the floor) and beside a bpftrace script doing
+// the same filtering (bpftrace attaches classic tracepoints: their cost of
+// building the trace record before the program runs is not in run_time_ns). The loads: a small-message
 // request/response loop (every send runs the send hooks; none fails), a
 // sender spinning on EAGAIN (the detector's own path), and connection churn
 // (every SYN, state change and freed skb runs the listener hooks). It reports; it
@@ -33,6 +38,7 @@ func BenchmarkBPFCost(b *testing.B) {
 		defer l.Close()
 		floors[tp] = prog
 	}
+	bt := startBpftrace(b)
 	before := loadedPrograms(b)
 	tr := startTracer(b)
 	ours := map[ebpf.ProgramID]string{}
@@ -55,6 +61,9 @@ func BenchmarkBPFCost(b *testing.B) {
 		defer p.Close()
 		progs[name] = p
 	}
+	for name, p := range bt {
+		progs["(bpftrace) "+name] = p
+	}
 	var rows []string
 	for _, load := range []struct {
 		mode string
@@ -76,13 +85,125 @@ func BenchmarkBPFCost(b *testing.B) {
 			}
 			perRun := float64(after.Runtime-before[name].Runtime) / float64(runs)
 			lines = append(lines, fmt.Sprintf("  %-36s %10d runs %8.1f ns/run", name, runs, perRun))
-			b.ReportMetric(perRun, "ns/run-"+load.mode+"-"+strings.TrimPrefix(strings.ReplaceAll(name, "/", "_"), "(empty) "))
+			b.ReportMetric(perRun, "ns/run-"+load.mode+"-"+strings.NewReplacer("/", "_", " ", "", "(", "", ")", "-").Replace(name))
 		}
 		sort.Strings(lines)
 		rows = append(rows, lines...)
 	}
 	tr.stop(syscall.SIGINT)
 	b.Logf("BPF cost per run (kernel.bpf_stats_enabled, %s):\n%s", kernelRelease(), strings.Join(rows, "\n"))
+}
+
+// bpftraceScript does what tcptrace's hot-path programs do, the way one
+// would write it in bpftrace: the same tests on the same tracepoints, and a
+// count per socket where tcptrace aggregates. $1 and $2 bound
+// tcp_rcv_state_process, as tcptrace's consume_skb filter does (as signed
+// numbers: bpftrace's positional parameters are int64; kernel addresses keep
+// their order).
+const bpftraceScript = `
+tracepoint:sock:sock_send_length /args->ret == -11/ { @eagain[args->sk] = count(); }
+tracepoint:tcp:tcp_sendmsg_locked /args->skb_len >= args->size_goal/ { @pass = count(); }
+tracepoint:skb:consume_skb /(int64)args->location >= $1 && (int64)args->location < $2/ { @syn = count(); }
+tracepoint:skb:kfree_skb /args->reason == 40/ { @overflow = count(); }
+tracepoint:sock:inet_sock_set_state /args->newstate == 10 || args->oldstate == 10/ { @listen = count(); }
+`
+
+// startBpftrace runs the comparison script if bpftrace is installed (make
+// bench installs it) and returns its programs by the hook they sit on.
+func startBpftrace(b *testing.B) map[string]*ebpf.Program {
+	if _, err := exec.LookPath("bpftrace"); err != nil {
+		b.Logf("bpftrace not installed: no comparison (make bench installs it)")
+		return nil
+	}
+	start, end := kallsymsRange(b, "tcp_rcv_state_process")
+	before := allPrograms(b)
+	cmd := exec.Command("bpftrace", "-e", bpftraceScript, "--", strconv.FormatInt(int64(start), 10), strconv.FormatInt(int64(end), 10))
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "Attaching") {
+			break
+		}
+		if !strings.Contains(sc.Text(), "RLIMIT_MEMLOCK") { // harmless on 5.11+
+			b.Logf("bpftrace: %s", sc.Text())
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	progs := map[string]*ebpf.Program{}
+	for deadline := time.Now().Add(10 * time.Second); len(progs) < 5 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for id, name := range allPrograms(b) {
+			if _, old := before[id]; old {
+				continue
+			}
+			if p, err := ebpf.NewProgramFromID(id); err == nil {
+				if _, dup := progs[name]; dup {
+					p.Close()
+					continue
+				}
+				b.Cleanup(func() { p.Close() })
+				progs[name] = p
+			}
+		}
+	}
+	if len(progs) < 5 {
+		b.Logf("bpftrace attached %d of its 5 programs: %v", len(progs), progs)
+	}
+	return progs
+}
+
+func allPrograms(b *testing.B) map[ebpf.ProgramID]string {
+	found := map[ebpf.ProgramID]string{}
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return found
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil {
+			found[id] = info.Name
+		}
+		p.Close()
+	}
+}
+
+func kallsymsRange(b *testing.B, name string) (uint64, uint64) {
+	data, err := os.ReadFile("/proc/kallsyms")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var addrs []uint64
+	var start uint64
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || (f[1] != "t" && f[1] != "T") {
+			continue
+		}
+		a, _ := strconv.ParseUint(f[0], 16, 64)
+		if f[2] == name && len(f) == 3 {
+			start = a
+		}
+		addrs = append(addrs, a)
+	}
+	end := ^uint64(0)
+	for _, a := range addrs {
+		if a > start && a < end {
+			end = a
+		}
+	}
+	return start, end
 }
 
 func progStats(b *testing.B, p *ebpf.Program) *ebpf.ProgramStats {
