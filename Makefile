@@ -52,9 +52,9 @@ vmlinux: deps-build
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
 bench:
-	@command -v bpftrace >/dev/null || { apt-get update -qq && $(APT_GET) install bpftrace >/dev/null; }
+	@command -v bpftrace >/dev/null && command -v iperf3 >/dev/null || { apt-get update -qq && $(APT_GET) install bpftrace iperf3 >/dev/null; }
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer
-	$(GO) test -count=1 -run '^$$' -bench 'BPF|Startup' -benchtime 1x -v ./e2e
+	$(GO) test -count=1 -run '^$$' -bench 'BPF|Startup|Overhead|Storm' -benchtime 1x -timeout 30m -v ./e2e
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: not formatted: $$out"; exit 1; }
