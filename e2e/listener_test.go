@@ -125,9 +125,7 @@ func TestListenOverflowThirdACK(t *testing.T) {
 			if first.established != 5 {
 				t.Fatalf("%d of the first 5 clients connected", first.established)
 			}
-			ns.nft(fmt.Sprintf(`table ip tcptrace_e2e {
-				chain in { type filter hook input priority 0; tcp dport %d tcp flags & syn == 0 drop; }
-			}`, srv.Port))
+			ns.dropNonSYNTo(srv.Port)
 			late := startClients(t, ns, srv.Port, 7, 2500*time.Millisecond)
 			if late.established != 7 {
 				t.Fatalf("%d of the 7 late clients believe they are connected, want 7", late.established)
@@ -210,9 +208,7 @@ func TestSynQueueFull(t *testing.T) {
 				ns.sysctl("net.ipv4.tcp_max_syn_backlog", tc.maxSyn)
 			}
 			srv := startServer(t, ns, tc.backlog)
-			ns.nft(fmt.Sprintf(`table ip tcptrace_e2e {
-				chain in { type filter hook input priority 0; tcp dport %d tcp flags & syn == 0 drop; }
-			}`, srv.Port))
+			ns.dropNonSYNTo(srv.Port)
 			tr := startTracer(t, listenerEvents...)
 			before := ns.netstat()
 			cl := startClients(t, ns, srv.Port, 12, 0)
@@ -245,9 +241,7 @@ func TestSynackRetransmit(t *testing.T) {
 	requireEvents(t, "synack_retransmit")
 	ns := newNetns(t)
 	srv := startServer(t, ns, 16)
-	ns.nft(fmt.Sprintf(`table ip tcptrace_e2e {
-		chain in { type filter hook input priority 0; tcp dport %d tcp flags & syn == 0 drop; }
-	}`, srv.Port))
+	ns.dropNonSYNTo(srv.Port)
 	tr := startTracer(t, "-e", "synack_retransmit", "--interval", "500ms")
 	before := ns.netstat()
 	cl := startClients(t, ns, srv.Port, 1, 3500*time.Millisecond)

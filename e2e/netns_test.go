@@ -42,6 +42,15 @@ func (n *netns) dropToPort(port int) {
 	}`, port))
 }
 
+// dropNonSYNTo lets only SYNs reach a port: handshakes stop half-open
+// (the final ACK never arrives) and nothing else gets through.
+func (n *netns) dropNonSYNTo(port int) {
+	n.t.Helper()
+	n.nft(fmt.Sprintf(`table ip tcptrace_e2e {
+		chain in { type filter hook input priority 0; tcp dport %d tcp flags & syn == 0 drop; }
+	}`, port))
+}
+
 func (n *netns) nft(ruleset string) {
 	n.t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", n.name, "nft", "-f", "-")
