@@ -68,9 +68,13 @@ func listenerDetails(l *ListenerState, r *tcptraceEvent) map[string]any {
 		return d
 	}
 	for k, v := range map[string]any{
-		"accept_queue":                l.AcceptQueue,
-		"accept_queue_max":            l.AcceptQueueMax,
-		"syn_queue":                   l.SynQueue,
+		"accept_queue":     l.AcceptQueue,
+		"accept_queue_max": l.AcceptQueueMax,
+		"syn_queue":        l.SynQueue,
+		// The SYN queue is full when it holds more than sk_max_ack_backlog
+		// requests (inet_csk_reqsk_queue_is_full): the same limit as the
+		// accept queue's.
+		"syn_queue_max":               l.AcceptQueueMax,
 		"tcp_max_syn_backlog":         l.MaxSynBacklog,
 		"somaxconn":                   l.Somaxconn,
 		"backlog_capped_by_somaxconn": l.cappedBySomaxconn(),
@@ -127,7 +131,7 @@ func explainListener(t EventType, r Reason, l *ListenerState, client netip.AddrP
 		case r == ReasonAcceptQueueFull:
 			fmt.Fprintf(&b, ": the accept queue is full (%s); the client retransmits its SYN and its connect() stalls or times out; %s", q(), l.acceptQueueFix())
 		case r == ReasonSynQueueFull:
-			fmt.Fprintf(&b, ": the SYN queue is full (%s) and net.ipv4.tcp_syncookies=%d, so no cookie can stand in: a SYN flood or clients that never complete the handshake; set net.ipv4.tcp_syncookies=1 and raise the listen() backlog", q(), l.Syncookies)
+			fmt.Fprintf(&b, ": the SYN queue is full (%d requests waiting for their final ACK, limit %d, the accept queue's; %s) and net.ipv4.tcp_syncookies=%d, so no cookie can stand in: a SYN flood or clients that never complete the handshake; set net.ipv4.tcp_syncookies=1 and raise the listen() backlog", l.SynQueue, l.AcceptQueueMax, q(), l.Syncookies)
 		case r == ReasonUnprovenPeer:
 			fmt.Fprintf(&b, ": with net.ipv4.tcp_syncookies=0 the last quarter of net.ipv4.tcp_max_syn_backlog (%d) is kept for peers this host has talked to before, and %d requests are queued (%s); raise net.ipv4.tcp_max_syn_backlog or set net.ipv4.tcp_syncookies=1", l.MaxSynBacklog, l.SynQueue, q())
 		default:

@@ -33,7 +33,7 @@ func TestDecodeListenerEvent(t *testing.T) {
 	if e.Local != netip.MustParseAddrPort("10.0.0.1:443") || e.Remote != netip.MustParseAddrPort("10.0.0.9:51000") {
 		t.Errorf("addresses %v -> %v", e.Local, e.Remote)
 	}
-	for k, v := range map[string]any{"accept_queue": uint32(129), "accept_queue_max": uint32(128), "syn_queue": uint32(3),
+	for k, v := range map[string]any{"accept_queue": uint32(129), "accept_queue_max": uint32(128), "syn_queue": uint32(3), "syn_queue_max": uint32(128),
 		"somaxconn": uint32(4096), "backlog_capped_by_somaxconn": false, "tcp_syncookies": uint8(1), "probe": "tracepoint"} {
 		if e.Details[k] != v {
 			t.Errorf("details[%s] = %#v, want %#v", k, e.Details[k], v)
@@ -65,7 +65,7 @@ func TestExplainListener(t *testing.T) {
 		{"capped by somaxconn", SynDrop, ReasonAcceptQueueFull, base, []string{"net.core.somaxconn, which caps the listen() backlog", "and net.core.somaxconn (which caps it)"}},
 		{"overflow, client thinks it is connected", ListenOverflow, ReasonAcceptQueueFull, base, []string{"final ACK from 192.0.2.1:40000 dropped", "tcp_abort_on_overflow=0 the client believes it is connected"}},
 		{"overflow with abort", ListenOverflow, ReasonAcceptQueueFull, abort, []string{"tcp_abort_on_overflow=1", "gets a reset"}},
-		{"syn queue full", SynDrop, ReasonSynQueueFull, noCookies, []string{"SYN queue is full", "tcp_syncookies=0", "set net.ipv4.tcp_syncookies=1"}},
+		{"syn queue full", SynDrop, ReasonSynQueueFull, noCookies, []string{"SYN queue is full (10 requests waiting for their final ACK, limit 4096", "tcp_syncookies=0", "set net.ipv4.tcp_syncookies=1"}},
 		{"unproven peer", SynDrop, ReasonUnprovenPeer, noCookies, []string{"last quarter of net.ipv4.tcp_max_syn_backlog (8)", "10 requests are queued"}},
 		{"cookie", SynCookie, ReasonSynQueueFull, base, []string{"answered with a syncookie", "SYN queue is full"}},
 		{"cookies always", SynCookie, ReasonSyncookiesAlways, base, []string{"tcp_syncookies=2"}},
