@@ -176,35 +176,19 @@ static __always_inline void wait_end(int ret, __u8 path)
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(tp_tcp_sendmsg_locked, struct sock *sk, struct msghdr *msg, struct sk_buff *skb, int size_goal)
 {
-	struct tcp_sock *tp;
-	__u32 notsent, lowat;
-
 	if (waiters)
 		wait_end(0, PATH_TRACEPOINT);
 	/* Runs on every pass of every TCP send: the arguments are trusted BTF
-	 * pointers, so the tests below are direct loads, cheapest first. */
+	 * pointers, so the tests below are direct loads, cheapest first. A
+	 * wait that notsent_lowat causes with room left in the buffer is not
+	 * seen here: testing it would cost every pass a helper call and four
+	 * more loads, for a setting made for non-blocking senders (the fentry
+	 * and kprobe paths time every wait). */
 	if (skb && skb->len < (unsigned int)size_goal)
 		return 0; /* room in the tail skb: no memory test on this pass */
 	if (msg->msg_flags & MSG_DONTWAIT)
 		return 0; /* does not sleep: send_eagain's case */
-	if (sk->sk_wmem_queued >= sk->sk_sndbuf) {
-		wait_begin(sk, PATH_TRACEPOINT);
-		return 0;
-	}
-	/* tcp_stream_memory_free(): unsent bytes against notsent_lowat, the
-	 * socket's or else the namespace's sysctl. tcp_sock lies beyond
-	 * struct sock, which a direct load may not cross: take the typed
-	 * pointer from the helper. */
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
-	notsent = tp->write_seq - tp->snd_nxt;
-	if (!notsent)
-		return 0;
-	lowat = tp->notsent_lowat;
-	if (!lowat)
-		lowat = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.sysctl_tcp_notsent_lowat);
-	if (notsent >= lowat)
+	if (sk->sk_wmem_queued >= sk->sk_sndbuf)
 		wait_begin(sk, PATH_TRACEPOINT);
 	return 0;
 }
