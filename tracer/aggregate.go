@@ -82,9 +82,6 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 // flushWaits reports sends that are blocked right now, longer than an
 // interval: the line an SRE needs while a sender is stuck on a dead path.
 func (a *aggregator) flushWaits(emit func(Event), now uint64) error {
-	if a.waits == nil {
-		return nil
-	}
 	var (
 		tid uint64
 		ev  tcptraceEvent

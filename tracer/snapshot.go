@@ -16,11 +16,11 @@ func stateName(s uint8) string {
 	return "UNKNOWN"
 }
 
-// icsk_pending values (include/net/inet_connection_sock.h). 4 was
-// ICSK_TIME_EARLY_RETRANS until 4.x removed it; its number was never reused.
+// icsk_pending values (include/net/inet_connection_sock.h). ICSK_TIME_DACK
+// (2) never appears here: the delayed-ACK timer is tracked in
+// icsk_ack.pending. 4 was ICSK_TIME_EARLY_RETRANS until 4.x removed it.
 const (
 	timerRetrans    = 1
-	timerDelayedACK = 2
 	timerProbe0     = 3
 	timerLossProbe  = 5
 	timerReoTimeout = 6
@@ -32,8 +32,6 @@ func timerName(p uint8) string {
 		return "none"
 	case timerRetrans:
 		return "retransmit"
-	case timerDelayedACK:
-		return "delayed_ack"
 	case timerProbe0:
 		return "zero_window_probe"
 	case timerLossProbe:
