@@ -100,9 +100,16 @@ static __always_inline void set_owner_current(struct sock *sk)
 
 /*
  * sock:inet_sock_set_state fires on every TCP state change, in the context
- * that made it: listen() runs in the owner's process. Only listeners are
- * tracked: that is what the listener events need, and every other state
- * change of every connection on the host leaves after two compares.
+ * that made it. Three changes name an owner:
+ *  - to LISTEN: listen() runs in the owner's process;
+ *  - to SYN_SENT: connect() runs in the owner's process;
+ *  - LISTEN to SYN_RECV: inet_csk_clone_lock() makes a passive connection's
+ *    socket as a copy of the listener (sk_state included) and then sets
+ *    SYN_RECV on it, in softirq; it will be accept()ed by the listener's
+ *    owner, whose entry it inherits.
+ * Timer and softirq events of connections (delayed ACKs, SYN retransmits)
+ * are attributed through these entries. Every other state change of every
+ * connection on the host leaves after three compares.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
@@ -111,6 +118,11 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	__u64 key = (__u64)sk;
 	__u64 *cur;
 
+	if (newstate == TCP_SYN_SENT) {
+		if (sk->sk_protocol == IPPROTO_TCP)
+			set_owner_current(sk);
+		return 0;
+	}
 	if (newstate != TCP_LISTEN && oldstate != TCP_LISTEN)
 		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
@@ -119,6 +131,17 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	if (newstate == TCP_LISTEN) {
 		set_owner_current(sk);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
+		return 0;
+	}
+	if (newstate == TCP_SYN_RECV) {
+		struct owner *o;
+
+		cur = bpf_map_lookup_elem(&listeners, &lk);
+		if (!cur)
+			return 0;
+		o = bpf_map_lookup_elem(&owners, cur);
+		if (o)
+			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
 		return 0;
 	}
 	cur = bpf_map_lookup_elem(&listeners, &lk);

@@ -20,7 +20,17 @@ enum event_type {
 	EVENT_SYN_COOKIE = 4,         /* tcp_conn_request() answered a SYN with a syncookie */
 	EVENT_LISTEN_OVERFLOW = 5,    /* a handshake's final ACK was dropped: accept queue full */
 	EVENT_SYNACK_RETRANSMIT = 6,  /* a listener retransmitted a SYN-ACK */
-	EVENT_TYPE_MAX = 7,
+	EVENT_DELAYED_ACK = 7,        /* a delayed-ACK timer fired and sent the ACK it held */
+	EVENT_NAGLE_STALL = 8,        /* Nagle held a small segment behind an unacknowledged one */
+	EVENT_NAGLE_DELACK_STALL = 9, /* ... until the peer's delayed-ACK timer released it */
+	EVENT_SYN_RETRANSMIT = 10,    /* a connecting socket retransmitted its SYN */
+	EVENT_CONNECT_TIMEOUT = 11,   /* connect() gave up: ETIMEDOUT */
+	EVENT_CONNECT_REFUSED = 12,   /* a reset answered the SYN: ECONNREFUSED */
+	EVENT_PORT_EXHAUSTION = 13,   /* no free local port: EADDRNOTAVAIL */
+	EVENT_TIMEWAIT_OVERFLOW = 14, /* tcp_max_tw_buckets hit: a socket skipped TIME_WAIT */
+	EVENT_PAWS_REJECT = 15,       /* a segment dropped by a PAWS/timestamp check */
+	EVENT_RESET = 16,             /* a reset sent or received on a connection */
+	EVENT_TYPE_MAX = 17,
 };
 
 /* Why a listener event happened, decided in the kernel from the kernel's own

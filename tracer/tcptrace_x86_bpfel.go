@@ -59,13 +59,23 @@ type tcptraceEvent struct {
 type tcptraceEventType uint32
 
 const (
-	tcptraceEventTypeEVENT_SEND_EAGAIN       tcptraceEventType = 1
-	tcptraceEventTypeEVENT_SEND_BLOCKED      tcptraceEventType = 2
-	tcptraceEventTypeEVENT_SYN_DROP          tcptraceEventType = 3
-	tcptraceEventTypeEVENT_SYN_COOKIE        tcptraceEventType = 4
-	tcptraceEventTypeEVENT_LISTEN_OVERFLOW   tcptraceEventType = 5
-	tcptraceEventTypeEVENT_SYNACK_RETRANSMIT tcptraceEventType = 6
-	tcptraceEventTypeEVENT_TYPE_MAX          tcptraceEventType = 7
+	tcptraceEventTypeEVENT_SEND_EAGAIN        tcptraceEventType = 1
+	tcptraceEventTypeEVENT_SEND_BLOCKED       tcptraceEventType = 2
+	tcptraceEventTypeEVENT_SYN_DROP           tcptraceEventType = 3
+	tcptraceEventTypeEVENT_SYN_COOKIE         tcptraceEventType = 4
+	tcptraceEventTypeEVENT_LISTEN_OVERFLOW    tcptraceEventType = 5
+	tcptraceEventTypeEVENT_SYNACK_RETRANSMIT  tcptraceEventType = 6
+	tcptraceEventTypeEVENT_DELAYED_ACK        tcptraceEventType = 7
+	tcptraceEventTypeEVENT_NAGLE_STALL        tcptraceEventType = 8
+	tcptraceEventTypeEVENT_NAGLE_DELACK_STALL tcptraceEventType = 9
+	tcptraceEventTypeEVENT_SYN_RETRANSMIT     tcptraceEventType = 10
+	tcptraceEventTypeEVENT_CONNECT_TIMEOUT    tcptraceEventType = 11
+	tcptraceEventTypeEVENT_CONNECT_REFUSED    tcptraceEventType = 12
+	tcptraceEventTypeEVENT_PORT_EXHAUSTION    tcptraceEventType = 13
+	tcptraceEventTypeEVENT_TIMEWAIT_OVERFLOW  tcptraceEventType = 14
+	tcptraceEventTypeEVENT_PAWS_REJECT        tcptraceEventType = 15
+	tcptraceEventTypeEVENT_RESET              tcptraceEventType = 16
+	tcptraceEventTypeEVENT_TYPE_MAX           tcptraceEventType = 17
 )
 
 type tcptraceListenReason uint32
