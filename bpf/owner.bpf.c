@@ -13,6 +13,9 @@
  * listeners: (netns, port) -> listening socket: a dropped SYN carries only
  *            addresses, and the listener's queues explain the drop.
  */
+#ifndef OWNER_BPF_C
+#define OWNER_BPF_C
+
 #include "common.bpf.h"
 
 #define TCP_LISTEN 10
@@ -184,3 +187,5 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	}
 	return 0;
 }
+
+#endif /* OWNER_BPF_C */

@@ -6,6 +6,7 @@
  */
 #include "send.bpf.c"
 #include "listen.bpf.c"
+#include "nagle.bpf.c" /* and delack.bpf.c */
 
 /* Unused by the programs: they keep the two enums in the object's BTF so that
  * bpf2go -type generates their Go constants from this one definition. */

@@ -128,6 +128,33 @@ struct listen_snapshot {
 	__u32 drops;             /* sk_drops of the listener */
 };
 
+/*
+ * The delayed-ACK and Nagle side of a connection (delayed_ack, nagle_stall,
+ * nagle_delack_stall). The connection itself is in the event's tcp_snapshot.
+ */
+struct ack_snapshot {
+	__u64 held_ns;        /* delayed_ack: from the timer's arming to its firing; 0 = unknown */
+	__u64 peer_held_ns;   /* nagle_delack_stall: how long the peer's timer held its ACK */
+	__u64 peer_fired_ns;  /* nagle_delack_stall: when the peer's timer fired (ktime) */
+	__u32 ato;            /* icsk_ack.ato at the firing, jiffies */
+	__u32 unacked_bytes;  /* rcv_nxt - rcv_wup: received and not yet acknowledged */
+	__u32 rcv_mss;        /* icsk_ack.rcv_mss: the peer's segment size as estimated */
+	__u32 held_bytes;     /* nagle: bytes written and held back (write_seq - snd_nxt) */
+	__u32 small_inflight; /* nagle: unacknowledged bytes when the write was held */
+	__u32 ack_payload;    /* nagle: payload of the segment whose ACK released the data */
+	__u32 peer_pid;       /* nagle_delack_stall: owner of the peer socket */
+	__u32 peer_ato;       /* jiffies */
+	__u8 peer_comm[TASK_COMM_LEN];
+	__u8 pingpong;        /* icsk_ack.pingpong before the firing */
+	__u8 in_pingpong;     /* the handler treated the connection as interactive */
+	__u8 quick;           /* icsk_ack.quick: quick ACKs left */
+	__u8 pending;         /* icsk_ack.pending: ICSK_ACK_SCHED 1, _TIMER 2, _PUSHED 4, ... */
+	__u8 peer_in_pingpong;
+	__u8 peer_owner_known;
+	__u8 owner_known;     /* pid/comm are the socket's owner (timer context) */
+	__u8 _pad;
+};
+
 struct event {
 	__u64 ts_ns;     /* bpf_ktime_get_ns() of the latest occurrence */
 	__u64 count;     /* occurrences this record stands for, >= 1 */
@@ -142,6 +169,7 @@ struct event {
 	__s32 ret;       /* return value seen by the application, -errno */
 	struct tcp_snapshot s;   /* send events */
 	struct listen_snapshot l; /* listener events */
+	struct ack_snapshot a;    /* delayed-ACK and Nagle events */
 };
 
 /* Key of the in-kernel aggregation: one entry per socket and event type. */

@@ -43,6 +43,10 @@ func helper(mode string, d time.Duration) error {
 		return churn(d)
 	case "clients":
 		return connectClients(d)
+	case "kvserver":
+		return kvServer()
+	case "kvclient":
+		return kvClient()
 	}
 	rcvbuf := 0
 	if mode == "zerowin" || mode == "spin" || mode == "blocked" {

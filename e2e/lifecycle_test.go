@@ -25,6 +25,11 @@ var programNames = []string{
 	"fentry_tcp_v4_syn_recv_sock", "fexit_tcp_v4_syn_recv_sock", "fentry_tcp_v6_syn_recv_sock", "fexit_tcp_v6_syn_recv_sock",
 	"fexit_tcp_v4_syn_recv_sock_6args", "fexit_tcp_v6_syn_recv_sock_6args",
 	"kprobe_tcp_v4_syn_recv_sock", "kretprobe_tcp_v4_syn_recv_sock", "kprobe_tcp_v6_syn_recv_sock", "kretprobe_tcp_v6_syn_recv_sock",
+	"tp_timer_start", "tp_timer_expire_entry", "tp_timer_expire_exit",
+	"fentry_tcp_send_delayed_ack", "fentry_tcp_delack_timer_handler", "fexit_tcp_delack_timer_handler",
+	"kprobe_tcp_send_delayed_ack", "kprobe_tcp_delack_timer_handler", "kretprobe_tcp_delack_timer_handler",
+	"tp_tcp_probe_nagle", "tp_sock_send_length_nagle", "fexit_tcp_sendmsg_nagle",
+	"kprobe_tcp_sendmsg_nagle", "kretprobe_tcp_sendmsg_nagle",
 }
 
 // loadedPrograms returns the IDs of loaded BPF programs named like ours.

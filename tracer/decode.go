@@ -61,6 +61,9 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 	if EventType(r.Type).isListenerEvent() {
 		return d.decodeListener(r, t)
 	}
+	if EventType(r.Type).isAckEvent() {
+		return d.decodeACK(r, t)
+	}
 	s := newSnapshot(&r.S, d.hz)
 	e := Event{
 		Time:     d.wall(r.TsNs),

@@ -17,6 +17,9 @@ const (
 	SynCookie        EventType = EventType(tcptraceEventTypeEVENT_SYN_COOKIE)
 	ListenOverflow   EventType = EventType(tcptraceEventTypeEVENT_LISTEN_OVERFLOW)
 	SynackRetransmit EventType = EventType(tcptraceEventTypeEVENT_SYNACK_RETRANSMIT)
+	DelayedACK       EventType = EventType(tcptraceEventTypeEVENT_DELAYED_ACK)
+	NagleStall       EventType = EventType(tcptraceEventTypeEVENT_NAGLE_STALL)
+	NagleDelackStall EventType = EventType(tcptraceEventTypeEVENT_NAGLE_DELACK_STALL)
 )
 
 var eventNames = map[EventType]string{
@@ -26,12 +29,20 @@ var eventNames = map[EventType]string{
 	SynCookie:        "syn_cookie",
 	ListenOverflow:   "listen_overflow",
 	SynackRetransmit: "synack_retransmit",
+	DelayedACK:       "delayed_ack",
+	NagleStall:       "nagle_stall",
+	NagleDelackStall: "nagle_delack_stall",
 }
 
 // isListenerEvent: the event is about a listener and one client, seen in
 // softirq or timer context, and its pid is the listener's owner.
 func (t EventType) isListenerEvent() bool {
 	return t >= SynDrop && t <= SynackRetransmit
+}
+
+// isAckEvent: a delayed ACK or a Nagle hold (tracer/ack.go).
+func (t EventType) isAckEvent() bool {
+	return t >= DelayedACK && t <= NagleDelackStall
 }
 
 func (t EventType) String() string {
@@ -53,7 +64,8 @@ func ParseEventType(name string) (EventType, error) {
 
 // AllEventTypes lists every event in a stable order.
 func AllEventTypes() []EventType {
-	return []EventType{SendEAGAIN, SendBlocked, SynDrop, SynCookie, ListenOverflow, SynackRetransmit}
+	return []EventType{SendEAGAIN, SendBlocked, SynDrop, SynCookie, ListenOverflow, SynackRetransmit,
+		DelayedACK, NagleStall, NagleDelackStall}
 }
 
 func eventList() string {
@@ -86,6 +98,12 @@ const (
 	ReasonOther            Reason = "other"
 	ReasonSyncookiesAlways Reason = "syncookies_always"
 	ReasonNoFinalACK       Reason = "no_final_ack"
+
+	// Delayed ACKs and Nagle.
+	ReasonPingpong          Reason = "pingpong"           // the receiver judged the connection interactive
+	ReasonQuickackExhausted Reason = "quickack_exhausted" // no quick ACKs left, less than two segments to ACK
+	ReasonUnackedSmall      Reason = "unacked_small_segment"
+	ReasonPeerDelayedACK    Reason = "peer_delayed_ack"
 )
 
 var listenReasons = map[uint8]Reason{
@@ -153,8 +171,10 @@ type Event struct {
 	// Socket identifies the connection for the summary (kernel address of
 	// the socket); it is not part of the output contract.
 	Socket uint64
-	// Snapshot is the socket state behind Details and Explanation (send
-	// events); Listener the listener's (listener events).
+	// Snapshot is the socket state behind Details and Explanation (send,
+	// delayed-ACK and Nagle events); Listener the listener's (listener events).
 	Snapshot Snapshot
 	Listener ListenerState
+	// ACK is the delayed-ACK or Nagle state (those events).
+	ACK ACKState
 }

@@ -24,6 +24,7 @@ type kernelFacts struct {
 	listenOverflow   bool   // SKB_DROP_REASON_TCP_LISTEN_OVERFLOW exists (6.15+)
 	synRecvNargs     uint32 // arguments of tcp_v4_syn_recv_sock (6, or 7 with opt_child_init)
 	consumeLocation  bool   // skb:consume_skb passes the caller's address (6.3+)
+	delackTimer      uint64 // tcp_delack_timer(), the delayed-ACK timer's callback (static)
 	// err says why the counters cannot be read per CPU; the SYN detector
 	// is unavailable on its counter-based paths then.
 	err error
@@ -32,6 +33,7 @@ type kernelFacts struct {
 var mibNames = []string{
 	"LINUX_MIB_LISTENOVERFLOWS", "LINUX_MIB_LISTENDROPS",
 	"LINUX_MIB_TCPREQQFULLDROP", "LINUX_MIB_TCPREQQFULLDOCOOKIES",
+	"LINUX_MIB_DELAYEDACKS",
 }
 
 func readKernelFacts() *kernelFacts {
@@ -97,6 +99,9 @@ func readKernelFacts() *kernelFacts {
 		f.err = errors.New("the per-CPU offset of runqueues is neither in the kernel's BTF (.data..percpu) nor in /proc/kallsyms")
 		return f
 	}
+	// A static function: not in BTF's reach for tp_btf programs, but
+	// /proc/kallsyms lists it, and a timer's ->function holds this address.
+	f.delackTimer, _ = kallsymsAddr("tcp_delack_timer")
 	f.rspStart, f.rspEnd, err = kallsymsRange("tcp_rcv_state_process")
 	if err != nil {
 		f.err = err
@@ -196,6 +201,8 @@ func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
 		"mib_listen_drops":      f.mib["LINUX_MIB_LISTENDROPS"],
 		"mib_reqq_full_drop":    f.mib["LINUX_MIB_TCPREQQFULLDROP"],
 		"mib_reqq_full_cookies": f.mib["LINUX_MIB_TCPREQQFULLDOCOOKIES"],
+		"mib_delayed_acks":      f.mib["LINUX_MIB_DELAYEDACKS"],
+		"cfg_delack_fn":         f.delackTimer,
 		"pcpu_runqueues_off":    f.pcpuRunqueues,
 		"pcpu_fw_alloc_off":     f.pcpuFwAlloc,
 		"cfg_mib_ok":            boolByte(f.err == nil),

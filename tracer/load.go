@@ -73,6 +73,11 @@ func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
 		"cfg_port":        opts.Port,
 		"cfg_family":      family,
 		"cfg_snapshot_ns": uint64(snapshotRefresh(opts.Interval)),
+		// Work the delayed-ACK and Nagle programs skip when not asked for.
+		"cfg_emit_delack":       boolByte(containsEvent(opts.Events, DelayedACK)),
+		"cfg_record_peer":       boolByte(containsEvent(opts.Events, NagleDelackStall)),
+		"cfg_emit_nagle":        boolByte(containsEvent(opts.Events, NagleStall)),
+		"cfg_emit_nagle_delack": boolByte(containsEvent(opts.Events, NagleDelackStall)),
 	} {
 		if err := set(name, v); err != nil {
 			return nil, err

@@ -84,6 +84,16 @@ func needSynRecvArgs(n uint32) func(*kernelFacts) error {
 	}
 }
 
+func needDelackTimer(f *kernelFacts) error {
+	if err := needCounters(f); err != nil {
+		return err
+	}
+	if f.delackTimer == 0 {
+		return errors.New("tcp_delack_timer not found in /proc/kallsyms (needed to recognise the delayed-ACK timer among all timers)")
+	}
+	return nil
+}
+
 var detectors = []detector{
 	{
 		events: []EventType{SendEAGAIN},
@@ -157,6 +167,46 @@ var detectors = []detector{
 				{prog: "kprobe_tcp_v6_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v6_syn_recv_sock"},
 				{prog: "kretprobe_tcp_v6_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v6_syn_recv_sock"},
 			}, needCounters},
+		},
+	},
+	{
+		events: []EventType{DelayedACK},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/timer_start, timer_expire_entry, timer_expire_exit (callback tcp_delack_timer), per-CPU DelayedACKs", []progAttach{
+				{prog: "tp_timer_start", kind: attachTracing},
+				{prog: "tp_timer_expire_entry", kind: attachTracing},
+				{prog: "tp_timer_expire_exit", kind: attachTracing},
+			}, needDelackTimer},
+			{PathFentry, "fentry/tcp_send_delayed_ack, fentry+fexit/tcp_delack_timer_handler, per-CPU DelayedACKs", []progAttach{
+				{prog: "fentry_tcp_send_delayed_ack", kind: attachTracing},
+				{prog: "fentry_tcp_delack_timer_handler", kind: attachTracing},
+				{prog: "fexit_tcp_delack_timer_handler", kind: attachTracing},
+			}, needCounters},
+			{PathKprobe, "kprobe/tcp_send_delayed_ack, kprobe+kretprobe/tcp_delack_timer_handler, per-CPU DelayedACKs", []progAttach{
+				{prog: "kprobe_tcp_send_delayed_ack", kind: attachKprobe, symbol: "tcp_send_delayed_ack"},
+				{prog: "kprobe_tcp_delack_timer_handler", kind: attachKprobe, symbol: "tcp_delack_timer_handler"},
+				{prog: "kretprobe_tcp_delack_timer_handler", kind: attachKretprobe, symbol: "tcp_delack_timer_handler"},
+			}, needCounters},
+		},
+	},
+	{
+		// nagle_delack_stall also needs the delayed-ACK detector, which
+		// records each firing for the peer (tracer.New attaches it).
+		events: []EventType{NagleStall, NagleDelackStall},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/sock_send_length (6.3+) + tp_btf/tcp_probe", []progAttach{
+				{prog: "tp_sock_send_length_nagle", kind: attachTracing},
+				{prog: "tp_tcp_probe_nagle", kind: attachTracing},
+			}, nil},
+			{PathFentry, "fexit/tcp_sendmsg + tp_btf/tcp_probe", []progAttach{
+				{prog: "fexit_tcp_sendmsg_nagle", kind: attachTracing},
+				{prog: "tp_tcp_probe_nagle", kind: attachTracing},
+			}, nil},
+			{PathKprobe, "kprobe+kretprobe/tcp_sendmsg + tp_btf/tcp_probe", []progAttach{
+				{prog: "kprobe_tcp_sendmsg_nagle", kind: attachKprobe, symbol: "tcp_sendmsg"},
+				{prog: "kretprobe_tcp_sendmsg_nagle", kind: attachKretprobe, symbol: "tcp_sendmsg"},
+				{prog: "tp_tcp_probe_nagle", kind: attachTracing},
+			}, nil},
 		},
 	},
 	{

@@ -13,6 +13,30 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcptraceAckSnapshot struct {
+	_              structs.HostLayout
+	HeldNs         uint64
+	PeerHeldNs     uint64
+	PeerFiredNs    uint64
+	Ato            uint32
+	UnackedBytes   uint32
+	RcvMss         uint32
+	HeldBytes      uint32
+	SmallInflight  uint32
+	AckPayload     uint32
+	PeerPid        uint32
+	PeerAto        uint32
+	PeerComm       [16]uint8
+	Pingpong       uint8
+	InPingpong     uint8
+	Quick          uint8
+	Pending        uint8
+	PeerInPingpong uint8
+	PeerOwnerKnown uint8
+	OwnerKnown     uint8
+	Pad            uint8
+}
+
 type tcptraceAggKey struct {
 	_    structs.HostLayout
 	Sk   uint64
@@ -39,6 +63,30 @@ type tcptraceConnReqEntry struct {
 	_   [7]byte
 }
 
+type tcptraceConnTuple struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	Pad   uint32
+}
+
+type tcptraceDelackFiring struct {
+	_        structs.HostLayout
+	Timer    uint64
+	Sk       uint64
+	HeldNs   uint64
+	Acks     uint64
+	Ato      uint32
+	Unacked  uint32
+	RcvMss   uint32
+	Pingpong uint8
+	Quick    uint8
+	Pending  uint8
+	Counted  uint8
+}
+
 type tcptraceEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
@@ -54,6 +102,7 @@ type tcptraceEvent struct {
 	Ret       int32
 	S         tcptraceTcpSnapshot
 	L         tcptraceListenSnapshot
+	A         tcptraceAckSnapshot
 }
 
 type tcptraceEventType uint32
@@ -130,10 +179,35 @@ type tcptraceMibs struct {
 	Cookies   uint64
 }
 
+type tcptraceNagleHold struct {
+	_        structs.HostLayout
+	StartNs  uint64
+	SndNxt   uint32
+	SndSml   uint32
+	Inflight uint32
+	Tgid     uint32
+	Tid      uint32
+	Comm     [16]uint8
+	Path     uint8
+	_        [3]byte
+}
+
 type tcptraceOwner struct {
 	_    structs.HostLayout
 	Tgid uint32
 	Comm [16]uint8
+}
+
+type tcptracePeerDelack struct {
+	_          structs.HostLayout
+	FiredNs    uint64
+	HeldNs     uint64
+	Ato        uint32
+	Pid        uint32
+	Comm       [16]uint8
+	InPingpong uint8
+	OwnerKnown uint8
+	_          [6]byte
 }
 
 type tcptraceProbePath uint32
@@ -191,67 +265,93 @@ type tcptraceTcpSnapshot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcptraceMapAggregates                   = "aggregates"
-	tcptraceMapConnReqEntries               = "conn_req_entries"
-	tcptraceMapCpuOffset                    = "cpu_offset"
-	tcptraceMapEvents                       = "events"
-	tcptraceMapInodeOwners                  = "inode_owners"
-	tcptraceMapListeners                    = "listeners"
-	tcptraceMapLost                         = "lost"
-	tcptraceMapMibBaseline                  = "mib_baseline"
-	tcptraceMapOwners                       = "owners"
-	tcptraceMapPidFilter                    = "pid_filter"
-	tcptraceMapScratch                      = "scratch"
-	tcptraceMapSendmsgSk                    = "sendmsg_sk"
-	tcptraceMapSnapScratch                  = "snap_scratch"
-	tcptraceMapSynackCounts                 = "synack_counts"
-	tcptraceMapWaitStarts                   = "wait_starts"
-	tcptraceProgFentrySkStreamWaitMemory    = "fentry_sk_stream_wait_memory"
-	tcptraceProgFentryTcpConnRequest        = "fentry_tcp_conn_request"
-	tcptraceProgFentryTcpV4SynRecvSock      = "fentry_tcp_v4_syn_recv_sock"
-	tcptraceProgFentryTcpV6SynRecvSock      = "fentry_tcp_v6_syn_recv_sock"
-	tcptraceProgFexitSkStreamWaitMemory     = "fexit_sk_stream_wait_memory"
-	tcptraceProgFexitTcpConnRequest         = "fexit_tcp_conn_request"
-	tcptraceProgFexitTcpSendmsg             = "fexit_tcp_sendmsg"
-	tcptraceProgFexitTcpV4SynRecvSock       = "fexit_tcp_v4_syn_recv_sock"
-	tcptraceProgFexitTcpV4SynRecvSock6args  = "fexit_tcp_v4_syn_recv_sock_6args"
-	tcptraceProgFexitTcpV6SynRecvSock       = "fexit_tcp_v6_syn_recv_sock"
-	tcptraceProgFexitTcpV6SynRecvSock6args  = "fexit_tcp_v6_syn_recv_sock_6args"
-	tcptraceProgIterTcpOwners               = "iter_tcp_owners"
-	tcptraceProgKprobeSkStreamWaitMemory    = "kprobe_sk_stream_wait_memory"
-	tcptraceProgKprobeTcpConnRequest        = "kprobe_tcp_conn_request"
-	tcptraceProgKprobeTcpSendmsg            = "kprobe_tcp_sendmsg"
-	tcptraceProgKprobeTcpV4SynRecvSock      = "kprobe_tcp_v4_syn_recv_sock"
-	tcptraceProgKprobeTcpV6SynRecvSock      = "kprobe_tcp_v6_syn_recv_sock"
-	tcptraceProgKretprobeSkStreamWaitMemory = "kretprobe_sk_stream_wait_memory"
-	tcptraceProgKretprobeTcpConnRequest     = "kretprobe_tcp_conn_request"
-	tcptraceProgKretprobeTcpSendmsg         = "kretprobe_tcp_sendmsg"
-	tcptraceProgKretprobeTcpV4SynRecvSock   = "kretprobe_tcp_v4_syn_recv_sock"
-	tcptraceProgKretprobeTcpV6SynRecvSock   = "kretprobe_tcp_v6_syn_recv_sock"
-	tcptraceProgTpConsumeSkb                = "tp_consume_skb"
-	tcptraceProgTpInetSockSetState          = "tp_inet_sock_set_state"
-	tcptraceProgTpKfreeSkb                  = "tp_kfree_skb"
-	tcptraceProgTpSockSendLength            = "tp_sock_send_length"
-	tcptraceProgTpSockSendLengthWait        = "tp_sock_send_length_wait"
-	tcptraceProgTpTcpRetransmitSynack       = "tp_tcp_retransmit_synack"
-	tcptraceProgTpTcpSendmsgLocked          = "tp_tcp_sendmsg_locked"
-	tcptraceVarBtfAnchorEventType           = "btf_anchor_event_type"
-	tcptraceVarBtfAnchorListenReason        = "btf_anchor_listen_reason"
-	tcptraceVarBtfAnchorProbePath           = "btf_anchor_probe_path"
-	tcptraceVarCfgFamily                    = "cfg_family"
-	tcptraceVarCfgFilterPid                 = "cfg_filter_pid"
-	tcptraceVarCfgMibOk                     = "cfg_mib_ok"
-	tcptraceVarCfgPort                      = "cfg_port"
-	tcptraceVarCfgRspEnd                    = "cfg_rsp_end"
-	tcptraceVarCfgRspStart                  = "cfg_rsp_start"
-	tcptraceVarCfgSnapshotNs                = "cfg_snapshot_ns"
-	tcptraceVarMibListenDrops               = "mib_listen_drops"
-	tcptraceVarMibListenOverflows           = "mib_listen_overflows"
-	tcptraceVarMibReqqFullCookies           = "mib_reqq_full_cookies"
-	tcptraceVarMibReqqFullDrop              = "mib_reqq_full_drop"
-	tcptraceVarPcpuFwAllocOff               = "pcpu_fw_alloc_off"
-	tcptraceVarPcpuRunqueuesOff             = "pcpu_runqueues_off"
-	tcptraceVarWaiters                      = "waiters"
+	tcptraceMapAggregates                      = "aggregates"
+	tcptraceMapConnReqEntries                  = "conn_req_entries"
+	tcptraceMapCpuOffset                       = "cpu_offset"
+	tcptraceMapDelackArmed                     = "delack_armed"
+	tcptraceMapDelackFirings                   = "delack_firings"
+	tcptraceMapDelackRecent                    = "delack_recent"
+	tcptraceMapEvents                          = "events"
+	tcptraceMapInodeOwners                     = "inode_owners"
+	tcptraceMapListeners                       = "listeners"
+	tcptraceMapLost                            = "lost"
+	tcptraceMapMibBaseline                     = "mib_baseline"
+	tcptraceMapNagleHolds                      = "nagle_holds"
+	tcptraceMapNagleSendmsgSk                  = "nagle_sendmsg_sk"
+	tcptraceMapOwners                          = "owners"
+	tcptraceMapPidFilter                       = "pid_filter"
+	tcptraceMapScratch                         = "scratch"
+	tcptraceMapSendmsgSk                       = "sendmsg_sk"
+	tcptraceMapSnapScratch                     = "snap_scratch"
+	tcptraceMapSynackCounts                    = "synack_counts"
+	tcptraceMapWaitStarts                      = "wait_starts"
+	tcptraceProgFentrySkStreamWaitMemory       = "fentry_sk_stream_wait_memory"
+	tcptraceProgFentryTcpConnRequest           = "fentry_tcp_conn_request"
+	tcptraceProgFentryTcpDelackTimerHandler    = "fentry_tcp_delack_timer_handler"
+	tcptraceProgFentryTcpSendDelayedAck        = "fentry_tcp_send_delayed_ack"
+	tcptraceProgFentryTcpV4SynRecvSock         = "fentry_tcp_v4_syn_recv_sock"
+	tcptraceProgFentryTcpV6SynRecvSock         = "fentry_tcp_v6_syn_recv_sock"
+	tcptraceProgFexitSkStreamWaitMemory        = "fexit_sk_stream_wait_memory"
+	tcptraceProgFexitTcpConnRequest            = "fexit_tcp_conn_request"
+	tcptraceProgFexitTcpDelackTimerHandler     = "fexit_tcp_delack_timer_handler"
+	tcptraceProgFexitTcpSendmsg                = "fexit_tcp_sendmsg"
+	tcptraceProgFexitTcpSendmsgNagle           = "fexit_tcp_sendmsg_nagle"
+	tcptraceProgFexitTcpV4SynRecvSock          = "fexit_tcp_v4_syn_recv_sock"
+	tcptraceProgFexitTcpV4SynRecvSock6args     = "fexit_tcp_v4_syn_recv_sock_6args"
+	tcptraceProgFexitTcpV6SynRecvSock          = "fexit_tcp_v6_syn_recv_sock"
+	tcptraceProgFexitTcpV6SynRecvSock6args     = "fexit_tcp_v6_syn_recv_sock_6args"
+	tcptraceProgIterTcpOwners                  = "iter_tcp_owners"
+	tcptraceProgKprobeSkStreamWaitMemory       = "kprobe_sk_stream_wait_memory"
+	tcptraceProgKprobeTcpConnRequest           = "kprobe_tcp_conn_request"
+	tcptraceProgKprobeTcpDelackTimerHandler    = "kprobe_tcp_delack_timer_handler"
+	tcptraceProgKprobeTcpSendDelayedAck        = "kprobe_tcp_send_delayed_ack"
+	tcptraceProgKprobeTcpSendmsg               = "kprobe_tcp_sendmsg"
+	tcptraceProgKprobeTcpSendmsgNagle          = "kprobe_tcp_sendmsg_nagle"
+	tcptraceProgKprobeTcpV4SynRecvSock         = "kprobe_tcp_v4_syn_recv_sock"
+	tcptraceProgKprobeTcpV6SynRecvSock         = "kprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgKretprobeSkStreamWaitMemory    = "kretprobe_sk_stream_wait_memory"
+	tcptraceProgKretprobeTcpConnRequest        = "kretprobe_tcp_conn_request"
+	tcptraceProgKretprobeTcpDelackTimerHandler = "kretprobe_tcp_delack_timer_handler"
+	tcptraceProgKretprobeTcpSendmsg            = "kretprobe_tcp_sendmsg"
+	tcptraceProgKretprobeTcpSendmsgNagle       = "kretprobe_tcp_sendmsg_nagle"
+	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
+	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
+	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
+	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
+	tcptraceProgTpSockSendLength               = "tp_sock_send_length"
+	tcptraceProgTpSockSendLengthNagle          = "tp_sock_send_length_nagle"
+	tcptraceProgTpSockSendLengthWait           = "tp_sock_send_length_wait"
+	tcptraceProgTpTcpProbeNagle                = "tp_tcp_probe_nagle"
+	tcptraceProgTpTcpRetransmitSynack          = "tp_tcp_retransmit_synack"
+	tcptraceProgTpTcpSendmsgLocked             = "tp_tcp_sendmsg_locked"
+	tcptraceProgTpTimerExpireEntry             = "tp_timer_expire_entry"
+	tcptraceProgTpTimerExpireExit              = "tp_timer_expire_exit"
+	tcptraceProgTpTimerStart                   = "tp_timer_start"
+	tcptraceVarBtfAnchorEventType              = "btf_anchor_event_type"
+	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
+	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
+	tcptraceVarCfgDelackFn                     = "cfg_delack_fn"
+	tcptraceVarCfgEmitDelack                   = "cfg_emit_delack"
+	tcptraceVarCfgEmitNagle                    = "cfg_emit_nagle"
+	tcptraceVarCfgEmitNagleDelack              = "cfg_emit_nagle_delack"
+	tcptraceVarCfgFamily                       = "cfg_family"
+	tcptraceVarCfgFilterPid                    = "cfg_filter_pid"
+	tcptraceVarCfgMibOk                        = "cfg_mib_ok"
+	tcptraceVarCfgPort                         = "cfg_port"
+	tcptraceVarCfgRecordPeer                   = "cfg_record_peer"
+	tcptraceVarCfgRspEnd                       = "cfg_rsp_end"
+	tcptraceVarCfgRspStart                     = "cfg_rsp_start"
+	tcptraceVarCfgSnapshotNs                   = "cfg_snapshot_ns"
+	tcptraceVarMibDelayedAcks                  = "mib_delayed_acks"
+	tcptraceVarMibListenDrops                  = "mib_listen_drops"
+	tcptraceVarMibListenOverflows              = "mib_listen_overflows"
+	tcptraceVarMibReqqFullCookies              = "mib_reqq_full_cookies"
+	tcptraceVarMibReqqFullDrop                 = "mib_reqq_full_drop"
+	tcptraceVarNagleHolders                    = "nagle_holders"
+	tcptraceVarPcpuFwAllocOff                  = "pcpu_fw_alloc_off"
+	tcptraceVarPcpuRunqueuesOff                = "pcpu_runqueues_off"
+	tcptraceVarWaiters                         = "waiters"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -296,35 +396,49 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
-	FentrySkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"fentry_sk_stream_wait_memory"`
-	FentryTcpConnRequest        *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	FexitSkStreamWaitMemory     *ebpf.ProgramSpec `ebpf:"fexit_sk_stream_wait_memory"`
-	FexitTcpConnRequest         *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
-	FexitTcpSendmsg             *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
-	FexitTcpV4SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
-	FexitTcpV4SynRecvSock6args  *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
-	FexitTcpV6SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock"`
-	FexitTcpV6SynRecvSock6args  *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
-	IterTcpOwners               *ebpf.ProgramSpec `ebpf:"iter_tcp_owners"`
-	KprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kprobe_sk_stream_wait_memory"`
-	KprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
-	KprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
-	KretprobeSkStreamWaitMemory *ebpf.ProgramSpec `ebpf:"kretprobe_sk_stream_wait_memory"`
-	KretprobeTcpConnRequest     *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_conn_request"`
-	KretprobeTcpSendmsg         *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
-	KretprobeTcpV4SynRecvSock   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
-	KretprobeTcpV6SynRecvSock   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
-	TpConsumeSkb                *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
-	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
-	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
-	TpSockSendLength            *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
-	TpSockSendLengthWait        *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_wait"`
-	TpTcpRetransmitSynack       *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_synack"`
-	TpTcpSendmsgLocked          *ebpf.ProgramSpec `ebpf:"tp_tcp_sendmsg_locked"`
+	FentrySkStreamWaitMemory       *ebpf.ProgramSpec `ebpf:"fentry_sk_stream_wait_memory"`
+	FentryTcpConnRequest           *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpDelackTimerHandler    *ebpf.ProgramSpec `ebpf:"fentry_tcp_delack_timer_handler"`
+	FentryTcpSendDelayedAck        *ebpf.ProgramSpec `ebpf:"fentry_tcp_send_delayed_ack"`
+	FentryTcpV4SynRecvSock         *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock         *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitSkStreamWaitMemory        *ebpf.ProgramSpec `ebpf:"fexit_sk_stream_wait_memory"`
+	FexitTcpConnRequest            *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
+	FexitTcpDelackTimerHandler     *ebpf.ProgramSpec `ebpf:"fexit_tcp_delack_timer_handler"`
+	FexitTcpSendmsg                *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpSendmsgNagle           *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg_nagle"`
+	FexitTcpV4SynRecvSock          *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
+	FexitTcpV4SynRecvSock6args     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
+	FexitTcpV6SynRecvSock          *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock"`
+	FexitTcpV6SynRecvSock6args     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
+	IterTcpOwners                  *ebpf.ProgramSpec `ebpf:"iter_tcp_owners"`
+	KprobeSkStreamWaitMemory       *ebpf.ProgramSpec `ebpf:"kprobe_sk_stream_wait_memory"`
+	KprobeTcpConnRequest           *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpDelackTimerHandler    *ebpf.ProgramSpec `ebpf:"kprobe_tcp_delack_timer_handler"`
+	KprobeTcpSendDelayedAck        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_send_delayed_ack"`
+	KprobeTcpSendmsg               *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpSendmsgNagle          *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg_nagle"`
+	KprobeTcpV4SynRecvSock         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	KretprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kretprobe_sk_stream_wait_memory"`
+	KretprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_conn_request"`
+	KretprobeTcpDelackTimerHandler *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_delack_timer_handler"`
+	KretprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpSendmsgNagle       *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg_nagle"`
+	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
+	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
+	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
+	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
+	TpSockSendLength               *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
+	TpSockSendLengthNagle          *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_nagle"`
+	TpSockSendLengthWait           *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_wait"`
+	TpTcpProbeNagle                *ebpf.ProgramSpec `ebpf:"tp_tcp_probe_nagle"`
+	TpTcpRetransmitSynack          *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_synack"`
+	TpTcpSendmsgLocked             *ebpf.ProgramSpec `ebpf:"tp_tcp_sendmsg_locked"`
+	TpTimerExpireEntry             *ebpf.ProgramSpec `ebpf:"tp_timer_expire_entry"`
+	TpTimerExpireExit              *ebpf.ProgramSpec `ebpf:"tp_timer_expire_exit"`
+	TpTimerStart                   *ebpf.ProgramSpec `ebpf:"tp_timer_start"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -334,11 +448,16 @@ type tcptraceMapSpecs struct {
 	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
 	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
+	DelackArmed    *ebpf.MapSpec `ebpf:"delack_armed"`
+	DelackFirings  *ebpf.MapSpec `ebpf:"delack_firings"`
+	DelackRecent   *ebpf.MapSpec `ebpf:"delack_recent"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	InodeOwners    *ebpf.MapSpec `ebpf:"inode_owners"`
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
+	NagleHolds     *ebpf.MapSpec `ebpf:"nagle_holds"`
+	NagleSendmsgSk *ebpf.MapSpec `ebpf:"nagle_sendmsg_sk"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -355,17 +474,24 @@ type tcptraceVariableSpecs struct {
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
+	CfgDelackFn           *ebpf.VariableSpec `ebpf:"cfg_delack_fn"`
+	CfgEmitDelack         *ebpf.VariableSpec `ebpf:"cfg_emit_delack"`
+	CfgEmitNagle          *ebpf.VariableSpec `ebpf:"cfg_emit_nagle"`
+	CfgEmitNagleDelack    *ebpf.VariableSpec `ebpf:"cfg_emit_nagle_delack"`
 	CfgFamily             *ebpf.VariableSpec `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.VariableSpec `ebpf:"cfg_mib_ok"`
 	CfgPort               *ebpf.VariableSpec `ebpf:"cfg_port"`
+	CfgRecordPeer         *ebpf.VariableSpec `ebpf:"cfg_record_peer"`
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.VariableSpec `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
+	MibDelayedAcks        *ebpf.VariableSpec `ebpf:"mib_delayed_acks"`
 	MibListenDrops        *ebpf.VariableSpec `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.VariableSpec `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.VariableSpec `ebpf:"mib_reqq_full_cookies"`
 	MibReqqFullDrop       *ebpf.VariableSpec `ebpf:"mib_reqq_full_drop"`
+	NagleHolders          *ebpf.VariableSpec `ebpf:"nagle_holders"`
 	PcpuFwAllocOff        *ebpf.VariableSpec `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.VariableSpec `ebpf:"pcpu_runqueues_off"`
 	Waiters               *ebpf.VariableSpec `ebpf:"waiters"`
@@ -394,11 +520,16 @@ type tcptraceMaps struct {
 	Aggregates     *ebpf.Map `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
 	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
+	DelackArmed    *ebpf.Map `ebpf:"delack_armed"`
+	DelackFirings  *ebpf.Map `ebpf:"delack_firings"`
+	DelackRecent   *ebpf.Map `ebpf:"delack_recent"`
 	Events         *ebpf.Map `ebpf:"events"`
 	InodeOwners    *ebpf.Map `ebpf:"inode_owners"`
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
+	NagleHolds     *ebpf.Map `ebpf:"nagle_holds"`
+	NagleSendmsgSk *ebpf.Map `ebpf:"nagle_sendmsg_sk"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -413,11 +544,16 @@ func (m *tcptraceMaps) Close() error {
 		m.Aggregates,
 		m.ConnReqEntries,
 		m.CpuOffset,
+		m.DelackArmed,
+		m.DelackFirings,
+		m.DelackRecent,
 		m.Events,
 		m.InodeOwners,
 		m.Listeners,
 		m.Lost,
 		m.MibBaseline,
+		m.NagleHolds,
+		m.NagleSendmsgSk,
 		m.Owners,
 		m.PidFilter,
 		m.Scratch,
@@ -435,17 +571,24 @@ type tcptraceVariables struct {
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
+	CfgDelackFn           *ebpf.Variable `ebpf:"cfg_delack_fn"`
+	CfgEmitDelack         *ebpf.Variable `ebpf:"cfg_emit_delack"`
+	CfgEmitNagle          *ebpf.Variable `ebpf:"cfg_emit_nagle"`
+	CfgEmitNagleDelack    *ebpf.Variable `ebpf:"cfg_emit_nagle_delack"`
 	CfgFamily             *ebpf.Variable `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.Variable `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.Variable `ebpf:"cfg_mib_ok"`
 	CfgPort               *ebpf.Variable `ebpf:"cfg_port"`
+	CfgRecordPeer         *ebpf.Variable `ebpf:"cfg_record_peer"`
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.Variable `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
+	MibDelayedAcks        *ebpf.Variable `ebpf:"mib_delayed_acks"`
 	MibListenDrops        *ebpf.Variable `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.Variable `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.Variable `ebpf:"mib_reqq_full_cookies"`
 	MibReqqFullDrop       *ebpf.Variable `ebpf:"mib_reqq_full_drop"`
+	NagleHolders          *ebpf.Variable `ebpf:"nagle_holders"`
 	PcpuFwAllocOff        *ebpf.Variable `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.Variable `ebpf:"pcpu_runqueues_off"`
 	Waiters               *ebpf.Variable `ebpf:"waiters"`
@@ -455,46 +598,64 @@ type tcptraceVariables struct {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
-	FentrySkStreamWaitMemory    *ebpf.Program `ebpf:"fentry_sk_stream_wait_memory"`
-	FentryTcpConnRequest        *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SynRecvSock      *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SynRecvSock      *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	FexitSkStreamWaitMemory     *ebpf.Program `ebpf:"fexit_sk_stream_wait_memory"`
-	FexitTcpConnRequest         *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
-	FexitTcpSendmsg             *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
-	FexitTcpV4SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
-	FexitTcpV4SynRecvSock6args  *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
-	FexitTcpV6SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock"`
-	FexitTcpV6SynRecvSock6args  *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
-	IterTcpOwners               *ebpf.Program `ebpf:"iter_tcp_owners"`
-	KprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kprobe_sk_stream_wait_memory"`
-	KprobeTcpConnRequest        *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpSendmsg            *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
-	KprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
-	KretprobeSkStreamWaitMemory *ebpf.Program `ebpf:"kretprobe_sk_stream_wait_memory"`
-	KretprobeTcpConnRequest     *ebpf.Program `ebpf:"kretprobe_tcp_conn_request"`
-	KretprobeTcpSendmsg         *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
-	KretprobeTcpV4SynRecvSock   *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
-	KretprobeTcpV6SynRecvSock   *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
-	TpConsumeSkb                *ebpf.Program `ebpf:"tp_consume_skb"`
-	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
-	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
-	TpSockSendLength            *ebpf.Program `ebpf:"tp_sock_send_length"`
-	TpSockSendLengthWait        *ebpf.Program `ebpf:"tp_sock_send_length_wait"`
-	TpTcpRetransmitSynack       *ebpf.Program `ebpf:"tp_tcp_retransmit_synack"`
-	TpTcpSendmsgLocked          *ebpf.Program `ebpf:"tp_tcp_sendmsg_locked"`
+	FentrySkStreamWaitMemory       *ebpf.Program `ebpf:"fentry_sk_stream_wait_memory"`
+	FentryTcpConnRequest           *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpDelackTimerHandler    *ebpf.Program `ebpf:"fentry_tcp_delack_timer_handler"`
+	FentryTcpSendDelayedAck        *ebpf.Program `ebpf:"fentry_tcp_send_delayed_ack"`
+	FentryTcpV4SynRecvSock         *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock         *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitSkStreamWaitMemory        *ebpf.Program `ebpf:"fexit_sk_stream_wait_memory"`
+	FexitTcpConnRequest            *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
+	FexitTcpDelackTimerHandler     *ebpf.Program `ebpf:"fexit_tcp_delack_timer_handler"`
+	FexitTcpSendmsg                *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpSendmsgNagle           *ebpf.Program `ebpf:"fexit_tcp_sendmsg_nagle"`
+	FexitTcpV4SynRecvSock          *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
+	FexitTcpV4SynRecvSock6args     *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
+	FexitTcpV6SynRecvSock          *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock"`
+	FexitTcpV6SynRecvSock6args     *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
+	IterTcpOwners                  *ebpf.Program `ebpf:"iter_tcp_owners"`
+	KprobeSkStreamWaitMemory       *ebpf.Program `ebpf:"kprobe_sk_stream_wait_memory"`
+	KprobeTcpConnRequest           *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpDelackTimerHandler    *ebpf.Program `ebpf:"kprobe_tcp_delack_timer_handler"`
+	KprobeTcpSendDelayedAck        *ebpf.Program `ebpf:"kprobe_tcp_send_delayed_ack"`
+	KprobeTcpSendmsg               *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpSendmsgNagle          *ebpf.Program `ebpf:"kprobe_tcp_sendmsg_nagle"`
+	KprobeTcpV4SynRecvSock         *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock         *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	KretprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kretprobe_sk_stream_wait_memory"`
+	KretprobeTcpConnRequest        *ebpf.Program `ebpf:"kretprobe_tcp_conn_request"`
+	KretprobeTcpDelackTimerHandler *ebpf.Program `ebpf:"kretprobe_tcp_delack_timer_handler"`
+	KretprobeTcpSendmsg            *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpSendmsgNagle       *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg_nagle"`
+	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
+	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
+	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
+	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
+	TpSockSendLength               *ebpf.Program `ebpf:"tp_sock_send_length"`
+	TpSockSendLengthNagle          *ebpf.Program `ebpf:"tp_sock_send_length_nagle"`
+	TpSockSendLengthWait           *ebpf.Program `ebpf:"tp_sock_send_length_wait"`
+	TpTcpProbeNagle                *ebpf.Program `ebpf:"tp_tcp_probe_nagle"`
+	TpTcpRetransmitSynack          *ebpf.Program `ebpf:"tp_tcp_retransmit_synack"`
+	TpTcpSendmsgLocked             *ebpf.Program `ebpf:"tp_tcp_sendmsg_locked"`
+	TpTimerExpireEntry             *ebpf.Program `ebpf:"tp_timer_expire_entry"`
+	TpTimerExpireExit              *ebpf.Program `ebpf:"tp_timer_expire_exit"`
+	TpTimerStart                   *ebpf.Program `ebpf:"tp_timer_start"`
 }
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.FentrySkStreamWaitMemory,
 		p.FentryTcpConnRequest,
+		p.FentryTcpDelackTimerHandler,
+		p.FentryTcpSendDelayedAck,
 		p.FentryTcpV4SynRecvSock,
 		p.FentryTcpV6SynRecvSock,
 		p.FexitSkStreamWaitMemory,
 		p.FexitTcpConnRequest,
+		p.FexitTcpDelackTimerHandler,
 		p.FexitTcpSendmsg,
+		p.FexitTcpSendmsgNagle,
 		p.FexitTcpV4SynRecvSock,
 		p.FexitTcpV4SynRecvSock6args,
 		p.FexitTcpV6SynRecvSock,
@@ -502,21 +663,31 @@ func (p *tcptracePrograms) Close() error {
 		p.IterTcpOwners,
 		p.KprobeSkStreamWaitMemory,
 		p.KprobeTcpConnRequest,
+		p.KprobeTcpDelackTimerHandler,
+		p.KprobeTcpSendDelayedAck,
 		p.KprobeTcpSendmsg,
+		p.KprobeTcpSendmsgNagle,
 		p.KprobeTcpV4SynRecvSock,
 		p.KprobeTcpV6SynRecvSock,
 		p.KretprobeSkStreamWaitMemory,
 		p.KretprobeTcpConnRequest,
+		p.KretprobeTcpDelackTimerHandler,
 		p.KretprobeTcpSendmsg,
+		p.KretprobeTcpSendmsgNagle,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
 		p.TpSockSendLength,
+		p.TpSockSendLengthNagle,
 		p.TpSockSendLengthWait,
+		p.TpTcpProbeNagle,
 		p.TpTcpRetransmitSynack,
 		p.TpTcpSendmsgLocked,
+		p.TpTimerExpireEntry,
+		p.TpTimerExpireExit,
+		p.TpTimerStart,
 	)
 }
 

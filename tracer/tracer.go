@@ -56,6 +56,21 @@ func wantsListenerEvents(events []EventType) bool {
 	return false
 }
 
+// attachedEvents is what must be traced to give the wanted events:
+// nagle_delack_stall is proven by the peer's delayed-ACK firing, which the
+// delayed-ACK detector records.
+func attachedEvents(wanted []EventType) []EventType {
+	out := append([]EventType(nil), wanted...)
+	if containsEvent(wanted, NagleDelackStall) && !containsEvent(wanted, DelayedACK) {
+		out = append(out, DelayedACK)
+	}
+	return out
+}
+
+func wantsAnyOf(events []EventType, of ...EventType) bool {
+	return wantsAny(events, of)
+}
+
 // OwnerError says why listener events may lack their owner, or nil.
 func (t *Tracer) OwnerError() error { return t.ownerErr }
 
@@ -91,8 +106,12 @@ func New(opts Options) (*Tracer, error) {
 		return nil, err
 	}
 	listeners := wantsListenerEvents(opts.Events)
+	attach := attachedEvents(opts.Events)
+	// Socket owners: listener events and delayed ACKs happen in softirq
+	// and timer context; a Nagle stall is released there.
+	owners := listeners || wantsAnyOf(attach, DelayedACK, NagleStall, NagleDelackStall)
 	facts := &kernelFacts{err: errors.New("not needed")}
-	if listeners {
+	if listeners || containsEvent(attach, DelayedACK) {
 		facts = readKernelFacts()
 		if err := setKernelFacts(spec, facts); err != nil {
 			return nil, err
@@ -112,11 +131,11 @@ func New(opts Options) (*Tracer, error) {
 	if err := t.fillPIDFilter(); err != nil {
 		return nil, err
 	}
-	t.status = attachAll(spec, t.objs, opts.Events, opts.ForcePath, facts)
+	t.status = attachAll(spec, t.objs, attach, opts.ForcePath, facts)
 	if len(t.objs.links) == 0 {
 		return nil, &NoProbeError{Status: t.status}
 	}
-	if listeners {
+	if owners {
 		// Owners after the detectors: a socket made in between is seen
 		// by the tracepoint, and the iterator does not overwrite it.
 		t.ownerErr = attachOwnerTracking(spec, t.objs, opts.PIDs)
@@ -171,7 +190,14 @@ func (t *Tracer) Status() []ProbeStatus { return t.status }
 // drains what the kernel still holds and prints the aggregated counts that
 // are left, so that the counts of a run add up exactly. emit is called from
 // this goroutine only.
-func (t *Tracer) Run(ctx context.Context, emit func(Event)) error {
+func (t *Tracer) Run(ctx context.Context, emitAll func(Event)) error {
+	// A detector may give more events than asked for (syn_drop comes with
+	// syn_cookie, nagle_delack_stall with delayed_ack).
+	emit := func(e Event) {
+		if containsEvent(t.opts.Events, e.Type) {
+			emitAll(e)
+		}
+	}
 	var rec ringbuf.Record
 	var raw tcptraceEvent
 	next := time.Now().Add(t.opts.Interval)

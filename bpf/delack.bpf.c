@@ -1,0 +1,359 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Detector: delayed-ACK timers that fired and sent the ACK they held.
+ *
+ * A receiver that has nothing to send back does not ACK every segment:
+ * __tcp_ack_snd_check() calls tcp_send_delayed_ack(), which arms
+ * icsk_delack_timer (a timer_list in every version) for ato jiffies (at
+ * least TCP_ATO_MIN = HZ/25 = 40 ms; bounded by the RTT and by
+ * icsk_delack_max). When it fires, tcp_delack_timer() runs
+ * tcp_delack_timer_handler() unless the application holds the socket
+ * (then DelayedACKLocked, and tcp_release_cb() runs the handler later);
+ * the handler sends the ACK and counts LINUX_MIB_DELAYEDACKS only if an ACK
+ * is still scheduled: one sent meanwhile with data, or a timer 6.18 finds
+ * idle (early exit), sends nothing. So "fired and sent" is decided the way
+ * the kernel counts it: this CPU's DelayedACKs counter before and after the
+ * handler (bpf/mib.bpf.h). tcptrace's count then equals the kernel's.
+ *
+ * Paths:
+ *   tracepoint  timer:timer_start, timer:timer_expire_entry/_exit (tp_btf),
+ *               every kernel timer: the delayed-ACK one is recognised by
+ *               its callback, tcp_delack_timer (address from kallsyms), in
+ *               one load and one compare. A handler deferred to
+ *               tcp_release_cb() is not seen on this path.
+ *   fentry      fentry/tcp_send_delayed_ack, fentry+fexit/tcp_delack_timer_handler
+ *   kprobe      the same with kprobes
+ */
+#include "owner.bpf.c"
+#include "mib.bpf.h"
+
+#define ICSK_ACK_TIMER 2
+
+/* Set from /proc/kallsyms and BTF (tracer/kernel.go). */
+const volatile __u64 cfg_delack_fn = 0;    /* address of tcp_delack_timer() */
+const volatile __u32 mib_delayed_acks = 0; /* LINUX_MIB_DELAYEDACKS */
+/* Which of the detector's results the run wants (tracer/load.go). */
+const volatile __u8 cfg_emit_delack = 1;   /* delayed_ack events */
+const volatile __u8 cfg_record_peer = 0;   /* firings for nagle_delack_stall */
+
+/* When each socket's delayed ACK was (re)armed, for the time it was held. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock * */
+	__type(value, __u64); /* ktime ns */
+} delack_armed SEC(".maps");
+
+/* One firing in progress on this CPU: the state before the handler. The
+ * handler runs with bottom halves off (timer softirq, or tcp_release_cb()
+ * under the socket's spinlock), so nothing else runs here in between. */
+struct delack_firing {
+	__u64 timer;   /* the timer_list, 0 when the slot is free */
+	__u64 sk;
+	__u64 held_ns;
+	__u64 acks;    /* this CPU's DelayedACKs before the handler */
+	__u32 ato;
+	__u32 unacked;
+	__u32 rcv_mss;
+	__u8 pingpong;
+	__u8 quick;
+	__u8 pending;
+	__u8 counted;  /* the counter could be read */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct delack_firing);
+} delack_firings SEC(".maps");
+
+/* A connection's latest delayed ACK, by its addresses: the Nagle detector
+ * looks up the peer of a connection whose held write an ACK released, to
+ * prove that the ACK was the peer's delayed one (both ends on this host). */
+struct conn_tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 _pad;
+};
+
+struct peer_delack {
+	__u64 fired_ns;
+	__u64 held_ns;
+	__u32 ato;
+	__u32 pid;
+	__u8 comm[TASK_COMM_LEN];
+	__u8 in_pingpong;
+	__u8 owner_known;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct conn_tuple);
+	__type(value, struct peer_delack);
+} delack_recent SEC(".maps");
+
+/* A v4-mapped IPv6 address in the IPv4 layout of read_snapshot(), so that a
+ * dual-stack server and an IPv4 client name the same connection alike. */
+static __always_inline void tuple_addr(__u8 *dst, const __u8 *src, __u16 family)
+{
+	const __u32 *w = (const __u32 *)src;
+
+	__builtin_memset(dst, 0, 16);
+	if (family == AF_INET6 && w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
+		__builtin_memcpy(dst, src + 12, 4);
+	} else if (family == AF_INET6) {
+		__builtin_memcpy(dst, src, 16);
+	} else {
+		__builtin_memcpy(dst, src, 4);
+	}
+}
+
+/* The connection as seen from this end (reverse = from the peer's end). */
+static __always_inline void conn_tuple_of(const struct tcp_snapshot *s, struct conn_tuple *t, bool reverse)
+{
+	__builtin_memset(t, 0, sizeof(*t));
+	tuple_addr(reverse ? t->daddr : t->saddr, s->saddr, s->family);
+	tuple_addr(reverse ? t->saddr : t->daddr, s->daddr, s->family);
+	t->sport = reverse ? s->dport : s->sport;
+	t->dport = reverse ? s->sport : s->dport;
+}
+
+static __always_inline struct delack_firing *firing_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&delack_firings, &zero);
+}
+
+static __always_inline bool read_delayed_acks(struct sock *sk, __u64 *v)
+{
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	__u64 off, base;
+
+	if (!cfg_mib_ok || !this_cpu_off(sk, &off))
+		return false;
+	base = (__u64)BPF_CORE_READ(net, mib.net_statistics);
+	if (!base)
+		return false;
+	*v = mib_read(base + off, mib_delayed_acks);
+	return true;
+}
+
+/* The ACK was delayed from now on (fentry/kprobe: tcp_send_delayed_ack());
+ * an already armed timer keeps its earlier deadline, and its start. */
+static __always_inline void delack_arm(struct sock *sk)
+{
+	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
+	__u64 key = (__u64)sk, now;
+
+	if (BPF_CORE_READ(icsk, icsk_ack.pending) & ICSK_ACK_TIMER)
+		return;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&delack_armed, &key, &now, BPF_ANY);
+}
+
+/* Before the handler: what made the ACK wait. */
+static __always_inline void delack_enter(struct sock *sk, __u64 timer)
+{
+	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct delack_firing *f = firing_slot();
+	__u64 key = (__u64)sk, *armed;
+
+	if (!f)
+		return;
+	f->timer = timer;
+	f->sk = key;
+	f->held_ns = 0;
+	/* The arming is forgotten only once an ACK goes out (delack_exit): a
+	 * handler that finds the deadline ahead re-arms, and the wait goes on. */
+	armed = bpf_map_lookup_elem(&delack_armed, &key);
+	if (armed)
+		f->held_ns = bpf_ktime_get_ns() - *armed;
+	/* ato became the bitfield ato:8 in 6.8's cache-line reorganisation;
+	 * the PROBED bitfield read relocates both layouts. */
+	f->ato = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ack.ato);
+	f->pingpong = BPF_CORE_READ(icsk, icsk_ack.pingpong);
+	f->quick = BPF_CORE_READ(icsk, icsk_ack.quick);
+	f->pending = BPF_CORE_READ(icsk, icsk_ack.pending);
+	f->rcv_mss = BPF_CORE_READ(icsk, icsk_ack.rcv_mss);
+	/* rcv_wup is rcv_nxt as of the last window we announced, i.e. the
+	 * last ACK sent: the difference is what this ACK acknowledges. */
+	f->unacked = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, rcv_wup);
+	f->counted = read_delayed_acks(sk, &f->acks);
+}
+
+/* After the handler: if it sent the ACK, report it. */
+static __always_inline void delack_exit(__u64 timer, __u8 path)
+{
+	struct delack_firing *f = firing_slot();
+	struct inet_connection_sock *icsk;
+	struct agg_key key = { .type = EVENT_DELAYED_ACK };
+	struct agg_value *t;
+	struct sock *sk;
+	__u64 acks = 0;
+	__u8 pp_after;
+	bool wanted;
+
+	if (!f || !f->timer || f->timer != timer)
+		return;
+	f->timer = 0;
+	sk = (struct sock *)f->sk;
+	if (!f->counted || !read_delayed_acks(sk, &acks) || acks == f->acks)
+		return; /* nothing sent (or not provably): not a delayed ACK */
+	bpf_map_delete_elem(&delack_armed, &f->sk);
+	icsk = (struct inet_connection_sock *)sk;
+	/* In interactive (pingpong) mode the handler leaves that mode; else it
+	 * inflates ato. Which one it did is the kernel's own verdict, whatever
+	 * the version's threshold (TCP_PINGPONG_THRESH 3 in 5.10, 1 later,
+	 * sysctl tcp_pingpong_thresh from 6.8). */
+	pp_after = BPF_CORE_READ(icsk, icsk_ack.pingpong);
+
+	wanted = cfg_emit_delack && sock_wanted(sk) && owner_wanted(sk);
+	if (!wanted && !cfg_record_peer)
+		return;
+	key.sk = (__u64)sk;
+	if (!cfg_record_peer && agg_hit(&key, f->held_ns))
+		return;
+	t = agg_template();
+	if (!t)
+		return;
+	t->ev.type = EVENT_DELAYED_ACK;
+	t->ev.path = path;
+	read_snapshot(sk, &t->ev.s);
+	t->ev.a.owner_known = fill_owner(&t->ev, sk);
+	t->ev.a.held_ns = f->held_ns;
+	t->ev.a.ato = f->ato;
+	t->ev.a.pingpong = f->pingpong;
+	t->ev.a.in_pingpong = f->pingpong && !pp_after;
+	t->ev.a.quick = f->quick;
+	t->ev.a.pending = f->pending;
+	t->ev.a.unacked_bytes = f->unacked;
+	t->ev.a.rcv_mss = f->rcv_mss;
+	if (cfg_record_peer) {
+		struct conn_tuple ct;
+		struct peer_delack p = {
+			.fired_ns = bpf_ktime_get_ns(),
+			.held_ns = f->held_ns,
+			.ato = f->ato,
+			.pid = t->ev.pid,
+			.in_pingpong = t->ev.a.in_pingpong,
+			.owner_known = t->ev.a.owner_known,
+		};
+
+		__builtin_memcpy(p.comm, t->ev.comm, sizeof(p.comm));
+		conn_tuple_of(&t->ev.s, &ct, false);
+		bpf_map_update_elem(&delack_recent, &ct, &p, BPF_ANY);
+		if (!wanted || agg_hit(&key, f->held_ns))
+			return;
+	}
+	agg_commit(&key, t, f->held_ns);
+}
+
+static __always_inline struct sock *delack_timer_sock(struct timer_list *timer)
+{
+	return (struct sock *)((__u64)timer - bpf_core_field_offset(struct inet_connection_sock, icsk_delack_timer));
+}
+
+/*
+ * The three timer tracepoints run for every timer_list of the kernel: each
+ * leaves after one load (the callback, a direct read of the trusted
+ * argument) and one compare unless the timer is a delayed-ACK timer.
+ *
+ * timer_start: (timer, expires, flags) up to 6.7, (timer, bucket_expiry)
+ * from 6.8; only the timer is used. It fires when the timer is queued, not
+ * when mod_timer() finds it already pending at that deadline, so it marks
+ * the arming of a delayed ACK. A re-arm from inside the handler (the
+ * deadline moved: icsk_ack.timeout or, 6.15+, the timer's own expires, is
+ * still ahead) continues the same wait and keeps its start.
+ */
+SEC("tp_btf/timer_start")
+int BPF_PROG(tp_timer_start, struct timer_list *timer)
+{
+	struct delack_firing *f;
+	__u64 key, now;
+
+	if ((__u64)timer->function != cfg_delack_fn)
+		return 0;
+	f = firing_slot();
+	if (f && f->timer == (__u64)timer)
+		return 0;
+	key = (__u64)delack_timer_sock(timer);
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&delack_armed, &key, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/timer_expire_entry")
+int BPF_PROG(tp_timer_expire_entry, struct timer_list *timer)
+{
+	if ((__u64)timer->function != cfg_delack_fn)
+		return 0;
+	delack_enter(delack_timer_sock(timer), (__u64)timer);
+	return 0;
+}
+
+/* After the callback the timer's memory may have been freed with its socket
+ * (sock_put() at the end of tcp_delack_timer()): the load of ->function is
+ * a fault-safe BTF load, and only a timer whose entry this CPU recorded is
+ * looked at further. */
+SEC("tp_btf/timer_expire_exit")
+int BPF_PROG(tp_timer_expire_exit, struct timer_list *timer)
+{
+	if ((__u64)timer->function != cfg_delack_fn)
+		return 0;
+	delack_exit((__u64)timer, PATH_TRACEPOINT);
+	return 0;
+}
+
+/* fentry/kprobe: the handler itself, which also covers the firings that
+ * tcp_release_cb() ran after the application released the socket. */
+SEC("fentry/tcp_send_delayed_ack")
+int BPF_PROG(fentry_tcp_send_delayed_ack, struct sock *sk)
+{
+	delack_arm(sk);
+	return 0;
+}
+
+SEC("fentry/tcp_delack_timer_handler")
+int BPF_PROG(fentry_tcp_delack_timer_handler, struct sock *sk)
+{
+	delack_enter(sk, (__u64)sk);
+	return 0;
+}
+
+SEC("fexit/tcp_delack_timer_handler")
+int BPF_PROG(fexit_tcp_delack_timer_handler, struct sock *sk)
+{
+	delack_exit((__u64)sk, PATH_FENTRY);
+	return 0;
+}
+
+SEC("kprobe/tcp_send_delayed_ack")
+int BPF_KPROBE(kprobe_tcp_send_delayed_ack, struct sock *sk)
+{
+	delack_arm(sk);
+	return 0;
+}
+
+SEC("kprobe/tcp_delack_timer_handler")
+int BPF_KPROBE(kprobe_tcp_delack_timer_handler, struct sock *sk)
+{
+	delack_enter(sk, (__u64)sk);
+	return 0;
+}
+
+/* kretprobes see no arguments: the slot's own key stands for the call. */
+SEC("kretprobe/tcp_delack_timer_handler")
+int BPF_KRETPROBE(kretprobe_tcp_delack_timer_handler)
+{
+	struct delack_firing *f = firing_slot();
+
+	if (f && f->timer)
+		delack_exit(f->timer, PATH_KPROBE);
+	return 0;
+}

@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Helper modes for the delayed-ACK and Nagle tests: a keep-alive
+// request/response server and its client, in two processes so that each
+// end has its own pid.
+//
+// "kvserver" listens on 127.0.0.1, prints READY with its port, accepts one
+// connection and answers every 32-byte request with a 64-byte header and a
+// 200-byte body: two write() calls, Nagle on (the HTTP server of the
+// issue), unless $TCPTRACE_E2E_NODELAY=1 (TCP_NODELAY) or
+// $TCPTRACE_E2E_ONEWRITE=1 (header and body in one write).
+//
+// "kvclient" connects to $TCPTRACE_E2E_PORT, prints READY, and on GO sends
+// $TCPTRACE_E2E_COUNT requests one after the other on that connection, each
+// when the previous response is complete, and prints the latencies.
+const (
+	helperNodelayEnv  = "TCPTRACE_E2E_NODELAY"
+	helperOneWriteEnv = "TCPTRACE_E2E_ONEWRITE"
+
+	kvRequest = 32
+	kvHeader  = 64
+	kvBody    = 200
+)
+
+func kvServer() error {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := unix.Listen(lfd, 8); err != nil {
+		return err
+	}
+	port, err := localPort(lfd)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("READY pid=%d lport=0 port=%d\n", os.Getpid(), port)
+	fd, _, err := unix.Accept(lfd)
+	if err != nil {
+		return err
+	}
+	if os.Getenv(helperNodelayEnv) == "1" {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return err
+		}
+	}
+	oneWrite := os.Getenv(helperOneWriteEnv) == "1"
+	req := make([]byte, kvRequest)
+	resp := make([]byte, kvHeader+kvBody)
+	n := 0
+	for {
+		if err := readFull(fd, req); err != nil {
+			break // the client closed
+		}
+		if oneWrite {
+			err = writeFull(fd, resp)
+		} else if err = writeFull(fd, resp[:kvHeader]); err == nil {
+			err = writeFull(fd, resp[kvHeader:])
+		}
+		if err != nil {
+			return err
+		}
+		n++
+	}
+	fmt.Printf("RESULT requests=%d\n", n)
+	return nil
+}
+
+func kvClient() error {
+	port, count := envInt(helperPortEnv), envInt(helperCountEnv)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+		return err
+	}
+	lport, _ := localPort(fd)
+	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, port)
+	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
+		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	}
+	req := make([]byte, kvRequest)
+	resp := make([]byte, kvHeader+kvBody)
+	var lat []time.Duration
+	for i := 0; i < count; i++ {
+		start := time.Now()
+		if err := writeFull(fd, req); err != nil {
+			return err
+		}
+		if err := readFull(fd, resp); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(start))
+	}
+	unix.Close(fd)
+	sorted := append([]time.Duration(nil), lat...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	slow := 0
+	for _, l := range lat {
+		if l >= 30*time.Millisecond {
+			slow++
+		}
+	}
+	fmt.Printf("RESULT requests=%d median_us=%d max_us=%d slow=%d\n", len(lat),
+		sorted[len(sorted)/2].Microseconds(), sorted[len(sorted)-1].Microseconds(), slow)
+	return nil
+}
+
+func readFull(fd int, b []byte) error {
+	for off := 0; off < len(b); {
+		n, err := unix.Read(fd, b[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("connection closed")
+		}
+		off += n
+	}
+	return nil
+}
+
+func writeFull(fd int, b []byte) error {
+	for off := 0; off < len(b); {
+		n, err := unix.Write(fd, b[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// kvRun is one server and its client in ns, ready to go.
+type kvRun struct {
+	server, client *helperProc
+}
+
+func startKV(t testing.TB, ns *netns, requests int, serverEnv ...string) *kvRun {
+	t.Helper()
+	srv := startHelper(t, ns, "kvserver", 0, serverEnv...)
+	cl := startHelper(t, ns, "kvclient", 0, helperPortEnv+"="+strconv.Itoa(srv.Port), helperCountEnv+"="+strconv.Itoa(requests))
+	return &kvRun{server: srv, client: cl}
+}
+
+// run lets the client make its requests and returns its RESULT.
+func (k *kvRun) run() map[string]string {
+	k.client.t.Helper()
+	res := k.client.run()
+	k.server.line("RESULT")
+	return res
+}

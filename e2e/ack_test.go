@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var ackEvents = []string{"-e", "delayed_ack,nagle_stall,nagle_delack_stall", "--interval", "300ms"}
+
+// inode of the namespace, as events report it.
+func (n *netns) inode() uint32 {
+	n.t.Helper()
+	fi, err := os.Stat("/run/netns/" + n.name)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return uint32(fi.Sys().(*syscall.Stat_t).Ino)
+}
+
+func inNetns(evs []event, ino uint32) []event {
+	var out []event
+	for _, e := range evs {
+		if e.NetNS == ino {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func detail(e event, key string) float64 {
+	v, _ := e.Details[key].(float64)
+	return v
+}
+
+// The reproduction: a keep-alive server writes a small header and a
+// small body as two writes with Nagle on; the client sends 30 requests on
+// one connection. From the second or third request on, the client is in
+// interactive (pingpong) mode and delays its ACK of the header; the server's
+// body waits for that ACK behind Nagle: about 40 ms per request. tcptrace
+// must name the stall on the server's connection, prove it with the
+// client's delayed ACK, count the delayed ACKs exactly as the kernel does,
+// and --pid of the client must show its delayed ACKs although they fire in
+// timer context. Then the same server with TCP_NODELAY, and with one write:
+// no stall, and the client's latency drops.
+func TestNagleDelayedACKStall(t *testing.T) {
+	requireEvents(t, "delayed_ack", "nagle_stall")
+	const requests = 30
+	ns := newNetns(t)
+	ino := ns.inode()
+	kv := startKV(t, ns, requests)
+	before := ns.netstat()
+	tr := startTracer(t, ackEvents...)
+	byClient := startTracer(t, "-e", "delayed_ack", "--interval", "300ms", "--pid", strconv.Itoa(kv.client.PID))
+	// Without delayed_ack the peer's timer is not watched: the same stalls
+	// are plain nagle_stall, explained by the pure ACK that came late.
+	nagleOnly := startTracer(t, "-e", "nagle_stall", "--interval", "300ms")
+	res := kv.run()
+	time.Sleep(300 * time.Millisecond) // the last response's delayed ACK
+	delta := counterDelta(before, ns.netstat(), "DelayedACKs", "DelayedACKLocked")
+	for _, r := range []*tracerRun{tr, byClient, nagleOnly} {
+		if err := r.stop(syscall.SIGINT); err != nil {
+			t.Fatalf("tcptrace: %v\n%s", err, r.stderrText())
+		}
+	}
+	slowNagle, nagleMedian := atoi(t, res["slow"]), res["median_us"]
+	t.Logf("Nagle on, two writes: %d requests, median %s µs, max %s µs, %d took >= 30 ms; counters %v",
+		requests, res["median_us"], res["max_us"], slowNagle, delta)
+
+	srv, cl := kv.server, kv.client
+	stalls := tr.eventsFor("nagle_delack_stall", srv.PID)
+	n := sumCounts(stalls)
+	if n < requests/2 {
+		t.Fatalf("%d nagle_delack_stall for %d requests (want most); nagle_stall:\n%sdelayed_ack:\n%sstderr:\n%s",
+			n, requests, dump(tr.eventsFor("nagle_stall", 0)), dump(tr.eventsFor("delayed_ack", 0)), tr.stderrText())
+	}
+	var stallMs float64
+	for _, e := range stalls {
+		if e.LPort != srv.Port || e.RPort != cl.LPort || e.Reason != "peer_delayed_ack" {
+			t.Errorf("stall on the wrong connection (server :%d, client :%d): %s", srv.Port, cl.LPort, dump([]event{e}))
+		}
+		if detail(e, "peer_pid") != float64(cl.PID) || e.Details["peer_comm"] == nil {
+			t.Errorf("stall does not name the client (pid %d) as the peer: %v", cl.PID, e.Details)
+		}
+		avg := detail(e, "stall_ms") / float64(e.Count)
+		if avg < 30 || avg > 250 || detail(e, "max_stall_ms") > 250 {
+			t.Errorf("stall of %.1f ms on average (max %.1f ms), want 30..250 ms: %s", avg, detail(e, "max_stall_ms"), dump([]event{e}))
+		}
+		if detail(e, "held_bytes") != kvBody {
+			t.Errorf("held %v bytes, want the body's %d: %v", e.Details["held_bytes"], kvBody, e.Details)
+		}
+		stallMs += detail(e, "stall_ms")
+	}
+	if int(n) > slowNagle {
+		t.Errorf("%d stalls reported, but only %d requests took 30 ms or more", n, slowNagle)
+	}
+
+	plain := nagleOnly.eventsFor("nagle_stall", srv.PID)
+	if got := sumCounts(plain); got != n {
+		t.Errorf("-e nagle_stall: %d stalls, the full run %d nagle_delack_stall:\n%s", got, n, dump(plain))
+	}
+	for _, e := range plain {
+		if e.Reason != "unacked_small_segment" || detail(e, "release_ack_payload_bytes") != 0 || e.RPort != cl.LPort {
+			t.Errorf("nagle_stall not released by the client's pure ACK: %s %v", dump([]event{e}), e.Details)
+		}
+	}
+	if len(nagleOnly.eventsFor("nagle_delack_stall", 0)) != 0 || len(nagleOnly.eventsFor("delayed_ack", 0)) != 0 {
+		t.Errorf("-e nagle_stall printed other events")
+	}
+
+	// Every delayed ACK in the namespace, against the kernel's count. A
+	// timer that fires while the client holds its socket is deferred to
+	// tcp_release_cb() (DelayedACKLocked), which the tracepoint path does
+	// not see; the handler-based paths see it.
+	acks := inNetns(tr.eventsFor("delayed_ack", 0), ino)
+	got := sumCounts(acks)
+	locked := delta["DelayedACKLocked"]
+	if got != delta["DelayedACKs"] && !(forcePath == "" && locked > 0 && got+locked >= delta["DelayedACKs"] && got <= delta["DelayedACKs"]) {
+		t.Errorf("DelayedACKs moved by %d (DelayedACKLocked %d); tcptrace counted %d delayed_ack in the namespace:\n%s",
+			delta["DelayedACKs"], locked, got, dump(acks))
+	}
+	var clientACKs uint64
+	for _, e := range acks {
+		if e.LPort == cl.LPort {
+			clientACKs += e.Count
+			if e.PID != cl.PID || e.Reason == "" {
+				t.Errorf("client's delayed ACK attributed to pid %d (want %d): %s", e.PID, cl.PID, dump([]event{e}))
+			}
+		}
+	}
+	if clientACKs < n {
+		t.Errorf("%d delayed ACKs on the client's connection for %d stalls they released", clientACKs, n)
+	}
+	mine := byClient.eventsFor("delayed_ack", 0)
+	if got := sumCounts(mine); got != clientACKs {
+		t.Errorf("--pid %d (the client) counted %d delayed ACKs, the host-wide run %d on its connection:\n%s", cl.PID, got, clientACKs, dump(mine))
+	}
+	for _, e := range mine {
+		if e.PID != cl.PID {
+			t.Errorf("--pid %d printed another process's delayed ACK: %s", cl.PID, dump([]event{e}))
+		}
+	}
+	t.Logf("%d stalls (%.0f ms in all), %d delayed ACKs (%d on the client's connection); lines:\n%s%s",
+		n, stallMs, got, clientACKs, dump(stalls), dump(acks))
+
+	// The fixes: no stall, and the latency drops.
+	for _, fix := range []struct{ name, env string }{
+		{"TCP_NODELAY on the server", helperNodelayEnv + "=1"},
+		{"header and body in one write", helperOneWriteEnv + "=1"},
+	} {
+		kv := startKV(t, ns, requests, fix.env)
+		tr := startTracer(t, ackEvents...)
+		res := kv.run()
+		if err := tr.stop(syscall.SIGINT); err != nil {
+			t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+		}
+		t.Logf("%s: median %s µs, max %s µs, %d took >= 30 ms (Nagle on, two writes: median %s µs)",
+			fix.name, res["median_us"], res["max_us"], atoi(t, res["slow"]), nagleMedian)
+		for _, name := range []string{"nagle_stall", "nagle_delack_stall"} {
+			if evs := inNetns(tr.eventsFor(name, 0), ino); len(evs) != 0 {
+				t.Errorf("%s: %s reported:\n%s", fix.name, name, dump(evs))
+			}
+		}
+		if atoi(t, res["slow"]) != 0 || atoi(t, res["median_us"]) >= 10000 {
+			t.Errorf("%s: the client still waits (median %s µs, %s requests >= 30 ms)", fix.name, res["median_us"], res["slow"])
+		}
+	}
+}
+
+func atoi(t testing.TB, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("not a number: %q", s)
+	}
+	return n
+}
