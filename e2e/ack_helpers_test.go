@@ -29,6 +29,7 @@ import (
 const (
 	helperNodelayEnv  = "TCPTRACE_E2E_NODELAY"
 	helperOneWriteEnv = "TCPTRACE_E2E_ONEWRITE"
+	helperQuickackEnv = "TCPTRACE_E2E_QUICKACK"
 
 	kvRequest = 32
 	kvHeader  = 64
@@ -98,11 +99,18 @@ func kvClient() error {
 	}
 	req := make([]byte, kvRequest)
 	resp := make([]byte, kvHeader+kvBody)
+	quickack := os.Getenv(helperQuickackEnv) == "1"
 	var lat []time.Duration
 	for i := 0; i < count; i++ {
 		start := time.Now()
 		if err := writeFull(fd, req); err != nil {
 			return err
+		}
+		if quickack {
+			// Not sticky: sending the request re-entered pingpong mode.
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1); err != nil {
+				return err
+			}
 		}
 		if err := readFull(fd, resp); err != nil {
 			return err
@@ -159,10 +167,12 @@ type kvRun struct {
 	server, client *helperProc
 }
 
-func startKV(t testing.TB, ns *netns, requests int, serverEnv ...string) *kvRun {
+// startKV starts both; env (the NODELAY, ONEWRITE and QUICKACK settings)
+// goes to both, each acting on its own.
+func startKV(t testing.TB, ns *netns, requests int, env ...string) *kvRun {
 	t.Helper()
-	srv := startHelper(t, ns, "kvserver", 0, serverEnv...)
-	cl := startHelper(t, ns, "kvclient", 0, helperPortEnv+"="+strconv.Itoa(srv.Port), helperCountEnv+"="+strconv.Itoa(requests))
+	srv := startHelper(t, ns, "kvserver", 0, env...)
+	cl := startHelper(t, ns, "kvclient", 0, append(env, helperPortEnv+"="+strconv.Itoa(srv.Port), helperCountEnv+"="+strconv.Itoa(requests))...)
 	return &kvRun{server: srv, client: cl}
 }
 
@@ -172,4 +182,24 @@ func (k *kvRun) run() map[string]string {
 	res := k.client.run()
 	k.server.line("RESULT")
 	return res
+}
+
+// ticker sends 100 bytes every 50 ms, one way, until d has passed: the
+// receiver never answers, so it is never in pingpong mode; it ACKs the
+// first segments at once (its quick-ACK budget) and delays the rest. It
+// does not read them either: a read that empties the receive queue of a
+// non-interactive connection ACKs a small segment at once
+// (tcp_cleanup_rbuf()).
+func ticker(client, server int, d time.Duration) error {
+	go drain(server, d+time.Second)
+	buf := make([]byte, 100)
+	n := 0
+	for end := time.Now().Add(d); time.Now().Before(end); n++ {
+		if err := writeFull(client, buf); err != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Printf("RESULT messages=%d\n", n)
+	return nil
 }

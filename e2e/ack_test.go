@@ -146,9 +146,13 @@ func TestNagleDelayedACKStall(t *testing.T) {
 		n, stallMs, got, clientACKs, dump(stalls), dump(acks))
 
 	// The fixes: no stall, and the latency drops.
-	for _, fix := range []struct{ name, env string }{
-		{"TCP_NODELAY on the server", helperNodelayEnv + "=1"},
-		{"header and body in one write", helperOneWriteEnv + "=1"},
+	for _, fix := range []struct {
+		name, env  string
+		nagleHolds bool
+	}{
+		{"TCP_NODELAY on the server", helperNodelayEnv + "=1", false},
+		{"header and body in one write", helperOneWriteEnv + "=1", false},
+		{"TCP_QUICKACK on the client after each request", helperQuickackEnv + "=1", true},
 	} {
 		kv := startKV(t, ns, requests, fix.env)
 		tr := startTracer(t, ackEvents...)
@@ -158,9 +162,14 @@ func TestNagleDelayedACKStall(t *testing.T) {
 		}
 		t.Logf("%s: median %s µs, max %s µs, %d took >= 30 ms (Nagle on, two writes: median %s µs)",
 			fix.name, res["median_us"], res["max_us"], atoi(t, res["slow"]), nagleMedian)
-		for _, name := range []string{"nagle_stall", "nagle_delack_stall"} {
-			if evs := inNetns(tr.eventsFor(name, 0), ino); len(evs) != 0 {
-				t.Errorf("%s: %s reported:\n%s", fix.name, name, dump(evs))
+		if evs := inNetns(tr.eventsFor("nagle_delack_stall", 0), ino); len(evs) != 0 {
+			t.Errorf("%s: nagle_delack_stall reported:\n%s", fix.name, dump(evs))
+		}
+		for _, e := range inNetns(tr.eventsFor("nagle_stall", 0), ino) {
+			// With TCP_QUICKACK Nagle still holds the body, for one round
+			// trip: the ACK comes at once.
+			if !fix.nagleHolds || detail(e, "max_stall_ms") > 5 {
+				t.Errorf("%s: nagle_stall reported: %s %v", fix.name, dump([]event{e}), e.Details)
 			}
 		}
 		if atoi(t, res["slow"]) != 0 || atoi(t, res["median_us"]) >= 10000 {
@@ -176,4 +185,42 @@ func atoi(t testing.TB, s string) int {
 		t.Fatalf("not a number: %q", s)
 	}
 	return n
+}
+
+// A one-way trickle: the receiver has nothing to send, so its ACKs are not
+// interactive; once its quick ACKs are spent it delays every one. The count
+// must still be the kernel's.
+func TestDelayedACKOneWay(t *testing.T) {
+	requireEvents(t, "delayed_ack")
+	ns := newNetns(t)
+	ino := ns.inode()
+	h := startHelper(t, ns, "ticker", 2*time.Second)
+	before := ns.netstat()
+	tr := startTracer(t, "-e", "delayed_ack", "--interval", "300ms")
+	h.run()
+	time.Sleep(300 * time.Millisecond)
+	delta := counterDelta(before, ns.netstat(), "DelayedACKs", "DelayedACKLocked")
+	if err := tr.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+	}
+	acks := inNetns(tr.eventsFor("delayed_ack", 0), ino)
+	got := sumCounts(acks)
+	if delta["DelayedACKs"] < 10 {
+		t.Fatalf("the receiver delayed only %d ACKs: the test did not make them happen (%v)", delta["DelayedACKs"], delta)
+	}
+	if got != delta["DelayedACKs"] && !(forcePath == "" && got+delta["DelayedACKLocked"] >= delta["DelayedACKs"] && got <= delta["DelayedACKs"]) {
+		t.Errorf("DelayedACKs moved by %d (DelayedACKLocked %d); tcptrace counted %d:\n%s", delta["DelayedACKs"], delta["DelayedACKLocked"], got, dump(acks))
+	}
+	for _, e := range acks {
+		if e.LPort != h.Port || e.RPort != h.LPort || e.PID != h.PID {
+			t.Errorf("delayed ACK not on the receiver's socket (:%d, pid %d): %s", h.Port, h.PID, dump([]event{e}))
+		}
+		if e.Reason != "quickack_exhausted" || e.Details["interactive"] != false || detail(e, "unacked_bytes") != 100 {
+			t.Errorf("want a non-interactive delayed ACK of one 100-byte segment: %s %v", dump([]event{e}), e.Details)
+		}
+		if avg := detail(e, "held_ms") / float64(e.Count); avg < 30 || avg > 250 {
+			t.Errorf("ACK held %.1f ms on average, want 30..250: %v", avg, e.Details)
+		}
+	}
+	t.Logf("DelayedACKs %d, tcptrace %d:\n%s", delta["DelayedACKs"], got, dump(acks))
 }

@@ -78,6 +78,8 @@ func helper(mode string, d time.Duration) error {
 		return blockingSend(client, 4<<20)
 	case "pingpong":
 		return pingPong(client, server, d)
+	case "ticker":
+		return ticker(client, server, d)
 	}
 	return fmt.Errorf("unknown helper mode %q", mode)
 }

@@ -138,7 +138,7 @@ func explainACK(t EventType, a *ACKState, s *Snapshot, n tally) string {
 		}
 		b.WriteString(" by the receiver's timer (")
 		if s.HZKnown {
-			fmt.Fprintf(&b, "ato %s, ", dur(a.ATO))
+			fmt.Fprintf(&b, "ato estimate %s, ", dur(a.ATO))
 		}
 		if a.Interactive {
 			b.WriteString("interactive/pingpong mode")
@@ -146,7 +146,7 @@ func explainACK(t EventType, a *ACKState, s *Snapshot, n tally) string {
 			fmt.Fprintf(&b, "not interactive, %d quick ACKs left", a.QuickLeft)
 		}
 		fmt.Fprintf(&b, ", %d bytes unacknowledged)", a.Unacked)
-		b.WriteString("; a peer that waits for this ACK before sending more (Nagle holding a second small write, a full window) stalls as long: fix the peer's writes (one writev, or TCP_NODELAY there), or set TCP_QUICKACK on this socket after each read")
+		b.WriteString("; a peer that waits for this ACK before sending more (Nagle holding a second small write, a full window) stalls as long: fix the peer's writes (one writev, or TCP_NODELAY there), or set TCP_QUICKACK on this socket again after each write (sending re-enters pingpong mode)")
 	case NagleStall:
 		fmt.Fprintf(&b, "Nagle held %d bytes %s behind an unacknowledged small segment (%d bytes in flight, TCP_NODELAY off)",
 			a.HeldBytes, heldPhrase(n.wait, n.maxWait, n.count), a.SmallInflight)
@@ -177,7 +177,7 @@ func explainACK(t EventType, a *ACKState, s *Snapshot, n tally) string {
 		} else {
 			b.WriteString("not interactive)")
 		}
-		b.WriteString(": the classic Nagle + delayed-ACK stall; write header and body in one call (writev or one buffer), or set TCP_NODELAY on the sender, or TCP_QUICKACK on the receiver")
+		b.WriteString(": the classic Nagle + delayed-ACK stall; write header and body in one call (writev or one buffer), or set TCP_NODELAY on the sender, or TCP_QUICKACK on the receiver after each of its writes")
 	}
 	return b.String()
 }

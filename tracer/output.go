@@ -23,7 +23,7 @@ func NewWriter(format string, w io.Writer) (Writer, error) {
 	return nil, fmt.Errorf("unknown output format %q (known: text, json)", format)
 }
 
-const textHeader = "%-12s %7s %-15s %-14s %-22s %-21s %-21s %6s %s\n"
+const textHeader = "%-12s %7s %-15s %-18s %-22s %-21s %-21s %6s %s\n"
 
 type textWriter struct {
 	w      io.Writer

@@ -159,16 +159,16 @@ func listProbes(o *options, stdout io.Writer) error {
 	}
 	for _, p := range status {
 		if p.Path != 0 {
-			fmt.Fprintf(stdout, "%-28s %-11s %s\n", p.Names(), p.Path, p.Hooks)
+			fmt.Fprintf(stdout, "%-32s %-11s %s\n", p.Names(), p.Path, p.Hooks)
 		} else {
-			fmt.Fprintf(stdout, "%-28s %-11s no probe path works on this kernel\n", p.Names(), "none")
+			fmt.Fprintf(stdout, "%-32s %-11s no probe path works on this kernel\n", p.Names(), "none")
 		}
 		for _, f := range p.Tried {
 			kind := "error"
 			if f.Unsupported {
 				kind = "unsupported"
 			}
-			fmt.Fprintf(stdout, "%-28s   not %s (%s): %s: %v\n", "", f.Path, f.Hooks, kind, f.Err)
+			fmt.Fprintf(stdout, "%-32s   not %s (%s): %s: %v\n", "", f.Path, f.Hooks, kind, f.Err)
 		}
 	}
 	if t != nil {
