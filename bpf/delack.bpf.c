@@ -40,9 +40,24 @@ const volatile __u8 cfg_record_peer = 0;   /* firings for nagle_delack_stall */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64); /* struct sock * */
 	__type(value, __u64); /* ktime ns */
 } delack_armed SEC(".maps");
+
+/* Every arming of every connection's timer lands here: a connection seen
+ * before gets its time written in place (an LRU update would allocate a
+ * new element each time); only a new one inserts. */
+static __always_inline void mark_armed(__u64 key)
+{
+	__u64 now = bpf_ktime_get_ns(), *v = bpf_map_lookup_elem(&delack_armed, &key);
+
+	if (v) {
+		*v = now;
+		return;
+	}
+	bpf_map_update_elem(&delack_armed, &key, &now, BPF_NOEXIST);
+}
 
 /* One firing in progress on this CPU: the state before the handler. The
  * handler runs with bottom halves off (timer softirq, or tcp_release_cb()
@@ -148,12 +163,10 @@ static __always_inline bool read_delayed_acks(struct sock *sk, __u64 *v)
 static __always_inline void delack_arm(struct sock *sk)
 {
 	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
-	__u64 key = (__u64)sk, now;
 
 	if (BPF_CORE_READ(icsk, icsk_ack.pending) & ICSK_ACK_TIMER)
 		return;
-	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&delack_armed, &key, &now, BPF_ANY);
+	mark_armed((__u64)sk);
 }
 
 /* Before the handler: what made the ACK wait. */
@@ -169,8 +182,9 @@ static __always_inline void delack_enter(struct sock *sk, __u64 timer)
 	f->timer = timer;
 	f->sk = key;
 	f->held_ns = 0;
-	/* The arming is forgotten only once an ACK goes out (delack_exit): a
-	 * handler that finds the deadline ahead re-arms, and the wait goes on. */
+	/* Kept after the firing: the next delay re-arms the timer (a new
+	 * time), and a handler that finds the deadline ahead re-arms it
+	 * without a new delay (tp_timer_start leaves the time as it is). */
 	armed = bpf_map_lookup_elem(&delack_armed, &key);
 	if (armed)
 		f->held_ns = bpf_ktime_get_ns() - *armed;
@@ -185,6 +199,45 @@ static __always_inline void delack_enter(struct sock *sk, __u64 timer)
 	 * last ACK sent: the difference is what this ACK acknowledges. */
 	f->unacked = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, rcv_wup);
 	f->counted = read_delayed_acks(sk, &f->acks);
+}
+
+/* The connection's addresses, as read_snapshot() lays them out. */
+static __always_inline void read_tuple(struct sock *sk, struct conn_tuple *t)
+{
+	struct tcp_snapshot s;
+
+	s.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	s.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	s.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (s.family == AF_INET6) {
+		BPF_CORE_READ_INTO(&s.saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&s.daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)s.saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)s.daddr, sk, __sk_common.skc_daddr);
+	}
+	conn_tuple_of(&s, t, false);
+}
+
+/* This firing, for a Nagle stall its ACK may release on the peer's side. */
+static __always_inline void record_peer(struct sock *sk, struct delack_firing *f, bool interactive)
+{
+	struct conn_tuple ct;
+	struct peer_delack p = {
+		.fired_ns = bpf_ktime_get_ns(),
+		.held_ns = f->held_ns,
+		.ato = f->ato,
+		.in_pingpong = interactive,
+	};
+	struct owner *o = bpf_map_lookup_elem(&owners, &f->sk);
+
+	if (o) {
+		p.pid = o->tgid;
+		p.owner_known = 1;
+		__builtin_memcpy(p.comm, o->comm, sizeof(p.comm));
+	}
+	read_tuple(sk, &ct);
+	bpf_map_update_elem(&delack_recent, &ct, &p, BPF_ANY);
 }
 
 /* After the handler: if it sent the ACK, report it. */
@@ -205,7 +258,6 @@ static __always_inline void delack_exit(__u64 timer, __u8 path)
 	sk = (struct sock *)f->sk;
 	if (!f->counted || !read_delayed_acks(sk, &acks) || acks == f->acks)
 		return; /* nothing sent (or not provably): not a delayed ACK */
-	bpf_map_delete_elem(&delack_armed, &f->sk);
 	icsk = (struct inet_connection_sock *)sk;
 	/* In interactive (pingpong) mode the handler leaves that mode; else it
 	 * inflates ato. Which one it did is the kernel's own verdict, whatever
@@ -214,10 +266,12 @@ static __always_inline void delack_exit(__u64 timer, __u8 path)
 	pp_after = BPF_CORE_READ(icsk, icsk_ack.pingpong);
 
 	wanted = cfg_emit_delack && sock_wanted(sk) && owner_wanted(sk);
-	if (!wanted && !cfg_record_peer)
+	if (cfg_record_peer)
+		record_peer(sk, f, f->pingpong && !pp_after);
+	if (!wanted)
 		return;
 	key.sk = (__u64)sk;
-	if (!cfg_record_peer && agg_hit(&key, f->held_ns))
+	if (agg_hit(&key, f->held_ns))
 		return;
 	t = agg_template();
 	if (!t)
@@ -234,23 +288,6 @@ static __always_inline void delack_exit(__u64 timer, __u8 path)
 	t->ev.a.pending = f->pending;
 	t->ev.a.unacked_bytes = f->unacked;
 	t->ev.a.rcv_mss = f->rcv_mss;
-	if (cfg_record_peer) {
-		struct conn_tuple ct;
-		struct peer_delack p = {
-			.fired_ns = bpf_ktime_get_ns(),
-			.held_ns = f->held_ns,
-			.ato = f->ato,
-			.pid = t->ev.pid,
-			.in_pingpong = t->ev.a.in_pingpong,
-			.owner_known = t->ev.a.owner_known,
-		};
-
-		__builtin_memcpy(p.comm, t->ev.comm, sizeof(p.comm));
-		conn_tuple_of(&t->ev.s, &ct, false);
-		bpf_map_update_elem(&delack_recent, &ct, &p, BPF_ANY);
-		if (!wanted || agg_hit(&key, f->held_ns))
-			return;
-	}
 	agg_commit(&key, t, f->held_ns);
 }
 
@@ -275,16 +312,13 @@ SEC("tp_btf/timer_start")
 int BPF_PROG(tp_timer_start, struct timer_list *timer)
 {
 	struct delack_firing *f;
-	__u64 key, now;
 
 	if ((__u64)timer->function != cfg_delack_fn)
 		return 0;
 	f = firing_slot();
 	if (f && f->timer == (__u64)timer)
 		return 0;
-	key = (__u64)delack_timer_sock(timer);
-	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&delack_armed, &key, &now, BPF_ANY);
+	mark_armed((__u64)delack_timer_sock(timer));
 	return 0;
 }
 

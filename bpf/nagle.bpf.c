@@ -199,6 +199,11 @@ int BPF_PROG(tp_tcp_probe_nagle, struct sock *sk, struct sk_buff *skb)
 	return 0;
 }
 
+/* A verifier-only cast (6.2+; sock_send_length is 6.3+): the kernel
+ * rewrites the call into a register move, and loads through the result are
+ * fault-safe BTF loads. No helper call on the hot path. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
 /* Runs on every send of the host: a failed send, a non-TCP socket and a
  * socket that sent everything (the common case) leave after direct loads. */
 SEC("tp_btf/sock_send_length")
@@ -206,10 +211,10 @@ int BPF_PROG(tp_sock_send_length_nagle, struct sock *sk, int ret, int flags)
 {
 	struct tcp_sock *tp;
 
-	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
+	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
 		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp || tp->write_seq == tp->snd_nxt)
+	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	if (tp->write_seq == tp->snd_nxt)
 		return 0;
 	nagle_check(sk, PATH_TRACEPOINT);
 	return 0;

@@ -31,9 +31,12 @@ struct listener_key {
 	__u16 _pad;
 };
 
+/* LRU lists per CPU (BPF_F_NO_COMMON_LRU): an insert at every connect()
+ * and accepted connection takes no global lock. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct owner);
 } owners SEC(".maps");

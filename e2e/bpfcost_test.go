@@ -32,7 +32,8 @@ func BenchmarkBPFCost(b *testing.B) {
 	defer restore()
 
 	floors := map[string]*ebpf.Program{}
-	for _, tp := range []string{"sock_send_length", "tcp_sendmsg_locked", "consume_skb", "kfree_skb", "inet_sock_set_state"} {
+	for _, tp := range []string{"sock_send_length", "tcp_sendmsg_locked", "consume_skb", "kfree_skb", "inet_sock_set_state",
+		"timer_start", "timer_expire_entry", "timer_expire_exit", "tcp_probe"} {
 		prog, l := emptyTracingProgram(b, tp)
 		defer prog.Close()
 		defer l.Close()
@@ -99,14 +100,34 @@ func BenchmarkBPFCost(b *testing.B) {
 // count per socket where tcptrace aggregates. $1 and $2 bound
 // tcp_rcv_state_process, as tcptrace's consume_skb filter does (as signed
 // numbers: bpftrace's positional parameters are int64; kernel addresses keep
-// their order).
+// their order). $3 is tcp_delack_timer, as tcptrace's timer filter.
 const bpftraceScript = `
-tracepoint:sock:sock_send_length /args->ret == -11/ { @eagain[args->sk] = count(); }
+BEGIN { @holders = 0; }
+tracepoint:sock:sock_send_length {
+	if (args->ret == -11) { @eagain[args->sk] = count(); }
+	else if (args->ret > 0 && args->protocol == 6 &&
+		((struct tcp_sock *)args->sk)->write_seq != ((struct tcp_sock *)args->sk)->snd_nxt) { @unsent = count(); }
+}
 tracepoint:tcp:tcp_sendmsg_locked /args->skb_len >= args->size_goal/ { @pass = count(); }
 tracepoint:skb:consume_skb /(int64)args->location >= $1 && (int64)args->location < $2/ { @syn = count(); }
 tracepoint:skb:kfree_skb /args->reason == 40/ { @overflow = count(); }
-tracepoint:sock:inet_sock_set_state /args->newstate == 10 || args->oldstate == 10/ { @listen = count(); }
+tracepoint:sock:inet_sock_set_state /args->newstate == 10 || args->oldstate == 10 || args->newstate == 2/ { @owner = count(); }
+tracepoint:timer:timer_start /(int64)args->function == $3/ { @armed[args->timer] = nsecs; }
+tracepoint:timer:timer_expire_entry /(int64)args->function == $3/ { @firing[cpu] = (uint64)args->timer; }
+tracepoint:timer:timer_expire_exit /@firing[cpu] == (uint64)args->timer/ { delete(@firing[cpu]); @fired = count(); }
+tracepoint:tcp:tcp_probe /@holders > 0/ { @release = count(); }
 `
+
+// bpftracePrograms is how many programs the script attaches.
+const bpftracePrograms = 9
+
+// bpftraceCommand is the comparison script with its addresses.
+func bpftraceCommand(b *testing.B) *exec.Cmd {
+	start, end := kallsymsRange(b, "tcp_rcv_state_process")
+	delack, _ := kallsymsRange(b, "tcp_delack_timer")
+	return exec.Command("bpftrace", "-e", bpftraceScript, "--", strconv.FormatInt(int64(start), 10), strconv.FormatInt(int64(end), 10),
+		strconv.FormatInt(int64(delack), 10))
+}
 
 // startBpftrace runs the comparison script if bpftrace is installed (make
 // bench installs it) and returns its programs by the hook they sit on.
@@ -115,9 +136,8 @@ func startBpftrace(b *testing.B) map[string]*ebpf.Program {
 		b.Logf("bpftrace not installed: no comparison (make bench installs it)")
 		return nil
 	}
-	start, end := kallsymsRange(b, "tcp_rcv_state_process")
 	before := allPrograms(b)
-	cmd := exec.Command("bpftrace", "-e", bpftraceScript, "--", strconv.FormatInt(int64(start), 10), strconv.FormatInt(int64(end), 10))
+	cmd := bpftraceCommand(b)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
@@ -138,7 +158,7 @@ func startBpftrace(b *testing.B) map[string]*ebpf.Program {
 		}
 	}()
 	progs := map[string]*ebpf.Program{}
-	for deadline := time.Now().Add(10 * time.Second); len(progs) < 5 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); len(progs) < bpftracePrograms && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		for id, name := range allPrograms(b) {
 			if _, old := before[id]; old {
 				continue
@@ -153,8 +173,8 @@ func startBpftrace(b *testing.B) map[string]*ebpf.Program {
 			}
 		}
 	}
-	if len(progs) < 5 {
-		b.Logf("bpftrace attached %d of its 5 programs: %v", len(progs), progs)
+	if len(progs) < bpftracePrograms {
+		b.Logf("bpftrace attached %d of its %d programs: %v", len(progs), bpftracePrograms, progs)
 	}
 	return progs
 }

@@ -100,8 +100,7 @@ func iperf3(b *testing.B, ns *netns) float64 {
 
 // startBpftraceProc starts the comparison script and returns its stop.
 func startBpftraceProc(b *testing.B) func() {
-	start, end := kallsymsRange(b, "tcp_rcv_state_process")
-	cmd := exec.Command("bpftrace", "-e", bpftraceScript, "--", strconv.FormatInt(int64(start), 10), strconv.FormatInt(int64(end), 10))
+	cmd := bpftraceCommand(b)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
