@@ -72,7 +72,15 @@ func TestNagleDelayedACKStall(t *testing.T) {
 	srv, cl := kv.server, kv.client
 	stalls := tr.eventsFor("nagle_delack_stall", srv.PID)
 	n := sumCounts(stalls)
-	if n < requests/2 {
+	// Most requests on the host's kernel; the VM matrix's 5.10 keeps
+	// TCP_PINGPONG_THRESH at 3, and a client out of pingpong mode ACKs the
+	// header when it reads it (tcp_cleanup_rbuf()): fewer requests stall
+	// there, and each stall must still be one the client felt.
+	most := uint64(requests / 2)
+	if forcePath != "" || os.Getenv("TCPTRACE_E2E_KERNEL_MATRIX") != "" {
+		most = requests / 5
+	}
+	if n < most {
 		t.Fatalf("%d nagle_delack_stall for %d requests (want most); nagle_stall:\n%sdelayed_ack:\n%sstderr:\n%s",
 			n, requests, dump(tr.eventsFor("nagle_stall", 0)), dump(tr.eventsFor("delayed_ack", 0)), tr.stderrText())
 	}
@@ -93,8 +101,8 @@ func TestNagleDelayedACKStall(t *testing.T) {
 		}
 		stallMs += detail(e, "stall_ms")
 	}
-	if int(n) > slowNagle {
-		t.Errorf("%d stalls reported, but only %d requests took 30 ms or more", n, slowNagle)
+	if int(n) > slowNagle || int(n) < slowNagle-1 {
+		t.Errorf("%d stalls reported, and %d requests took 30 ms or more", n, slowNagle)
 	}
 
 	plain := nagleOnly.eventsFor("nagle_stall", srv.PID)
