@@ -16,6 +16,8 @@
  *   tracepoint  tp_btf/sock_send_length (6.3+): every sendmsg's return value
  *   fentry      fexit/tcp_sendmsg; fentry+fexit on sk_stream_wait_memory
  *   kprobe      kprobe+kretprobe on the same functions
+ * The hooks on a send's return are shared with the Nagle detector and live
+ * in send_return.bpf.c.
  */
 #include "common.bpf.h"
 
@@ -38,53 +40,6 @@ static __always_inline int on_send_return(struct sock *sk, int ret, __u8 path)
 		return 0;
 	aggregate(sk, EVENT_SEND_EAGAIN, path, ret, 0, NULL);
 	return 0;
-}
-
-/* sock:sock_send_length(sk, ret, flags) fires in sock_sendmsg_nosec() after
- * ->sendmsg returns, for send, sendto, sendmsg, write and writev alike. */
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
-{
-	return on_send_return(sk, ret, PATH_TRACEPOINT);
-}
-
-
-SEC("fexit/tcp_sendmsg")
-int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size, int ret)
-{
-	return on_send_return(sk, ret, PATH_FENTRY);
-}
-
-/* kretprobes do not see arguments: the entry probe parks sk per thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u64);
-} sendmsg_sk SEC(".maps");
-
-SEC("kprobe/tcp_sendmsg")
-int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 v = (__u64)sk;
-
-	bpf_map_update_elem(&sendmsg_sk, &id, &v, BPF_ANY);
-	return 0;
-}
-
-SEC("kretprobe/tcp_sendmsg")
-int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 *skp = bpf_map_lookup_elem(&sendmsg_sk, &id);
-	struct sock *sk;
-
-	if (!skp)
-		return 0;
-	sk = (struct sock *)*skp;
-	bpf_map_delete_elem(&sendmsg_sk, &id);
-	return on_send_return(sk, ret, PATH_KPROBE);
 }
 
 /*
@@ -190,17 +145,6 @@ int BPF_PROG(tp_tcp_sendmsg_locked, struct sock *sk, struct msghdr *msg, struct 
 		return 0; /* does not sleep: send_eagain's case */
 	if (sk->sk_wmem_queued >= sk->sk_sndbuf)
 		wait_begin(sk, PATH_TRACEPOINT);
-	return 0;
-}
-
-/* The tracepoint path of send_blocked: a wait that tcp_sendmsg_locked's
- * tracepoint saw begin ends here when the call returns without another pass
- * of the copy loop (the wait failed: timeout, signal, error). */
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(tp_sock_send_length_wait, struct sock *sk, int ret, int flags)
-{
-	if (waiters)
-		wait_end(ret, PATH_TRACEPOINT);
 	return 0;
 }
 

@@ -45,6 +45,15 @@ enum listen_reason {
 	LISTEN_NO_FINAL_ACK = 6,      /* a SYN-ACK retransmit: the client's final ACK never came */
 };
 
+/* Bits of hooks_on (bpf/send_return.bpf.c): which detectors the programs on
+ * a send's return work for. One program per hook serves them all, since it
+ * runs on every send of the host. */
+enum send_hook {
+	HOOK_SEND_EAGAIN = 1, /* send_eagain, any path */
+	HOOK_SEND_WAIT = 2,   /* send_blocked's tracepoint path: a wait ends with the call */
+	HOOK_NAGLE = 4,       /* nagle_stall: bytes left unsent */
+};
+
 /* Which kind of hook produced an event: printed by --list-probes and kept in
  * every event so a test (and an SRE) can tell which path ran. */
 enum probe_path {

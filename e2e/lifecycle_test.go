@@ -16,7 +16,7 @@ import (
 // Names of tcptrace's BPF programs. The kernel keeps 15 characters; cilium/ebpf
 // recovers the full name from BTF where it can: both are matched.
 var programNames = []string{
-	"tp_sock_send_length", "tp_sock_send_length_wait", "tp_tcp_sendmsg_locked",
+	"tp_sock_send_length", "tp_tcp_sendmsg_locked",
 	"fexit_tcp_sendmsg", "kprobe_tcp_sendmsg", "kretprobe_tcp_sendmsg",
 	"fentry_sk_stream_wait_memory", "fexit_sk_stream_wait_memory",
 	"kprobe_sk_stream_wait_memory", "kretprobe_sk_stream_wait_memory",
@@ -28,8 +28,7 @@ var programNames = []string{
 	"tp_timer_start", "tp_timer_expire_entry", "tp_timer_expire_exit",
 	"fentry_tcp_send_delayed_ack", "fentry_tcp_delack_timer_handler", "fexit_tcp_delack_timer_handler",
 	"kprobe_tcp_send_delayed_ack", "kprobe_tcp_delack_timer_handler", "kretprobe_tcp_delack_timer_handler",
-	"tp_tcp_probe_nagle", "tp_sock_send_length_nagle", "fexit_tcp_sendmsg_nagle",
-	"kprobe_tcp_sendmsg_nagle", "kretprobe_tcp_sendmsg_nagle",
+	"tp_tcp_probe_nagle",
 }
 
 // loadedPrograms returns the IDs of loaded BPF programs named like ours.

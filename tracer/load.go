@@ -104,16 +104,26 @@ func createMaps(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
 	return c, nil
 }
 
-// loadPath loads and attaches one path's programs, or nothing.
-func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec) (*ebpf.Collection, []link.Link, error) {
+// loadPath loads and attaches one path's programs, or nothing. Programs in
+// `attached` (shared with a detector loaded before) are in place already.
+// A path with nothing new to load returns a nil collection.
+func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec, attached map[string]bool) (*ebpf.Collection, []link.Link, error) {
 	s := spec.Copy()
 	s.Programs = map[string]*ebpf.ProgramSpec{}
+	var todo []progAttach
 	for _, pa := range p.progs {
 		ps, ok := spec.Programs[pa.prog]
 		if !ok {
 			return nil, nil, fmt.Errorf("BPF object has no program %s", pa.prog)
 		}
+		if attached[pa.prog] {
+			continue
+		}
 		s.Programs[pa.prog] = ps
+		todo = append(todo, pa)
+	}
+	if len(todo) == 0 {
+		return nil, nil, nil
 	}
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps.Maps})
 	if err != nil {
@@ -127,7 +137,7 @@ func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec) (*eb
 		coll.Close()
 		return nil, nil, err
 	}
-	for _, pa := range p.progs {
+	for _, pa := range todo {
 		prog := coll.Programs[pa.prog]
 		var l link.Link
 		switch pa.kind {
@@ -149,7 +159,11 @@ func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec) (*eb
 // attachAll picks a path for every wanted detector. A detector no path
 // supports is reported in its ProbeStatus and skipped; the others go on.
 func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force ProbePath, facts *kernelFacts) []ProbeStatus {
-	var out []ProbeStatus
+	var (
+		out      []ProbeStatus
+		attached = map[string]bool{}
+		hooks    uint32
+	)
 	for _, d := range detectors {
 		if !wantsAny(events, d.events) {
 			continue
@@ -165,13 +179,19 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 					continue
 				}
 			}
-			coll, links, err := loadPath(spec, o.maps, p)
+			coll, links, err := loadPath(spec, o.maps, p, attached)
 			if err != nil {
 				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
 				continue
 			}
-			o.progs = append(o.progs, coll)
+			if coll != nil {
+				o.progs = append(o.progs, coll)
+			}
 			o.links = append(o.links, links...)
+			for _, pa := range p.progs {
+				attached[pa.prog] = true
+			}
+			hooks |= p.enable
 			st.Path, st.Hooks = p.path, p.hooks
 			break
 		}
@@ -180,7 +200,33 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 		}
 		out = append(out, st)
 	}
+	if err := setHooks(o, hooks); err != nil {
+		// The shared send programs would do nothing: say so on every
+		// detector that relies on them.
+		for i := range out {
+			if out[i].Path != 0 && sharesSendHooks(out[i].Events) {
+				out[i].Tried = append(out[i].Tried, PathFailure{Path: out[i].Path, Hooks: out[i].Hooks, Err: err})
+				out[i].Path = 0
+			}
+		}
+	}
 	return out
+}
+
+// setHooks turns the shared send programs on for the detectors attached.
+func setHooks(o *objects, hooks uint32) error {
+	v, ok := o.maps.Variables["hooks_on"]
+	if !ok {
+		return errors.New("BPF object has no variable hooks_on")
+	}
+	if err := v.Set(hooks); err != nil {
+		return fmt.Errorf("enabling the send hooks: %w", err)
+	}
+	return nil
+}
+
+func sharesSendHooks(events []EventType) bool {
+	return wantsAny(events, []EventType{SendEAGAIN, SendBlocked, NagleStall, NagleDelackStall})
 }
 
 func wantsAny(wanted, have []EventType) bool {
@@ -196,7 +242,7 @@ func wantsAny(wanted, have []EventType) bool {
 // owner, then teaches it the sockets that already exist. Failure is not
 // fatal: events then name the owner from /proc where they can.
 func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) error {
-	coll, links, err := loadPath(spec, o.maps, ownerTracking)
+	coll, links, err := loadPath(spec, o.maps, ownerTracking, nil)
 	if err != nil {
 		return fmt.Errorf("socket owner tracking (%s): %w", ownerTracking.hooks, err)
 	}

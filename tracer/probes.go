@@ -34,7 +34,20 @@ type pathSpec struct {
 	// requires, if set, says why this kernel cannot use the path before
 	// anything is loaded (nil: try it).
 	requires func(*kernelFacts) error
+	// enable: the bits of hooks_on (bpf/send_return.bpf.c) the path turns
+	// on in the programs it shares with other detectors.
+	enable uint32
 }
+
+// The programs on a send's return run on every send of the host, so the
+// detectors that need them share one program per hook, each turning on its
+// bit once its path is attached. A shared program appears in several paths
+// under the same name; the loader attaches it once.
+const (
+	hookEAGAIN = uint32(tcptraceSendHookHOOK_SEND_EAGAIN)
+	hookWait   = uint32(tcptraceSendHookHOOK_SEND_WAIT)
+	hookNagle  = uint32(tcptraceSendHookHOOK_NAGLE)
+)
 
 // detector is one set of programs; the events it produces are enabled and
 // reported together.
@@ -100,14 +113,14 @@ var detectors = []detector{
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/sock_send_length (6.3+)", []progAttach{
 				{prog: "tp_sock_send_length", kind: attachTracing},
-			}, nil},
+			}, nil, hookEAGAIN},
 			{PathFentry, "fexit/tcp_sendmsg", []progAttach{
 				{prog: "fexit_tcp_sendmsg", kind: attachTracing},
-			}, nil},
+			}, nil, hookEAGAIN},
 			{PathKprobe, "kprobe+kretprobe/tcp_sendmsg", []progAttach{
 				{prog: "kprobe_tcp_sendmsg", kind: attachKprobe, symbol: "tcp_sendmsg"},
 				{prog: "kretprobe_tcp_sendmsg", kind: attachKretprobe, symbol: "tcp_sendmsg"},
-			}, nil},
+			}, nil, hookEAGAIN},
 		},
 	},
 	{
@@ -115,16 +128,16 @@ var detectors = []detector{
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/tcp_sendmsg_locked (6.16+) + tp_btf/sock_send_length", []progAttach{
 				{prog: "tp_tcp_sendmsg_locked", kind: attachTracing},
-				{prog: "tp_sock_send_length_wait", kind: attachTracing},
-			}, nil},
+				{prog: "tp_sock_send_length", kind: attachTracing},
+			}, nil, hookWait},
 			{PathFentry, "fentry+fexit/sk_stream_wait_memory", []progAttach{
 				{prog: "fentry_sk_stream_wait_memory", kind: attachTracing},
 				{prog: "fexit_sk_stream_wait_memory", kind: attachTracing},
-			}, nil},
+			}, nil, 0},
 			{PathKprobe, "kprobe+kretprobe/sk_stream_wait_memory", []progAttach{
 				{prog: "kprobe_sk_stream_wait_memory", kind: attachKprobe, symbol: "sk_stream_wait_memory"},
 				{prog: "kretprobe_sk_stream_wait_memory", kind: attachKretprobe, symbol: "sk_stream_wait_memory"},
-			}, nil},
+			}, nil, 0},
 		},
 	},
 	{
@@ -132,15 +145,15 @@ var detectors = []detector{
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/consume_skb (6.3+) from tcp_rcv_state_process, per-CPU SNMP counters", []progAttach{
 				{prog: "tp_consume_skb", kind: attachTracing},
-			}, needSynDropTracepoint},
+			}, needSynDropTracepoint, 0},
 			{PathFentry, "fentry+fexit/tcp_conn_request, per-CPU SNMP counters", []progAttach{
 				{prog: "fentry_tcp_conn_request", kind: attachTracing},
 				{prog: "fexit_tcp_conn_request", kind: attachTracing},
-			}, needCounters},
+			}, needCounters, 0},
 			{PathKprobe, "kprobe+kretprobe/tcp_conn_request, per-CPU SNMP counters", []progAttach{
 				{prog: "kprobe_tcp_conn_request", kind: attachKprobe, symbol: "tcp_conn_request"},
 				{prog: "kretprobe_tcp_conn_request", kind: attachKretprobe, symbol: "tcp_conn_request"},
-			}, needCounters},
+			}, needCounters, 0},
 		},
 	},
 	{
@@ -148,25 +161,25 @@ var detectors = []detector{
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/kfree_skb, reason TCP_LISTEN_OVERFLOW (6.15+)", []progAttach{
 				{prog: "tp_kfree_skb", kind: attachTracing},
-			}, needListenOverflowReason},
+			}, needListenOverflowReason, 0},
 			{PathFentry, "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", []progAttach{
 				{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
 				{prog: "fexit_tcp_v4_syn_recv_sock", kind: attachTracing},
 				{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
 				{prog: "fexit_tcp_v6_syn_recv_sock", kind: attachTracing},
-			}, needSynRecvArgs(7)},
+			}, needSynRecvArgs(7), 0},
 			{PathFentry, "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock (6 arguments)", []progAttach{
 				{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
 				{prog: "fexit_tcp_v4_syn_recv_sock_6args", kind: attachTracing},
 				{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
 				{prog: "fexit_tcp_v6_syn_recv_sock_6args", kind: attachTracing},
-			}, needSynRecvArgs(6)},
+			}, needSynRecvArgs(6), 0},
 			{PathKprobe, "kprobe+kretprobe/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", []progAttach{
 				{prog: "kprobe_tcp_v4_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v4_syn_recv_sock"},
 				{prog: "kretprobe_tcp_v4_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v4_syn_recv_sock"},
 				{prog: "kprobe_tcp_v6_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v6_syn_recv_sock"},
 				{prog: "kretprobe_tcp_v6_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v6_syn_recv_sock"},
-			}, needCounters},
+			}, needCounters, 0},
 		},
 	},
 	{
@@ -176,17 +189,17 @@ var detectors = []detector{
 				{prog: "tp_timer_start", kind: attachTracing},
 				{prog: "tp_timer_expire_entry", kind: attachTracing},
 				{prog: "tp_timer_expire_exit", kind: attachTracing},
-			}, needDelackTimer},
+			}, needDelackTimer, 0},
 			{PathFentry, "fentry/tcp_send_delayed_ack, fentry+fexit/tcp_delack_timer_handler, per-CPU DelayedACKs", []progAttach{
 				{prog: "fentry_tcp_send_delayed_ack", kind: attachTracing},
 				{prog: "fentry_tcp_delack_timer_handler", kind: attachTracing},
 				{prog: "fexit_tcp_delack_timer_handler", kind: attachTracing},
-			}, needCounters},
+			}, needCounters, 0},
 			{PathKprobe, "kprobe/tcp_send_delayed_ack, kprobe+kretprobe/tcp_delack_timer_handler, per-CPU DelayedACKs", []progAttach{
 				{prog: "kprobe_tcp_send_delayed_ack", kind: attachKprobe, symbol: "tcp_send_delayed_ack"},
 				{prog: "kprobe_tcp_delack_timer_handler", kind: attachKprobe, symbol: "tcp_delack_timer_handler"},
 				{prog: "kretprobe_tcp_delack_timer_handler", kind: attachKretprobe, symbol: "tcp_delack_timer_handler"},
-			}, needCounters},
+			}, needCounters, 0},
 		},
 	},
 	{
@@ -195,18 +208,18 @@ var detectors = []detector{
 		events: []EventType{NagleStall, NagleDelackStall},
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/sock_send_length (6.3+) + tp_btf/tcp_probe", []progAttach{
-				{prog: "tp_sock_send_length_nagle", kind: attachTracing},
+				{prog: "tp_sock_send_length", kind: attachTracing},
 				{prog: "tp_tcp_probe_nagle", kind: attachTracing},
-			}, nil},
+			}, nil, hookNagle},
 			{PathFentry, "fexit/tcp_sendmsg + tp_btf/tcp_probe", []progAttach{
-				{prog: "fexit_tcp_sendmsg_nagle", kind: attachTracing},
+				{prog: "fexit_tcp_sendmsg", kind: attachTracing},
 				{prog: "tp_tcp_probe_nagle", kind: attachTracing},
-			}, nil},
+			}, nil, hookNagle},
 			{PathKprobe, "kprobe+kretprobe/tcp_sendmsg + tp_btf/tcp_probe", []progAttach{
-				{prog: "kprobe_tcp_sendmsg_nagle", kind: attachKprobe, symbol: "tcp_sendmsg"},
-				{prog: "kretprobe_tcp_sendmsg_nagle", kind: attachKretprobe, symbol: "tcp_sendmsg"},
+				{prog: "kprobe_tcp_sendmsg", kind: attachKprobe, symbol: "tcp_sendmsg"},
+				{prog: "kretprobe_tcp_sendmsg", kind: attachKretprobe, symbol: "tcp_sendmsg"},
 				{prog: "tp_tcp_probe_nagle", kind: attachTracing},
-			}, nil},
+			}, nil, hookNagle},
 		},
 	},
 	{
@@ -214,7 +227,7 @@ var detectors = []detector{
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/tcp_retransmit_synack", []progAttach{
 				{prog: "tp_tcp_retransmit_synack", kind: attachTracing},
-			}, nil},
+			}, nil, 0},
 		},
 	},
 }
@@ -223,7 +236,7 @@ var detectors = []detector{
 // owns each socket, and where the listeners are (bpf/owner.bpf.c).
 var ownerTracking = pathSpec{PathTracepoint, "tp_btf/inet_sock_set_state", []progAttach{
 	{prog: "tp_inet_sock_set_state", kind: attachTracing},
-}, nil}
+}, nil, 0}
 
 const ownerIterProg = "iter_tcp_owners"
 

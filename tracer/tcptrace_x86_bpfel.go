@@ -218,6 +218,14 @@ const (
 	tcptraceProbePathPATH_KPROBE     tcptraceProbePath = 3
 )
 
+type tcptraceSendHook uint32
+
+const (
+	tcptraceSendHookHOOK_SEND_EAGAIN tcptraceSendHook = 1
+	tcptraceSendHookHOOK_SEND_WAIT   tcptraceSendHook = 2
+	tcptraceSendHookHOOK_NAGLE       tcptraceSendHook = 4
+)
+
 type tcptraceTcpSnapshot struct {
 	_            structs.HostLayout
 	Sk           uint64
@@ -277,7 +285,6 @@ const (
 	tcptraceMapLost                            = "lost"
 	tcptraceMapMibBaseline                     = "mib_baseline"
 	tcptraceMapNagleHolds                      = "nagle_holds"
-	tcptraceMapNagleSendmsgSk                  = "nagle_sendmsg_sk"
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
 	tcptraceMapScratch                         = "scratch"
@@ -295,7 +302,6 @@ const (
 	tcptraceProgFexitTcpConnRequest            = "fexit_tcp_conn_request"
 	tcptraceProgFexitTcpDelackTimerHandler     = "fexit_tcp_delack_timer_handler"
 	tcptraceProgFexitTcpSendmsg                = "fexit_tcp_sendmsg"
-	tcptraceProgFexitTcpSendmsgNagle           = "fexit_tcp_sendmsg_nagle"
 	tcptraceProgFexitTcpV4SynRecvSock          = "fexit_tcp_v4_syn_recv_sock"
 	tcptraceProgFexitTcpV4SynRecvSock6args     = "fexit_tcp_v4_syn_recv_sock_6args"
 	tcptraceProgFexitTcpV6SynRecvSock          = "fexit_tcp_v6_syn_recv_sock"
@@ -306,22 +312,18 @@ const (
 	tcptraceProgKprobeTcpDelackTimerHandler    = "kprobe_tcp_delack_timer_handler"
 	tcptraceProgKprobeTcpSendDelayedAck        = "kprobe_tcp_send_delayed_ack"
 	tcptraceProgKprobeTcpSendmsg               = "kprobe_tcp_sendmsg"
-	tcptraceProgKprobeTcpSendmsgNagle          = "kprobe_tcp_sendmsg_nagle"
 	tcptraceProgKprobeTcpV4SynRecvSock         = "kprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKprobeTcpV6SynRecvSock         = "kprobe_tcp_v6_syn_recv_sock"
 	tcptraceProgKretprobeSkStreamWaitMemory    = "kretprobe_sk_stream_wait_memory"
 	tcptraceProgKretprobeTcpConnRequest        = "kretprobe_tcp_conn_request"
 	tcptraceProgKretprobeTcpDelackTimerHandler = "kretprobe_tcp_delack_timer_handler"
 	tcptraceProgKretprobeTcpSendmsg            = "kretprobe_tcp_sendmsg"
-	tcptraceProgKretprobeTcpSendmsgNagle       = "kretprobe_tcp_sendmsg_nagle"
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
 	tcptraceProgTpSockSendLength               = "tp_sock_send_length"
-	tcptraceProgTpSockSendLengthNagle          = "tp_sock_send_length_nagle"
-	tcptraceProgTpSockSendLengthWait           = "tp_sock_send_length_wait"
 	tcptraceProgTpTcpProbeNagle                = "tp_tcp_probe_nagle"
 	tcptraceProgTpTcpRetransmitSynack          = "tp_tcp_retransmit_synack"
 	tcptraceProgTpTcpSendmsgLocked             = "tp_tcp_sendmsg_locked"
@@ -331,6 +333,7 @@ const (
 	tcptraceVarBtfAnchorEventType              = "btf_anchor_event_type"
 	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
+	tcptraceVarBtfAnchorSendHook               = "btf_anchor_send_hook"
 	tcptraceVarCfgDelackFn                     = "cfg_delack_fn"
 	tcptraceVarCfgEmitDelack                   = "cfg_emit_delack"
 	tcptraceVarCfgEmitNagle                    = "cfg_emit_nagle"
@@ -343,6 +346,7 @@ const (
 	tcptraceVarCfgRspEnd                       = "cfg_rsp_end"
 	tcptraceVarCfgRspStart                     = "cfg_rsp_start"
 	tcptraceVarCfgSnapshotNs                   = "cfg_snapshot_ns"
+	tcptraceVarHooksOn                         = "hooks_on"
 	tcptraceVarMibDelayedAcks                  = "mib_delayed_acks"
 	tcptraceVarMibListenDrops                  = "mib_listen_drops"
 	tcptraceVarMibListenOverflows              = "mib_listen_overflows"
@@ -406,7 +410,6 @@ type tcptraceProgramSpecs struct {
 	FexitTcpConnRequest            *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpDelackTimerHandler     *ebpf.ProgramSpec `ebpf:"fexit_tcp_delack_timer_handler"`
 	FexitTcpSendmsg                *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
-	FexitTcpSendmsgNagle           *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg_nagle"`
 	FexitTcpV4SynRecvSock          *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock          *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock"`
@@ -417,22 +420,18 @@ type tcptraceProgramSpecs struct {
 	KprobeTcpDelackTimerHandler    *ebpf.ProgramSpec `ebpf:"kprobe_tcp_delack_timer_handler"`
 	KprobeTcpSendDelayedAck        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_send_delayed_ack"`
 	KprobeTcpSendmsg               *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
-	KprobeTcpSendmsgNagle          *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg_nagle"`
 	KprobeTcpV4SynRecvSock         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
 	KprobeTcpV6SynRecvSock         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
 	KretprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpDelackTimerHandler *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_delack_timer_handler"`
 	KretprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
-	KretprobeTcpSendmsgNagle       *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg_nagle"`
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
 	TpSockSendLength               *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
-	TpSockSendLengthNagle          *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_nagle"`
-	TpSockSendLengthWait           *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_wait"`
 	TpTcpProbeNagle                *ebpf.ProgramSpec `ebpf:"tp_tcp_probe_nagle"`
 	TpTcpRetransmitSynack          *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_synack"`
 	TpTcpSendmsgLocked             *ebpf.ProgramSpec `ebpf:"tp_tcp_sendmsg_locked"`
@@ -457,7 +456,6 @@ type tcptraceMapSpecs struct {
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
 	NagleHolds     *ebpf.MapSpec `ebpf:"nagle_holds"`
-	NagleSendmsgSk *ebpf.MapSpec `ebpf:"nagle_sendmsg_sk"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -474,6 +472,7 @@ type tcptraceVariableSpecs struct {
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorSendHook     *ebpf.VariableSpec `ebpf:"btf_anchor_send_hook"`
 	CfgDelackFn           *ebpf.VariableSpec `ebpf:"cfg_delack_fn"`
 	CfgEmitDelack         *ebpf.VariableSpec `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.VariableSpec `ebpf:"cfg_emit_nagle"`
@@ -486,6 +485,7 @@ type tcptraceVariableSpecs struct {
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.VariableSpec `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
+	HooksOn               *ebpf.VariableSpec `ebpf:"hooks_on"`
 	MibDelayedAcks        *ebpf.VariableSpec `ebpf:"mib_delayed_acks"`
 	MibListenDrops        *ebpf.VariableSpec `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.VariableSpec `ebpf:"mib_listen_overflows"`
@@ -529,7 +529,6 @@ type tcptraceMaps struct {
 	Lost           *ebpf.Map `ebpf:"lost"`
 	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
 	NagleHolds     *ebpf.Map `ebpf:"nagle_holds"`
-	NagleSendmsgSk *ebpf.Map `ebpf:"nagle_sendmsg_sk"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -553,7 +552,6 @@ func (m *tcptraceMaps) Close() error {
 		m.Lost,
 		m.MibBaseline,
 		m.NagleHolds,
-		m.NagleSendmsgSk,
 		m.Owners,
 		m.PidFilter,
 		m.Scratch,
@@ -571,6 +569,7 @@ type tcptraceVariables struct {
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorSendHook     *ebpf.Variable `ebpf:"btf_anchor_send_hook"`
 	CfgDelackFn           *ebpf.Variable `ebpf:"cfg_delack_fn"`
 	CfgEmitDelack         *ebpf.Variable `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.Variable `ebpf:"cfg_emit_nagle"`
@@ -583,6 +582,7 @@ type tcptraceVariables struct {
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.Variable `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
+	HooksOn               *ebpf.Variable `ebpf:"hooks_on"`
 	MibDelayedAcks        *ebpf.Variable `ebpf:"mib_delayed_acks"`
 	MibListenDrops        *ebpf.Variable `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.Variable `ebpf:"mib_listen_overflows"`
@@ -608,7 +608,6 @@ type tcptracePrograms struct {
 	FexitTcpConnRequest            *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpDelackTimerHandler     *ebpf.Program `ebpf:"fexit_tcp_delack_timer_handler"`
 	FexitTcpSendmsg                *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
-	FexitTcpSendmsgNagle           *ebpf.Program `ebpf:"fexit_tcp_sendmsg_nagle"`
 	FexitTcpV4SynRecvSock          *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args     *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock          *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock"`
@@ -619,22 +618,18 @@ type tcptracePrograms struct {
 	KprobeTcpDelackTimerHandler    *ebpf.Program `ebpf:"kprobe_tcp_delack_timer_handler"`
 	KprobeTcpSendDelayedAck        *ebpf.Program `ebpf:"kprobe_tcp_send_delayed_ack"`
 	KprobeTcpSendmsg               *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
-	KprobeTcpSendmsgNagle          *ebpf.Program `ebpf:"kprobe_tcp_sendmsg_nagle"`
 	KprobeTcpV4SynRecvSock         *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
 	KprobeTcpV6SynRecvSock         *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
 	KretprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest        *ebpf.Program `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpDelackTimerHandler *ebpf.Program `ebpf:"kretprobe_tcp_delack_timer_handler"`
 	KretprobeTcpSendmsg            *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
-	KretprobeTcpSendmsgNagle       *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg_nagle"`
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
 	TpSockSendLength               *ebpf.Program `ebpf:"tp_sock_send_length"`
-	TpSockSendLengthNagle          *ebpf.Program `ebpf:"tp_sock_send_length_nagle"`
-	TpSockSendLengthWait           *ebpf.Program `ebpf:"tp_sock_send_length_wait"`
 	TpTcpProbeNagle                *ebpf.Program `ebpf:"tp_tcp_probe_nagle"`
 	TpTcpRetransmitSynack          *ebpf.Program `ebpf:"tp_tcp_retransmit_synack"`
 	TpTcpSendmsgLocked             *ebpf.Program `ebpf:"tp_tcp_sendmsg_locked"`
@@ -655,7 +650,6 @@ func (p *tcptracePrograms) Close() error {
 		p.FexitTcpConnRequest,
 		p.FexitTcpDelackTimerHandler,
 		p.FexitTcpSendmsg,
-		p.FexitTcpSendmsgNagle,
 		p.FexitTcpV4SynRecvSock,
 		p.FexitTcpV4SynRecvSock6args,
 		p.FexitTcpV6SynRecvSock,
@@ -666,22 +660,18 @@ func (p *tcptracePrograms) Close() error {
 		p.KprobeTcpDelackTimerHandler,
 		p.KprobeTcpSendDelayedAck,
 		p.KprobeTcpSendmsg,
-		p.KprobeTcpSendmsgNagle,
 		p.KprobeTcpV4SynRecvSock,
 		p.KprobeTcpV6SynRecvSock,
 		p.KretprobeSkStreamWaitMemory,
 		p.KretprobeTcpConnRequest,
 		p.KretprobeTcpDelackTimerHandler,
 		p.KretprobeTcpSendmsg,
-		p.KretprobeTcpSendmsgNagle,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
 		p.TpSockSendLength,
-		p.TpSockSendLengthNagle,
-		p.TpSockSendLengthWait,
 		p.TpTcpProbeNagle,
 		p.TpTcpRetransmitSynack,
 		p.TpTcpSendmsgLocked,
