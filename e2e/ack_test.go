@@ -50,13 +50,18 @@ func TestNagleDelayedACKStall(t *testing.T) {
 	const requests = 30
 	ns := newNetns(t)
 	ino := ns.inode()
-	kv := startKV(t, ns, requests)
+	// The host-wide tracer starts before the client connects (its owner is
+	// recorded at connect()); the --pid one after (the owner comes from the
+	// socket iterator and /proc).
+	srv := startHelper(t, ns, "kvserver", 0)
 	before := ns.netstat()
 	tr := startTracer(t, ackEvents...)
-	byClient := startTracer(t, "-e", "delayed_ack", "--interval", "300ms", "--pid", strconv.Itoa(kv.client.PID))
 	// Without delayed_ack the peer's timer is not watched: the same stalls
 	// are plain nagle_stall, explained by the pure ACK that came late.
 	nagleOnly := startTracer(t, "-e", "nagle_stall", "--interval", "300ms")
+	kv := &kvRun{server: srv, client: startHelper(t, ns, "kvclient", 0,
+		helperPortEnv+"="+strconv.Itoa(srv.Port), helperCountEnv+"="+strconv.Itoa(requests))}
+	byClient := startTracer(t, "-e", "delayed_ack", "--interval", "300ms", "--pid", strconv.Itoa(kv.client.PID))
 	res := kv.run()
 	time.Sleep(300 * time.Millisecond) // the last response's delayed ACK
 	delta := counterDelta(before, ns.netstat(), "DelayedACKs", "DelayedACKLocked")
@@ -69,7 +74,7 @@ func TestNagleDelayedACKStall(t *testing.T) {
 	t.Logf("Nagle on, two writes: %d requests, median %s µs, max %s µs, %d took >= 30 ms; counters %v",
 		requests, res["median_us"], res["max_us"], slowNagle, delta)
 
-	srv, cl := kv.server, kv.client
+	cl := kv.client
 	stalls := tr.eventsFor("nagle_delack_stall", srv.PID)
 	n := sumCounts(stalls)
 	// Most requests on the host's kernel; the VM matrix's 5.10 keeps
@@ -202,9 +207,11 @@ func TestDelayedACKOneWay(t *testing.T) {
 	requireEvents(t, "delayed_ack")
 	ns := newNetns(t)
 	ino := ns.inode()
-	h := startHelper(t, ns, "ticker", 2*time.Second)
+	// The tracer first: the receiving socket is an accepted one, whose
+	// owner is inherited from the listener's when the kernel clones it.
 	before := ns.netstat()
 	tr := startTracer(t, "-e", "delayed_ack", "--interval", "300ms")
+	h := startHelper(t, ns, "ticker", 2*time.Second)
 	h.run()
 	time.Sleep(300 * time.Millisecond)
 	delta := counterDelta(before, ns.netstat(), "DelayedACKs", "DelayedACKLocked")
