@@ -120,6 +120,12 @@ static __always_inline void nagle_forget(__u64 key)
 		__sync_fetch_and_add(&nagle_holders, -1);
 }
 
+static __always_inline void nagle_leave_established(struct sock *sk)
+{
+	if (nagle_holders)
+		nagle_forget((__u64)sk);
+}
+
 /* A segment arrived on a connection that holds data. */
 static __always_inline void nagle_release(struct sock *sk, struct sk_buff *skb)
 {

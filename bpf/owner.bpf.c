@@ -117,12 +117,21 @@ static __always_inline void set_owner_current(struct sock *sk)
  * are attributed through these entries. Every other state change of every
  * connection on the host leaves after three compares.
  */
+/* bpf/nagle.bpf.c: a connection that leaves ESTABLISHED is no longer
+ * followed by tcp_probe, so a hold on it will never be released. */
+static __always_inline void nagle_leave_established(struct sock *sk);
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct listener_key lk;
 	__u64 key = (__u64)sk;
 	__u64 *cur;
+
+	if (oldstate == TCP_ESTABLISHED) {
+		nagle_leave_established(sk);
+		return 0;
+	}
 
 	if (newstate == TCP_SYN_SENT) {
 		if (sk->sk_protocol == IPPROTO_TCP)
