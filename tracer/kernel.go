@@ -53,24 +53,13 @@ func readKernelFacts() *kernelFacts {
 		}
 	}
 	// The linux_mib enum is anonymous: find it by its members.
-	for typ, err := range spec.All() {
-		if err != nil {
-			break
-		}
-		e, ok := typ.(*btf.Enum)
-		if !ok || e.Name != "" {
-			continue
-		}
-		for _, v := range e.Values {
-			for _, n := range mibNames {
-				if v.Name == n {
-					f.mib[n] = uint32(v.Value)
-				}
-			}
-		}
-		if len(f.mib) == len(mibNames) {
-			break
-		}
+	vals, err := anonEnumValues("/sys/kernel/btf/vmlinux", mibNames)
+	if err != nil {
+		f.err = fmt.Errorf("reading kernel BTF: %w", err)
+		return f
+	}
+	for n, v := range vals {
+		f.mib[n] = uint32(v)
 	}
 	if len(f.mib) != len(mibNames) {
 		f.err = errors.New("the kernel's BTF lacks the LINUX_MIB counters")
@@ -87,11 +76,16 @@ func readKernelFacts() *kernelFacts {
 			}
 		}
 	}
+	ksyms, kerr := readKallsyms("runqueues", "tcp_delack_timer", "tcp_rcv_state_process")
+	if kerr != nil {
+		f.err = fmt.Errorf("reading /proc/kallsyms: %w", kerr)
+		return f
+	}
 	if f.pcpuRunqueues == 0 {
 		// Older pahole left per-CPU variables out of BTF (5.10). Those
 		// kernels have zero-based x86-64 per-CPU symbols, and kallsyms
 		// lists them (CONFIG_KALLSYMS_ALL) with their offset as address.
-		if a, err := kallsymsAddr("runqueues"); err == nil && a < 1<<32 {
+		if a := ksyms.addr["runqueues"]; a != 0 && a < 1<<32 {
 			f.pcpuRunqueues = a
 		}
 	}
@@ -101,8 +95,8 @@ func readKernelFacts() *kernelFacts {
 	}
 	// A static function: not in BTF's reach for tp_btf programs, but
 	// /proc/kallsyms lists it, and a timer's ->function holds this address.
-	f.delackTimer, _ = kallsymsAddr("tcp_delack_timer")
-	f.rspStart, f.rspEnd, err = kallsymsRange("tcp_rcv_state_process")
+	f.delackTimer = ksyms.addr["tcp_delack_timer"]
+	f.rspStart, f.rspEnd, err = ksyms.funcRange("tcp_rcv_state_process")
 	if err != nil {
 		f.err = err
 	}
@@ -140,56 +134,65 @@ func enumHas(spec *btf.Spec, enum, value string) bool {
 	return false
 }
 
-// kallsymsRange returns a function's start and the next symbol's address.
-// Root reads real addresses (kptr_restrict allows CAP_SYSLOG).
-func kallsymsRange(name string) (start, end uint64, err error) {
+// kallsyms is what tcptrace needs from /proc/kallsyms, read in one pass
+// (the file is generated on each read: about 50 ms for 200k symbols). Root
+// reads real addresses (kptr_restrict allows CAP_SYSLOG).
+type kallsyms struct {
+	addr map[string]uint64 // wanted symbols, of any kind
+	text []uint64          // sorted addresses of text symbols, for function ends
+}
+
+func readKallsyms(wanted ...string) (*kallsyms, error) {
 	f, err := os.Open("/proc/kallsyms")
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer f.Close()
-	var addrs []uint64
+	k := &kallsyms{addr: map[string]uint64{}}
+	want := map[string]bool{}
+	for _, w := range wanted {
+		want[w] = true
+	}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 || (fields[1] != "t" && fields[1] != "T") {
+		if len(fields) < 3 {
+			continue
+		}
+		text := fields[1] == "t" || fields[1] == "T"
+		named := len(fields) == 3 && want[fields[2]] // not a module's symbol
+		if !text && !named {
 			continue
 		}
 		a, err := strconv.ParseUint(fields[0], 16, 64)
-		if err != nil || a == 0 {
+		if err != nil {
 			continue
 		}
-		if fields[2] == name && len(fields) == 3 {
-			start = a
+		if named {
+			k.addr[fields[2]] = a
 		}
-		addrs = append(addrs, a)
+		if text && a != 0 {
+			k.text = append(k.text, a)
+		}
 	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	sort.Slice(k.text, func(i, j int) bool { return k.text[i] < k.text[j] })
+	return k, nil
+}
+
+// funcRange returns a function's start and the next text symbol's address.
+func (k *kallsyms) funcRange(name string) (start, end uint64, err error) {
+	start = k.addr[name]
 	if start == 0 {
 		return 0, 0, fmt.Errorf("%s not in /proc/kallsyms (or addresses hidden)", name)
 	}
-	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
-	i := sort.Search(len(addrs), func(i int) bool { return addrs[i] > start })
-	if i == len(addrs) {
+	i := sort.Search(len(k.text), func(i int) bool { return k.text[i] > start })
+	if i == len(k.text) {
 		return 0, 0, fmt.Errorf("no symbol after %s in /proc/kallsyms", name)
 	}
-	return start, addrs[i], nil
-}
-
-// kallsymsAddr returns the address of a symbol of any kind.
-func kallsymsAddr(name string) (uint64, error) {
-	f, err := os.Open("/proc/kallsyms")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 3 && fields[2] == name {
-			return strconv.ParseUint(fields[0], 16, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s not in /proc/kallsyms", name)
+	return start, k.text[i], nil
 }
 
 // setKernelFacts writes the facts into the object's constants.
