@@ -30,18 +30,28 @@ const (
 	helperNodelayEnv  = "TCPTRACE_E2E_NODELAY"
 	helperOneWriteEnv = "TCPTRACE_E2E_ONEWRITE"
 	helperQuickackEnv = "TCPTRACE_E2E_QUICKACK"
+	helperIPv6Env     = "TCPTRACE_E2E_IPV6" // ::1 instead of 127.0.0.1
 
 	kvRequest = 32
 	kvHeader  = 64
 	kvBody    = 200
 )
 
+// kvAddr is the loopback address of the family the test asked for.
+func kvAddr(port int) (int, unix.Sockaddr) {
+	if os.Getenv(helperIPv6Env) == "1" {
+		return unix.AF_INET6, &unix.SockaddrInet6{Addr: [16]byte{15: 1}, Port: port}
+	}
+	return unix.AF_INET, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}
+}
+
 func kvServer() error {
-	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	family, addr := kvAddr(0)
+	lfd, err := unix.Socket(family, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return err
 	}
-	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+	if err := unix.Bind(lfd, addr); err != nil {
 		return err
 	}
 	if err := unix.Listen(lfd, 8); err != nil {
@@ -85,11 +95,12 @@ func kvServer() error {
 
 func kvClient() error {
 	port, count := envInt(helperPortEnv), envInt(helperCountEnv)
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	family, addr := kvAddr(port)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return err
 	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+	if err := unix.Connect(fd, addr); err != nil {
 		return err
 	}
 	lport, _ := localPort(fd)

@@ -239,3 +239,38 @@ func TestDelayedACKOneWay(t *testing.T) {
 	}
 	t.Logf("DelayedACKs %d, tcptrace %d:\n%s", delta["DelayedACKs"], got, dump(acks))
 }
+
+// The same stall over IPv6, with the -6 and --port filters: the peer's
+// delayed ACK is matched by IPv6 addresses.
+func TestNagleDelayedACKStallIPv6(t *testing.T) {
+	requireEvents(t, "delayed_ack", "nagle_stall")
+	const requests = 12
+	ns := newNetns(t)
+	srv := startHelper(t, ns, "kvserver", 0, helperIPv6Env+"=1")
+	tr := startTracer(t, append(ackEvents, "-6", "--port", strconv.Itoa(srv.Port))...)
+	v4 := startTracer(t, append(ackEvents, "-4")...)
+	kv := &kvRun{server: srv, client: startHelper(t, ns, "kvclient", 0, helperIPv6Env+"=1",
+		helperPortEnv+"="+strconv.Itoa(srv.Port), helperCountEnv+"="+strconv.Itoa(requests))}
+	res := kv.run()
+	for _, r := range []*tracerRun{tr, v4} {
+		if err := r.stop(syscall.SIGINT); err != nil {
+			t.Fatalf("tcptrace: %v\n%s", err, r.stderrText())
+		}
+	}
+	stalls := tr.eventsFor("nagle_delack_stall", srv.PID)
+	if n := sumCounts(stalls); int(n) < atoi(t, res["slow"])-1 || n == 0 {
+		t.Fatalf("%d nagle_delack_stall over IPv6, %s slow requests; stderr:\n%s", n, res["slow"], tr.stderrText())
+	}
+	for _, e := range stalls {
+		if e.Family != 6 || e.LAddr != "::1" || e.RPort != kv.client.LPort || detail(e, "peer_pid") != float64(kv.client.PID) {
+			t.Errorf("IPv6 stall: %s %v", dump([]event{e}), e.Details)
+		}
+	}
+	ino := ns.inode()
+	for _, name := range []string{"nagle_delack_stall", "nagle_stall", "delayed_ack"} {
+		if evs := inNetns(v4.eventsFor(name, 0), ino); len(evs) != 0 {
+			t.Errorf("-4 printed IPv6 %s:\n%s", name, dump(evs))
+		}
+	}
+	t.Logf("IPv6: %s requests, %s slow; lines:\n%s", res["requests"], res["slow"], dump(stalls))
+}

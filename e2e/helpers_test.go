@@ -271,6 +271,9 @@ func localPort(fd int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if sa6, ok := sa.(*unix.SockaddrInet6); ok {
+		return sa6.Port, nil
+	}
 	return sa.(*unix.SockaddrInet4).Port, nil
 }
 
