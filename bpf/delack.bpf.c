@@ -176,8 +176,15 @@ static __always_inline void delack_enter(struct sock *sk, __u64 timer)
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct delack_firing *f = firing_slot();
 	__u64 key = (__u64)sk, *armed;
+	__u8 pending;
 
 	if (!f)
+		return;
+	/* The handler sends a delayed ACK only if one is still pending: most
+	 * firings on a request/response connection find it went out with
+	 * data, and leave here after one read. */
+	pending = BPF_CORE_READ(icsk, icsk_ack.pending);
+	if (!(pending & ICSK_ACK_TIMER))
 		return;
 	f->timer = timer;
 	f->sk = key;
@@ -193,7 +200,7 @@ static __always_inline void delack_enter(struct sock *sk, __u64 timer)
 	f->ato = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ack.ato);
 	f->pingpong = BPF_CORE_READ(icsk, icsk_ack.pingpong);
 	f->quick = BPF_CORE_READ(icsk, icsk_ack.quick);
-	f->pending = BPF_CORE_READ(icsk, icsk_ack.pending);
+	f->pending = pending;
 	f->rcv_mss = BPF_CORE_READ(icsk, icsk_ack.rcv_mss);
 	/* rcv_wup is rcv_nxt as of the last window we announced, i.e. the
 	 * last ACK sent: the difference is what this ACK acknowledges. */
