@@ -183,12 +183,13 @@ func explainACK(t EventType, a *ACKState, s *Snapshot, n tally) string {
 }
 
 func ackDetails(t EventType, a *ACKState, s *Snapshot, r *tcptraceEvent, n tally) map[string]any {
-	d := map[string]any{
-		"probe":        ProbePath(r.Path).String(),
-		"state":        s.State,
-		"srtt_us":      s.SRTT.Microseconds(),
-		"socket_inode": r.S.Ino,
-	}
+	// Sized for every key a line can carry: a map that grows while it is
+	// filled costs more than the rest of the line.
+	d := make(map[string]any, detailsCap)
+	d["probe"] = ProbePath(r.Path).String()
+	d["state"] = s.State
+	d["srtt_us"] = s.SRTT.Microseconds()
+	d["socket_inode"] = r.S.Ino
 	switch t {
 	case DelayedACK:
 		d["owner_known"] = a.OwnerKnown

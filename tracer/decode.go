@@ -125,36 +125,37 @@ func addrs(s *tcptraceTcpSnapshot) (family int, local, remote netip.AddrPort) {
 
 // sendDetails lists every number read, with its unit in the key.
 func sendDetails(s *Snapshot, r *tcptraceEvent, path ProbePath) map[string]any {
-	d := map[string]any{
-		"probe":                 path.String(),
-		"ret":                   r.Ret,
-		"state":                 s.State,
-		"sndbuf_bytes":          s.SndbufBytes,
-		"sndbuf_set_by_app":     s.SndbufLocked,
-		"wmem_queued_bytes":     s.WmemQueued,
-		"unacked_bytes":         s.UnackedBytes,
-		"notsent_bytes":         s.NotsentBytes,
-		"peer_window_bytes":     s.PeerWindow,
-		"cwnd_packets":          s.Cwnd,
-		"mss_bytes":             s.MSS,
-		"packets_out":           s.PacketsOut,
-		"packets_in_flight":     s.InFlight,
-		"retrans_out_packets":   s.RetransOut,
-		"lost_packets":          s.LostOut,
-		"sacked_packets":        s.SackedOut,
-		"total_retrans_packets": s.TotalRetrans,
-		"rto_retransmits":       s.RTORetransmits,
-		"backoff":               s.Backoff,
-		"zero_window_probes":    s.ProbesOut,
-		"timer":                 s.Timer,
-		"srtt_us":               s.SRTT.Microseconds(),
-		"nodelay":               s.NoDelay,
-		"cork":                  s.Cork,
-		"notsent_lowat_bytes":   s.NotsentLowat,
-		"tcp_memory_pressure":   s.MemPressure,
-		"tcp_memory_pages":      s.MemAllocated,
-		"socket_inode":          r.S.Ino,
-	}
+	// Sized for every key a line can carry: a map that grows while it is
+	// filled costs more than the rest of the line.
+	d := make(map[string]any, detailsCap)
+	d["probe"] = path.String()
+	d["ret"] = r.Ret
+	d["state"] = s.State
+	d["sndbuf_bytes"] = s.SndbufBytes
+	d["sndbuf_set_by_app"] = s.SndbufLocked
+	d["wmem_queued_bytes"] = s.WmemQueued
+	d["unacked_bytes"] = s.UnackedBytes
+	d["notsent_bytes"] = s.NotsentBytes
+	d["peer_window_bytes"] = s.PeerWindow
+	d["cwnd_packets"] = s.Cwnd
+	d["mss_bytes"] = s.MSS
+	d["packets_out"] = s.PacketsOut
+	d["packets_in_flight"] = s.InFlight
+	d["retrans_out_packets"] = s.RetransOut
+	d["lost_packets"] = s.LostOut
+	d["sacked_packets"] = s.SackedOut
+	d["total_retrans_packets"] = s.TotalRetrans
+	d["rto_retransmits"] = s.RTORetransmits
+	d["backoff"] = s.Backoff
+	d["zero_window_probes"] = s.ProbesOut
+	d["timer"] = s.Timer
+	d["srtt_us"] = s.SRTT.Microseconds()
+	d["nodelay"] = s.NoDelay
+	d["cork"] = s.Cork
+	d["notsent_lowat_bytes"] = s.NotsentLowat
+	d["tcp_memory_pressure"] = s.MemPressure
+	d["tcp_memory_pages"] = s.MemAllocated
+	d["socket_inode"] = r.S.Ino
 	if s.HZKnown {
 		d["rto_ms"] = ms(s.RTO)
 		d["since_last_ack_ms"] = ms(s.SinceLastACK)
@@ -176,3 +177,6 @@ func cString(b []byte) string {
 	}
 	return string(b)
 }
+
+// detailsCap is the most keys any event's details hold.
+const detailsCap = 48

@@ -59,11 +59,12 @@ func listenAddrs(r *tcptraceListenSnapshot) (family int, local, remote netip.Add
 }
 
 func listenerDetails(l *ListenerState, r *tcptraceEvent) map[string]any {
-	d := map[string]any{
-		"probe":          ProbePath(r.Path).String(),
-		"listener_found": l.Found,
-		"owner_known":    l.OwnerKnown,
-	}
+	// Sized for every key a line can carry: a map that grows while it is
+	// filled costs more than the rest of the line.
+	d := make(map[string]any, detailsCap)
+	d["probe"] = ProbePath(r.Path).String()
+	d["listener_found"] = l.Found
+	d["owner_known"] = l.OwnerKnown
 	if !l.Found {
 		return d
 	}
