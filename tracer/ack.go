@@ -79,22 +79,9 @@ func classifyDelayedACK(a *ACKState) Reason {
 }
 
 func (d *decoder) decodeACK(r *tcptraceEvent, t tally) Event {
-	s := newSnapshot(&r.S, d.hz)
-	a := newACKState(&r.A, d.hz)
-	e := Event{
-		Time:     d.wall(r.TsNs),
-		Type:     EventType(r.Type),
-		PID:      r.Pid,
-		TID:      r.Tid,
-		Comm:     cString(r.Comm[:]),
-		NetNS:    r.S.Netns,
-		Count:    t.count,
-		Path:     ProbePath(r.Path),
-		Socket:   r.S.Sk,
-		Snapshot: s,
-		ACK:      a,
-	}
-	e.Family, e.Local, e.Remote = addrs(&r.S)
+	e := d.connEvent(r, t)
+	s, a := e.Snapshot, newACKState(&r.A, d.hz)
+	e.ACK = a
 	if e.Type == DelayedACK && !a.OwnerKnown {
 		e.PID, e.TID, e.Comm = 0, 0, ""
 		if d.owners != nil {

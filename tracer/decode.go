@@ -64,7 +64,22 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 	if EventType(r.Type).isAckEvent() {
 		return d.decodeACK(r, t)
 	}
-	s := newSnapshot(&r.S, d.hz)
+	e := d.connEvent(r, t)
+	s := e.Snapshot
+	e.Reason = classifySend(&s)
+	e.Explanation = explainSend(e.Type, e.Reason, &s, t)
+	e.Details = sendDetails(&s, r, e.Path)
+	if e.Type == SendBlocked {
+		e.Details["wait_ms"] = ms(t.wait)
+		e.Details["max_wait_ms"] = ms(t.maxWait)
+		e.Details["in_progress"] = t.inProgress
+	}
+	return e
+}
+
+// connEvent is what every event about one connection carries: the task,
+// the addresses and the socket's snapshot.
+func (d *decoder) connEvent(r *tcptraceEvent, t tally) Event {
 	e := Event{
 		Time:     d.wall(r.TsNs),
 		Type:     EventType(r.Type),
@@ -75,17 +90,9 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 		Count:    t.count,
 		Path:     ProbePath(r.Path),
 		Socket:   r.S.Sk,
-		Snapshot: s,
+		Snapshot: newSnapshot(&r.S, d.hz),
 	}
 	e.Family, e.Local, e.Remote = addrs(&r.S)
-	e.Reason = classifySend(&s)
-	e.Explanation = explainSend(e.Type, e.Reason, &s, t)
-	e.Details = sendDetails(&s, r, e.Path)
-	if e.Type == SendBlocked {
-		e.Details["wait_ms"] = ms(t.wait)
-		e.Details["max_wait_ms"] = ms(t.maxWait)
-		e.Details["in_progress"] = t.inProgress
-	}
 	return e
 }
 
