@@ -6,12 +6,14 @@
  */
 #include "send.bpf.c"
 #include "listen.bpf.c"
+#include "connect.bpf.c"
 
 /* Unused by the programs: they keep the two enums in the object's BTF so that
  * bpf2go -type generates their Go constants from this one definition. */
 const volatile enum event_type btf_anchor_event_type;
 const volatile enum probe_path btf_anchor_probe_path;
 const volatile enum listen_reason btf_anchor_listen_reason;
+const volatile enum conn_limits btf_anchor_conn_limits;
 
 /* GPL: tp_btf, fentry and ring buffer helpers are GPL-only. */
 char LICENSE[] SEC("license") = "GPL";

@@ -17,6 +17,15 @@ const (
 	SynCookie        EventType = EventType(tcptraceEventTypeEVENT_SYN_COOKIE)
 	ListenOverflow   EventType = EventType(tcptraceEventTypeEVENT_LISTEN_OVERFLOW)
 	SynackRetransmit EventType = EventType(tcptraceEventTypeEVENT_SYNACK_RETRANSMIT)
+
+	// Connection set-up and teardown (connect.go).
+	SynRetransmit    EventType = EventType(tcptraceEventTypeEVENT_SYN_RETRANSMIT)
+	ConnectTimeout   EventType = EventType(tcptraceEventTypeEVENT_CONNECT_TIMEOUT)
+	ConnectRefused   EventType = EventType(tcptraceEventTypeEVENT_CONNECT_REFUSED)
+	PortExhaustion   EventType = EventType(tcptraceEventTypeEVENT_PORT_EXHAUSTION)
+	TimewaitOverflow EventType = EventType(tcptraceEventTypeEVENT_TIMEWAIT_OVERFLOW)
+	PawsReject       EventType = EventType(tcptraceEventTypeEVENT_PAWS_REJECT)
+	Reset            EventType = EventType(tcptraceEventTypeEVENT_RESET)
 )
 
 var eventNames = map[EventType]string{
@@ -26,6 +35,13 @@ var eventNames = map[EventType]string{
 	SynCookie:        "syn_cookie",
 	ListenOverflow:   "listen_overflow",
 	SynackRetransmit: "synack_retransmit",
+	SynRetransmit:    "syn_retransmit",
+	ConnectTimeout:   "connect_timeout",
+	ConnectRefused:   "connect_refused",
+	PortExhaustion:   "port_exhaustion",
+	TimewaitOverflow: "timewait_overflow",
+	PawsReject:       "paws_reject",
+	Reset:            "reset",
 }
 
 // isListenerEvent: the event is about a listener and one client, seen in
@@ -53,7 +69,8 @@ func ParseEventType(name string) (EventType, error) {
 
 // AllEventTypes lists every event in a stable order.
 func AllEventTypes() []EventType {
-	return []EventType{SendEAGAIN, SendBlocked, SynDrop, SynCookie, ListenOverflow, SynackRetransmit}
+	return []EventType{SendEAGAIN, SendBlocked, SynDrop, SynCookie, ListenOverflow, SynackRetransmit,
+		SynRetransmit, ConnectTimeout, ConnectRefused, PortExhaustion, TimewaitOverflow, PawsReject, Reset}
 }
 
 func eventList() string {
@@ -157,4 +174,6 @@ type Event struct {
 	// events); Listener the listener's (listener events).
 	Snapshot Snapshot
 	Listener ListenerState
+	// Conn is the connection's state at a set-up or teardown event.
+	Conn ConnState
 }

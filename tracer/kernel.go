@@ -27,6 +27,8 @@ type kernelFacts struct {
 	// err says why the counters cannot be read per CPU; the SYN detector
 	// is unavailable on its counter-based paths then.
 	err error
+	// conn: for the connection set-up and teardown detectors (connect_kernel.go).
+	conn *connFacts
 }
 
 var mibNames = []string{

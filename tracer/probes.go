@@ -16,9 +16,10 @@ import (
 type attachKind int
 
 const (
-	attachTracing   attachKind = iota // tp_btf, fentry, fexit: target is in the section name
-	attachKprobe                      // kprobe on symbol
-	attachKretprobe                   // kretprobe on symbol
+	attachTracing    attachKind = iota // tp_btf, fentry, fexit: target is in the section name
+	attachKprobe                       // kprobe on symbol
+	attachKretprobe                    // kretprobe on symbol
+	attachTracepoint                   // classic tracepoint: symbol is "group/name"
 )
 
 type progAttach struct {
@@ -165,6 +166,92 @@ var detectors = []detector{
 			{PathTracepoint, "tp_btf/tcp_retransmit_synack", []progAttach{
 				{prog: "tp_tcp_retransmit_synack", kind: attachTracing},
 			}, nil},
+		},
+	},
+	{
+		events: []EventType{SynRetransmit, ConnectTimeout, ConnectRefused},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb (with err, 6.17+)", []progAttach{
+				{prog: "tp_conn_set_state", kind: attachTracing},
+				{prog: "tp_tcp_retransmit_skb_err", kind: attachTracing},
+			}, needRetransmitErr(true)},
+			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb", []progAttach{
+				{prog: "tp_conn_set_state", kind: attachTracing},
+				{prog: "tp_tcp_retransmit_skb", kind: attachTracing},
+			}, needRetransmitErr(false)},
+			{PathFentry, "fentry/tcp_connect + fexit/tcp_retransmit_skb + fentry/tcp_done", []progAttach{
+				{prog: "fentry_tcp_connect", kind: attachTracing},
+				{prog: "fexit_tcp_retransmit_skb", kind: attachTracing},
+				{prog: "fentry_tcp_done", kind: attachTracing},
+			}, nil},
+			{PathKprobe, "kprobe/tcp_connect + kprobe+kretprobe/tcp_retransmit_skb + kprobe/tcp_done", []progAttach{
+				{prog: "kprobe_tcp_connect", kind: attachKprobe, symbol: "tcp_connect"},
+				{prog: "kprobe_tcp_retransmit_skb", kind: attachKprobe, symbol: "tcp_retransmit_skb"},
+				{prog: "kretprobe_tcp_retransmit_skb", kind: attachKretprobe, symbol: "tcp_retransmit_skb"},
+				{prog: "kprobe_tcp_done", kind: attachKprobe, symbol: "tcp_done"},
+			}, nil},
+		},
+	},
+	{
+		events: []EventType{PortExhaustion},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/inet_sock_set_state + tracepoint/syscalls/sys_exit_connect", []progAttach{
+				{prog: "tp_port_set_state", kind: attachTracing},
+				{prog: "tp_sys_exit_connect", kind: attachTracepoint, symbol: "syscalls/sys_exit_connect"},
+			}, nil},
+			{PathFentry, "fexit/inet_hash_connect, inet6_hash_connect", []progAttach{
+				{prog: "fexit_inet_hash_connect", kind: attachTracing},
+				{prog: "fexit_inet6_hash_connect", kind: attachTracing},
+			}, nil},
+			{PathKprobe, "kprobe+kretprobe/inet_hash_connect, inet6_hash_connect", []progAttach{
+				{prog: "kprobe_inet_hash_connect", kind: attachKprobe, symbol: "inet_hash_connect"},
+				{prog: "kretprobe_inet_hash_connect", kind: attachKretprobe, symbol: "inet_hash_connect"},
+				{prog: "kprobe_inet6_hash_connect", kind: attachKprobe, symbol: "inet6_hash_connect"},
+				{prog: "kretprobe_inet6_hash_connect", kind: attachKretprobe, symbol: "inet6_hash_connect"},
+			}, nil},
+		},
+	},
+	{
+		events: []EventType{TimewaitOverflow},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/timer_start (tw_timer_handler)", []progAttach{
+				{prog: "tp_tw_set_state", kind: attachTracing},
+				{prog: "tp_tw_timer_start", kind: attachTracing},
+			}, needTwTimer},
+			{PathFentry, "fexit/inet_twsk_alloc", []progAttach{
+				{prog: "fexit_inet_twsk_alloc", kind: attachTracing},
+			}, nil},
+			{PathKprobe, "kprobe+kretprobe/inet_twsk_alloc", []progAttach{
+				{prog: "kprobe_inet_twsk_alloc", kind: attachKprobe, symbol: "inet_twsk_alloc"},
+				{prog: "kretprobe_inet_twsk_alloc", kind: attachKretprobe, symbol: "inet_twsk_alloc"},
+			}, nil},
+		},
+	},
+	{
+		events: []EventType{PawsReject},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/kfree_skb, reasons TCP_RFC7323_* incl. TW_PAWS (6.16+)", []progAttach{
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needPaws(true, true)},
+			{PathTracepoint, "tp_btf/kfree_skb with rx_sk, reasons TCP_RFC7323_* (6.11-6.15: not in TIME_WAIT)", []progAttach{
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needPaws(false, true)},
+			{PathTracepoint, "tp_btf/kfree_skb, reason TCP_RFC7323_PAWS (5.19-6.10: not in TIME_WAIT)", []progAttach{
+				{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
+			}, needPaws(false, false)},
+		},
+	},
+	{
+		events: []EventType{Reset},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/tcp_send_reset (with reason, 6.10+) + tp_btf/tcp_receive_reset", []progAttach{
+				{prog: "tp_tcp_send_reset_reason", kind: attachTracing},
+				{prog: "tp_tcp_receive_reset", kind: attachTracing},
+			}, needSendResetReason(true)},
+			{PathTracepoint, "tp_btf/tcp_send_reset + tp_btf/tcp_receive_reset", []progAttach{
+				{prog: "tp_tcp_send_reset", kind: attachTracing},
+				{prog: "tp_tcp_receive_reset", kind: attachTracing},
+			}, needSendResetReason(false)},
 		},
 	},
 }

@@ -30,6 +30,15 @@ type tcptraceAggValue struct {
 	Ev        tcptraceEvent
 }
 
+type tcptraceConnLimits uint32
+
+const (
+	tcptraceConnLimitsLIMIT_SYN        tcptraceConnLimits = 1
+	tcptraceConnLimitsLIMIT_SYN_LINEAR tcptraceConnLimits = 2
+	tcptraceConnLimitsLIMIT_PORTS      tcptraceConnLimits = 4
+	tcptraceConnLimitsLIMIT_TW         tcptraceConnLimits = 8
+)
+
 type tcptraceConnReqEntry struct {
 	_   structs.HostLayout
 	M   tcptraceMibs
@@ -37,6 +46,65 @@ type tcptraceConnReqEntry struct {
 	Skb uint64
 	Ok  uint8
 	_   [7]byte
+}
+
+type tcptraceConnSnapshot struct {
+	_                 structs.HostLayout
+	Sk                uint64
+	ElapsedNs         uint64
+	Netns             uint32
+	Ino               uint32
+	Saddr             [16]uint8
+	Daddr             [16]uint8
+	Sport             uint16
+	Dport             uint16
+	Family            uint16
+	State             uint8
+	OwnerKnown        uint8
+	StartKnown        uint8
+	LimitsKnown       uint8
+	SynRetries        uint8
+	Syncnt            uint8
+	SynLinearTimeouts uint8
+	Retransmits       uint8
+	TwReuse           uint8
+	Side              uint8
+	SynRtx            uint32
+	UserTimeoutMs     uint32
+	Rto               uint32
+	RtoMax            uint32
+	PortLo            uint32
+	PortHi            uint32
+	TwCount           uint32
+	MaxTwBuckets      uint32
+	DropReason        uint32
+	Tsval             uint32
+	Tsecr             uint32
+	TsRecent          uint32
+	TsSeen            uint8
+	TsRecentKnown     uint8
+	TcpFlags          uint8
+	RstReasonKnown    uint8
+	RstReason         uint32
+	Unacked           uint32
+	Unread            uint32
+}
+
+type tcptraceConnStart struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Tgid    uint32
+	SynRtx  uint32
+	Comm    [16]uint8
+}
+
+type tcptraceConnectFail struct {
+	_    structs.HostLayout
+	TsNs uint64
+	Tgid uint32
+	Comm [16]uint8
+	_    [4]byte
+	C    tcptraceConnSnapshot
 }
 
 type tcptraceEvent struct {
@@ -54,6 +122,7 @@ type tcptraceEvent struct {
 	Ret       int32
 	S         tcptraceTcpSnapshot
 	L         tcptraceListenSnapshot
+	C         tcptraceConnSnapshot
 }
 
 type tcptraceEventType uint32
@@ -187,15 +256,26 @@ type tcptraceTcpSnapshot struct {
 	_            [4]byte
 }
 
+type tcptraceTwArmed struct {
+	_        structs.HostLayout
+	TsNs     uint64
+	Net      uint64
+	Portpair uint32
+	Daddr    uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcptraceMapAggregates                   = "aggregates"
 	tcptraceMapConnReqEntries               = "conn_req_entries"
+	tcptraceMapConnStarts                   = "conn_starts"
+	tcptraceMapConnectFails                 = "connect_fails"
 	tcptraceMapCpuOffset                    = "cpu_offset"
 	tcptraceMapEvents                       = "events"
 	tcptraceMapInodeOwners                  = "inode_owners"
+	tcptraceMapKprobeSocks                  = "kprobe_socks"
 	tcptraceMapListeners                    = "listeners"
 	tcptraceMapLost                         = "lost"
 	tcptraceMapMibBaseline                  = "mib_baseline"
@@ -205,36 +285,66 @@ const (
 	tcptraceMapSendmsgSk                    = "sendmsg_sk"
 	tcptraceMapSnapScratch                  = "snap_scratch"
 	tcptraceMapSynackCounts                 = "synack_counts"
+	tcptraceMapTwArmed                      = "tw_armed"
 	tcptraceMapWaitStarts                   = "wait_starts"
 	tcptraceProgFentrySkStreamWaitMemory    = "fentry_sk_stream_wait_memory"
 	tcptraceProgFentryTcpConnRequest        = "fentry_tcp_conn_request"
+	tcptraceProgFentryTcpConnect            = "fentry_tcp_connect"
+	tcptraceProgFentryTcpDone               = "fentry_tcp_done"
 	tcptraceProgFentryTcpV4SynRecvSock      = "fentry_tcp_v4_syn_recv_sock"
 	tcptraceProgFentryTcpV6SynRecvSock      = "fentry_tcp_v6_syn_recv_sock"
+	tcptraceProgFexitInet6HashConnect       = "fexit_inet6_hash_connect"
+	tcptraceProgFexitInetHashConnect        = "fexit_inet_hash_connect"
+	tcptraceProgFexitInetTwskAlloc          = "fexit_inet_twsk_alloc"
 	tcptraceProgFexitSkStreamWaitMemory     = "fexit_sk_stream_wait_memory"
 	tcptraceProgFexitTcpConnRequest         = "fexit_tcp_conn_request"
+	tcptraceProgFexitTcpRetransmitSkb       = "fexit_tcp_retransmit_skb"
 	tcptraceProgFexitTcpSendmsg             = "fexit_tcp_sendmsg"
 	tcptraceProgFexitTcpV4SynRecvSock       = "fexit_tcp_v4_syn_recv_sock"
 	tcptraceProgFexitTcpV4SynRecvSock6args  = "fexit_tcp_v4_syn_recv_sock_6args"
 	tcptraceProgFexitTcpV6SynRecvSock       = "fexit_tcp_v6_syn_recv_sock"
 	tcptraceProgFexitTcpV6SynRecvSock6args  = "fexit_tcp_v6_syn_recv_sock_6args"
 	tcptraceProgIterTcpOwners               = "iter_tcp_owners"
+	tcptraceProgKprobeInet6HashConnect      = "kprobe_inet6_hash_connect"
+	tcptraceProgKprobeInetHashConnect       = "kprobe_inet_hash_connect"
+	tcptraceProgKprobeInetTwskAlloc         = "kprobe_inet_twsk_alloc"
 	tcptraceProgKprobeSkStreamWaitMemory    = "kprobe_sk_stream_wait_memory"
 	tcptraceProgKprobeTcpConnRequest        = "kprobe_tcp_conn_request"
+	tcptraceProgKprobeTcpConnect            = "kprobe_tcp_connect"
+	tcptraceProgKprobeTcpDone               = "kprobe_tcp_done"
+	tcptraceProgKprobeTcpRetransmitSkb      = "kprobe_tcp_retransmit_skb"
 	tcptraceProgKprobeTcpSendmsg            = "kprobe_tcp_sendmsg"
 	tcptraceProgKprobeTcpV4SynRecvSock      = "kprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKprobeTcpV6SynRecvSock      = "kprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgKretprobeInet6HashConnect   = "kretprobe_inet6_hash_connect"
+	tcptraceProgKretprobeInetHashConnect    = "kretprobe_inet_hash_connect"
+	tcptraceProgKretprobeInetTwskAlloc      = "kretprobe_inet_twsk_alloc"
 	tcptraceProgKretprobeSkStreamWaitMemory = "kretprobe_sk_stream_wait_memory"
 	tcptraceProgKretprobeTcpConnRequest     = "kretprobe_tcp_conn_request"
+	tcptraceProgKretprobeTcpRetransmitSkb   = "kretprobe_tcp_retransmit_skb"
 	tcptraceProgKretprobeTcpSendmsg         = "kretprobe_tcp_sendmsg"
 	tcptraceProgKretprobeTcpV4SynRecvSock   = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock   = "kretprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgTpConnSetState              = "tp_conn_set_state"
 	tcptraceProgTpConsumeSkb                = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState          = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                  = "tp_kfree_skb"
+	tcptraceProgTpPawsKfreeSkb              = "tp_paws_kfree_skb"
+	tcptraceProgTpPawsKfreeSkbNosk          = "tp_paws_kfree_skb_nosk"
+	tcptraceProgTpPortSetState              = "tp_port_set_state"
 	tcptraceProgTpSockSendLength            = "tp_sock_send_length"
 	tcptraceProgTpSockSendLengthWait        = "tp_sock_send_length_wait"
+	tcptraceProgTpSysExitConnect            = "tp_sys_exit_connect"
+	tcptraceProgTpTcpReceiveReset           = "tp_tcp_receive_reset"
+	tcptraceProgTpTcpRetransmitSkb          = "tp_tcp_retransmit_skb"
+	tcptraceProgTpTcpRetransmitSkbErr       = "tp_tcp_retransmit_skb_err"
 	tcptraceProgTpTcpRetransmitSynack       = "tp_tcp_retransmit_synack"
+	tcptraceProgTpTcpSendReset              = "tp_tcp_send_reset"
+	tcptraceProgTpTcpSendResetReason        = "tp_tcp_send_reset_reason"
 	tcptraceProgTpTcpSendmsgLocked          = "tp_tcp_sendmsg_locked"
+	tcptraceProgTpTwSetState                = "tp_tw_set_state"
+	tcptraceProgTpTwTimerStart              = "tp_tw_timer_start"
+	tcptraceVarBtfAnchorConnLimits          = "btf_anchor_conn_limits"
 	tcptraceVarBtfAnchorEventType           = "btf_anchor_event_type"
 	tcptraceVarBtfAnchorListenReason        = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath           = "btf_anchor_probe_path"
@@ -245,6 +355,7 @@ const (
 	tcptraceVarCfgRspEnd                    = "cfg_rsp_end"
 	tcptraceVarCfgRspStart                  = "cfg_rsp_start"
 	tcptraceVarCfgSnapshotNs                = "cfg_snapshot_ns"
+	tcptraceVarCfgTwTimerHandler            = "cfg_tw_timer_handler"
 	tcptraceVarMibListenDrops               = "mib_listen_drops"
 	tcptraceVarMibListenOverflows           = "mib_listen_overflows"
 	tcptraceVarMibReqqFullCookies           = "mib_reqq_full_cookies"
@@ -298,33 +409,61 @@ type tcptraceSpecs struct {
 type tcptraceProgramSpecs struct {
 	FentrySkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"fentry_sk_stream_wait_memory"`
 	FentryTcpConnRequest        *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpConnect            *ebpf.ProgramSpec `ebpf:"fentry_tcp_connect"`
+	FentryTcpDone               *ebpf.ProgramSpec `ebpf:"fentry_tcp_done"`
 	FentryTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitInet6HashConnect       *ebpf.ProgramSpec `ebpf:"fexit_inet6_hash_connect"`
+	FexitInetHashConnect        *ebpf.ProgramSpec `ebpf:"fexit_inet_hash_connect"`
+	FexitInetTwskAlloc          *ebpf.ProgramSpec `ebpf:"fexit_inet_twsk_alloc"`
 	FexitSkStreamWaitMemory     *ebpf.ProgramSpec `ebpf:"fexit_sk_stream_wait_memory"`
 	FexitTcpConnRequest         *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
+	FexitTcpRetransmitSkb       *ebpf.ProgramSpec `ebpf:"fexit_tcp_retransmit_skb"`
 	FexitTcpSendmsg             *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args  *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock       *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock"`
 	FexitTcpV6SynRecvSock6args  *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
 	IterTcpOwners               *ebpf.ProgramSpec `ebpf:"iter_tcp_owners"`
+	KprobeInet6HashConnect      *ebpf.ProgramSpec `ebpf:"kprobe_inet6_hash_connect"`
+	KprobeInetHashConnect       *ebpf.ProgramSpec `ebpf:"kprobe_inet_hash_connect"`
+	KprobeInetTwskAlloc         *ebpf.ProgramSpec `ebpf:"kprobe_inet_twsk_alloc"`
 	KprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpConnect            *ebpf.ProgramSpec `ebpf:"kprobe_tcp_connect"`
+	KprobeTcpDone               *ebpf.ProgramSpec `ebpf:"kprobe_tcp_done"`
+	KprobeTcpRetransmitSkb      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
 	KprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
 	KprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	KretprobeInet6HashConnect   *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_hash_connect"`
+	KretprobeInetHashConnect    *ebpf.ProgramSpec `ebpf:"kretprobe_inet_hash_connect"`
+	KretprobeInetTwskAlloc      *ebpf.ProgramSpec `ebpf:"kretprobe_inet_twsk_alloc"`
 	KretprobeSkStreamWaitMemory *ebpf.ProgramSpec `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest     *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_conn_request"`
+	KretprobeTcpRetransmitSkb   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_retransmit_skb"`
 	KretprobeTcpSendmsg         *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConnSetState              *ebpf.ProgramSpec `ebpf:"tp_conn_set_state"`
 	TpConsumeSkb                *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState          *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
+	TpPawsKfreeSkb              *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb"`
+	TpPawsKfreeSkbNosk          *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb_nosk"`
+	TpPortSetState              *ebpf.ProgramSpec `ebpf:"tp_port_set_state"`
 	TpSockSendLength            *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
 	TpSockSendLengthWait        *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_wait"`
+	TpSysExitConnect            *ebpf.ProgramSpec `ebpf:"tp_sys_exit_connect"`
+	TpTcpReceiveReset           *ebpf.ProgramSpec `ebpf:"tp_tcp_receive_reset"`
+	TpTcpRetransmitSkb          *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb"`
+	TpTcpRetransmitSkbErr       *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb_err"`
 	TpTcpRetransmitSynack       *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_synack"`
+	TpTcpSendReset              *ebpf.ProgramSpec `ebpf:"tp_tcp_send_reset"`
+	TpTcpSendResetReason        *ebpf.ProgramSpec `ebpf:"tp_tcp_send_reset_reason"`
 	TpTcpSendmsgLocked          *ebpf.ProgramSpec `ebpf:"tp_tcp_sendmsg_locked"`
+	TpTwSetState                *ebpf.ProgramSpec `ebpf:"tp_tw_set_state"`
+	TpTwTimerStart              *ebpf.ProgramSpec `ebpf:"tp_tw_timer_start"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -333,9 +472,12 @@ type tcptraceProgramSpecs struct {
 type tcptraceMapSpecs struct {
 	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
+	ConnStarts     *ebpf.MapSpec `ebpf:"conn_starts"`
+	ConnectFails   *ebpf.MapSpec `ebpf:"connect_fails"`
 	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	InodeOwners    *ebpf.MapSpec `ebpf:"inode_owners"`
+	KprobeSocks    *ebpf.MapSpec `ebpf:"kprobe_socks"`
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
@@ -345,6 +487,7 @@ type tcptraceMapSpecs struct {
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
 	SynackCounts   *ebpf.MapSpec `ebpf:"synack_counts"`
+	TwArmed        *ebpf.MapSpec `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.MapSpec `ebpf:"wait_starts"`
 }
 
@@ -352,6 +495,7 @@ type tcptraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceVariableSpecs struct {
+	BtfAnchorConnLimits   *ebpf.VariableSpec `ebpf:"btf_anchor_conn_limits"`
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
@@ -362,6 +506,7 @@ type tcptraceVariableSpecs struct {
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.VariableSpec `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
+	CfgTwTimerHandler     *ebpf.VariableSpec `ebpf:"cfg_tw_timer_handler"`
 	MibListenDrops        *ebpf.VariableSpec `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.VariableSpec `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.VariableSpec `ebpf:"mib_reqq_full_cookies"`
@@ -393,9 +538,12 @@ func (o *tcptraceObjects) Close() error {
 type tcptraceMaps struct {
 	Aggregates     *ebpf.Map `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
+	ConnStarts     *ebpf.Map `ebpf:"conn_starts"`
+	ConnectFails   *ebpf.Map `ebpf:"connect_fails"`
 	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
 	Events         *ebpf.Map `ebpf:"events"`
 	InodeOwners    *ebpf.Map `ebpf:"inode_owners"`
+	KprobeSocks    *ebpf.Map `ebpf:"kprobe_socks"`
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
@@ -405,6 +553,7 @@ type tcptraceMaps struct {
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
 	SynackCounts   *ebpf.Map `ebpf:"synack_counts"`
+	TwArmed        *ebpf.Map `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.Map `ebpf:"wait_starts"`
 }
 
@@ -412,9 +561,12 @@ func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
 		m.Aggregates,
 		m.ConnReqEntries,
+		m.ConnStarts,
+		m.ConnectFails,
 		m.CpuOffset,
 		m.Events,
 		m.InodeOwners,
+		m.KprobeSocks,
 		m.Listeners,
 		m.Lost,
 		m.MibBaseline,
@@ -424,6 +576,7 @@ func (m *tcptraceMaps) Close() error {
 		m.SendmsgSk,
 		m.SnapScratch,
 		m.SynackCounts,
+		m.TwArmed,
 		m.WaitStarts,
 	)
 }
@@ -432,6 +585,7 @@ func (m *tcptraceMaps) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceVariables struct {
+	BtfAnchorConnLimits   *ebpf.Variable `ebpf:"btf_anchor_conn_limits"`
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
@@ -442,6 +596,7 @@ type tcptraceVariables struct {
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.Variable `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
+	CfgTwTimerHandler     *ebpf.Variable `ebpf:"cfg_tw_timer_handler"`
 	MibListenDrops        *ebpf.Variable `ebpf:"mib_listen_drops"`
 	MibListenOverflows    *ebpf.Variable `ebpf:"mib_listen_overflows"`
 	MibReqqFullCookies    *ebpf.Variable `ebpf:"mib_reqq_full_cookies"`
@@ -457,66 +612,122 @@ type tcptraceVariables struct {
 type tcptracePrograms struct {
 	FentrySkStreamWaitMemory    *ebpf.Program `ebpf:"fentry_sk_stream_wait_memory"`
 	FentryTcpConnRequest        *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpConnect            *ebpf.Program `ebpf:"fentry_tcp_connect"`
+	FentryTcpDone               *ebpf.Program `ebpf:"fentry_tcp_done"`
 	FentryTcpV4SynRecvSock      *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SynRecvSock      *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitInet6HashConnect       *ebpf.Program `ebpf:"fexit_inet6_hash_connect"`
+	FexitInetHashConnect        *ebpf.Program `ebpf:"fexit_inet_hash_connect"`
+	FexitInetTwskAlloc          *ebpf.Program `ebpf:"fexit_inet_twsk_alloc"`
 	FexitSkStreamWaitMemory     *ebpf.Program `ebpf:"fexit_sk_stream_wait_memory"`
 	FexitTcpConnRequest         *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
+	FexitTcpRetransmitSkb       *ebpf.Program `ebpf:"fexit_tcp_retransmit_skb"`
 	FexitTcpSendmsg             *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args  *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock       *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock"`
 	FexitTcpV6SynRecvSock6args  *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
 	IterTcpOwners               *ebpf.Program `ebpf:"iter_tcp_owners"`
+	KprobeInet6HashConnect      *ebpf.Program `ebpf:"kprobe_inet6_hash_connect"`
+	KprobeInetHashConnect       *ebpf.Program `ebpf:"kprobe_inet_hash_connect"`
+	KprobeInetTwskAlloc         *ebpf.Program `ebpf:"kprobe_inet_twsk_alloc"`
 	KprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest        *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpConnect            *ebpf.Program `ebpf:"kprobe_tcp_connect"`
+	KprobeTcpDone               *ebpf.Program `ebpf:"kprobe_tcp_done"`
+	KprobeTcpRetransmitSkb      *ebpf.Program `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendmsg            *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
 	KprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
 	KprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	KretprobeInet6HashConnect   *ebpf.Program `ebpf:"kretprobe_inet6_hash_connect"`
+	KretprobeInetHashConnect    *ebpf.Program `ebpf:"kretprobe_inet_hash_connect"`
+	KretprobeInetTwskAlloc      *ebpf.Program `ebpf:"kretprobe_inet_twsk_alloc"`
 	KretprobeSkStreamWaitMemory *ebpf.Program `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest     *ebpf.Program `ebpf:"kretprobe_tcp_conn_request"`
+	KretprobeTcpRetransmitSkb   *ebpf.Program `ebpf:"kretprobe_tcp_retransmit_skb"`
 	KretprobeTcpSendmsg         *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock   *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock   *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConnSetState              *ebpf.Program `ebpf:"tp_conn_set_state"`
 	TpConsumeSkb                *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState          *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                  *ebpf.Program `ebpf:"tp_kfree_skb"`
+	TpPawsKfreeSkb              *ebpf.Program `ebpf:"tp_paws_kfree_skb"`
+	TpPawsKfreeSkbNosk          *ebpf.Program `ebpf:"tp_paws_kfree_skb_nosk"`
+	TpPortSetState              *ebpf.Program `ebpf:"tp_port_set_state"`
 	TpSockSendLength            *ebpf.Program `ebpf:"tp_sock_send_length"`
 	TpSockSendLengthWait        *ebpf.Program `ebpf:"tp_sock_send_length_wait"`
+	TpSysExitConnect            *ebpf.Program `ebpf:"tp_sys_exit_connect"`
+	TpTcpReceiveReset           *ebpf.Program `ebpf:"tp_tcp_receive_reset"`
+	TpTcpRetransmitSkb          *ebpf.Program `ebpf:"tp_tcp_retransmit_skb"`
+	TpTcpRetransmitSkbErr       *ebpf.Program `ebpf:"tp_tcp_retransmit_skb_err"`
 	TpTcpRetransmitSynack       *ebpf.Program `ebpf:"tp_tcp_retransmit_synack"`
+	TpTcpSendReset              *ebpf.Program `ebpf:"tp_tcp_send_reset"`
+	TpTcpSendResetReason        *ebpf.Program `ebpf:"tp_tcp_send_reset_reason"`
 	TpTcpSendmsgLocked          *ebpf.Program `ebpf:"tp_tcp_sendmsg_locked"`
+	TpTwSetState                *ebpf.Program `ebpf:"tp_tw_set_state"`
+	TpTwTimerStart              *ebpf.Program `ebpf:"tp_tw_timer_start"`
 }
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.FentrySkStreamWaitMemory,
 		p.FentryTcpConnRequest,
+		p.FentryTcpConnect,
+		p.FentryTcpDone,
 		p.FentryTcpV4SynRecvSock,
 		p.FentryTcpV6SynRecvSock,
+		p.FexitInet6HashConnect,
+		p.FexitInetHashConnect,
+		p.FexitInetTwskAlloc,
 		p.FexitSkStreamWaitMemory,
 		p.FexitTcpConnRequest,
+		p.FexitTcpRetransmitSkb,
 		p.FexitTcpSendmsg,
 		p.FexitTcpV4SynRecvSock,
 		p.FexitTcpV4SynRecvSock6args,
 		p.FexitTcpV6SynRecvSock,
 		p.FexitTcpV6SynRecvSock6args,
 		p.IterTcpOwners,
+		p.KprobeInet6HashConnect,
+		p.KprobeInetHashConnect,
+		p.KprobeInetTwskAlloc,
 		p.KprobeSkStreamWaitMemory,
 		p.KprobeTcpConnRequest,
+		p.KprobeTcpConnect,
+		p.KprobeTcpDone,
+		p.KprobeTcpRetransmitSkb,
 		p.KprobeTcpSendmsg,
 		p.KprobeTcpV4SynRecvSock,
 		p.KprobeTcpV6SynRecvSock,
+		p.KretprobeInet6HashConnect,
+		p.KretprobeInetHashConnect,
+		p.KretprobeInetTwskAlloc,
 		p.KretprobeSkStreamWaitMemory,
 		p.KretprobeTcpConnRequest,
+		p.KretprobeTcpRetransmitSkb,
 		p.KretprobeTcpSendmsg,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
+		p.TpConnSetState,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
+		p.TpPawsKfreeSkb,
+		p.TpPawsKfreeSkbNosk,
+		p.TpPortSetState,
 		p.TpSockSendLength,
 		p.TpSockSendLengthWait,
+		p.TpSysExitConnect,
+		p.TpTcpReceiveReset,
+		p.TpTcpRetransmitSkb,
+		p.TpTcpRetransmitSkbErr,
 		p.TpTcpRetransmitSynack,
+		p.TpTcpSendReset,
+		p.TpTcpSendResetReason,
 		p.TpTcpSendmsgLocked,
+		p.TpTwSetState,
+		p.TpTwTimerStart,
 	)
 }
 
