@@ -99,8 +99,9 @@ struct {
 struct tw_armed {
 	__u64 ts_ns;
 	__u64 net;
-	__u32 portpair;
 	__u32 daddr;
+	__u16 dport; /* network order */
+	__u16 num;   /* local port */
 };
 
 struct {
@@ -231,8 +232,13 @@ static __always_inline void read_conn(struct sock *sk, struct conn_snapshot *c)
 		BPF_CORE_READ_INTO((__u32 *)c->daddr, sk, __sk_common.skc_daddr);
 	}
 	c->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if (c->state != TCP_TIME_WAIT && c->state != TCP_NEW_SYN_RECV)
+	if (c->state != TCP_TIME_WAIT && c->state != TCP_NEW_SYN_RECV) {
 		c->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+		/* tcp_set_state(CLOSE) releases the local port (inet_num = 0)
+		 * before the state-change tracepoint; inet_sport keeps it. */
+		if (!c->sport)
+			c->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	}
 }
 
 /* A zeroed event in the scratch slot, stamped now. */
@@ -698,7 +704,8 @@ int BPF_PROG(tp_tw_timer_start, struct timer_list *timer)
 	tw = (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
 	a->ts_ns = bpf_ktime_get_ns();
 	a->net = (__u64)BPF_CORE_READ(tw, __tw_common.skc_net.net);
-	a->portpair = BPF_CORE_READ(tw, __tw_common.skc_portpair);
+	a->dport = BPF_CORE_READ(tw, __tw_common.skc_dport);
+	a->num = BPF_CORE_READ(tw, __tw_common.skc_num);
 	a->daddr = BPF_CORE_READ(tw, __tw_common.skc_daddr);
 	return 0;
 }
@@ -717,8 +724,11 @@ int BPF_PROG(tp_tw_set_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 	a = bpf_map_lookup_elem(&tw_armed, &zero);
+	/* The local port from inet_sport: tcp_set_state(CLOSE) has released
+	 * the port (inet_num = 0) by the time the tracepoint fires. */
 	if (a && a->ts_ns && a->net == (__u64)net &&
-	    a->portpair == BPF_CORE_READ(sk, __sk_common.skc_portpair) &&
+	    a->dport == BPF_CORE_READ(sk, __sk_common.skc_dport) &&
+	    a->num == bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)) &&
 	    a->daddr == BPF_CORE_READ(sk, __sk_common.skc_daddr) &&
 	    bpf_ktime_get_ns() - a->ts_ns < 100000000ULL) {
 		a->ts_ns = 0; /* this socket got its TIME_WAIT socket */

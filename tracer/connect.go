@@ -246,7 +246,7 @@ func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
 		if t != SynRetransmit {
 			d["errno"] = errnoName(c.Errno)
 		}
-		if c.SynKnown {
+		if c.SynKnown && t != ConnectRefused {
 			d["tcp_syn_retries"] = c.SynRetries
 			d["tcp_syncnt"] = c.SynCnt
 			d["tcp_user_timeout_ms"] = c.UserTimeout.Milliseconds()

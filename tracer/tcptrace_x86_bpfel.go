@@ -257,11 +257,12 @@ type tcptraceTcpSnapshot struct {
 }
 
 type tcptraceTwArmed struct {
-	_        structs.HostLayout
-	TsNs     uint64
-	Net      uint64
-	Portpair uint32
-	Daddr    uint32
+	_     structs.HostLayout
+	TsNs  uint64
+	Net   uint64
+	Daddr uint32
+	Dport uint16
+	Num   uint16
 }
 
 // Names of all BPF objects in the ELF.
