@@ -293,6 +293,45 @@ func TestPawsRejectTimeWait(t *testing.T) {
 	}
 }
 
+// The same NAT case on a live connection: in-window data segments with a
+// timestamp older than the one the server holds are discarded by PAWS
+// (TCP_RFC7323_PAWS, PAWSEstab), on every kernel with drop reasons (5.19+).
+func TestPawsRejectEstablished(t *testing.T) {
+	requireEvents(t, "paws_reject")
+	ns := newNetns(t)
+	tr := startTracer(t, connEvents...)
+	h := startHelper(t, ns, "pawsestab", 0, helperCountEnv+"=3")
+	before := ns.netstat()
+	res := h.run()
+	delta := counterDelta(before, ns.netstat(), "PAWSEstab", "PAWSOldAck")
+	stopAll(t, tr)
+
+	evs := tr.eventsFor("paws_reject", 0)
+	t.Logf("helper %v, counters %v:\n%s", res, delta, dump(evs))
+	if res["delivered"] != "0" {
+		t.Fatalf("the stale segments reached the application: %v", res)
+	}
+	if got := sumCounts(evs); got != delta["PAWSEstab"] || got != 3 {
+		t.Fatalf("PAWSEstab moved by %d; tcptrace: %d paws_reject, want 3; stderr:\n%s", delta["PAWSEstab"], got, tr.stderrText())
+	}
+	tsval, _ := strconv.ParseFloat(res["tsval"], 64)
+	for _, e := range evs {
+		if e.PID != h.PID || e.LPort != h.Port || e.RPort != h.LPort || e.Reason != "established_paws" {
+			t.Errorf("unexpected paws_reject (pid %d, server port %d, client port %d): %s", h.PID, h.Port, h.LPort, dump([]event{e}))
+		}
+		if e.Details["drop_reason"] != "TCP_RFC7323_PAWS" || e.Details["syn"] != false {
+			t.Errorf("details %v", e.Details)
+		}
+		if got := detail(e, "tsval"); got < tsval || got > tsval+2 {
+			t.Errorf("tsval %v, the segments carried %v..%v", got, tsval, tsval+2)
+		}
+		// The socket's own timestamp is known where the tracepoint passes it (6.11+).
+		if behind, ok := e.Details["tsval_behind_by"].(float64); ok && (behind < 99000 || behind > 101000) {
+			t.Errorf("tsval_behind_by %v, the segments were 100000 behind the client's clock", behind)
+		}
+	}
+}
+
 // The server aborts a connection (SO_LINGER 0, with a request unread): it
 // sends a reset, the client receives it in ESTABLISHED. Checked against
 // OutRsts and EstabResets (both ends leave ESTABLISHED for CLOSE).
