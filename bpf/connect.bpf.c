@@ -9,9 +9,8 @@
  * SYN_SENT (from the retransmit timer, so the owner comes from that map).
  * The attempt ends SYN_SENT -> CLOSE with sk_err already set: tcp_write_err()
  * sets ETIMEDOUT (or a soft ICMP error) before tcp_done(), tcp_reset() sets
- * ECONNREFUSED before tcp_done(). Before 6.17 tcp_retransmit_skb fires only
- * for a retransmit that was sent; from 6.17 it fires for every attempt and
- * passes `err`, so that variant keeps err == 0 only (what TCPSynRetrans counts).
+ * ECONNREFUSED before tcp_done(). Which retransmits TCPSynRetrans counts is
+ * read from the socket's total_retrans (see on_syn_retransmit()).
  *
  * port_exhaustion. __inet_hash_connect() returns -EADDRNOTAVAIL when no
  * local port is free; tcp_v4_connect()/tcp_v6_connect() then set CLOSE
@@ -64,12 +63,15 @@
 /* tw_timer_handler's address (/proc/kallsyms): the TIME_WAIT timer. */
 const volatile __u64 cfg_tw_timer_handler = 0;
 
-/* One connect() in progress: when it began and who made it. */
+/* One connect() in progress: when it began. Its owner is in owner.bpf.c's
+ * map, which the same state change fills. Entries are not deleted when the
+ * connection is made (that would cost every connection a hash delete): the
+ * next connect() on the same socket address overwrites them, and the LRU
+ * recycles the rest. */
 struct conn_start {
 	__u64 start_ns;
-	__u32 tgid;
-	__u32 syn_rtx; /* SYN retransmits seen so far */
-	__u8 comm[TASK_COMM_LEN];
+	__u32 base;    /* tp->total_retrans at connect() */
+	__u32 last;    /* tp->total_retrans at the last SYN retransmit seen */
 };
 
 struct {
@@ -255,8 +257,8 @@ static __always_inline struct agg_value *conn_template(__u8 type, __u8 path)
 	return t;
 }
 
-/* One line now, for events whose rate the kernel bounds (a few SYN
- * retransmits per connect(), one outcome, one reset per connection). */
+/* One line now, for events whose rate the kernel bounds: SYN retransmits
+ * are at least 1 s apart per connect(), and each line has its attempt. */
 static __always_inline void conn_submit(struct agg_value *t)
 {
 	if (submit(&t->ev))
@@ -271,90 +273,104 @@ static __always_inline void conn_owner(struct event *e, struct sock *sk)
 
 /* ---- syn_retransmit, connect_timeout, connect_refused ---------------- */
 
-static __always_inline bool conn_pid_wanted(struct conn_start *cs, struct sock *sk)
-{
-	if (!cfg_filter_pid)
-		return true;
-	if (cs)
-		return pid_wanted(cs->tgid);
-	return owner_wanted(sk);
-}
-
 static __always_inline void conn_fill_start(struct event *e, struct conn_start *cs, struct sock *sk, __u64 now)
 {
+	conn_owner(e, sk);
 	if (cs) {
-		e->pid = cs->tgid;
-		__builtin_memcpy(e->comm, cs->comm, sizeof(e->comm));
-		e->c.owner_known = 1;
 		e->c.elapsed_ns = now - cs->start_ns;
-		e->c.syn_rtx = cs->syn_rtx;
+		e->c.syn_rtx = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans) - cs->base;
 		e->c.start_known = 1;
-	} else {
-		conn_owner(e, sk);
 	}
 }
 
-static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path)
+/*
+ * A SYN retransmit, counted as the kernel counts it. __tcp_retransmit_skb()
+ * adds to TCPSynRetrans and tp->total_retrans before it hands the SYN to
+ * the IP layer; a local transmit failure after that (a full backlog, a
+ * qdisc or netfilter drop on output) still counts. Up to 6.16 the
+ * tracepoint fires only for a transmit that succeeded, from 6.17 for every
+ * attempt, including those that gave up before counting (-EBUSY: the last
+ * copy is still in a host queue). So the socket's own total_retrans says
+ * how many counted retransmits this call stands for: 0 (an attempt that
+ * did not count), 1, or more when failed ones went unseen before it.
+ */
+static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 {
+	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
 	__u64 key = (__u64)sk;
 	struct conn_start *cs;
 	struct agg_value *t;
+	__u32 n = 1;
 
 	cs = bpf_map_lookup_elem(&conn_starts, &key);
-	if (cs)
-		cs->syn_rtx += 1; /* the socket's timer runs one at a time */
-	if (!conn_pid_wanted(cs, sk) || !sock_wanted(sk))
+	if (cs) {
+		if (total == cs->last)
+			return;
+		n = total - cs->last;
+		cs->last = total; /* the socket's timer runs one at a time */
+	}
+	if (!owner_wanted(sk) || !sock_wanted(sk))
 		return;
 	t = conn_template(EVENT_SYN_RETRANSMIT, path);
 	if (!t)
 		return;
+	t->ev.count = n;
+	t->ev.ret = err;
 	read_conn(sk, &t->ev.c);
 	read_syn_limits(sk, &t->ev.c);
 	conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns);
 	conn_submit(t);
 }
 
-/* SYN_SENT -> CLOSE with an error set: how connect() ended. */
+/* SYN_SENT -> CLOSE with an error set: how connect() ended. One line per
+ * destination and interval: a pool hammering a dead or closed backend
+ * must not flood the output. */
 static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 {
-	__u64 key = (__u64)sk;
+	struct agg_key key = {};
+	__u64 skey = (__u64)sk;
 	struct conn_start *cs;
 	struct agg_value *t;
 	__u8 type;
 	int err;
 
-	cs = bpf_map_lookup_elem(&conn_starts, &key);
 	err = BPF_CORE_READ(sk, sk_err);
 	if (err == ECONNREFUSED)
 		type = EVENT_CONNECT_REFUSED;
 	else if (err == ETIMEDOUT)
 		type = EVENT_CONNECT_TIMEOUT;
 	else
-		goto out;
-	if (!conn_pid_wanted(cs, sk) || !sock_wanted(sk))
-		goto out;
-	t = conn_template(type, path);
+		return;
+	if (!owner_wanted(sk) || !sock_wanted(sk))
+		return;
+	key.type = type;
+	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 |
+		 bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	key.sub = BPF_CORE_READ(sk, __sk_common.skc_daddr) ^
+		  BPF_CORE_READ(sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[3]);
+	if (agg_hit(&key, 0))
+		return;
+	t = agg_template();
 	if (!t)
-		goto out;
+		return;
+	t->ev.type = type;
+	t->ev.path = path;
 	t->ev.ret = -err;
+	cs = bpf_map_lookup_elem(&conn_starts, &skey);
 	read_conn(sk, &t->ev.c);
 	read_syn_limits(sk, &t->ev.c);
-	conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns);
-	conn_submit(t);
-out:
-	if (cs)
-		bpf_map_delete_elem(&conn_starts, &key);
+	conn_fill_start(&t->ev, cs, sk, bpf_ktime_get_ns());
+	agg_commit(&key, t, 0);
 }
 
 static __always_inline void on_connect_start(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct conn_start cs = {
-		.start_ns = bpf_ktime_get_ns(),
-		.tgid = bpf_get_current_pid_tgid() >> 32,
-	};
+	struct conn_start cs = { .start_ns = bpf_ktime_get_ns() };
 
-	bpf_get_current_comm(&cs.comm, sizeof(cs.comm));
+	cs.base = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
+	cs.last = cs.base;
+
 	bpf_map_update_elem(&conn_starts, &key, &cs, BPF_ANY);
 }
 
@@ -370,15 +386,8 @@ int BPF_PROG(tp_conn_set_state, struct sock *sk, int oldstate, int newstate)
 			on_connect_start(sk);
 		return 0;
 	}
-	if (oldstate != TCP_SYN_SENT)
-		return 0;
-	if (newstate == TCP_CLOSE) {
+	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE)
 		on_connect_end(sk, PATH_TRACEPOINT);
-	} else {
-		__u64 key = (__u64)sk;
-
-		bpf_map_delete_elem(&conn_starts, &key);
-	}
 	return 0;
 }
 
@@ -388,17 +397,17 @@ int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 {
 	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
-	on_syn_retransmit(sk, PATH_TRACEPOINT);
+	on_syn_retransmit(sk, PATH_TRACEPOINT, 0);
 	return 0;
 }
 
-/* 6.17+: fires for every attempt, with the transmit's result. */
+/* 6.17+: fires for every attempt, with its result. */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tp_tcp_retransmit_skb_err, struct sock *sk, struct sk_buff *skb, int err)
 {
-	if (err || sk->__sk_common.skc_state != TCP_SYN_SENT)
+	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
 		return 0;
-	on_syn_retransmit(sk, PATH_TRACEPOINT);
+	on_syn_retransmit(sk, PATH_TRACEPOINT, err);
 	return 0;
 }
 
@@ -414,9 +423,9 @@ int BPF_PROG(fentry_tcp_connect, struct sock *sk)
 SEC("fexit/tcp_retransmit_skb")
 int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int segs, int ret)
 {
-	if (ret || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
 		return 0;
-	on_syn_retransmit(sk, PATH_FENTRY);
+	on_syn_retransmit(sk, PATH_FENTRY, ret);
 	return 0;
 }
 
@@ -457,8 +466,7 @@ int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
 		return 0;
 	sk = (struct sock *)*v;
 	bpf_map_delete_elem(&kprobe_socks, &tid);
-	if (!ret)
-		on_syn_retransmit(sk, PATH_KPROBE);
+	on_syn_retransmit(sk, PATH_KPROBE, ret);
 	return 0;
 }
 
@@ -961,9 +969,13 @@ int BPF_PROG(tp_paws_kfree_skb_nosk, struct sk_buff *skb, void *location, enum s
 
 /* ---- reset ----------------------------------------------------------- */
 
+/* One line per peer address, side and interval: a storm of aborted
+ * connections (a crashing peer, SO_LINGER 0 clients) must not flood the
+ * output; the line names the latest connection and the count. */
 static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reason, bool reason_known)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct agg_key key = { .type = EVENT_RESET };
 	struct agg_value *t;
 	__u32 states = RST_STATES;
 	__u8 state;
@@ -977,9 +989,16 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		return;
 	if (!sock_wanted(sk) || !owner_wanted(sk))
 		return;
-	t = conn_template(EVENT_RESET, PATH_TRACEPOINT);
+	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 | side;
+	key.sub = BPF_CORE_READ(sk, __sk_common.skc_daddr) ^
+		  BPF_CORE_READ(sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[3]);
+	if (agg_hit(&key, 0))
+		return;
+	t = agg_template();
 	if (!t)
 		return;
+	t->ev.type = EVENT_RESET;
+	t->ev.path = PATH_TRACEPOINT;
 	read_conn(sk, &t->ev.c);
 	t->ev.c.side = side;
 	t->ev.c.rst_reason = rst_reason;
@@ -987,7 +1006,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	t->ev.c.unacked = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
 	t->ev.c.unread = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
 	conn_owner(&t->ev, sk);
-	conn_submit(t);
+	agg_commit(&key, t, 0);
 }
 
 /* Up to 6.9: only full sockets; the reason did not exist. */

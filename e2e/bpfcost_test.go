@@ -32,7 +32,7 @@ func BenchmarkBPFCost(b *testing.B) {
 	defer restore()
 
 	floors := map[string]*ebpf.Program{}
-	for _, tp := range []string{"sock_send_length", "tcp_sendmsg_locked", "consume_skb", "kfree_skb", "inet_sock_set_state"} {
+	for _, tp := range []string{"sock_send_length", "tcp_sendmsg_locked", "consume_skb", "kfree_skb", "inet_sock_set_state", "timer_start"} {
 		prog, l := emptyTracingProgram(b, tp)
 		defer prog.Close()
 		defer l.Close()

@@ -55,6 +55,13 @@ type ConnState struct {
 	Elapsed        time.Duration // since connect()'s first SYN
 	SynRetransmits uint32
 	Errno          unix.Errno // connect_timeout/refused: what connect() returns
+	// TransmitErr: syn_retransmit (6.17+, fentry, kprobe): the transmit
+	// failed on this host after the kernel counted the retransmit
+	// (negative errno, or a positive NET_XMIT_* code).
+	TransmitErr int32
+	// Counted is how many of the kernel's SYN retransmits the line stands
+	// for: more than 1 when failed ones (before 6.17) went unseen.
+	Counted uint64
 
 	SynKnown    bool
 	SynRetries  uint8 // net.ipv4.tcp_syn_retries
@@ -191,7 +198,10 @@ func (d *decoder) decodeConn(r *tcptraceEvent, t tally) Event {
 		e.PID, e.Comm = d.owners.lookup(r.C.Ino)
 	}
 	e.Family, e.Local, e.Remote = connAddrs(&r.C)
-	if r.Ret < 0 {
+	switch {
+	case typ == SynRetransmit:
+		c.TransmitErr, c.Counted = r.Ret, r.Count
+	case r.Ret < 0:
 		c.Errno = unix.Errno(-r.Ret)
 	}
 	if typ == PortExhaustion && e.PID != 0 {
@@ -245,6 +255,8 @@ func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
 		d["syn_retransmits"] = c.SynRetransmits
 		if t != SynRetransmit {
 			d["errno"] = errnoName(c.Errno)
+		} else if c.TransmitErr != 0 {
+			d["transmit_error"] = transmitErrName(c.TransmitErr)
 		}
 		if c.SynKnown && t != ConnectRefused {
 			d["tcp_syn_retries"] = c.SynRetries
@@ -305,6 +317,20 @@ func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
 		}
 	}
 	return d
+}
+
+// transmitErrName names what the IP layer returned for a failed transmit:
+// a negative errno, or a positive NET_XMIT_* code (include/linux/netdevice.h).
+func transmitErrName(v int32) string {
+	switch {
+	case v < 0:
+		return errnoName(unix.Errno(-v))
+	case v == 1:
+		return "NET_XMIT_DROP"
+	case v == 2:
+		return "NET_XMIT_CN"
+	}
+	return fmt.Sprintf("NET_XMIT %d", v)
 }
 
 // prev is the time of the retransmit before index i (0: the first SYN).

@@ -21,6 +21,12 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 			b.WriteString(")")
 		}
 		b.WriteString(": no SYN-ACK came back")
+		if c.TransmitErr != 0 {
+			fmt.Fprintf(&b, "; this retransmit was dropped on this host (%s: a full queue, a qdisc or an output firewall rule)", transmitErrName(c.TransmitErr))
+		}
+		if c.Counted > 1 {
+			fmt.Fprintf(&b, "; %d retransmits since the last line, %d of them failed on this host unseen", c.Counted, c.Counted-1)
+		}
 		if c.SynKnown {
 			b.WriteString("; " + c.giveUpClause())
 		}

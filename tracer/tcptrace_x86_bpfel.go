@@ -93,9 +93,8 @@ type tcptraceConnSnapshot struct {
 type tcptraceConnStart struct {
 	_       structs.HostLayout
 	StartNs uint64
-	Tgid    uint32
-	SynRtx  uint32
-	Comm    [16]uint8
+	Base    uint32
+	Last    uint32
 }
 
 type tcptraceConnectFail struct {
