@@ -3,6 +3,7 @@ package e2e
 import (
 	"math"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -129,6 +130,63 @@ func TestSynRetransmitConnectTimeout(t *testing.T) {
 	}
 	if evs := append(theirs.eventsFor("syn_retransmit", 0), theirs.eventsFor("connect_timeout", 0)...); len(evs) != 0 {
 		t.Errorf("--pid %d (unrelated) printed:\n%s", other, dump(evs))
+	}
+}
+
+// probeHooks is what --list-probes says an event's chosen path hooks.
+func probeHooks(t *testing.T, event string) string {
+	t.Helper()
+	args := []string{"--list-probes", "-e", event}
+	if forcePath != "" {
+		args = append(args, "--force-path", forcePath)
+	}
+	out, _ := exec.Command(tcptraceBin, args...).CombinedOutput()
+	return string(out)
+}
+
+// SYNs dropped on output, by a firewall rule on the connecting host: each
+// retransmit is counted by the kernel (TCPSynRetrans) before the IP layer
+// refuses it with EPERM. Where the probe sees failed attempts (the 6.17+
+// tracepoint, fentry, kprobe) each is a line with transmit_error; the
+// tracepoint of older kernels fires only for sent ones, and the count then
+// shows in connect_timeout's syn_retransmits, read from the socket.
+func TestSynRetransmitDroppedOnOutput(t *testing.T) {
+	requireEvents(t, "syn_retransmit", "connect_timeout")
+	ns := newNetns(t)
+	ns.sysctl("net.ipv4.tcp_syn_retries", "1")
+	const port = 9
+	ns.nft("table ip tcptrace_e2e {\n\tchain out { type filter hook output priority 0; tcp dport 9 drop; }\n}\n")
+	chosen, _, _ := strings.Cut(probeHooks(t, "syn_retransmit"), "\n")
+	seesFailures := !strings.Contains(chosen, " tracepoint ") || strings.Contains(chosen, "with err")
+	tr := startTracer(t, connEvents...)
+	h := startHelper(t, ns, "connect", 0, helperPortEnv+"="+strconv.Itoa(port))
+	before := ns.netstat()
+	res := h.run()
+	delta := counterDelta(before, ns.netstat(), "TCPSynRetrans", "TCPTimeouts")
+	stopAll(t, tr)
+
+	rtx := tr.eventsFor("syn_retransmit", h.PID)
+	tos := tr.eventsFor("connect_timeout", h.PID)
+	t.Logf("helper %v, counters %v, probe sees failed transmits: %v:\n%s%s", res, delta, seesFailures, dump(rtx), dump(tos))
+	if res["errno"] != strconv.Itoa(int(syscall.ETIMEDOUT)) || delta["TCPSynRetrans"] == 0 {
+		t.Fatalf("connect() ended with errno %s after %d SYN retransmits, want ETIMEDOUT after some", res["errno"], delta["TCPSynRetrans"])
+	}
+	if len(tos) != 1 || uint64(detail(tos[0], "syn_retransmits")) != delta["TCPSynRetrans"] {
+		t.Fatalf("connect_timeout %s does not carry the %d retransmits TCPSynRetrans counted; stderr:\n%s", dump(tos), delta["TCPSynRetrans"], tr.stderrText())
+	}
+	if !seesFailures {
+		if len(rtx) != 0 {
+			t.Errorf("the tracepoint before 6.17 fires only for sent retransmits, yet:\n%s", dump(rtx))
+		}
+		return
+	}
+	if got := sumCounts(rtx); got != delta["TCPSynRetrans"] {
+		t.Errorf("TCPSynRetrans moved by %d; tcptrace: %d syn_retransmit", delta["TCPSynRetrans"], got)
+	}
+	for _, e := range rtx {
+		if e.Details["transmit_error"] != "EPERM" || !strings.Contains(e.Explanation, "never left this host") {
+			t.Errorf("a retransmit refused by the output rule shows no EPERM: %s %v", dump([]event{e}), e.Details)
+		}
 	}
 }
 

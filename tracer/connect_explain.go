@@ -20,17 +20,22 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 			}
 			b.WriteString(")")
 		}
-		b.WriteString(": no SYN-ACK came back")
 		if c.TransmitErr != 0 {
-			fmt.Fprintf(&b, "; this retransmit was dropped on this host (%s: a full queue, a qdisc or an output firewall rule)", transmitErrName(c.TransmitErr))
+			fmt.Fprintf(&b, " but it never left this host: the IP layer refused it with %s", transmitErrName(c.TransmitErr))
+		} else {
+			b.WriteString(": no SYN-ACK came back")
 		}
 		if c.Counted > 1 {
-			fmt.Fprintf(&b, "; %d retransmits since the last line, %d of them failed on this host unseen", c.Counted, c.Counted-1)
+			fmt.Fprintf(&b, "; %d retransmits since the last line, %d of them refused on this host unseen", c.Counted, c.Counted-1)
 		}
 		if c.SynKnown {
 			b.WriteString("; " + c.giveUpClause())
 		}
-		b.WriteString("; the destination drops SYNs (firewall, host down, wrong address) or the path is broken; a refusing host would answer with a reset at once")
+		if c.TransmitErr != 0 {
+			b.WriteString("; look at this host's output path: firewall rules (EPERM is a netfilter drop), qdiscs, a full device queue, routes")
+		} else {
+			b.WriteString("; the destination drops SYNs (firewall, host down, wrong address) or the path is broken; a refusing host would answer with a reset at once")
+		}
 	case ConnectTimeout:
 		fmt.Fprintf(&b, "connect() to %s failed with ETIMEDOUT", remote)
 		if c.StartKnown {
