@@ -203,3 +203,25 @@ func TestCountTimeWait(t *testing.T) {
 		t.Errorf("v4-mapped address parsed as %v", v6)
 	}
 }
+
+// A SYN retransmit the IP layer refused, and one line standing for several
+// counted retransmits (the failed ones the pre-6.17 tracepoint did not see).
+func TestDecodeSynRetransmitFailures(t *testing.T) {
+	r := sampleConnRaw(SynRetransmit)
+	r.C.SynRtx = 2
+	r.Ret = -int32(unix.EPERM)
+	e := (&decoder{hz: 250}).decode(&r, tally{count: 1})
+	if e.Details["transmit_error"] != "EPERM" || !strings.Contains(e.Explanation, "never left this host") || strings.Contains(e.Explanation, "no SYN-ACK") {
+		t.Errorf("refused transmit: %s %v", e.Explanation, e.Details)
+	}
+	r.Ret, r.Count = 1, 3 // NET_XMIT_DROP
+	e = (&decoder{hz: 250}).decode(&r, tally{count: 3})
+	if e.Details["transmit_error"] != "NET_XMIT_DROP" || !strings.Contains(e.Explanation, "3 retransmits since the last line, 2 of them refused") {
+		t.Errorf("several counted: %s %v", e.Explanation, e.Details)
+	}
+	r.Ret, r.Count = 0, 1
+	e = (&decoder{hz: 250}).decode(&r, tally{count: 1})
+	if _, ok := e.Details["transmit_error"]; ok || !strings.Contains(e.Explanation, "no SYN-ACK came back") {
+		t.Errorf("clean retransmit: %s %v", e.Explanation, e.Details)
+	}
+}
