@@ -243,6 +243,25 @@ static __always_inline void read_conn(struct sock *sk, struct conn_snapshot *c)
 	}
 }
 
+/* The --port and -4/-6 filters. Unlike sock_wanted(), the local port comes
+ * from inet_sport when inet_num is 0: a socket moved to CLOSE (a failed
+ * connect, a close without TIME_WAIT, an aborting close) has released its
+ * port before the state-change tracepoint fires. */
+static __always_inline bool conn_sock_wanted(struct sock *sk)
+{
+	__u16 sport, dport;
+
+	if (cfg_family && BPF_CORE_READ(sk, __sk_common.skc_family) != cfg_family)
+		return false;
+	if (!cfg_port)
+		return true;
+	sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!sport)
+		sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return sport == cfg_port || dport == cfg_port;
+}
+
 /* A zeroed event in the scratch slot, stamped now. */
 static __always_inline struct agg_value *conn_template(__u8 type, __u8 path)
 {
@@ -309,7 +328,7 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 		n = total - cs->last;
 		cs->last = total; /* the socket's timer runs one at a time */
 	}
-	if (!owner_wanted(sk) || !sock_wanted(sk))
+	if (!owner_wanted(sk) || !conn_sock_wanted(sk))
 		return;
 	t = conn_template(EVENT_SYN_RETRANSMIT, path);
 	if (!t)
@@ -341,7 +360,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 		type = EVENT_CONNECT_TIMEOUT;
 	else
 		return;
-	if (!owner_wanted(sk) || !sock_wanted(sk))
+	if (!owner_wanted(sk) || !conn_sock_wanted(sk))
 		return;
 	key.type = type;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 |
@@ -511,7 +530,7 @@ static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snap
 {
 	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 
-	if (!sock_wanted(sk))
+	if (!conn_sock_wanted(sk))
 		return false;
 	read_conn(sk, c);
 	read_port_limits(net, c);
@@ -674,7 +693,7 @@ static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_
 	struct agg_value *t;
 	struct net *net;
 
-	if (!sock_wanted(sk) || !owner_wanted(sk))
+	if (!conn_sock_wanted(sk) || !owner_wanted(sk))
 		return;
 	key.sk = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (agg_hit(&key, 0))
@@ -987,7 +1006,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		states |= TCPF(TCP_CLOSE);
 	if (!(TCPF(state) & states) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return;
-	if (!sock_wanted(sk) || !owner_wanted(sk))
+	if (!conn_sock_wanted(sk) || !owner_wanted(sk))
 		return;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 | side;
 	key.sub = BPF_CORE_READ(sk, __sk_common.skc_daddr) ^

@@ -400,11 +400,22 @@ func TestResetEstablished(t *testing.T) {
 	requireEvents(t, "reset")
 	ns := newNetns(t)
 	tr := startTracer(t, connEvents...)
+	v6 := startTracer(t, append(connEvents, "-6")...)
 	h := startHelper(t, ns, "reset", 0)
+	port := startTracer(t, append(connEvents, "--port", strconv.Itoa(h.Port))...)
+	otherPort := startTracer(t, append(connEvents, "--port", strconv.Itoa(h.Port+1))...)
 	before := ns.snmp()
 	res := h.run()
 	delta := counterDelta(before, ns.snmp(), "OutRsts", "EstabResets")
-	stopAll(t, tr)
+	stopAll(t, tr, v6, port, otherPort)
+	// The filters apply to connection events as to the others: -6 and
+	// another port see nothing of this IPv4 connection, its port all of it.
+	if evs := append(v6.eventsFor("reset", 0), otherPort.eventsFor("reset", 0)...); len(evs) != 0 {
+		t.Errorf("-6 or --port %d printed:\n%s", h.Port+1, dump(evs))
+	}
+	if got := sumCounts(port.eventsFor("reset", h.PID)); got != 2 {
+		t.Errorf("--port %d counted %d resets, want 2", h.Port, got)
+	}
 
 	evs := tr.eventsFor("reset", h.PID)
 	t.Logf("helper %v, counters %v:\n%s", res, delta, dump(evs))
