@@ -45,7 +45,7 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 		if c.SynKnown {
 			fmt.Fprintf(&b, "; the limit: %s", c.limitClause())
 		}
-		b.WriteString("; to fail faster set TCP_SYNCNT or TCP_USER_TIMEOUT on the socket (or lower net.ipv4.tcp_syn_retries), or use a connect timeout in the application; then find why the destination does not answer")
+		b.WriteString("; to fail faster set TCP_SYNCNT or TCP_USER_TIMEOUT on the socket (or lower net.ipv4.tcp_syn_retries), or use a connect timeout in the application; then find why no SYN-ACK came back: the destination, the path, or this host's own output rules (syn_retransmit lines say if the SYNs left)")
 	case ConnectRefused:
 		fmt.Fprintf(&b, "connect() to %s failed with ECONNREFUSED", remote)
 		if c.StartKnown {
