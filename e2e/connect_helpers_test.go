@@ -26,6 +26,12 @@ var connHelpers = map[string]func(time.Duration) error{
 
 var loopback = [4]byte{127, 0, 0, 1}
 
+// Socket options of the "connect" helper: TCP_SYNCNT, TCP_USER_TIMEOUT (ms).
+const (
+	helperSyncntEnv      = "TCPTRACE_E2E_SYNCNT"
+	helperUserTimeoutEnv = "TCPTRACE_E2E_USER_TIMEOUT_MS"
+)
+
 func readyAndWait(port int) error {
 	fmt.Printf("READY pid=%d lport=0 port=%d\n", os.Getpid(), port)
 	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
@@ -42,12 +48,23 @@ func errnoOf(err error) int {
 	return 0
 }
 
-// connectOnce makes one blocking connect() to 127.0.0.1:$PORT and reports
+// connectOnce makes one blocking connect() to 127.0.0.1:$PORT, with the
+// socket options above when set, and reports
 // its errno, its local port and how long it took.
 func connectOnce(time.Duration) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return err
+	}
+	if n := envInt(helperSyncntEnv); n > 0 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_SYNCNT, n); err != nil {
+			return err
+		}
+	}
+	if ms := envInt(helperUserTimeoutEnv); ms > 0 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, ms); err != nil {
+			return err
+		}
 	}
 	if err := readyAndWait(envInt(helperPortEnv)); err != nil {
 		return err

@@ -133,6 +133,47 @@ func TestSynRetransmitConnectTimeout(t *testing.T) {
 	}
 }
 
+// The socket's own limits on a connect to a black hole: TCP_SYNCNT replaces
+// tcp_syn_retries, TCP_USER_TIMEOUT cuts the attempt short (and clamps the
+// retransmit timer to it). connect_timeout must come when the kernel's
+// rules, applied by tcptrace to the numbers it read, say it comes.
+func TestConnectTimeoutSocketLimits(t *testing.T) {
+	requireEvents(t, "connect_timeout")
+	for _, tc := range []struct {
+		name, env, detail string
+		value             float64
+	}{
+		{"TCP_SYNCNT=1", helperSyncntEnv + "=1", "tcp_syncnt", 1},
+		{"TCP_USER_TIMEOUT=2500ms", helperUserTimeoutEnv + "=2500", "tcp_user_timeout_ms", 2500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetns(t)
+			const port = 9
+			ns.dropSYNsTo(port)
+			tr := startTracer(t, connEvents...)
+			h := startHelper(t, ns, "connect", 0, helperPortEnv+"="+strconv.Itoa(port), tc.env)
+			before := ns.netstat()
+			res := h.run()
+			delta := counterDelta(before, ns.netstat(), "TCPSynRetrans")
+			stopAll(t, tr)
+			tos := tr.eventsFor("connect_timeout", h.PID)
+			t.Logf("helper %v, counters %v:\n%s", res, delta, dump(tos))
+			if res["errno"] != strconv.Itoa(int(syscall.ETIMEDOUT)) || len(tos) != 1 {
+				t.Fatalf("errno %s, %d connect_timeout; stderr:\n%s", res["errno"], len(tos), tr.stderrText())
+			}
+			e := tos[0]
+			elapsed, _ := strconv.ParseFloat(res["elapsed_ms"], 64)
+			if detail(e, tc.detail) != tc.value {
+				t.Errorf("%s = %v, want %v", tc.detail, e.Details[tc.detail], tc.value)
+			}
+			if !near(detail(e, "gives_up_after_ms"), elapsed, 300) || uint64(detail(e, "syn_retransmits_max")) != delta["TCPSynRetrans"] {
+				t.Errorf("predicted %v ms and %v retransmits; connect() took %.0f ms and %d retransmits",
+					e.Details["gives_up_after_ms"], e.Details["syn_retransmits_max"], elapsed, delta["TCPSynRetrans"])
+			}
+		})
+	}
+}
+
 // probeHooks is what --list-probes says an event's chosen path hooks.
 func probeHooks(t *testing.T, event string) string {
 	t.Helper()
