@@ -4,11 +4,12 @@
  *
  * syn_retransmit, connect_timeout, connect_refused. A connect() puts the
  * socket in SYN_SENT (sock:inet_sock_set_state, in the caller's process:
- * the connect's start time and owner are kept in conn_starts). Each SYN
+ * owner.bpf.c records the owner, conn_starts the start time). Each SYN
  * retransmit passes tcp:tcp_retransmit_skb with the socket still in
- * SYN_SENT (from the retransmit timer, so the owner comes from that map).
+ * SYN_SENT (from the retransmit timer: the owner comes from owner.bpf.c).
  * The attempt ends SYN_SENT -> CLOSE with sk_err already set: tcp_write_err()
- * sets ETIMEDOUT (or a soft ICMP error) before tcp_done(), tcp_reset() sets
+ * sets ETIMEDOUT before tcp_done() (or a soft ICMP error seen meanwhile,
+ * EHOSTUNREACH..., which is not reported as a timeout), tcp_reset() sets
  * ECONNREFUSED before tcp_done(). Which retransmits TCPSynRetrans counts is
  * read from the socket's total_retrans (see on_syn_retransmit()).
  *
@@ -54,8 +55,8 @@
 
 #define TCPF(s) (1U << (s))
 /* States of a connection past its handshake, where a reset means one side
- * aborted it. CLOSE is there for sent resets: close() with unread data,
- * SO_LINGER 0 and tcp_disconnect() set CLOSE before they send the reset. */
+ * aborted it. Sent resets add CLOSE: close() with unread data, SO_LINGER 0
+ * and tcp_disconnect() set CLOSE before they send the reset. */
 #define RST_STATES (TCPF(TCP_ESTABLISHED) | TCPF(TCP_FIN_WAIT1) | TCPF(TCP_FIN_WAIT2) | \
 		    TCPF(TCP_CLOSE_WAIT) | TCPF(TCP_CLOSING) | TCPF(TCP_LAST_ACK))
 #define TW_CANDIDATES (TCPF(TCP_FIN_WAIT1) | TCPF(TCP_FIN_WAIT2) | TCPF(TCP_CLOSING))
