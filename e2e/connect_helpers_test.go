@@ -30,6 +30,7 @@ var loopback = [4]byte{127, 0, 0, 1}
 const (
 	helperSyncntEnv      = "TCPTRACE_E2E_SYNCNT"
 	helperUserTimeoutEnv = "TCPTRACE_E2E_USER_TIMEOUT_MS"
+	helperFamilyEnv      = "TCPTRACE_E2E_FAMILY" // 6: connect to [::1]
 )
 
 func readyAndWait(port int) error {
@@ -52,7 +53,11 @@ func errnoOf(err error) int {
 // socket options above when set, and reports
 // its errno, its local port and how long it took.
 func connectOnce(time.Duration) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	family := unix.AF_INET
+	if envInt(helperFamilyEnv) == 6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return err
 	}
@@ -69,12 +74,19 @@ func connectOnce(time.Duration) error {
 	if err := readyAndWait(envInt(helperPortEnv)); err != nil {
 		return err
 	}
+	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: loopback, Port: envInt(helperPortEnv)}
+	if family == unix.AF_INET6 {
+		to = &unix.SockaddrInet6{Addr: [16]byte{15: 1}, Port: envInt(helperPortEnv)}
+	}
 	start := time.Now()
-	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: loopback, Port: envInt(helperPortEnv)})
+	err = unix.Connect(fd, to)
 	elapsed := time.Since(start)
 	lport := 0
-	if sa, e := unix.Getsockname(fd); e == nil {
-		lport = sa.(*unix.SockaddrInet4).Port
+	switch sa, _ := unix.Getsockname(fd); sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		lport = sa.Port
+	case *unix.SockaddrInet6:
+		lport = sa.Port
 	}
 	fmt.Printf("RESULT errno=%d elapsed_ms=%d lport=%d\n", errnoOf(err), elapsed.Milliseconds(), lport)
 	return nil

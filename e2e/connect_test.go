@@ -262,6 +262,33 @@ func TestConnectRefused(t *testing.T) {
 	}
 }
 
+// The same over IPv6, with -4 and -6 tracers beside the host-wide one.
+func TestConnectRefusedIPv6(t *testing.T) {
+	requireEvents(t, "connect_refused")
+	ns := newNetns(t)
+	tr := startTracer(t, connEvents...)
+	v4 := startTracer(t, append(connEvents, "-4")...)
+	v6 := startTracer(t, append(connEvents, "-6")...)
+	h := startHelper(t, ns, "connect", 0, helperPortEnv+"=9", helperFamilyEnv+"=6")
+	res := h.run()
+	stopAll(t, tr, v4, v6)
+	if res["errno"] != strconv.Itoa(int(syscall.ECONNREFUSED)) {
+		t.Fatalf("connect() to [::1]:9 ended with errno %s, want ECONNREFUSED", res["errno"])
+	}
+	evs := tr.eventsFor("connect_refused", h.PID)
+	t.Logf("helper %v:\n%s", res, dump(evs))
+	lport, _ := strconv.Atoi(res["lport"])
+	if len(evs) != 1 || evs[0].Family != 6 || evs[0].RAddr != "::1" || evs[0].RPort != 9 || evs[0].LAddr != "::1" || (lport != 0 && evs[0].LPort != lport) {
+		t.Fatalf("want one IPv6 connect_refused to [::1]:9; stderr:\n%s", tr.stderrText())
+	}
+	if got := sumCounts(v6.eventsFor("connect_refused", h.PID)); got != 1 {
+		t.Errorf("-6 counted %d, want 1", got)
+	}
+	if evs := v4.eventsFor("connect_refused", 0); len(evs) != 0 {
+		t.Errorf("-4 printed:\n%s", dump(evs))
+	}
+}
+
 // A client with 8 local ports making short connections that it closes
 // first: each leaves a TIME_WAIT socket holding its port for 60 s, and once
 // the 8 are taken connect() fails with EADDRNOTAVAIL (tcp_tw_reuse off).
