@@ -917,7 +917,7 @@ static __always_inline void read_ts_recent(struct sock *sk, struct conn_snapshot
 	}
 }
 
-static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct sock *rx_sk)
+static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct sock *rx_sk, __u8 path)
 {
 	struct conn_snapshot c = {};
 	struct agg_key key = { .type = EVENT_PAWS_REJECT };
@@ -958,7 +958,7 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 	if (!t)
 		return;
 	t->ev.type = EVENT_PAWS_REJECT;
-	t->ev.path = PATH_TRACEPOINT;
+	t->ev.path = path;
 	__builtin_memcpy(&t->ev.c, &c, sizeof(c));
 	if (owner_sk)
 		conn_owner(&t->ev, owner_sk);
@@ -973,7 +973,7 @@ int BPF_PROG(tp_paws_kfree_skb, struct sk_buff *skb, void *location, enum skb_dr
 {
 	if (!paws_reason(reason))
 		return 0;
-	on_paws(skb, reason, rx_sk);
+	on_paws(skb, reason, rx_sk, PATH_TRACEPOINT);
 	return 0;
 }
 
@@ -983,7 +983,57 @@ int BPF_PROG(tp_paws_kfree_skb_nosk, struct sk_buff *skb, void *location, enum s
 {
 	if (!paws_reason(reason))
 		return 0;
-	on_paws(skb, reason, NULL);
+	on_paws(skb, reason, NULL, PATH_TRACEPOINT);
+	return 0;
+}
+
+/*
+ * Before 6.16 a segment refused by PAWS in TIME_WAIT is freed with no drop
+ * reason (only PAWSEstab moves), so the fentry and kprobe paths apply the
+ * kernel's own test at the entry of tcp_timewait_state_process()
+ * (net/ipv4/tcp_minisocks.c, the same in 5.10 to 6.15): a timestamp on the
+ * segment, one recorded by the TIME_WAIT socket (tw_ts_recent_stamp != 0),
+ * and tcp_paws_reject() with a window of 0: the segment's TSval is older
+ * than tw_ts_recent, which is non-zero and less than 24 days old; a reset
+ * passes once the recorded one is 60 s (TCP_PAWS_MSL) old. Only the
+ * TIME_WAIT substate counts it (PAWSEstab); FIN_WAIT2 just ACKs.
+ */
+#define TCP_PAWS_24DAYS (60 * 60 * 24 * 24)
+#define TCP_PAWS_MSL 60
+#define PAWS_RECOMPUTED 0xffffffff /* drop_reason: tcptrace applied the test */
+
+static __always_inline void on_timewait_segment(struct sock *sk, struct sk_buff *skb, __u8 path)
+{
+	struct tcp_timewait_sock *tcptw = (void *)sk;
+	struct conn_snapshot c = {};
+	__u32 recent, now_s;
+	int stamp;
+
+	if (BPF_CORE_READ((struct inet_timewait_sock *)sk, tw_substate) != TCP_TIME_WAIT)
+		return;
+	stamp = BPF_CORE_READ_BITFIELD_PROBED(tcptw, tw_ts_recent_stamp);
+	if (!stamp || !read_segment(skb, &c) || !c.ts_seen)
+		return;
+	recent = BPF_CORE_READ(tcptw, tw_ts_recent);
+	now_s = bpf_ktime_get_ns() / 1000000000ULL; /* ktime_get_seconds() */
+	if ((__s32)(recent - c.tsval) <= 0 || !recent || (__s32)(now_s - (stamp + TCP_PAWS_24DAYS)) >= 0)
+		return;
+	if ((c.tcp_flags & 0x04) && (__s32)(now_s - (stamp + TCP_PAWS_MSL)) >= 0)
+		return; /* an old enough reset passes */
+	on_paws(skb, PAWS_RECOMPUTED, sk, path);
+}
+
+SEC("fentry/tcp_timewait_state_process")
+int BPF_PROG(fentry_tcp_timewait_state_process, struct inet_timewait_sock *tw, struct sk_buff *skb)
+{
+	on_timewait_segment((struct sock *)tw, skb, PATH_FENTRY);
+	return 0;
+}
+
+SEC("kprobe/tcp_timewait_state_process")
+int BPF_KPROBE(kprobe_tcp_timewait_state_process, struct inet_timewait_sock *tw, struct sk_buff *skb)
+{
+	on_timewait_segment((struct sock *)tw, skb, PATH_KPROBE);
 	return 0;
 }
 

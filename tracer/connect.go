@@ -37,6 +37,10 @@ const (
 	ReasonPawsTSecr       Reason = "bad_tsecr"
 )
 
+// pawsRecomputed is the drop_reason bpf/connect.bpf.c gives a PAWS reject in
+// TIME_WAIT that it recognised itself (PAWS_RECOMPUTED).
+const pawsRecomputed = 0xffffffff
+
 var pawsReasonOf = map[string]Reason{
 	"TCP_RFC7323_PAWS":     ReasonPawsEstablished,
 	"TCP_RFC7323_TW_PAWS":  ReasonPawsTimewait,
@@ -82,12 +86,15 @@ type ConnState struct {
 	// (-1: unknown), read from /proc/<pid>/net/tcp{,6} of the process.
 	TwToDest int
 
-	DropReason    string // paws_reject: the kernel's drop reason
-	SYN           bool   // paws_reject: the segment was a SYN
-	TSSeen        bool
-	TSval, TSecr  uint32
-	TSRecentKnown bool
-	TSRecent      uint32
+	DropReason string // paws_reject: the kernel's drop reason
+	// PawsRecomputed: before 6.16 (fentry, kprobe) a PAWS reject in
+	// TIME_WAIT has no drop reason; tcptrace applied the kernel's test.
+	PawsRecomputed bool
+	SYN            bool // paws_reject: the segment was a SYN
+	TSSeen         bool
+	TSval, TSecr   uint32
+	TSRecentKnown  bool
+	TSRecent       uint32
 
 	Side      string // reset: "sent" or "received"
 	RstReason string // reset sent, 6.10+
@@ -157,7 +164,9 @@ func newConnState(r *tcptraceConnSnapshot, hz uint64, names *connFacts) ConnStat
 	if r.RtoMax != 0 && hz != 0 {
 		c.RTOMax = time.Duration(uint64(r.RtoMax) * uint64(time.Second) / hz)
 	}
-	if names != nil {
+	if r.DropReason == pawsRecomputed {
+		c.PawsRecomputed = true
+	} else if names != nil {
 		c.DropReason = names.dropReasons[r.DropReason]
 		if r.RstReasonKnown != 0 {
 			c.RstReason = names.rstReasons[r.RstReason]
@@ -225,6 +234,9 @@ func classifyConn(t EventType, c *ConnState) Reason {
 	case TimewaitOverflow:
 		return ReasonTimewaitLimit
 	case PawsReject:
+		if c.PawsRecomputed {
+			return ReasonPawsTimewait
+		}
 		if r, ok := pawsReasonOf[c.DropReason]; ok {
 			return r
 		}
@@ -295,6 +307,9 @@ func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
 		}
 	case PawsReject:
 		d["drop_reason"] = c.DropReason
+		if c.PawsRecomputed {
+			d["drop_reason"] = "none (TIME_WAIT before 6.16: PAWS test applied by tcptrace)"
+		}
 		d["syn"] = c.SYN
 		d["state"] = c.State
 		if c.TSSeen {

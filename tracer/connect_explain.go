@@ -107,7 +107,11 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 		if c.TSSeen && c.TSRecentKnown {
 			fmt.Fprintf(&b, ": its timestamp %d is %d behind the %d this host last saw from that address and port", c.TSval, int32(c.TSRecent-c.TSval), c.TSRecent)
 		}
-		switch c.DropReason {
+		reason := c.DropReason
+		if c.PawsRecomputed {
+			reason = "TCP_RFC7323_TW_PAWS"
+		}
+		switch reason {
 		case "TCP_RFC7323_TW_PAWS":
 			b.WriteString("; the 4-tuple is still in TIME_WAIT here and the new SYN's clock is older: typical of several clients behind one NAT address, whose timestamp clocks differ, reusing a source port; the client sees its connect() time out or stall; fix it on the NAT (keep per-client source ports apart) or let clients close first so TIME_WAIT stays on their side; tcp_tw_recycle, which made this far worse, was removed in 4.12")
 		case "TCP_RFC7323_TSECR":

@@ -159,3 +159,27 @@ func needPaws(twPaws, rxSk bool) func(*kernelFacts) error {
 		return nil
 	}
 }
+
+// needTimewaitPaws: before 6.16 a PAWS reject in TIME_WAIT has no drop
+// reason, and the fentry/kprobe paths apply the kernel's test themselves;
+// from 6.16 the tracepoint has it and these paths would count it twice.
+// reasons: the path also takes the other rejects from skb:kfree_skb (5.19+),
+// rxSk: with the 6.11+ prototype.
+func needTimewaitPaws(reasons, rxSk bool) func(*kernelFacts) error {
+	return func(k *kernelFacts) error {
+		f, err := connFactsOf(k)
+		if err != nil {
+			return err
+		}
+		if f.hasPawsReason("TCP_RFC7323_TW_PAWS") {
+			return errors.New("for kernels without the drop reason TCP_RFC7323_TW_PAWS (before 6.16): the tracepoint path sees every PAWS reject")
+		}
+		if !reasons {
+			if len(f.pawsReasons) != 0 {
+				return errors.New("for kernels without PAWS drop reasons (before 5.19)")
+			}
+			return nil
+		}
+		return needPaws(false, rxSk)(k)
+	}
+}

@@ -233,6 +233,28 @@ var detectors = []detector{
 			{PathTracepoint, "tp_btf/kfree_skb, reasons TCP_RFC7323_* incl. TW_PAWS (6.16+)", []progAttach{
 				{prog: "tp_paws_kfree_skb", kind: attachTracing},
 			}, needPaws(true, true)},
+			{PathFentry, "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)", []progAttach{
+				{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needTimewaitPaws(true, true)},
+			{PathFentry, "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)", []progAttach{
+				{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
+				{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
+			}, needTimewaitPaws(true, false)},
+			{PathFentry, "fentry/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)", []progAttach{
+				{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
+			}, needTimewaitPaws(false, false)},
+			{PathKprobe, "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)", []progAttach{
+				{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needTimewaitPaws(true, true)},
+			{PathKprobe, "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)", []progAttach{
+				{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
+				{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
+			}, needTimewaitPaws(true, false)},
+			{PathKprobe, "kprobe/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)", []progAttach{
+				{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
+			}, needTimewaitPaws(false, false)},
 			{PathTracepoint, "tp_btf/kfree_skb with rx_sk, reasons TCP_RFC7323_* (6.11-6.15: not in TIME_WAIT)", []progAttach{
 				{prog: "tp_paws_kfree_skb", kind: attachTracing},
 			}, needPaws(false, true)},
