@@ -225,3 +225,18 @@ func TestDecodeSynRetransmitFailures(t *testing.T) {
 		t.Errorf("clean retransmit: %s %v", e.Explanation, e.Details)
 	}
 }
+
+// Before 6.16 the fentry/kprobe paths recognise a TIME_WAIT PAWS reject
+// themselves: no drop reason, and the line says so.
+func TestDecodePawsRecomputed(t *testing.T) {
+	r := sampleConnRaw(PawsReject)
+	r.C.DropReason, r.C.TcpFlags, r.C.State = pawsRecomputed, 0x02, 6
+	r.C.TsSeen, r.C.Tsval, r.C.TsRecentKnown, r.C.TsRecent = 1, 5, 1, 7
+	e := (&decoder{hz: 250, conn: &connFacts{dropReasons: map[uint32]string{36: "TCP_RFC7323_PAWS"}}}).decode(&r, tally{count: 1})
+	if e.Reason != ReasonPawsTimewait || !strings.HasPrefix(e.Details["drop_reason"].(string), "none (TIME_WAIT before 6.16") {
+		t.Errorf("recomputed: %v %v", e.Reason, e.Details)
+	}
+	if strings.Contains(e.Explanation, "(TCP_RFC7323") || !strings.Contains(e.Explanation, "still in TIME_WAIT") {
+		t.Errorf("explanation: %s", e.Explanation)
+	}
+}
