@@ -16,10 +16,15 @@
  * port_exhaustion. __inet_hash_connect() returns -EADDRNOTAVAIL when no
  * local port is free; tcp_v4_connect()/tcp_v6_connect() then set CLOSE
  * (SYN_SENT -> CLOSE, sk_err 0, in the caller's process) and return the
- * error. Tracepoint path: that transition stashes the socket per thread and
- * the connect syscall's exit tracepoint, seeing -EADDRNOTAVAIL, reports it.
- * fentry/kprobe path: the return value of inet_hash_connect() and
- * inet6_hash_connect() directly.
+ * error. Tracepoint path: that transition on a socket that never got a
+ * local port (inet_num and inet_sport still 0): every later failure, and a
+ * close() while connecting, happens with the port assigned. The only other
+ * way there is -ENOMEM for a bind bucket. A bound socket whose 4-tuple is
+ * taken (also -EADDRNOTAVAIL) has its port: only the fentry/kprobe path,
+ * the return value of inet_hash_connect() and inet6_hash_connect(), sees it.
+ * (The connect syscall's exit tracepoint would say the errno, but enabling
+ * syscall tracepoints patches the syscall exit path of every task, and did
+ * crash a 6.12 guest under QEMU.)
  *
  * timewait_overflow. tcp_time_wait() asks inet_twsk_alloc() for a TIME_WAIT
  * socket, which refuses when the namespace already holds tcp_max_tw_buckets
@@ -81,22 +86,6 @@ struct {
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn_start);
 } conn_starts SEC(".maps");
-
-/* A connect() that failed in tcp_v4/v6_connect(), per thread, until the
- * syscall returns with its errno (tracepoint path of port_exhaustion). */
-struct connect_fail {
-	__u64 ts_ns;
-	__u32 tgid;
-	__u8 comm[TASK_COMM_LEN];
-	struct conn_snapshot c;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* tid */
-	__type(value, struct connect_fail);
-} connect_fails SEC(".maps");
 
 /* The TIME_WAIT socket whose timer this CPU armed last. */
 struct tw_armed {
@@ -538,55 +527,34 @@ static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snap
 	return true;
 }
 
-/* SYN_SENT -> CLOSE with no error, in connect(): tcp_v4/v6_connect() failed
- * after choosing the state; the syscall's exit says why. */
+/* SYN_SENT -> CLOSE with no error on a socket that never got a local port:
+ * __inet_hash_connect() found none free. Every other state change of the
+ * host leaves after two compares. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_port_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	__u64 id;
-	__u32 tid;
 	struct agg_value *t;
-	struct connect_fail *f;
+	__u8 comm[TASK_COMM_LEN];
+	__u32 tgid;
 
 	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE)
 		return 0;
-	if (BPF_CORE_READ(sk, sk_err))
+	if (sk->__sk_common.skc_num || BPF_CORE_READ((struct inet_sock *)sk, inet_sport) || BPF_CORE_READ(sk, sk_err))
 		return 0;
-	id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
+	tgid = bpf_get_current_pid_tgid() >> 32; /* connect() runs in its caller */
+	if (!pid_wanted(tgid))
 		return 0;
-	/* struct connect_fail is too large for the stack: build it in the
-	 * scratch slot, which is free until the next program on this CPU. */
 	t = agg_template();
-	if (!t)
+	if (!t || !fill_port_snapshot(sk, &t->ev.c))
 		return 0;
-	f = (struct connect_fail *)t;
-	if (!fill_port_snapshot(sk, &f->c))
-		return 0;
-	f->ts_ns = bpf_ktime_get_ns();
-	f->tgid = id >> 32;
-	bpf_get_current_comm(&f->comm, sizeof(f->comm));
-	tid = (__u32)id;
-	bpf_map_update_elem(&connect_fails, &tid, f, BPF_ANY);
-	return 0;
-}
+	bpf_get_current_comm(&comm, sizeof(comm));
+	/* port_exhausted() reuses the scratch slot: copy out first. */
+	{
+		struct conn_snapshot c;
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int tp_sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
-{
-	__u32 tid;
-	struct connect_fail *f;
-
-	if (ctx->ret != -EADDRNOTAVAIL)
-		return 0;
-	tid = (__u32)bpf_get_current_pid_tgid();
-	f = bpf_map_lookup_elem(&connect_fails, &tid);
-	if (!f)
-		return 0;
-	/* The stash was made by this very syscall, microseconds ago. */
-	if (bpf_ktime_get_ns() - f->ts_ns < 1000000000ULL)
-		port_exhausted(&f->c, f->tgid, f->comm, PATH_TRACEPOINT);
-	bpf_map_delete_elem(&connect_fails, &tid);
+		__builtin_memcpy(&c, &t->ev.c, sizeof(c));
+		port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
+	}
 	return 0;
 }
 

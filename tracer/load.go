@@ -132,9 +132,6 @@ func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec) (*eb
 			l, err = link.Kprobe(pa.symbol, prog, nil)
 		case attachKretprobe:
 			l, err = link.Kretprobe(pa.symbol, prog, nil)
-		case attachTracepoint:
-			group, name, _ := strings.Cut(pa.symbol, "/")
-			l, err = link.Tracepoint(group, name, prog, nil)
 		}
 		if err != nil {
 			return fail(fmt.Errorf("attaching %s: %w", pa.prog, explainAttach(err)))

@@ -16,10 +16,9 @@ import (
 type attachKind int
 
 const (
-	attachTracing    attachKind = iota // tp_btf, fentry, fexit: target is in the section name
-	attachKprobe                       // kprobe on symbol
-	attachKretprobe                    // kretprobe on symbol
-	attachTracepoint                   // classic tracepoint: symbol is "group/name"
+	attachTracing   attachKind = iota // tp_btf, fentry, fexit: target is in the section name
+	attachKprobe                      // kprobe on symbol
+	attachKretprobe                   // kretprobe on symbol
 )
 
 type progAttach struct {
@@ -195,9 +194,8 @@ var detectors = []detector{
 	{
 		events: []EventType{PortExhaustion},
 		paths: []pathSpec{
-			{PathTracepoint, "tp_btf/inet_sock_set_state + tracepoint/syscalls/sys_exit_connect", []progAttach{
+			{PathTracepoint, "tp_btf/inet_sock_set_state: SYN_SENT to CLOSE with no local port (no free port; not a bound socket's taken 4-tuple)", []progAttach{
 				{prog: "tp_port_set_state", kind: attachTracing},
-				{prog: "tp_sys_exit_connect", kind: attachTracepoint, symbol: "syscalls/sys_exit_connect"},
 			}, nil},
 			{PathFentry, "fexit/inet_hash_connect, inet6_hash_connect", []progAttach{
 				{prog: "fexit_inet_hash_connect", kind: attachTracing},

@@ -97,15 +97,6 @@ type tcptraceConnStart struct {
 	Last    uint32
 }
 
-type tcptraceConnectFail struct {
-	_    structs.HostLayout
-	TsNs uint64
-	Tgid uint32
-	Comm [16]uint8
-	_    [4]byte
-	C    tcptraceConnSnapshot
-}
-
 type tcptraceEvent struct {
 	_         structs.HostLayout
 	TsNs      uint64
@@ -271,7 +262,6 @@ const (
 	tcptraceMapAggregates                     = "aggregates"
 	tcptraceMapConnReqEntries                 = "conn_req_entries"
 	tcptraceMapConnStarts                     = "conn_starts"
-	tcptraceMapConnectFails                   = "connect_fails"
 	tcptraceMapCpuOffset                      = "cpu_offset"
 	tcptraceMapEvents                         = "events"
 	tcptraceMapInodeOwners                    = "inode_owners"
@@ -336,7 +326,6 @@ const (
 	tcptraceProgTpPortSetState                = "tp_port_set_state"
 	tcptraceProgTpSockSendLength              = "tp_sock_send_length"
 	tcptraceProgTpSockSendLengthWait          = "tp_sock_send_length_wait"
-	tcptraceProgTpSysExitConnect              = "tp_sys_exit_connect"
 	tcptraceProgTpTcpReceiveReset             = "tp_tcp_receive_reset"
 	tcptraceProgTpTcpRetransmitSkb            = "tp_tcp_retransmit_skb"
 	tcptraceProgTpTcpRetransmitSkbErr         = "tp_tcp_retransmit_skb_err"
@@ -458,7 +447,6 @@ type tcptraceProgramSpecs struct {
 	TpPortSetState                *ebpf.ProgramSpec `ebpf:"tp_port_set_state"`
 	TpSockSendLength              *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
 	TpSockSendLengthWait          *ebpf.ProgramSpec `ebpf:"tp_sock_send_length_wait"`
-	TpSysExitConnect              *ebpf.ProgramSpec `ebpf:"tp_sys_exit_connect"`
 	TpTcpReceiveReset             *ebpf.ProgramSpec `ebpf:"tp_tcp_receive_reset"`
 	TpTcpRetransmitSkb            *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb"`
 	TpTcpRetransmitSkbErr         *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb_err"`
@@ -477,7 +465,6 @@ type tcptraceMapSpecs struct {
 	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
 	ConnStarts     *ebpf.MapSpec `ebpf:"conn_starts"`
-	ConnectFails   *ebpf.MapSpec `ebpf:"connect_fails"`
 	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	InodeOwners    *ebpf.MapSpec `ebpf:"inode_owners"`
@@ -543,7 +530,6 @@ type tcptraceMaps struct {
 	Aggregates     *ebpf.Map `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
 	ConnStarts     *ebpf.Map `ebpf:"conn_starts"`
-	ConnectFails   *ebpf.Map `ebpf:"connect_fails"`
 	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
 	Events         *ebpf.Map `ebpf:"events"`
 	InodeOwners    *ebpf.Map `ebpf:"inode_owners"`
@@ -566,7 +552,6 @@ func (m *tcptraceMaps) Close() error {
 		m.Aggregates,
 		m.ConnReqEntries,
 		m.ConnStarts,
-		m.ConnectFails,
 		m.CpuOffset,
 		m.Events,
 		m.InodeOwners,
@@ -663,7 +648,6 @@ type tcptracePrograms struct {
 	TpPortSetState                *ebpf.Program `ebpf:"tp_port_set_state"`
 	TpSockSendLength              *ebpf.Program `ebpf:"tp_sock_send_length"`
 	TpSockSendLengthWait          *ebpf.Program `ebpf:"tp_sock_send_length_wait"`
-	TpSysExitConnect              *ebpf.Program `ebpf:"tp_sys_exit_connect"`
 	TpTcpReceiveReset             *ebpf.Program `ebpf:"tp_tcp_receive_reset"`
 	TpTcpRetransmitSkb            *ebpf.Program `ebpf:"tp_tcp_retransmit_skb"`
 	TpTcpRetransmitSkbErr         *ebpf.Program `ebpf:"tp_tcp_retransmit_skb_err"`
@@ -726,7 +710,6 @@ func (p *tcptracePrograms) Close() error {
 		p.TpPortSetState,
 		p.TpSockSendLength,
 		p.TpSockSendLengthWait,
-		p.TpSysExitConnect,
 		p.TpTcpReceiveReset,
 		p.TpTcpRetransmitSkb,
 		p.TpTcpRetransmitSkbErr,
