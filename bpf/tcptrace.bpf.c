@@ -6,6 +6,7 @@
  */
 #include "listen.bpf.c"
 #include "send_return.bpf.c" /* send.bpf.c, nagle.bpf.c, delack.bpf.c */
+#include "connect.bpf.c"
 
 /* Unused by the programs: they keep the two enums in the object's BTF so that
  * bpf2go -type generates their Go constants from this one definition. */
@@ -13,6 +14,7 @@ const volatile enum event_type btf_anchor_event_type;
 const volatile enum probe_path btf_anchor_probe_path;
 const volatile enum listen_reason btf_anchor_listen_reason;
 const volatile enum send_hook btf_anchor_send_hook;
+const volatile enum conn_limits btf_anchor_conn_limits;
 
 /* GPL: tp_btf, fentry and ring buffer helpers are GPL-only. */
 char LICENSE[] SEC("license") = "GPL";

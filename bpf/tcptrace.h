@@ -164,6 +164,62 @@ struct ack_snapshot {
 	__u8 _pad;
 };
 
+/* Which of a conn_snapshot's kernel settings were read (bit mask). */
+enum conn_limits {
+	LIMIT_SYN = 1,         /* syn_retries, syncnt, user_timeout_ms, rto */
+	LIMIT_SYN_LINEAR = 2,  /* syn_linear_timeouts: the kernel has it (6.5+) */
+	LIMIT_PORTS = 4,       /* port_lo, port_hi, tw_reuse */
+	LIMIT_TW = 8,          /* tw_count, max_tw_buckets */
+};
+
+/*
+ * One connection (or the segment that concerned it) at a set-up or teardown
+ * event: connect() outcomes, port exhaustion, TIME_WAIT overflow, PAWS,
+ * resets. These happen in timer or softirq context as often as not, so pid
+ * and comm are the connection's owner when owner_known is set. Kernel units
+ * (jiffies) where the kernel keeps them; Go converts with HZ.
+ */
+struct conn_snapshot {
+	__u64 sk;                /* the socket (full, TIME_WAIT or request) */
+	__u64 elapsed_ns;        /* since connect() put it in SYN_SENT (start_known) */
+	__u32 netns;
+	__u32 ino;               /* socket inode (full sockets only) */
+	__u8 saddr[16];          /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];          /* remote address */
+	__u16 sport;             /* host byte order */
+	__u16 dport;
+	__u16 family;
+	__u8 state;              /* TCP state at the event */
+	__u8 owner_known;        /* pid/comm are the connection's owner */
+	__u8 start_known;        /* tcptrace saw the connect(): elapsed_ns, syn_rtx real */
+	__u8 limits_known;       /* enum conn_limits */
+	__u8 syn_retries;        /* net.ipv4.tcp_syn_retries of the namespace */
+	__u8 syncnt;             /* TCP_SYNCNT (icsk_syn_retries); 0 = the sysctl */
+	__u8 syn_linear_timeouts; /* net.ipv4.tcp_syn_linear_timeouts (6.5+) */
+	__u8 retransmits;        /* icsk_retransmits */
+	__u8 tw_reuse;           /* net.ipv4.tcp_tw_reuse */
+	__u8 side;               /* reset: 1 sent by this host, 2 received */
+	__u32 syn_rtx;           /* SYN retransmits of this connect() so far */
+	__u32 user_timeout_ms;   /* TCP_USER_TIMEOUT; 0 = none */
+	__u32 rto;               /* icsk_rto, jiffies */
+	__u32 rto_max;           /* icsk_rto_max, jiffies (6.15+); 0 = TCP_RTO_MAX */
+	__u32 port_lo;           /* net.ipv4.ip_local_port_range */
+	__u32 port_hi;
+	__u32 tw_count;          /* TIME_WAIT sockets in the namespace */
+	__u32 max_tw_buckets;    /* net.ipv4.tcp_max_tw_buckets */
+	__u32 drop_reason;       /* paws_reject: enum skb_drop_reason (named in Go, from BTF) */
+	__u32 tsval;             /* paws_reject: the segment's timestamp */
+	__u32 tsecr;
+	__u32 ts_recent;         /* paws_reject: the newest timestamp the socket holds */
+	__u8 ts_seen;            /* the segment carried a timestamp option */
+	__u8 ts_recent_known;
+	__u8 tcp_flags;          /* paws_reject: the segment's flags (0x02 SYN) */
+	__u8 rst_reason_known;
+	__u32 rst_reason;        /* reset sent, 6.10+: enum sk_rst_reason */
+	__u32 unacked;           /* reset: bytes sent and not acknowledged */
+	__u32 unread;            /* reset: bytes received and not read */
+};
+
 struct event {
 	__u64 ts_ns;     /* bpf_ktime_get_ns() of the latest occurrence */
 	__u64 count;     /* occurrences this record stands for, >= 1 */
@@ -179,6 +235,7 @@ struct event {
 	struct tcp_snapshot s;   /* send events */
 	struct listen_snapshot l; /* listener events */
 	struct ack_snapshot a;    /* delayed-ACK and Nagle events */
+	struct conn_snapshot c;   /* connection set-up and teardown events */
 };
 
 /* Key of the in-kernel aggregation: one entry per socket and event type. */

@@ -195,7 +195,8 @@ func (k *kvRun) run() map[string]string {
 	return res
 }
 
-// ticker sends 100 bytes every 50 ms, one way, until d has passed: the
+// ticker sends 100 bytes every 70 ms (the delayed ACK fires after 40),
+// one way, until d has passed: the
 // receiver never answers, so it is never in pingpong mode; it ACKs the
 // first segments at once (its quick-ACK budget) and delays the rest. It
 // does not read them either: a read that empties the receive queue of a
@@ -209,7 +210,7 @@ func ticker(client, server int, d time.Duration) error {
 		if err := writeFull(client, buf); err != nil {
 			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(70 * time.Millisecond)
 	}
 	fmt.Printf("RESULT messages=%d\n", n)
 	return nil

@@ -30,11 +30,6 @@ func inNetns(evs []event, ino uint32) []event {
 	return out
 }
 
-func detail(e event, key string) float64 {
-	v, _ := e.Details[key].(float64)
-	return v
-}
-
 // The reproduction: a keep-alive server writes a small header and a
 // small body as two writes with Nagle on; the client sends 30 requests on
 // one connection. From the second or third request on, the client is in
@@ -211,7 +206,7 @@ func TestDelayedACKOneWay(t *testing.T) {
 	// owner is inherited from the listener's when the kernel clones it.
 	before := ns.netstat()
 	tr := startTracer(t, "-e", "delayed_ack", "--interval", "300ms")
-	h := startHelper(t, ns, "ticker", 2*time.Second)
+	h := startHelper(t, ns, "ticker", 2500*time.Millisecond)
 	h.run()
 	time.Sleep(300 * time.Millisecond)
 	delta := counterDelta(before, ns.netstat(), "DelayedACKs", "DelayedACKLocked")
@@ -230,8 +225,10 @@ func TestDelayedACKOneWay(t *testing.T) {
 		if e.LPort != h.Port || e.RPort != h.LPort || e.PID != h.PID {
 			t.Errorf("delayed ACK not on the receiver's socket (:%d, pid %d): %s", h.Port, h.PID, dump([]event{e}))
 		}
-		if e.Reason != "quickack_exhausted" || e.Details["interactive"] != false || detail(e, "unacked_bytes") != 100 {
-			t.Errorf("want a non-interactive delayed ACK of one 100-byte segment: %s %v", dump([]event{e}), e.Details)
+		// One 100-byte segment per ACK, unless a late timer (a loaded
+		// machine) let the next one arrive first.
+		if u := int(detail(e, "unacked_bytes")); e.Reason != "quickack_exhausted" || e.Details["interactive"] != false || u == 0 || u%100 != 0 {
+			t.Errorf("want a non-interactive delayed ACK of whole 100-byte segments: %s %v", dump([]event{e}), e.Details)
 		}
 		if avg := detail(e, "held_ms") / float64(e.Count); avg < 30 || avg > 250 {
 			t.Errorf("ACK held %.1f ms on average, want 30..250: %v", avg, e.Details)

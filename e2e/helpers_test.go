@@ -36,6 +36,9 @@ func runHelper(mode string) int {
 }
 
 func helper(mode string, d time.Duration) error {
+	if h, ok := connHelpers[mode]; ok {
+		return h(d)
+	}
 	switch mode {
 	case "server":
 		return listenServer()

@@ -34,6 +34,8 @@ type decoder struct {
 	// owners resolves a socket inode to its process when the kernel did
 	// not know the owner (nil: leave it unknown).
 	owners *inodeOwners
+	// conn names the kernel's drop and reset reasons (connection events).
+	conn *connFacts
 }
 
 func newDecoder(hz uint64) *decoder {
@@ -60,6 +62,9 @@ type tally struct {
 func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 	if EventType(r.Type).isListenerEvent() {
 		return d.decodeListener(r, t)
+	}
+	if EventType(r.Type).isConnEvent() {
+		return d.decodeConn(r, t)
 	}
 	if EventType(r.Type).isAckEvent() {
 		return d.decodeACK(r, t)

@@ -20,6 +20,15 @@ const (
 	DelayedACK       EventType = EventType(tcptraceEventTypeEVENT_DELAYED_ACK)
 	NagleStall       EventType = EventType(tcptraceEventTypeEVENT_NAGLE_STALL)
 	NagleDelackStall EventType = EventType(tcptraceEventTypeEVENT_NAGLE_DELACK_STALL)
+
+	// Connection set-up and teardown (connect.go).
+	SynRetransmit    EventType = EventType(tcptraceEventTypeEVENT_SYN_RETRANSMIT)
+	ConnectTimeout   EventType = EventType(tcptraceEventTypeEVENT_CONNECT_TIMEOUT)
+	ConnectRefused   EventType = EventType(tcptraceEventTypeEVENT_CONNECT_REFUSED)
+	PortExhaustion   EventType = EventType(tcptraceEventTypeEVENT_PORT_EXHAUSTION)
+	TimewaitOverflow EventType = EventType(tcptraceEventTypeEVENT_TIMEWAIT_OVERFLOW)
+	PawsReject       EventType = EventType(tcptraceEventTypeEVENT_PAWS_REJECT)
+	Reset            EventType = EventType(tcptraceEventTypeEVENT_RESET)
 )
 
 var eventNames = map[EventType]string{
@@ -32,6 +41,13 @@ var eventNames = map[EventType]string{
 	DelayedACK:       "delayed_ack",
 	NagleStall:       "nagle_stall",
 	NagleDelackStall: "nagle_delack_stall",
+	SynRetransmit:    "syn_retransmit",
+	ConnectTimeout:   "connect_timeout",
+	ConnectRefused:   "connect_refused",
+	PortExhaustion:   "port_exhaustion",
+	TimewaitOverflow: "timewait_overflow",
+	PawsReject:       "paws_reject",
+	Reset:            "reset",
 }
 
 // isListenerEvent: the event is about a listener and one client, seen in
@@ -65,7 +81,8 @@ func ParseEventType(name string) (EventType, error) {
 // AllEventTypes lists every event in a stable order.
 func AllEventTypes() []EventType {
 	return []EventType{SendEAGAIN, SendBlocked, SynDrop, SynCookie, ListenOverflow, SynackRetransmit,
-		DelayedACK, NagleStall, NagleDelackStall}
+		DelayedACK, NagleStall, NagleDelackStall,
+		SynRetransmit, ConnectTimeout, ConnectRefused, PortExhaustion, TimewaitOverflow, PawsReject, Reset}
 }
 
 func eventList() string {
@@ -177,4 +194,6 @@ type Event struct {
 	Listener ListenerState
 	// ACK is the delayed-ACK or Nagle state (those events).
 	ACK ACKState
+	// Conn is the connection's state at a set-up or teardown event.
+	Conn ConnState
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -28,6 +29,8 @@ type kernelFacts struct {
 	// err says why the counters cannot be read per CPU; the SYN detector
 	// is unavailable on its counter-based paths then.
 	err error
+	// conn: for the connection set-up and teardown detectors (connect_kernel.go).
+	conn *connFacts
 }
 
 var mibNames = []string{
@@ -76,7 +79,7 @@ func readKernelFacts() *kernelFacts {
 			}
 		}
 	}
-	ksyms, kerr := readKallsyms("runqueues", "tcp_delack_timer", "tcp_rcv_state_process")
+	ksyms, kerr := kernelSymbols()
 	if kerr != nil {
 		f.err = fmt.Errorf("reading /proc/kallsyms: %w", kerr)
 		return f
@@ -140,6 +143,33 @@ func enumHas(spec *btf.Spec, enum, value string) bool {
 type kallsyms struct {
 	addr map[string]uint64 // wanted symbols, of any kind
 	text []uint64          // sorted addresses of text symbols, for function ends
+}
+
+// kallsymsNames is every symbol tcptrace looks up: one pass finds them all.
+var kallsymsNames = []string{"runqueues", "tcp_delack_timer", "tcp_rcv_state_process", "tw_timer_handler"}
+
+var (
+	ksymsOnce sync.Once
+	ksyms     *kallsyms
+	ksymsErr  error
+)
+
+// kernelSymbols reads /proc/kallsyms once per process.
+func kernelSymbols() (*kallsyms, error) {
+	ksymsOnce.Do(func() { ksyms, ksymsErr = readKallsyms(kallsymsNames...) })
+	return ksyms, ksymsErr
+}
+
+// kallsymsAddr returns the address of one of kallsymsNames.
+func kallsymsAddr(name string) (uint64, error) {
+	k, err := kernelSymbols()
+	if err != nil {
+		return 0, err
+	}
+	if a := k.addr[name]; a != 0 {
+		return a, nil
+	}
+	return 0, fmt.Errorf("%s not in /proc/kallsyms (or addresses hidden)", name)
 }
 
 func readKallsyms(wanted ...string) (*kallsyms, error) {

@@ -230,6 +230,113 @@ var detectors = []detector{
 			}, nil, 0},
 		},
 	},
+	{
+		events: []EventType{SynRetransmit, ConnectTimeout, ConnectRefused},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb (with err, 6.17+)", []progAttach{
+				{prog: "tp_conn_set_state", kind: attachTracing},
+				{prog: "tp_tcp_retransmit_skb_err", kind: attachTracing},
+			}, needRetransmitErr(true), 0},
+			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb", []progAttach{
+				{prog: "tp_conn_set_state", kind: attachTracing},
+				{prog: "tp_tcp_retransmit_skb", kind: attachTracing},
+			}, needRetransmitErr(false), 0},
+			{PathFentry, "fentry/tcp_connect + fexit/tcp_retransmit_skb + fentry/tcp_done", []progAttach{
+				{prog: "fentry_tcp_connect", kind: attachTracing},
+				{prog: "fexit_tcp_retransmit_skb", kind: attachTracing},
+				{prog: "fentry_tcp_done", kind: attachTracing},
+			}, nil, 0},
+			{PathKprobe, "kprobe/tcp_connect + kprobe+kretprobe/tcp_retransmit_skb + kprobe/tcp_done", []progAttach{
+				{prog: "kprobe_tcp_connect", kind: attachKprobe, symbol: "tcp_connect"},
+				{prog: "kprobe_tcp_retransmit_skb", kind: attachKprobe, symbol: "tcp_retransmit_skb"},
+				{prog: "kretprobe_tcp_retransmit_skb", kind: attachKretprobe, symbol: "tcp_retransmit_skb"},
+				{prog: "kprobe_tcp_done", kind: attachKprobe, symbol: "tcp_done"},
+			}, nil, 0},
+		},
+	},
+	{
+		events: []EventType{PortExhaustion},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/inet_sock_set_state: SYN_SENT to CLOSE with no local port (no free port; not a bound socket's taken 4-tuple)", []progAttach{
+				{prog: "tp_port_set_state", kind: attachTracing},
+			}, nil, 0},
+			{PathFentry, "fexit/inet_hash_connect, inet6_hash_connect", []progAttach{
+				{prog: "fexit_inet_hash_connect", kind: attachTracing},
+				{prog: "fexit_inet6_hash_connect", kind: attachTracing},
+			}, nil, 0},
+			{PathKprobe, "kprobe+kretprobe/inet_hash_connect, inet6_hash_connect", []progAttach{
+				{prog: "kprobe_inet_hash_connect", kind: attachKprobe, symbol: "inet_hash_connect"},
+				{prog: "kretprobe_inet_hash_connect", kind: attachKretprobe, symbol: "inet_hash_connect"},
+				{prog: "kprobe_inet6_hash_connect", kind: attachKprobe, symbol: "inet6_hash_connect"},
+				{prog: "kretprobe_inet6_hash_connect", kind: attachKretprobe, symbol: "inet6_hash_connect"},
+			}, nil, 0},
+		},
+	},
+	{
+		events: []EventType{TimewaitOverflow},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/timer_start (tw_timer_handler)", []progAttach{
+				{prog: "tp_tw_set_state", kind: attachTracing},
+				{prog: "tp_tw_timer_start", kind: attachTracing},
+			}, needTwTimer, 0},
+			{PathFentry, "fexit/inet_twsk_alloc", []progAttach{
+				{prog: "fexit_inet_twsk_alloc", kind: attachTracing},
+			}, nil, 0},
+			{PathKprobe, "kprobe+kretprobe/inet_twsk_alloc", []progAttach{
+				{prog: "kprobe_inet_twsk_alloc", kind: attachKprobe, symbol: "inet_twsk_alloc"},
+				{prog: "kretprobe_inet_twsk_alloc", kind: attachKretprobe, symbol: "inet_twsk_alloc"},
+			}, nil, 0},
+		},
+	},
+	{
+		events: []EventType{PawsReject},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/kfree_skb, reasons TCP_RFC7323_* incl. TW_PAWS (6.16+)", []progAttach{
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needPaws(true, true), 0},
+			{PathFentry, "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)", []progAttach{
+				{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needTimewaitPaws(true, true), 0},
+			{PathFentry, "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)", []progAttach{
+				{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
+				{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
+			}, needTimewaitPaws(true, false), 0},
+			{PathFentry, "fentry/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)", []progAttach{
+				{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
+			}, needTimewaitPaws(false, false), 0},
+			{PathKprobe, "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)", []progAttach{
+				{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needTimewaitPaws(true, true), 0},
+			{PathKprobe, "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)", []progAttach{
+				{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
+				{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
+			}, needTimewaitPaws(true, false), 0},
+			{PathKprobe, "kprobe/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)", []progAttach{
+				{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
+			}, needTimewaitPaws(false, false), 0},
+			{PathTracepoint, "tp_btf/kfree_skb with rx_sk, reasons TCP_RFC7323_* (6.11-6.15: not in TIME_WAIT)", []progAttach{
+				{prog: "tp_paws_kfree_skb", kind: attachTracing},
+			}, needPaws(false, true), 0},
+			{PathTracepoint, "tp_btf/kfree_skb, reason TCP_RFC7323_PAWS (5.19-6.10: not in TIME_WAIT)", []progAttach{
+				{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
+			}, needPaws(false, false), 0},
+		},
+	},
+	{
+		events: []EventType{Reset},
+		paths: []pathSpec{
+			{PathTracepoint, "tp_btf/tcp_send_reset (with reason, 6.10+) + tp_btf/tcp_receive_reset", []progAttach{
+				{prog: "tp_tcp_send_reset_reason", kind: attachTracing},
+				{prog: "tp_tcp_receive_reset", kind: attachTracing},
+			}, needSendResetReason(true), 0},
+			{PathTracepoint, "tp_btf/tcp_send_reset + tp_btf/tcp_receive_reset", []progAttach{
+				{prog: "tp_tcp_send_reset", kind: attachTracing},
+				{prog: "tp_tcp_receive_reset", kind: attachTracing},
+			}, needSendResetReason(false), 0},
+		},
+	},
 }
 
 // ownerTracking is what listener events need besides their own hooks: who

@@ -54,6 +54,15 @@ type tcptraceAggValue struct {
 	Ev        tcptraceEvent
 }
 
+type tcptraceConnLimits uint32
+
+const (
+	tcptraceConnLimitsLIMIT_SYN        tcptraceConnLimits = 1
+	tcptraceConnLimitsLIMIT_SYN_LINEAR tcptraceConnLimits = 2
+	tcptraceConnLimitsLIMIT_PORTS      tcptraceConnLimits = 4
+	tcptraceConnLimitsLIMIT_TW         tcptraceConnLimits = 8
+)
+
 type tcptraceConnReqEntry struct {
 	_   structs.HostLayout
 	M   tcptraceMibs
@@ -61,6 +70,55 @@ type tcptraceConnReqEntry struct {
 	Skb uint64
 	Ok  uint8
 	_   [7]byte
+}
+
+type tcptraceConnSnapshot struct {
+	_                 structs.HostLayout
+	Sk                uint64
+	ElapsedNs         uint64
+	Netns             uint32
+	Ino               uint32
+	Saddr             [16]uint8
+	Daddr             [16]uint8
+	Sport             uint16
+	Dport             uint16
+	Family            uint16
+	State             uint8
+	OwnerKnown        uint8
+	StartKnown        uint8
+	LimitsKnown       uint8
+	SynRetries        uint8
+	Syncnt            uint8
+	SynLinearTimeouts uint8
+	Retransmits       uint8
+	TwReuse           uint8
+	Side              uint8
+	SynRtx            uint32
+	UserTimeoutMs     uint32
+	Rto               uint32
+	RtoMax            uint32
+	PortLo            uint32
+	PortHi            uint32
+	TwCount           uint32
+	MaxTwBuckets      uint32
+	DropReason        uint32
+	Tsval             uint32
+	Tsecr             uint32
+	TsRecent          uint32
+	TsSeen            uint8
+	TsRecentKnown     uint8
+	TcpFlags          uint8
+	RstReasonKnown    uint8
+	RstReason         uint32
+	Unacked           uint32
+	Unread            uint32
+}
+
+type tcptraceConnStart struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Base    uint32
+	Last    uint32
 }
 
 type tcptraceConnTuple struct {
@@ -103,6 +161,7 @@ type tcptraceEvent struct {
 	S         tcptraceTcpSnapshot
 	L         tcptraceListenSnapshot
 	A         tcptraceAckSnapshot
+	C         tcptraceConnSnapshot
 }
 
 type tcptraceEventType uint32
@@ -269,18 +328,29 @@ type tcptraceTcpSnapshot struct {
 	_            [4]byte
 }
 
+type tcptraceTwArmed struct {
+	_     structs.HostLayout
+	TsNs  uint64
+	Net   uint64
+	Daddr uint32
+	Dport uint16
+	Num   uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcptraceMapAggregates                      = "aggregates"
 	tcptraceMapConnReqEntries                  = "conn_req_entries"
+	tcptraceMapConnStarts                      = "conn_starts"
 	tcptraceMapCpuOffset                       = "cpu_offset"
 	tcptraceMapDelackArmed                     = "delack_armed"
 	tcptraceMapDelackFirings                   = "delack_firings"
 	tcptraceMapDelackRecent                    = "delack_recent"
 	tcptraceMapEvents                          = "events"
 	tcptraceMapInodeOwners                     = "inode_owners"
+	tcptraceMapKprobeSocks                     = "kprobe_socks"
 	tcptraceMapListeners                       = "listeners"
 	tcptraceMapLost                            = "lost"
 	tcptraceMapMibBaseline                     = "mib_baseline"
@@ -291,45 +361,76 @@ const (
 	tcptraceMapSendmsgSk                       = "sendmsg_sk"
 	tcptraceMapSnapScratch                     = "snap_scratch"
 	tcptraceMapSynackCounts                    = "synack_counts"
+	tcptraceMapTwArmed                         = "tw_armed"
 	tcptraceMapWaitStarts                      = "wait_starts"
 	tcptraceProgFentrySkStreamWaitMemory       = "fentry_sk_stream_wait_memory"
 	tcptraceProgFentryTcpConnRequest           = "fentry_tcp_conn_request"
+	tcptraceProgFentryTcpConnect               = "fentry_tcp_connect"
 	tcptraceProgFentryTcpDelackTimerHandler    = "fentry_tcp_delack_timer_handler"
+	tcptraceProgFentryTcpDone                  = "fentry_tcp_done"
 	tcptraceProgFentryTcpSendDelayedAck        = "fentry_tcp_send_delayed_ack"
+	tcptraceProgFentryTcpTimewaitStateProcess  = "fentry_tcp_timewait_state_process"
 	tcptraceProgFentryTcpV4SynRecvSock         = "fentry_tcp_v4_syn_recv_sock"
 	tcptraceProgFentryTcpV6SynRecvSock         = "fentry_tcp_v6_syn_recv_sock"
+	tcptraceProgFexitInet6HashConnect          = "fexit_inet6_hash_connect"
+	tcptraceProgFexitInetHashConnect           = "fexit_inet_hash_connect"
+	tcptraceProgFexitInetTwskAlloc             = "fexit_inet_twsk_alloc"
 	tcptraceProgFexitSkStreamWaitMemory        = "fexit_sk_stream_wait_memory"
 	tcptraceProgFexitTcpConnRequest            = "fexit_tcp_conn_request"
 	tcptraceProgFexitTcpDelackTimerHandler     = "fexit_tcp_delack_timer_handler"
+	tcptraceProgFexitTcpRetransmitSkb          = "fexit_tcp_retransmit_skb"
 	tcptraceProgFexitTcpSendmsg                = "fexit_tcp_sendmsg"
 	tcptraceProgFexitTcpV4SynRecvSock          = "fexit_tcp_v4_syn_recv_sock"
 	tcptraceProgFexitTcpV4SynRecvSock6args     = "fexit_tcp_v4_syn_recv_sock_6args"
 	tcptraceProgFexitTcpV6SynRecvSock          = "fexit_tcp_v6_syn_recv_sock"
 	tcptraceProgFexitTcpV6SynRecvSock6args     = "fexit_tcp_v6_syn_recv_sock_6args"
 	tcptraceProgIterTcpOwners                  = "iter_tcp_owners"
+	tcptraceProgKprobeInet6HashConnect         = "kprobe_inet6_hash_connect"
+	tcptraceProgKprobeInetHashConnect          = "kprobe_inet_hash_connect"
+	tcptraceProgKprobeInetTwskAlloc            = "kprobe_inet_twsk_alloc"
 	tcptraceProgKprobeSkStreamWaitMemory       = "kprobe_sk_stream_wait_memory"
 	tcptraceProgKprobeTcpConnRequest           = "kprobe_tcp_conn_request"
+	tcptraceProgKprobeTcpConnect               = "kprobe_tcp_connect"
 	tcptraceProgKprobeTcpDelackTimerHandler    = "kprobe_tcp_delack_timer_handler"
+	tcptraceProgKprobeTcpDone                  = "kprobe_tcp_done"
+	tcptraceProgKprobeTcpRetransmitSkb         = "kprobe_tcp_retransmit_skb"
 	tcptraceProgKprobeTcpSendDelayedAck        = "kprobe_tcp_send_delayed_ack"
 	tcptraceProgKprobeTcpSendmsg               = "kprobe_tcp_sendmsg"
+	tcptraceProgKprobeTcpTimewaitStateProcess  = "kprobe_tcp_timewait_state_process"
 	tcptraceProgKprobeTcpV4SynRecvSock         = "kprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKprobeTcpV6SynRecvSock         = "kprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgKretprobeInet6HashConnect      = "kretprobe_inet6_hash_connect"
+	tcptraceProgKretprobeInetHashConnect       = "kretprobe_inet_hash_connect"
+	tcptraceProgKretprobeInetTwskAlloc         = "kretprobe_inet_twsk_alloc"
 	tcptraceProgKretprobeSkStreamWaitMemory    = "kretprobe_sk_stream_wait_memory"
 	tcptraceProgKretprobeTcpConnRequest        = "kretprobe_tcp_conn_request"
 	tcptraceProgKretprobeTcpDelackTimerHandler = "kretprobe_tcp_delack_timer_handler"
+	tcptraceProgKretprobeTcpRetransmitSkb      = "kretprobe_tcp_retransmit_skb"
 	tcptraceProgKretprobeTcpSendmsg            = "kretprobe_tcp_sendmsg"
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgTpConnSetState                 = "tp_conn_set_state"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
+	tcptraceProgTpPawsKfreeSkb                 = "tp_paws_kfree_skb"
+	tcptraceProgTpPawsKfreeSkbNosk             = "tp_paws_kfree_skb_nosk"
+	tcptraceProgTpPortSetState                 = "tp_port_set_state"
 	tcptraceProgTpSockSendLength               = "tp_sock_send_length"
 	tcptraceProgTpTcpProbeNagle                = "tp_tcp_probe_nagle"
+	tcptraceProgTpTcpReceiveReset              = "tp_tcp_receive_reset"
+	tcptraceProgTpTcpRetransmitSkb             = "tp_tcp_retransmit_skb"
+	tcptraceProgTpTcpRetransmitSkbErr          = "tp_tcp_retransmit_skb_err"
 	tcptraceProgTpTcpRetransmitSynack          = "tp_tcp_retransmit_synack"
+	tcptraceProgTpTcpSendReset                 = "tp_tcp_send_reset"
+	tcptraceProgTpTcpSendResetReason           = "tp_tcp_send_reset_reason"
 	tcptraceProgTpTcpSendmsgLocked             = "tp_tcp_sendmsg_locked"
 	tcptraceProgTpTimerExpireEntry             = "tp_timer_expire_entry"
 	tcptraceProgTpTimerExpireExit              = "tp_timer_expire_exit"
 	tcptraceProgTpTimerStart                   = "tp_timer_start"
+	tcptraceProgTpTwSetState                   = "tp_tw_set_state"
+	tcptraceProgTpTwTimerStart                 = "tp_tw_timer_start"
+	tcptraceVarBtfAnchorConnLimits             = "btf_anchor_conn_limits"
 	tcptraceVarBtfAnchorEventType              = "btf_anchor_event_type"
 	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
@@ -346,6 +447,7 @@ const (
 	tcptraceVarCfgRspEnd                       = "cfg_rsp_end"
 	tcptraceVarCfgRspStart                     = "cfg_rsp_start"
 	tcptraceVarCfgSnapshotNs                   = "cfg_snapshot_ns"
+	tcptraceVarCfgTwTimerHandler               = "cfg_tw_timer_handler"
 	tcptraceVarHooksOn                         = "hooks_on"
 	tcptraceVarMibDelayedAcks                  = "mib_delayed_acks"
 	tcptraceVarMibListenDrops                  = "mib_listen_drops"
@@ -402,42 +504,71 @@ type tcptraceSpecs struct {
 type tcptraceProgramSpecs struct {
 	FentrySkStreamWaitMemory       *ebpf.ProgramSpec `ebpf:"fentry_sk_stream_wait_memory"`
 	FentryTcpConnRequest           *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpConnect               *ebpf.ProgramSpec `ebpf:"fentry_tcp_connect"`
 	FentryTcpDelackTimerHandler    *ebpf.ProgramSpec `ebpf:"fentry_tcp_delack_timer_handler"`
+	FentryTcpDone                  *ebpf.ProgramSpec `ebpf:"fentry_tcp_done"`
 	FentryTcpSendDelayedAck        *ebpf.ProgramSpec `ebpf:"fentry_tcp_send_delayed_ack"`
+	FentryTcpTimewaitStateProcess  *ebpf.ProgramSpec `ebpf:"fentry_tcp_timewait_state_process"`
 	FentryTcpV4SynRecvSock         *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SynRecvSock         *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitInet6HashConnect          *ebpf.ProgramSpec `ebpf:"fexit_inet6_hash_connect"`
+	FexitInetHashConnect           *ebpf.ProgramSpec `ebpf:"fexit_inet_hash_connect"`
+	FexitInetTwskAlloc             *ebpf.ProgramSpec `ebpf:"fexit_inet_twsk_alloc"`
 	FexitSkStreamWaitMemory        *ebpf.ProgramSpec `ebpf:"fexit_sk_stream_wait_memory"`
 	FexitTcpConnRequest            *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpDelackTimerHandler     *ebpf.ProgramSpec `ebpf:"fexit_tcp_delack_timer_handler"`
+	FexitTcpRetransmitSkb          *ebpf.ProgramSpec `ebpf:"fexit_tcp_retransmit_skb"`
 	FexitTcpSendmsg                *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock          *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock          *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock"`
 	FexitTcpV6SynRecvSock6args     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
 	IterTcpOwners                  *ebpf.ProgramSpec `ebpf:"iter_tcp_owners"`
+	KprobeInet6HashConnect         *ebpf.ProgramSpec `ebpf:"kprobe_inet6_hash_connect"`
+	KprobeInetHashConnect          *ebpf.ProgramSpec `ebpf:"kprobe_inet_hash_connect"`
+	KprobeInetTwskAlloc            *ebpf.ProgramSpec `ebpf:"kprobe_inet_twsk_alloc"`
 	KprobeSkStreamWaitMemory       *ebpf.ProgramSpec `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest           *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpConnect               *ebpf.ProgramSpec `ebpf:"kprobe_tcp_connect"`
 	KprobeTcpDelackTimerHandler    *ebpf.ProgramSpec `ebpf:"kprobe_tcp_delack_timer_handler"`
+	KprobeTcpDone                  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_done"`
+	KprobeTcpRetransmitSkb         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendDelayedAck        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_send_delayed_ack"`
 	KprobeTcpSendmsg               *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpTimewaitStateProcess  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_timewait_state_process"`
 	KprobeTcpV4SynRecvSock         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
 	KprobeTcpV6SynRecvSock         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	KretprobeInet6HashConnect      *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_hash_connect"`
+	KretprobeInetHashConnect       *ebpf.ProgramSpec `ebpf:"kretprobe_inet_hash_connect"`
+	KretprobeInetTwskAlloc         *ebpf.ProgramSpec `ebpf:"kretprobe_inet_twsk_alloc"`
 	KretprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpDelackTimerHandler *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_delack_timer_handler"`
+	KretprobeTcpRetransmitSkb      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_retransmit_skb"`
 	KretprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConnSetState                 *ebpf.ProgramSpec `ebpf:"tp_conn_set_state"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
+	TpPawsKfreeSkb                 *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb"`
+	TpPawsKfreeSkbNosk             *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb_nosk"`
+	TpPortSetState                 *ebpf.ProgramSpec `ebpf:"tp_port_set_state"`
 	TpSockSendLength               *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
 	TpTcpProbeNagle                *ebpf.ProgramSpec `ebpf:"tp_tcp_probe_nagle"`
+	TpTcpReceiveReset              *ebpf.ProgramSpec `ebpf:"tp_tcp_receive_reset"`
+	TpTcpRetransmitSkb             *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb"`
+	TpTcpRetransmitSkbErr          *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb_err"`
 	TpTcpRetransmitSynack          *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_synack"`
+	TpTcpSendReset                 *ebpf.ProgramSpec `ebpf:"tp_tcp_send_reset"`
+	TpTcpSendResetReason           *ebpf.ProgramSpec `ebpf:"tp_tcp_send_reset_reason"`
 	TpTcpSendmsgLocked             *ebpf.ProgramSpec `ebpf:"tp_tcp_sendmsg_locked"`
 	TpTimerExpireEntry             *ebpf.ProgramSpec `ebpf:"tp_timer_expire_entry"`
 	TpTimerExpireExit              *ebpf.ProgramSpec `ebpf:"tp_timer_expire_exit"`
 	TpTimerStart                   *ebpf.ProgramSpec `ebpf:"tp_timer_start"`
+	TpTwSetState                   *ebpf.ProgramSpec `ebpf:"tp_tw_set_state"`
+	TpTwTimerStart                 *ebpf.ProgramSpec `ebpf:"tp_tw_timer_start"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -446,12 +577,14 @@ type tcptraceProgramSpecs struct {
 type tcptraceMapSpecs struct {
 	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
+	ConnStarts     *ebpf.MapSpec `ebpf:"conn_starts"`
 	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
 	DelackArmed    *ebpf.MapSpec `ebpf:"delack_armed"`
 	DelackFirings  *ebpf.MapSpec `ebpf:"delack_firings"`
 	DelackRecent   *ebpf.MapSpec `ebpf:"delack_recent"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	InodeOwners    *ebpf.MapSpec `ebpf:"inode_owners"`
+	KprobeSocks    *ebpf.MapSpec `ebpf:"kprobe_socks"`
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
@@ -462,6 +595,7 @@ type tcptraceMapSpecs struct {
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
 	SynackCounts   *ebpf.MapSpec `ebpf:"synack_counts"`
+	TwArmed        *ebpf.MapSpec `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.MapSpec `ebpf:"wait_starts"`
 }
 
@@ -469,6 +603,7 @@ type tcptraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceVariableSpecs struct {
+	BtfAnchorConnLimits   *ebpf.VariableSpec `ebpf:"btf_anchor_conn_limits"`
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
@@ -485,6 +620,7 @@ type tcptraceVariableSpecs struct {
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.VariableSpec `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.VariableSpec `ebpf:"cfg_snapshot_ns"`
+	CfgTwTimerHandler     *ebpf.VariableSpec `ebpf:"cfg_tw_timer_handler"`
 	HooksOn               *ebpf.VariableSpec `ebpf:"hooks_on"`
 	MibDelayedAcks        *ebpf.VariableSpec `ebpf:"mib_delayed_acks"`
 	MibListenDrops        *ebpf.VariableSpec `ebpf:"mib_listen_drops"`
@@ -519,12 +655,14 @@ func (o *tcptraceObjects) Close() error {
 type tcptraceMaps struct {
 	Aggregates     *ebpf.Map `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
+	ConnStarts     *ebpf.Map `ebpf:"conn_starts"`
 	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
 	DelackArmed    *ebpf.Map `ebpf:"delack_armed"`
 	DelackFirings  *ebpf.Map `ebpf:"delack_firings"`
 	DelackRecent   *ebpf.Map `ebpf:"delack_recent"`
 	Events         *ebpf.Map `ebpf:"events"`
 	InodeOwners    *ebpf.Map `ebpf:"inode_owners"`
+	KprobeSocks    *ebpf.Map `ebpf:"kprobe_socks"`
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
@@ -535,6 +673,7 @@ type tcptraceMaps struct {
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
 	SynackCounts   *ebpf.Map `ebpf:"synack_counts"`
+	TwArmed        *ebpf.Map `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.Map `ebpf:"wait_starts"`
 }
 
@@ -542,12 +681,14 @@ func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
 		m.Aggregates,
 		m.ConnReqEntries,
+		m.ConnStarts,
 		m.CpuOffset,
 		m.DelackArmed,
 		m.DelackFirings,
 		m.DelackRecent,
 		m.Events,
 		m.InodeOwners,
+		m.KprobeSocks,
 		m.Listeners,
 		m.Lost,
 		m.MibBaseline,
@@ -558,6 +699,7 @@ func (m *tcptraceMaps) Close() error {
 		m.SendmsgSk,
 		m.SnapScratch,
 		m.SynackCounts,
+		m.TwArmed,
 		m.WaitStarts,
 	)
 }
@@ -566,6 +708,7 @@ func (m *tcptraceMaps) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceVariables struct {
+	BtfAnchorConnLimits   *ebpf.Variable `ebpf:"btf_anchor_conn_limits"`
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
@@ -582,6 +725,7 @@ type tcptraceVariables struct {
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
 	CfgRspStart           *ebpf.Variable `ebpf:"cfg_rsp_start"`
 	CfgSnapshotNs         *ebpf.Variable `ebpf:"cfg_snapshot_ns"`
+	CfgTwTimerHandler     *ebpf.Variable `ebpf:"cfg_tw_timer_handler"`
 	HooksOn               *ebpf.Variable `ebpf:"hooks_on"`
 	MibDelayedAcks        *ebpf.Variable `ebpf:"mib_delayed_acks"`
 	MibListenDrops        *ebpf.Variable `ebpf:"mib_listen_drops"`
@@ -600,84 +744,142 @@ type tcptraceVariables struct {
 type tcptracePrograms struct {
 	FentrySkStreamWaitMemory       *ebpf.Program `ebpf:"fentry_sk_stream_wait_memory"`
 	FentryTcpConnRequest           *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpConnect               *ebpf.Program `ebpf:"fentry_tcp_connect"`
 	FentryTcpDelackTimerHandler    *ebpf.Program `ebpf:"fentry_tcp_delack_timer_handler"`
+	FentryTcpDone                  *ebpf.Program `ebpf:"fentry_tcp_done"`
 	FentryTcpSendDelayedAck        *ebpf.Program `ebpf:"fentry_tcp_send_delayed_ack"`
+	FentryTcpTimewaitStateProcess  *ebpf.Program `ebpf:"fentry_tcp_timewait_state_process"`
 	FentryTcpV4SynRecvSock         *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SynRecvSock         *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	FexitInet6HashConnect          *ebpf.Program `ebpf:"fexit_inet6_hash_connect"`
+	FexitInetHashConnect           *ebpf.Program `ebpf:"fexit_inet_hash_connect"`
+	FexitInetTwskAlloc             *ebpf.Program `ebpf:"fexit_inet_twsk_alloc"`
 	FexitSkStreamWaitMemory        *ebpf.Program `ebpf:"fexit_sk_stream_wait_memory"`
 	FexitTcpConnRequest            *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpDelackTimerHandler     *ebpf.Program `ebpf:"fexit_tcp_delack_timer_handler"`
+	FexitTcpRetransmitSkb          *ebpf.Program `ebpf:"fexit_tcp_retransmit_skb"`
 	FexitTcpSendmsg                *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock          *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args     *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
 	FexitTcpV6SynRecvSock          *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock"`
 	FexitTcpV6SynRecvSock6args     *ebpf.Program `ebpf:"fexit_tcp_v6_syn_recv_sock_6args"`
 	IterTcpOwners                  *ebpf.Program `ebpf:"iter_tcp_owners"`
+	KprobeInet6HashConnect         *ebpf.Program `ebpf:"kprobe_inet6_hash_connect"`
+	KprobeInetHashConnect          *ebpf.Program `ebpf:"kprobe_inet_hash_connect"`
+	KprobeInetTwskAlloc            *ebpf.Program `ebpf:"kprobe_inet_twsk_alloc"`
 	KprobeSkStreamWaitMemory       *ebpf.Program `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest           *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpConnect               *ebpf.Program `ebpf:"kprobe_tcp_connect"`
 	KprobeTcpDelackTimerHandler    *ebpf.Program `ebpf:"kprobe_tcp_delack_timer_handler"`
+	KprobeTcpDone                  *ebpf.Program `ebpf:"kprobe_tcp_done"`
+	KprobeTcpRetransmitSkb         *ebpf.Program `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendDelayedAck        *ebpf.Program `ebpf:"kprobe_tcp_send_delayed_ack"`
 	KprobeTcpSendmsg               *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpTimewaitStateProcess  *ebpf.Program `ebpf:"kprobe_tcp_timewait_state_process"`
 	KprobeTcpV4SynRecvSock         *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
 	KprobeTcpV6SynRecvSock         *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	KretprobeInet6HashConnect      *ebpf.Program `ebpf:"kretprobe_inet6_hash_connect"`
+	KretprobeInetHashConnect       *ebpf.Program `ebpf:"kretprobe_inet_hash_connect"`
+	KretprobeInetTwskAlloc         *ebpf.Program `ebpf:"kretprobe_inet_twsk_alloc"`
 	KretprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest        *ebpf.Program `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpDelackTimerHandler *ebpf.Program `ebpf:"kretprobe_tcp_delack_timer_handler"`
+	KretprobeTcpRetransmitSkb      *ebpf.Program `ebpf:"kretprobe_tcp_retransmit_skb"`
 	KretprobeTcpSendmsg            *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	TpConnSetState                 *ebpf.Program `ebpf:"tp_conn_set_state"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
+	TpPawsKfreeSkb                 *ebpf.Program `ebpf:"tp_paws_kfree_skb"`
+	TpPawsKfreeSkbNosk             *ebpf.Program `ebpf:"tp_paws_kfree_skb_nosk"`
+	TpPortSetState                 *ebpf.Program `ebpf:"tp_port_set_state"`
 	TpSockSendLength               *ebpf.Program `ebpf:"tp_sock_send_length"`
 	TpTcpProbeNagle                *ebpf.Program `ebpf:"tp_tcp_probe_nagle"`
+	TpTcpReceiveReset              *ebpf.Program `ebpf:"tp_tcp_receive_reset"`
+	TpTcpRetransmitSkb             *ebpf.Program `ebpf:"tp_tcp_retransmit_skb"`
+	TpTcpRetransmitSkbErr          *ebpf.Program `ebpf:"tp_tcp_retransmit_skb_err"`
 	TpTcpRetransmitSynack          *ebpf.Program `ebpf:"tp_tcp_retransmit_synack"`
+	TpTcpSendReset                 *ebpf.Program `ebpf:"tp_tcp_send_reset"`
+	TpTcpSendResetReason           *ebpf.Program `ebpf:"tp_tcp_send_reset_reason"`
 	TpTcpSendmsgLocked             *ebpf.Program `ebpf:"tp_tcp_sendmsg_locked"`
 	TpTimerExpireEntry             *ebpf.Program `ebpf:"tp_timer_expire_entry"`
 	TpTimerExpireExit              *ebpf.Program `ebpf:"tp_timer_expire_exit"`
 	TpTimerStart                   *ebpf.Program `ebpf:"tp_timer_start"`
+	TpTwSetState                   *ebpf.Program `ebpf:"tp_tw_set_state"`
+	TpTwTimerStart                 *ebpf.Program `ebpf:"tp_tw_timer_start"`
 }
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.FentrySkStreamWaitMemory,
 		p.FentryTcpConnRequest,
+		p.FentryTcpConnect,
 		p.FentryTcpDelackTimerHandler,
+		p.FentryTcpDone,
 		p.FentryTcpSendDelayedAck,
+		p.FentryTcpTimewaitStateProcess,
 		p.FentryTcpV4SynRecvSock,
 		p.FentryTcpV6SynRecvSock,
+		p.FexitInet6HashConnect,
+		p.FexitInetHashConnect,
+		p.FexitInetTwskAlloc,
 		p.FexitSkStreamWaitMemory,
 		p.FexitTcpConnRequest,
 		p.FexitTcpDelackTimerHandler,
+		p.FexitTcpRetransmitSkb,
 		p.FexitTcpSendmsg,
 		p.FexitTcpV4SynRecvSock,
 		p.FexitTcpV4SynRecvSock6args,
 		p.FexitTcpV6SynRecvSock,
 		p.FexitTcpV6SynRecvSock6args,
 		p.IterTcpOwners,
+		p.KprobeInet6HashConnect,
+		p.KprobeInetHashConnect,
+		p.KprobeInetTwskAlloc,
 		p.KprobeSkStreamWaitMemory,
 		p.KprobeTcpConnRequest,
+		p.KprobeTcpConnect,
 		p.KprobeTcpDelackTimerHandler,
+		p.KprobeTcpDone,
+		p.KprobeTcpRetransmitSkb,
 		p.KprobeTcpSendDelayedAck,
 		p.KprobeTcpSendmsg,
+		p.KprobeTcpTimewaitStateProcess,
 		p.KprobeTcpV4SynRecvSock,
 		p.KprobeTcpV6SynRecvSock,
+		p.KretprobeInet6HashConnect,
+		p.KretprobeInetHashConnect,
+		p.KretprobeInetTwskAlloc,
 		p.KretprobeSkStreamWaitMemory,
 		p.KretprobeTcpConnRequest,
 		p.KretprobeTcpDelackTimerHandler,
+		p.KretprobeTcpRetransmitSkb,
 		p.KretprobeTcpSendmsg,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
+		p.TpConnSetState,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
+		p.TpPawsKfreeSkb,
+		p.TpPawsKfreeSkbNosk,
+		p.TpPortSetState,
 		p.TpSockSendLength,
 		p.TpTcpProbeNagle,
+		p.TpTcpReceiveReset,
+		p.TpTcpRetransmitSkb,
+		p.TpTcpRetransmitSkbErr,
 		p.TpTcpRetransmitSynack,
+		p.TpTcpSendReset,
+		p.TpTcpSendResetReason,
 		p.TpTcpSendmsgLocked,
 		p.TpTimerExpireEntry,
 		p.TpTimerExpireExit,
 		p.TpTimerStart,
+		p.TpTwSetState,
+		p.TpTwTimerStart,
 	)
 }
 

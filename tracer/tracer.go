@@ -110,6 +110,7 @@ func New(opts Options) (*Tracer, error) {
 	// Socket owners: listener events and delayed ACKs happen in softirq
 	// and timer context; a Nagle stall is released there.
 	owners := listeners || wantsAnyOf(attach, DelayedACK, NagleStall, NagleDelackStall)
+	conns := wantsConnEvents(opts.Events)
 	facts := &kernelFacts{err: errors.New("not needed")}
 	if listeners || containsEvent(attach, DelayedACK) {
 		facts = readKernelFacts()
@@ -117,8 +118,15 @@ func New(opts Options) (*Tracer, error) {
 			return nil, err
 		}
 	}
+	if conns {
+		facts.conn = readConnFacts()
+		if err := setConnFacts(spec, facts.conn); err != nil {
+			return nil, err
+		}
+	}
 	t := &Tracer{opts: opts, objs: &objects{}, dec: newDecoder(kernelHZ()), lost: map[EventType]uint64{}}
 	t.dec.owners = newInodeOwners(opts.PIDs)
+	t.dec.conn = facts.conn
 	ok := false
 	defer func() {
 		if !ok {
@@ -135,7 +143,7 @@ func New(opts Options) (*Tracer, error) {
 	if len(t.objs.links) == 0 {
 		return nil, &NoProbeError{Status: t.status}
 	}
-	if owners {
+	if owners || conns {
 		// Owners after the detectors: a socket made in between is seen
 		// by the tracepoint, and the iterator does not overwrite it.
 		t.ownerErr = attachOwnerTracking(spec, t.objs, opts.PIDs)

@@ -1,0 +1,179 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// explainConn writes the one sentence of a connection event. Every number
+// in it is one of the event's details.
+func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64) string {
+	var b strings.Builder
+	switch t {
+	case SynRetransmit:
+		fmt.Fprintf(&b, "SYN to %s retransmitted", remote)
+		if c.SynRetransmits > 0 {
+			fmt.Fprintf(&b, " (retransmit %d", c.SynRetransmits)
+			if c.StartKnown {
+				fmt.Fprintf(&b, ", %s after connect()", dur(c.Elapsed))
+			}
+			b.WriteString(")")
+		}
+		if c.TransmitErr != 0 {
+			fmt.Fprintf(&b, " but it never left this host: the IP layer refused it with %s", transmitErrName(c.TransmitErr))
+		} else {
+			b.WriteString(": no SYN-ACK came back")
+		}
+		if c.Counted > 1 {
+			fmt.Fprintf(&b, "; %d retransmits since the last line, %d of them refused on this host unseen", c.Counted, c.Counted-1)
+		}
+		if c.SynKnown {
+			b.WriteString("; " + c.giveUpClause())
+		}
+		if c.TransmitErr != 0 {
+			b.WriteString("; look at this host's output path: firewall rules (EPERM is a netfilter drop), qdiscs, a full device queue, routes")
+		} else {
+			b.WriteString("; the destination drops SYNs (firewall, host down, wrong address) or the path is broken; a refusing host would answer with a reset at once")
+		}
+	case ConnectTimeout:
+		fmt.Fprintf(&b, "connect() to %s failed with ETIMEDOUT", remote)
+		if c.StartKnown {
+			fmt.Fprintf(&b, " after %s", dur(c.Elapsed))
+		}
+		fmt.Fprintf(&b, " and %s, none answered", plural(int(c.SynRetransmits), "SYN retransmit"))
+		if c.SynKnown {
+			fmt.Fprintf(&b, "; the limit: %s", c.limitClause())
+		}
+		b.WriteString("; to fail faster set TCP_SYNCNT or TCP_USER_TIMEOUT on the socket (or lower net.ipv4.tcp_syn_retries), or use a connect timeout in the application; then find why no SYN-ACK came back: the destination, the path, or this host's own output rules (syn_retransmit lines say if the SYNs left)")
+	case ConnectRefused:
+		fmt.Fprintf(&b, "connect() to %s failed with ECONNREFUSED", remote)
+		if c.StartKnown {
+			fmt.Fprintf(&b, " after %s", dur(c.Elapsed))
+		}
+		if c.SynRetransmits > 0 {
+			fmt.Fprintf(&b, " and %s", plural(int(c.SynRetransmits), "SYN retransmit"))
+		}
+		fmt.Fprintf(&b, ": the host answered the SYN with a reset: nothing listens on port %d there (service down or wrong port), or a firewall rejects with a TCP reset", remote.Port())
+	case PortExhaustion:
+		fmt.Fprintf(&b, "connect() to %s failed with EADDRNOTAVAIL", remote)
+		if count > 1 {
+			fmt.Fprintf(&b, " (%d times)", count)
+		}
+		b.WriteString(": no free local port")
+		if c.PortsKnown {
+			fmt.Fprintf(&b, " in net.ipv4.ip_local_port_range %d-%d (%d ports)", c.PortLo, c.PortHi, c.PortCount())
+		}
+		if c.TwKnown {
+			fmt.Fprintf(&b, "; %d sockets in TIME_WAIT in the namespace", c.TwCount)
+			if c.TwToDest >= 0 {
+				fmt.Fprintf(&b, ", %d of them to %s", c.TwToDest, remote)
+			}
+			b.WriteString(", each holding its port for 60 s after an active close")
+		}
+		if c.PortsKnown {
+			fmt.Fprintf(&b, "; net.ipv4.tcp_tw_reuse=%d", c.TwReuse)
+			switch c.TwReuse {
+			case 0:
+				b.WriteString(" (off)")
+			case 2:
+				b.WriteString(" (loopback only)")
+			}
+		}
+		b.WriteString(". What helps: reuse connections (keep-alive, pooling) instead of one per request, a wider ip_local_port_range, net.ipv4.tcp_tw_reuse=1 (outgoing connections, needs TCP timestamps), more destination addresses or ports, or let the server close first so TIME_WAIT lands there. What does not: tcp_tw_recycle (removed in Linux 4.12), lowering tcp_max_tw_buckets (it destroys TIME_WAIT state early and risks mixing old segments into new connections)")
+	case TimewaitOverflow:
+		fmt.Fprintf(&b, "connection to %s closed without TIME_WAIT", remote)
+		if count > 1 {
+			fmt.Fprintf(&b, " (and %d more)", count-1)
+		}
+		if c.TwKnown {
+			fmt.Fprintf(&b, ": the namespace holds %d TIME_WAIT sockets, net.ipv4.tcp_max_tw_buckets=%d", c.TwCount, c.MaxTw)
+		} else {
+			b.WriteString(": the TIME_WAIT bucket limit net.ipv4.tcp_max_tw_buckets is reached")
+		}
+		b.WriteString("; a late segment of the old connection can now be taken for data of a new one with the same ports; raise tcp_max_tw_buckets, and reduce TIME_WAIT at its source: reuse connections, or have the peer close first")
+	case PawsReject:
+		what := "segment"
+		if c.SYN {
+			what = "SYN"
+		}
+		fmt.Fprintf(&b, "%s from %s dropped by the PAWS timestamp check", what, remote)
+		if c.DropReason != "" {
+			fmt.Fprintf(&b, " (%s)", c.DropReason)
+		}
+		if count > 1 {
+			fmt.Fprintf(&b, ", %d times", count)
+		}
+		if c.TSSeen && c.TSRecentKnown {
+			fmt.Fprintf(&b, ": its timestamp %d is %d behind the %d this host last saw from that address and port", c.TSval, int32(c.TSRecent-c.TSval), c.TSRecent)
+		}
+		reason := c.DropReason
+		if c.PawsRecomputed {
+			reason = "TCP_RFC7323_TW_PAWS"
+		}
+		switch reason {
+		case "TCP_RFC7323_TW_PAWS":
+			b.WriteString("; the 4-tuple is still in TIME_WAIT here and the new SYN's clock is older: typical of several clients behind one NAT address, whose timestamp clocks differ, reusing a source port; the client sees its connect() time out or stall; fix it on the NAT (keep per-client source ports apart) or let clients close first so TIME_WAIT stays on their side; tcp_tw_recycle, which made this far worse, was removed in 4.12")
+		case "TCP_RFC7323_TSECR":
+			b.WriteString("; the final ACK echoed a timestamp this host never sent: a middlebox rewriting timestamps, or a spoofed or stale handshake")
+		case "TCP_RFC7323_PAWS_ACK":
+			b.WriteString("; an old duplicate ACK, harmless in small numbers; many point to a peer or middlebox resending stale segments")
+		default:
+			b.WriteString("; the peer's timestamp clock went backwards on a live connection: a NAT mixing several clients into one 4-tuple, a middlebox rewriting timestamps, or a peer that restarted; the segment is discarded and the peer retransmits in vain")
+		}
+	case Reset:
+		if c.Side == "sent" {
+			fmt.Fprintf(&b, "reset sent to %s (state %s)", remote, c.State)
+			if c.RstReason != "" {
+				fmt.Fprintf(&b, ", reason %s", c.RstReason)
+			}
+			switch {
+			case c.Unread > 0:
+				fmt.Fprintf(&b, ": the application closed the socket with %d bytes unread, which aborts the connection (read everything before close())", c.Unread)
+			case c.State == "CLOSE":
+				b.WriteString(": the application aborted the connection (SO_LINGER with a zero timeout, or shutdown of a socket with pending data); the peer gets ECONNRESET")
+			default:
+				b.WriteString(": this host aborted the connection (a segment it could not accept, or a timeout); the peer gets ECONNRESET")
+			}
+		} else {
+			fmt.Fprintf(&b, "reset received from %s in state %s", remote, c.State)
+			fmt.Fprintf(&b, " with %d bytes unacknowledged and %d unread", c.Unacked, c.Unread)
+			b.WriteString(": the peer aborted the connection (its process exited or was killed with the socket open, closed with unread data, or used SO_LINGER 0), or a middlebox reset it; the application gets ECONNRESET (EPIPE on a later write) and data in flight is lost")
+		}
+	}
+	b.WriteString(".")
+	return b.String()
+}
+
+// giveUpClause says when connect() gives up and why then.
+func (c *ConnState) giveUpClause() string {
+	rtx, giveUp := c.synModel().schedule()
+	s := ""
+	if n := int(c.SynRetransmits); n > 0 && n <= len(rtx) {
+		s = fmt.Sprintf("this one %s after the previous SYN", dur(rtx[n-1]-prev(rtx, n-1)))
+		if n < len(rtx) {
+			s += fmt.Sprintf(", the next in %s", dur(rtx[n]-prev(rtx, n)))
+		}
+		s += "; "
+	}
+	return s + fmt.Sprintf("connect() gives up %s after the first SYN, after %s (%s)", dur(giveUp), plural(len(rtx), "retransmit"), c.limitClause())
+}
+
+// limitClause names the settings that set the retry limit.
+func (c *ConnState) limitClause() string {
+	var parts []string
+	if c.SynCnt != 0 {
+		parts = append(parts, fmt.Sprintf("TCP_SYNCNT=%d (net.ipv4.tcp_syn_retries=%d does not apply)", c.SynCnt, c.SynRetries))
+	} else {
+		parts = append(parts, fmt.Sprintf("net.ipv4.tcp_syn_retries=%d", c.SynRetries))
+	}
+	if c.LinearKnown {
+		parts = append(parts, fmt.Sprintf("net.ipv4.tcp_syn_linear_timeouts=%d", c.Linear))
+	}
+	if c.UserTimeout > 0 {
+		parts = append(parts, fmt.Sprintf("TCP_USER_TIMEOUT=%s", dur(c.UserTimeout)))
+	} else {
+		parts = append(parts, "no TCP_USER_TIMEOUT")
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,185 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+)
+
+// connFacts is what the connection set-up and teardown detectors need to
+// know about the running kernel beyond CO-RE: tracepoint prototypes that
+// changed (each variant is its own program), the TIME_WAIT timer's address,
+// and the names of drop and reset reasons, whose values differ by version.
+type connFacts struct {
+	rtxErrArg       bool // tcp:tcp_retransmit_skb passes err (6.17+)
+	sendResetReason bool // tcp:tcp_send_reset passes enum sk_rst_reason (6.10+)
+	kfreeRxSk       bool // skb:kfree_skb passes rx_sk (6.11+)
+	pawsReasons     []string
+	twTimerHandler  uint64 // tw_timer_handler in /proc/kallsyms
+	twTimerErr      error
+	dropReasons     map[uint32]string // enum skb_drop_reason, without SKB_DROP_REASON_
+	rstReasons      map[uint32]string // enum sk_rst_reason, without SK_RST_REASON_
+	err             error             // BTF unreadable
+}
+
+// The timestamp-check drop reasons, oldest first (shared/KERNEL.md §6).
+var pawsReasonNames = []string{"TCP_RFC7323_PAWS", "TCP_RFC7323_PAWS_ACK", "TCP_RFC7323_TSECR", "TCP_RFC7323_TW_PAWS"}
+
+func readConnFacts() *connFacts {
+	f := &connFacts{dropReasons: map[uint32]string{}, rstReasons: map[uint32]string{}}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		f.err = fmt.Errorf("reading kernel BTF: %w", err)
+		return f
+	}
+	// The typedef's prototype starts with the probe's data pointer.
+	f.rtxErrArg = tracepointArgs(spec, "btf_trace_tcp_retransmit_skb") >= 4
+	f.sendResetReason = tracepointArgs(spec, "btf_trace_tcp_send_reset") >= 4
+	f.kfreeRxSk = tracepointArgs(spec, "btf_trace_kfree_skb") >= 5
+	enumNames(spec, "skb_drop_reason", "SKB_DROP_REASON_", f.dropReasons)
+	enumNames(spec, "sk_rst_reason", "SK_RST_REASON_", f.rstReasons)
+	for _, n := range pawsReasonNames {
+		for _, have := range f.dropReasons {
+			if have == n {
+				f.pawsReasons = append(f.pawsReasons, n)
+			}
+		}
+	}
+	f.twTimerHandler, f.twTimerErr = kallsymsAddr("tw_timer_handler")
+	return f
+}
+
+func enumNames(spec *btf.Spec, enum, prefix string, out map[uint32]string) {
+	var e *btf.Enum
+	if spec.TypeByName(enum, &e) != nil {
+		return
+	}
+	for _, v := range e.Values {
+		out[uint32(v.Value)] = strings.TrimPrefix(v.Name, prefix)
+	}
+}
+
+func (f *connFacts) hasPawsReason(name string) bool {
+	for _, n := range f.pawsReasons {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func setConnFacts(spec *ebpf.CollectionSpec, f *connFacts) error {
+	vs, ok := spec.Variables["cfg_tw_timer_handler"]
+	if !ok {
+		return errors.New("BPF object has no variable cfg_tw_timer_handler")
+	}
+	return vs.Set(f.twTimerHandler)
+}
+
+// The probe table's preconditions for the connection detectors.
+
+func connFactsOf(k *kernelFacts) (*connFacts, error) {
+	if k.conn == nil {
+		return nil, errors.New("kernel facts for connection events not read")
+	}
+	if k.conn.err != nil {
+		return nil, k.conn.err
+	}
+	return k.conn, nil
+}
+
+// needRetransmitErr: tcp:tcp_retransmit_skb gained an `err` argument in 6.17
+// and fires for failed attempts too; each prototype has its program.
+func needRetransmitErr(want bool) func(*kernelFacts) error {
+	return func(k *kernelFacts) error {
+		f, err := connFactsOf(k)
+		if err != nil {
+			return err
+		}
+		if f.rtxErrArg != want {
+			if want {
+				return errors.New("tcp:tcp_retransmit_skb has no err argument (added in 6.17)")
+			}
+			return errors.New("for kernels whose tcp:tcp_retransmit_skb has no err argument (before 6.17)")
+		}
+		return nil
+	}
+}
+
+func needSendResetReason(want bool) func(*kernelFacts) error {
+	return func(k *kernelFacts) error {
+		f, err := connFactsOf(k)
+		if err != nil {
+			return err
+		}
+		if f.sendResetReason != want {
+			if want {
+				return errors.New("tcp:tcp_send_reset passes no reset reason (added in 6.10)")
+			}
+			return errors.New("for kernels whose tcp:tcp_send_reset passes no reason (before 6.10)")
+		}
+		return nil
+	}
+}
+
+func needTwTimer(k *kernelFacts) error {
+	f, err := connFactsOf(k)
+	if err != nil {
+		return err
+	}
+	if f.twTimerHandler == 0 {
+		return fmt.Errorf("the TIME_WAIT timer's address is unknown: %v", f.twTimerErr)
+	}
+	return nil
+}
+
+// needPaws: the full tracepoint path needs TIME_WAIT's own reason (6.16+);
+// the partial ones see PAWS on established and SYN_RECV sockets only.
+func needPaws(twPaws, rxSk bool) func(*kernelFacts) error {
+	return func(k *kernelFacts) error {
+		f, err := connFactsOf(k)
+		if err != nil {
+			return err
+		}
+		if len(f.pawsReasons) == 0 {
+			return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_RFC7323_PAWS (added in 5.19)")
+		}
+		if twPaws && !f.hasPawsReason("TCP_RFC7323_TW_PAWS") {
+			return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_RFC7323_TW_PAWS (added in 6.16): PAWS rejects in TIME_WAIT are not visible")
+		}
+		if f.kfreeRxSk != rxSk {
+			if rxSk {
+				return errors.New("skb:kfree_skb does not pass rx_sk (added in 6.11)")
+			}
+			return errors.New("for kernels whose skb:kfree_skb has no rx_sk (before 6.11)")
+		}
+		return nil
+	}
+}
+
+// needTimewaitPaws: before 6.16 a PAWS reject in TIME_WAIT has no drop
+// reason, and the fentry/kprobe paths apply the kernel's test themselves;
+// from 6.16 the tracepoint has it and these paths would count it twice.
+// reasons: the path also takes the other rejects from skb:kfree_skb (5.19+),
+// rxSk: with the 6.11+ prototype.
+func needTimewaitPaws(reasons, rxSk bool) func(*kernelFacts) error {
+	return func(k *kernelFacts) error {
+		f, err := connFactsOf(k)
+		if err != nil {
+			return err
+		}
+		if f.hasPawsReason("TCP_RFC7323_TW_PAWS") {
+			return errors.New("for kernels without the drop reason TCP_RFC7323_TW_PAWS (before 6.16): the tracepoint path sees every PAWS reject")
+		}
+		if !reasons {
+			if len(f.pawsReasons) != 0 {
+				return errors.New("for kernels without PAWS drop reasons (before 5.19)")
+			}
+			return nil
+		}
+		return needPaws(false, rxSk)(k)
+	}
+}
