@@ -101,6 +101,25 @@ static __always_inline bool sock_wanted(struct sock *sk)
 	return true;
 }
 
+/* A socket's family, addresses and ports, from struct sock_common, so that
+ * a TIME_WAIT or request socket reads like a full one. IPv4 addresses go in
+ * the first 4 bytes of the 16; the ports in host order. */
+static __always_inline __u16 read_addrs(struct sock *sk, __u8 (*saddr)[16], __u8 (*daddr)[16], __u16 *sport, __u16 *dport)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	*sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	*dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)daddr, sk, __sk_common.skc_daddr);
+	}
+	return family;
+}
+
 /*
  * Every read goes through BPF_CORE_READ: struct tcp_sock was reorganised into
  * cache-line groups in 6.8 and fields moved in struct sock in 6.x, and a
@@ -116,17 +135,8 @@ static __always_inline void read_snapshot(struct sock *sk, struct tcp_snapshot *
 
 	s->sk = (__u64)sk;
 	s->now_jiffies = bpf_jiffies64();
-	s->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	s->family = read_addrs(sk, &s->saddr, &s->daddr, &s->sport, &s->dport);
 	s->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	s->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	s->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (s->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&s->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&s->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO((__u32 *)s->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)s->daddr, sk, __sk_common.skc_daddr);
-	}
 	s->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	s->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 

@@ -212,17 +212,8 @@ static __always_inline void read_syn_limits(struct sock *sk, struct conn_snapsho
 static __always_inline void read_conn(struct sock *sk, struct conn_snapshot *c)
 {
 	c->sk = (__u64)sk;
-	c->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	c->family = read_addrs(sk, &c->saddr, &c->daddr, &c->sport, &c->dport);
 	c->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	c->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	c->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (c->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&c->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&c->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO((__u32 *)c->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)c->daddr, sk, __sk_common.skc_daddr);
-	}
 	c->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (c->state != TCP_TIME_WAIT && c->state != TCP_NEW_SYN_RECV) {
 		c->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);

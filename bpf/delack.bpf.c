@@ -213,16 +213,7 @@ static __always_inline void read_tuple(struct sock *sk, struct conn_tuple *t)
 {
 	struct tcp_snapshot s;
 
-	s.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	s.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	s.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (s.family == AF_INET6) {
-		BPF_CORE_READ_INTO(&s.saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&s.daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO((__u32 *)s.saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)s.daddr, sk, __sk_common.skc_daddr);
-	}
+	s.family = read_addrs(sk, &s.saddr, &s.daddr, &s.sport, &s.dport);
 	conn_tuple_of(&s, t, false);
 }
 
