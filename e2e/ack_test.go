@@ -105,9 +105,13 @@ func TestNagleDelayedACKStall(t *testing.T) {
 		t.Errorf("%d stalls reported, and %d requests took 30 ms or more", n, slowNagle)
 	}
 
+	// The same holds, seen without the peer's timer. A request the client
+	// answered at once (quick-ACK mode, before pingpong) can still have its
+	// body held for one round trip, a few ms under QEMU: such a hold is a
+	// plain nagle_stall in both runs, so at most one per fast request more.
 	plain := nagleOnly.eventsFor("nagle_stall", srv.PID)
-	if got := sumCounts(plain); got != n {
-		t.Errorf("-e nagle_stall: %d stalls, the full run %d nagle_delack_stall:\n%s", got, n, dump(plain))
+	if got, fast := sumCounts(plain), uint64(requests-slowNagle); got < n || got > n+fast {
+		t.Errorf("-e nagle_stall: %d stalls, the full run %d nagle_delack_stall and %d fast requests:\n%s", got, n, fast, dump(plain))
 	}
 	for _, e := range plain {
 		if e.Reason != "unacked_small_segment" || detail(e, "release_ack_payload_bytes") != 0 || e.RPort != cl.LPort {
