@@ -28,9 +28,9 @@ type connFacts struct {
 // The timestamp-check drop reasons, oldest first (shared/KERNEL.md §6).
 var pawsReasonNames = []string{"TCP_RFC7323_PAWS", "TCP_RFC7323_PAWS_ACK", "TCP_RFC7323_TSECR", "TCP_RFC7323_TW_PAWS"}
 
-func readConnFacts() *connFacts {
+func readConnFacts(kernelBTF *btf.Cache) *connFacts {
 	f := &connFacts{dropReasons: map[uint32]string{}, rstReasons: map[uint32]string{}}
-	spec, err := btf.LoadKernelSpec()
+	spec, err := kernelBTF.Kernel()
 	if err != nil {
 		f.err = fmt.Errorf("reading kernel BTF: %w", err)
 		return f

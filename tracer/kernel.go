@@ -39,9 +39,9 @@ var mibNames = []string{
 	"LINUX_MIB_DELAYEDACKS",
 }
 
-func readKernelFacts() *kernelFacts {
+func readKernelFacts(kernelBTF *btf.Cache) *kernelFacts {
 	f := &kernelFacts{mib: map[string]uint32{}}
-	spec, err := btf.LoadKernelSpec()
+	spec, err := kernelBTF.Kernel()
 	if err != nil {
 		f.err = fmt.Errorf("reading kernel BTF: %w", err)
 		return f

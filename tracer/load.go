@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -16,9 +17,14 @@ import (
 // programs can be loaded on their own: loading the fentry programs on a
 // kernel that refuses them must not stop the tracepoint ones.
 type objects struct {
-	maps  *ebpf.Collection   // every map of the object, no programs
-	progs []*ebpf.Collection // one per path in use
-	links []link.Link
+	// kernelBTF is the kernel's BTF, decoded once for every load and every
+	// fact read from it: decoding /sys/kernel/btf/vmlinux costs about 20 ms
+	// of CPU, which each ebpf.NewCollection without a shared cache pays
+	// again. Dropped once loading is done (New), so the memory goes with it.
+	kernelBTF *btf.Cache
+	maps      *ebpf.Collection   // every map of the object, no programs
+	progs     []*ebpf.Collection // one per path in use
+	links     []link.Link
 }
 
 // closeLinks detaches every program; the maps stay readable.
@@ -94,10 +100,10 @@ func boolByte(b bool) uint8 {
 }
 
 // createMaps makes every map once, before any program.
-func createMaps(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collection, error) {
 	s := spec.Copy()
 	s.Programs = map[string]*ebpf.ProgramSpec{}
-	c, err := ebpf.NewCollection(s)
+	c, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{Cache: kernelBTF})
 	if err != nil {
 		return nil, fmt.Errorf("creating BPF maps: %w", explainLoad(err))
 	}
@@ -107,7 +113,7 @@ func createMaps(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
 // loadPath loads and attaches one path's programs, or nothing. Programs in
 // `attached` (shared with a detector loaded before) are in place already.
 // A path with nothing new to load returns a nil collection.
-func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec, attached map[string]bool) (*ebpf.Collection, []link.Link, error) {
+func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec, attached map[string]bool) (*ebpf.Collection, []link.Link, error) {
 	s := spec.Copy()
 	s.Programs = map[string]*ebpf.ProgramSpec{}
 	var todo []progAttach
@@ -125,7 +131,7 @@ func loadPath(spec *ebpf.CollectionSpec, maps *ebpf.Collection, p pathSpec, atta
 	if len(todo) == 0 {
 		return nil, nil, nil
 	}
-	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps.Maps})
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: o.maps.Maps, Cache: o.kernelBTF})
 	if err != nil {
 		return nil, nil, explainLoad(err)
 	}
@@ -179,7 +185,7 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 					continue
 				}
 			}
-			coll, links, err := loadPath(spec, o.maps, p, attached)
+			coll, links, err := loadPath(spec, o, p, attached)
 			if err != nil {
 				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
 				continue
@@ -242,7 +248,7 @@ func wantsAny(wanted, have []EventType) bool {
 // owner, then teaches it the sockets that already exist. Failure is not
 // fatal: events then name the owner from /proc where they can.
 func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) error {
-	coll, links, err := loadPath(spec, o.maps, ownerTracking, nil)
+	coll, links, err := loadPath(spec, o, ownerTracking, nil)
 	if err != nil {
 		return fmt.Errorf("socket owner tracking (%s): %w", ownerTracking.hooks, err)
 	}
@@ -251,7 +257,7 @@ func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) e
 
 	s := spec.Copy()
 	s.Programs = map[string]*ebpf.ProgramSpec{ownerIterProg: spec.Programs[ownerIterProg]}
-	iter, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: o.maps.Maps})
+	iter, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: o.maps.Maps, Cache: o.kernelBTF})
 	if err != nil {
 		return fmt.Errorf("loading the socket iterator: %w", explainLoad(err))
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 )
@@ -105,6 +106,7 @@ func New(opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	kernelBTF := btf.NewCache()
 	listeners := wantsListenerEvents(opts.Events)
 	attach := attachedEvents(opts.Events)
 	// Socket owners: listener events and delayed ACKs happen in softirq
@@ -113,18 +115,18 @@ func New(opts Options) (*Tracer, error) {
 	conns := wantsConnEvents(opts.Events)
 	facts := &kernelFacts{err: errors.New("not needed")}
 	if listeners || containsEvent(attach, DelayedACK) {
-		facts = readKernelFacts()
+		facts = readKernelFacts(kernelBTF)
 		if err := setKernelFacts(spec, facts); err != nil {
 			return nil, err
 		}
 	}
 	if conns {
-		facts.conn = readConnFacts()
+		facts.conn = readConnFacts(kernelBTF)
 		if err := setConnFacts(spec, facts.conn); err != nil {
 			return nil, err
 		}
 	}
-	t := &Tracer{opts: opts, objs: &objects{}, dec: newDecoder(kernelHZ()), lost: map[EventType]uint64{}}
+	t := &Tracer{opts: opts, objs: &objects{kernelBTF: kernelBTF}, dec: newDecoder(kernelHZ()), lost: map[EventType]uint64{}}
 	t.dec.owners = newInodeOwners(opts.PIDs)
 	t.dec.conn = facts.conn
 	ok := false
@@ -133,7 +135,7 @@ func New(opts Options) (*Tracer, error) {
 			t.objs.close()
 		}
 	}()
-	if t.objs.maps, err = createMaps(spec); err != nil {
+	if t.objs.maps, err = createMaps(spec, kernelBTF); err != nil {
 		return nil, err
 	}
 	if err := t.fillPIDFilter(); err != nil {
@@ -151,6 +153,7 @@ func New(opts Options) (*Tracer, error) {
 	if t.reader, err = ringbuf.NewReader(t.objs.mapByName("events")); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
+	t.objs.kernelBTF = nil
 	t.agg = newAggregator(t.objs.mapByName("aggregates"), t.objs.mapByName("wait_starts"), t.dec, opts.Interval)
 	ok = true
 	return t, nil
