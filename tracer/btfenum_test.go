@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 )
 
@@ -51,12 +52,34 @@ func TestScanAnonEnums(t *testing.T) {
 	}
 }
 
-func TestKallsymsFuncRange(t *testing.T) {
-	k := &kallsyms{addr: map[string]uint64{"f": 0x2000}, text: []uint64{0x1000, 0x2000, 0x2400, 0x3000}}
-	if s, e, err := k.funcRange("f"); err != nil || s != 0x2000 || e != 0x2400 {
+func TestParseKallsyms(t *testing.T) {
+	const file = `0000000000000000 A fixed_percpu_data
+000000000002c2c0 D runqueues
+ffffffff81001000 T _stext
+ffffffff81002000 t f
+ffffffff81002000 t f_alias
+ffffffff81002400 T g
+ffffffff81003000 t tcp_delack_timer
+ffffffff81003100 t h
+ffffffffc0001000 t tcp_delack_timer	[some_module]
+`
+	k, err := parseKallsyms(strings.NewReader(file), []string{"f", "runqueues", "tcp_delack_timer", "missing"}, []string{"f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, e, err := k.funcRange("f"); err != nil || s != 0x2000+0xffffffff81000000 || e != 0xffffffff81002400 {
 		t.Errorf("f: %x %x %v", s, e, err)
+	}
+	if k.addr["runqueues"] != 0x2c2c0 {
+		t.Errorf("runqueues (per-CPU offset) %x", k.addr["runqueues"])
+	}
+	if k.addr["tcp_delack_timer"] != 0xffffffff81003000 {
+		t.Errorf("a module's symbol of the same name replaced the kernel's: %x", k.addr["tcp_delack_timer"])
 	}
 	if _, _, err := k.funcRange("missing"); err == nil {
 		t.Error("missing symbol found")
+	}
+	if _, _, err := k.funcRange("tcp_delack_timer"); err == nil {
+		t.Error("range of a function not asked for")
 	}
 }

@@ -1,14 +1,8 @@
 package tracer
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -135,94 +129,6 @@ func enumHas(spec *btf.Spec, enum, value string) bool {
 		}
 	}
 	return false
-}
-
-// kallsyms is what tcptrace needs from /proc/kallsyms, read in one pass
-// (the file is generated on each read: about 50 ms for 200k symbols). Root
-// reads real addresses (kptr_restrict allows CAP_SYSLOG).
-type kallsyms struct {
-	addr map[string]uint64 // wanted symbols, of any kind
-	text []uint64          // sorted addresses of text symbols, for function ends
-}
-
-// kallsymsNames is every symbol tcptrace looks up: one pass finds them all.
-var kallsymsNames = []string{"runqueues", "tcp_delack_timer", "tcp_rcv_state_process", "tw_timer_handler"}
-
-var (
-	ksymsOnce sync.Once
-	ksyms     *kallsyms
-	ksymsErr  error
-)
-
-// kernelSymbols reads /proc/kallsyms once per process.
-func kernelSymbols() (*kallsyms, error) {
-	ksymsOnce.Do(func() { ksyms, ksymsErr = readKallsyms(kallsymsNames...) })
-	return ksyms, ksymsErr
-}
-
-// kallsymsAddr returns the address of one of kallsymsNames.
-func kallsymsAddr(name string) (uint64, error) {
-	k, err := kernelSymbols()
-	if err != nil {
-		return 0, err
-	}
-	if a := k.addr[name]; a != 0 {
-		return a, nil
-	}
-	return 0, fmt.Errorf("%s not in /proc/kallsyms (or addresses hidden)", name)
-}
-
-func readKallsyms(wanted ...string) (*kallsyms, error) {
-	f, err := os.Open("/proc/kallsyms")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	k := &kallsyms{addr: map[string]uint64{}}
-	want := map[string]bool{}
-	for _, w := range wanted {
-		want[w] = true
-	}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 {
-			continue
-		}
-		text := fields[1] == "t" || fields[1] == "T"
-		named := len(fields) == 3 && want[fields[2]] // not a module's symbol
-		if !text && !named {
-			continue
-		}
-		a, err := strconv.ParseUint(fields[0], 16, 64)
-		if err != nil {
-			continue
-		}
-		if named {
-			k.addr[fields[2]] = a
-		}
-		if text && a != 0 {
-			k.text = append(k.text, a)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	sort.Slice(k.text, func(i, j int) bool { return k.text[i] < k.text[j] })
-	return k, nil
-}
-
-// funcRange returns a function's start and the next text symbol's address.
-func (k *kallsyms) funcRange(name string) (start, end uint64, err error) {
-	start = k.addr[name]
-	if start == 0 {
-		return 0, 0, fmt.Errorf("%s not in /proc/kallsyms (or addresses hidden)", name)
-	}
-	i := sort.Search(len(k.text), func(i int) bool { return k.text[i] > start })
-	if i == len(k.text) {
-		return 0, 0, fmt.Errorf("no symbol after %s in /proc/kallsyms", name)
-	}
-	return start, k.text[i], nil
 }
 
 // setKernelFacts writes the facts into the object's constants.

@@ -99,11 +99,22 @@ func boolByte(b bool) uint8 {
 	return 0
 }
 
+// withPrograms is spec with only the named programs, sharing everything
+// else: the loader copies what it changes (a ProgramSpec before relocating
+// it), and copying all of the object's programs for every load cost 8 MB of
+// allocations at start-up.
+func withPrograms(spec *ebpf.CollectionSpec, names ...string) *ebpf.CollectionSpec {
+	s := *spec
+	s.Programs = make(map[string]*ebpf.ProgramSpec, len(names))
+	for _, n := range names {
+		s.Programs[n] = spec.Programs[n]
+	}
+	return &s
+}
+
 // createMaps makes every map once, before any program.
 func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collection, error) {
-	s := spec.Copy()
-	s.Programs = map[string]*ebpf.ProgramSpec{}
-	c, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{Cache: kernelBTF})
+	c, err := ebpf.NewCollectionWithOptions(withPrograms(spec), ebpf.CollectionOptions{Cache: kernelBTF})
 	if err != nil {
 		return nil, fmt.Errorf("creating BPF maps: %w", explainLoad(err))
 	}
@@ -114,8 +125,7 @@ func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collecti
 // `attached` (shared with a detector loaded before) are in place already.
 // A path with nothing new to load returns a nil collection.
 func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec, attached map[string]bool) (*ebpf.Collection, []link.Link, error) {
-	s := spec.Copy()
-	s.Programs = map[string]*ebpf.ProgramSpec{}
+	s := withPrograms(spec)
 	var todo []progAttach
 	for _, pa := range p.progs {
 		ps, ok := spec.Programs[pa.prog]
@@ -255,8 +265,7 @@ func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) e
 	o.progs = append(o.progs, coll)
 	o.links = append(o.links, links...)
 
-	s := spec.Copy()
-	s.Programs = map[string]*ebpf.ProgramSpec{ownerIterProg: spec.Programs[ownerIterProg]}
+	s := withPrograms(spec, ownerIterProg)
 	iter, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: o.maps.Maps, Cache: o.kernelBTF})
 	if err != nil {
 		return fmt.Errorf("loading the socket iterator: %w", explainLoad(err))
