@@ -102,19 +102,28 @@ func New(opts Options) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
 	}
-	spec, err := loadSpec(&opts)
-	if err != nil {
-		return nil, err
-	}
-	kernelBTF := btf.NewCache()
 	listeners := wantsListenerEvents(opts.Events)
 	attach := attachedEvents(opts.Events)
 	// Socket owners: listener events and delayed ACKs happen in softirq
 	// and timer context; a Nagle stall is released there.
 	owners := listeners || wantsAnyOf(attach, DelayedACK, NagleStall, NagleDelackStall)
 	conns := wantsConnEvents(opts.Events)
+	needFacts := listeners || containsEvent(attach, DelayedACK)
+	// The slow reads of start-up run side by side: the kernel generating
+	// /proc/kallsyms (~60 ms of system time), decoding the kernel's BTF
+	// (~20 ms) and parsing the embedded object (~20 ms). Both readers are
+	// safe to call again: later callers wait for the first.
+	kernelBTF := btf.NewCache()
+	if needFacts || conns {
+		go kernelSymbols()
+		go kernelBTF.Kernel()
+	}
+	spec, err := loadSpec(&opts)
+	if err != nil {
+		return nil, err
+	}
 	facts := &kernelFacts{err: errors.New("not needed")}
-	if listeners || containsEvent(attach, DelayedACK) {
+	if needFacts {
 		facts = readKernelFacts(kernelBTF)
 		if err := setKernelFacts(spec, facts); err != nil {
 			return nil, err
