@@ -13,6 +13,11 @@
 #include <bpf/bpf_endian.h>
 #include "tcptrace.h"
 
+/* Which detectors the shared programs work for (enum shared_hook), written
+ * by the loader (tracer/load.go) once the programs are attached: a program
+ * on a hook that several detectors need is loaded and attached once. */
+__u32 hooks_on = 0;
+
 #define AF_INET 2
 #define AF_INET6 10
 #define EAGAIN 11

@@ -374,21 +374,18 @@ static __always_inline void on_connect_start(struct sock *sk)
 	bpf_map_update_elem(&conn_starts, &key, &cs, BPF_ANY);
 }
 
-/*
- * Every TCP state change of the host passes here: two compares and out,
- * unless the socket enters or leaves SYN_SENT.
- */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tp_conn_set_state, struct sock *sk, int oldstate, int newstate)
+/* inet_sock_set_state (bpf/shared_hooks.bpf.c), every TCP state change of
+ * the host: two compares and out, unless the socket enters or leaves
+ * SYN_SENT. */
+static __always_inline void conn_set_state(struct sock *sk, int oldstate, int newstate)
 {
 	if (newstate == TCP_SYN_SENT) {
 		if (sk->sk_protocol == IPPROTO_TCP)
 			on_connect_start(sk);
-		return 0;
+		return;
 	}
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE)
 		on_connect_end(sk, PATH_TRACEPOINT);
-	return 0;
 }
 
 /* Up to 6.16: fires only for a retransmit that was sent. */
@@ -521,23 +518,22 @@ static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snap
 /* SYN_SENT -> CLOSE with no error on a socket that never got a local port:
  * __inet_hash_connect() found none free. Every other state change of the
  * host leaves after two compares. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tp_port_set_state, struct sock *sk, int oldstate, int newstate)
+static __always_inline void port_set_state(struct sock *sk, int oldstate, int newstate)
 {
 	struct agg_value *t;
 	__u8 comm[TASK_COMM_LEN];
 	__u32 tgid;
 
 	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE)
-		return 0;
+		return;
 	if (sk->__sk_common.skc_num || BPF_CORE_READ((struct inet_sock *)sk, inet_sport) || BPF_CORE_READ(sk, sk_err))
-		return 0;
+		return;
 	tgid = bpf_get_current_pid_tgid() >> 32; /* connect() runs in its caller */
 	if (!pid_wanted(tgid))
-		return 0;
+		return;
 	t = agg_template();
 	if (!t || !fill_port_snapshot(sk, &t->ev.c))
-		return 0;
+		return;
 	bpf_get_current_comm(&comm, sizeof(comm));
 	/* port_exhausted() reuses the scratch slot: copy out first. */
 	{
@@ -546,7 +542,7 @@ int BPF_PROG(tp_port_set_state, struct sock *sk, int oldstate, int newstate)
 		__builtin_memcpy(&c, &t->ev.c, sizeof(c));
 		port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
 	}
-	return 0;
+	return;
 }
 
 static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)
@@ -674,31 +670,29 @@ static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_
 	agg_commit(&key, t, 0);
 }
 
-/* The TIME_WAIT timer armed: every new TIME_WAIT socket, and every segment
- * that reaches one. A very frequent tracepoint: one compare and out. */
-SEC("tp_btf/timer_start")
-int BPF_PROG(tp_tw_timer_start, struct timer_list *timer)
+/* timer_start (bpf/shared_hooks.bpf.c) for the TIME_WAIT timer
+ * (tw_timer_handler): armed for every new TIME_WAIT socket, and again by
+ * every segment that reaches one. */
+static __always_inline void tw_timer_start(struct timer_list *timer)
 {
 	struct inet_timewait_sock *tw;
 	struct tw_armed *a;
 	__u32 zero = 0;
 
-	if ((__u64)timer->function != cfg_tw_timer_handler)
-		return 0;
 	a = bpf_map_lookup_elem(&tw_armed, &zero);
 	if (!a)
-		return 0;
+		return;
 	tw = (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
 	a->ts_ns = bpf_ktime_get_ns();
 	a->net = (__u64)BPF_CORE_READ(tw, __tw_common.skc_net.net);
 	a->dport = BPF_CORE_READ(tw, __tw_common.skc_dport);
 	a->num = BPF_CORE_READ(tw, __tw_common.skc_num);
 	a->daddr = BPF_CORE_READ(tw, __tw_common.skc_daddr);
-	return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tp_tw_set_state, struct sock *sk, int oldstate, int newstate)
+/* inet_sock_set_state (bpf/shared_hooks.bpf.c): a close from a state that
+ * would have made a TIME_WAIT socket, without its timer armed just before. */
+static __always_inline void tw_set_state(struct sock *sk, int oldstate, int newstate)
 {
 	struct conn_snapshot c = {};
 	struct tw_armed *a;
@@ -706,9 +700,9 @@ int BPF_PROG(tp_tw_set_state, struct sock *sk, int oldstate, int newstate)
 	__u32 zero = 0;
 
 	if (newstate != TCP_CLOSE || !(TCPF(oldstate) & TW_CANDIDATES))
-		return 0;
+		return;
 	if (sk->sk_protocol != IPPROTO_TCP || BPF_CORE_READ(sk, sk_err))
-		return 0;
+		return;
 	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 	a = bpf_map_lookup_elem(&tw_armed, &zero);
 	/* The local port from inet_sport: tcp_set_state(CLOSE) has released
@@ -719,16 +713,15 @@ int BPF_PROG(tp_tw_set_state, struct sock *sk, int oldstate, int newstate)
 	    a->daddr == BPF_CORE_READ(sk, __sk_common.skc_daddr) &&
 	    bpf_ktime_get_ns() - a->ts_ns < 100000000ULL) {
 		a->ts_ns = 0; /* this socket got its TIME_WAIT socket */
-		return 0;
+		return;
 	}
 	/* No TIME_WAIT socket: an overflow if the namespace is at its limit
 	 * (other closes from these states, an orphan's FIN_WAIT2 timeout or
 	 * out-of-memory kill, never make one either). */
 	read_tw_limits(net, &c);
 	if (c.tw_count < c.max_tw_buckets)
-		return 0;
+		return;
 	tw_overflow(sk, PATH_TRACEPOINT, true, &c);
-	return 0;
 }
 
 SEC("fexit/inet_twsk_alloc")

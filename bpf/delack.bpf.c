@@ -297,7 +297,8 @@ static __always_inline struct sock *delack_timer_sock(struct timer_list *timer)
 /*
  * The three timer tracepoints run for every timer_list of the kernel: each
  * leaves after one load (the callback, a direct read of the trusted
- * argument) and one compare unless the timer is a delayed-ACK timer.
+ * argument) and one compare unless the timer is a delayed-ACK timer
+ * (timer_start is bpf/shared_hooks.bpf.c's, which calls the function below).
  *
  * timer_start: (timer, expires, flags) up to 6.7, (timer, bucket_expiry)
  * from 6.8; only the timer is used. It fires when the timer is queued, not
@@ -306,18 +307,14 @@ static __always_inline struct sock *delack_timer_sock(struct timer_list *timer)
  * deadline moved: icsk_ack.timeout or, 6.15+, the timer's own expires, is
  * still ahead) continues the same wait and keeps its start.
  */
-SEC("tp_btf/timer_start")
-int BPF_PROG(tp_timer_start, struct timer_list *timer)
+static __always_inline void delack_timer_start(struct timer_list *timer)
 {
 	struct delack_firing *f;
 
-	if ((__u64)timer->function != cfg_delack_fn)
-		return 0;
 	f = firing_slot();
 	if (f && f->timer == (__u64)timer)
-		return 0;
+		return;
 	mark_armed((__u64)delack_timer_sock(timer));
-	return 0;
 }
 
 SEC("tp_btf/timer_expire_entry")

@@ -121,8 +121,7 @@ static __always_inline void set_owner_current(struct sock *sk)
  * followed by tcp_probe, so a hold on it will never be released. */
 static __always_inline void nagle_leave_established(struct sock *sk);
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+static __always_inline void owner_set_state(struct sock *sk, int oldstate, int newstate)
 {
 	struct listener_key lk;
 	__u64 key = (__u64)sk;
@@ -130,40 +129,39 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 
 	if (oldstate == TCP_ESTABLISHED) {
 		nagle_leave_established(sk);
-		return 0;
+		return;
 	}
 
 	if (newstate == TCP_SYN_SENT) {
 		if (sk->sk_protocol == IPPROTO_TCP)
 			set_owner_current(sk);
-		return 0;
+		return;
 	}
 	if (newstate != TCP_LISTEN && oldstate != TCP_LISTEN)
-		return 0;
+		return;
 	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
+		return;
 	lk = (struct listener_key){ .netns = sk_netns(sk), .port = sk->__sk_common.skc_num };
 	if (newstate == TCP_LISTEN) {
 		set_owner_current(sk);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
-		return 0;
+		return;
 	}
 	if (newstate == TCP_SYN_RECV) {
 		struct owner *o;
 
 		cur = bpf_map_lookup_elem(&listeners, &lk);
 		if (!cur)
-			return 0;
+			return;
 		o = bpf_map_lookup_elem(&owners, cur);
 		if (o)
 			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
-		return 0;
+		return;
 	}
 	cur = bpf_map_lookup_elem(&listeners, &lk);
 	if (cur && *cur == key)
 		bpf_map_delete_elem(&listeners, &lk);
 	bpf_map_delete_elem(&owners, &key);
-	return 0;
 }
 
 /*

@@ -10,10 +10,6 @@
 #include "send.bpf.c"
 #include "nagle.bpf.c"
 
-/* Which detectors the programs below work for (enum send_hook), written by
- * the loader (tracer/load.go) after attaching. */
-__u32 hooks_on = 0;
-
 /* A verifier-only cast (6.2+; sock_send_length is 6.3+): the kernel
  * rewrites the call into a register move, and loads through the result are
  * fault-safe BTF loads. No helper call on the hot path. */

@@ -45,13 +45,19 @@ enum listen_reason {
 	LISTEN_NO_FINAL_ACK = 6,      /* a SYN-ACK retransmit: the client's final ACK never came */
 };
 
-/* Bits of hooks_on (bpf/send_return.bpf.c): which detectors the programs on
- * a send's return work for. One program per hook serves them all, since it
- * runs on every send of the host. */
-enum send_hook {
+/* Bits of hooks_on (bpf/common.bpf.h): which detectors the programs on the
+ * busiest hooks work for. Those hooks run on every send, every TCP state
+ * change and every timer of the host, so one program per hook serves every
+ * detector that needs it (bpf/send_return.bpf.c, bpf/shared_hooks.bpf.c). */
+enum shared_hook {
 	HOOK_SEND_EAGAIN = 1, /* send_eagain, any path */
 	HOOK_SEND_WAIT = 2,   /* send_blocked's tracepoint path: a wait ends with the call */
 	HOOK_NAGLE = 4,       /* nagle_stall: bytes left unsent */
+	HOOK_OWNERS = 8,      /* socket owners at listen(), connect(), accept (inet_sock_set_state) */
+	HOOK_CONNECT = 16,    /* syn_retransmit/connect_*: SYN_SENT entered and left */
+	HOOK_PORTS = 32,      /* port_exhaustion: SYN_SENT to CLOSE without a local port */
+	HOOK_TIMEWAIT = 64,   /* timewait_overflow: a close without a TIME_WAIT timer armed */
+	HOOK_DELACK = 128,    /* delayed_ack: the delayed-ACK timer armed (timer_start) */
 };
 
 /* Which kind of hook produced an event: printed by --list-probes and kept in

@@ -100,7 +100,10 @@ func BenchmarkBPFCost(b *testing.B) {
 // count per socket where tcptrace aggregates. $1 and $2 bound
 // tcp_rcv_state_process, as tcptrace's consume_skb filter does (as signed
 // numbers: bpftrace's positional parameters are int64; kernel addresses keep
-// their order). $3 is tcp_delack_timer, as tcptrace's timer filter.
+// their order). $3 is tcp_delack_timer and $4 tw_timer_handler, as
+// tcptrace's timer filter. The state-change filter lets through what one of
+// tcptrace's detectors looks at: listen (10), connect (SYN_SENT, 2) and its
+// end, every close (7) for the TIME_WAIT check.
 const bpftraceScript = `
 BEGIN { @holders = 0; }
 tracepoint:sock:sock_send_length {
@@ -111,8 +114,8 @@ tracepoint:sock:sock_send_length {
 tracepoint:tcp:tcp_sendmsg_locked /args->skb_len >= args->size_goal/ { @pass = count(); }
 tracepoint:skb:consume_skb /(int64)args->location >= $1 && (int64)args->location < $2/ { @syn = count(); }
 tracepoint:skb:kfree_skb /args->reason == 40/ { @overflow = count(); }
-tracepoint:sock:inet_sock_set_state /args->newstate == 10 || args->oldstate == 10 || args->newstate == 2/ { @owner = count(); }
-tracepoint:timer:timer_start /(int64)args->function == $3/ { @armed[args->timer] = nsecs; }
+tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->newstate == 10 || args->oldstate == 10 || args->newstate == 2 || args->oldstate == 2 || args->newstate == 7)/ { @state[args->newstate] = count(); }
+tracepoint:timer:timer_start /(int64)args->function == $3 || (int64)args->function == $4/ { @armed[args->timer] = nsecs; }
 tracepoint:timer:timer_expire_entry /(int64)args->function == $3/ { @firing[cpu] = (uint64)args->timer; }
 tracepoint:timer:timer_expire_exit /@firing[cpu] == (uint64)args->timer/ { delete(@firing[cpu]); @fired = count(); }
 tracepoint:tcp:tcp_probe /@holders > 0/ { @release = count(); }
@@ -125,8 +128,9 @@ const bpftracePrograms = 9
 func bpftraceCommand(b *testing.B) *exec.Cmd {
 	start, end := kallsymsRange(b, "tcp_rcv_state_process")
 	delack, _ := kallsymsRange(b, "tcp_delack_timer")
+	tw, _ := kallsymsRange(b, "tw_timer_handler")
 	return exec.Command("bpftrace", "-e", bpftraceScript, "--", strconv.FormatInt(int64(start), 10), strconv.FormatInt(int64(end), 10),
-		strconv.FormatInt(int64(delack), 10))
+		strconv.FormatInt(int64(delack), 10), strconv.FormatInt(int64(tw), 10))
 }
 
 // startBpftrace runs the comparison script if bpftrace is installed (make

@@ -30,12 +30,12 @@ var programNames = []string{
 	"kprobe_tcp_send_delayed_ack", "kprobe_tcp_delack_timer_handler", "kretprobe_tcp_delack_timer_handler",
 	"tp_tcp_probe_nagle",
 	// connection set-up and teardown (bpf/connect.bpf.c)
-	"tp_conn_set_state", "tp_tcp_retransmit_skb", "tp_tcp_retransmit_skb_err",
+	"tp_tcp_retransmit_skb", "tp_tcp_retransmit_skb_err",
 	"fentry_tcp_connect", "fexit_tcp_retransmit_skb", "fentry_tcp_done",
 	"kprobe_tcp_connect", "kprobe_tcp_retransmit_skb", "kretprobe_tcp_retransmit_skb", "kprobe_tcp_done",
-	"tp_port_set_state", "fexit_inet_hash_connect", "fexit_inet6_hash_connect",
+	"fexit_inet_hash_connect", "fexit_inet6_hash_connect",
 	"kprobe_inet_hash_connect", "kretprobe_inet_hash_connect", "kprobe_inet6_hash_connect", "kretprobe_inet6_hash_connect",
-	"tp_tw_set_state", "tp_tw_timer_start", "fexit_inet_twsk_alloc", "kprobe_inet_twsk_alloc", "kretprobe_inet_twsk_alloc",
+	"fexit_inet_twsk_alloc", "kprobe_inet_twsk_alloc", "kretprobe_inet_twsk_alloc",
 	"tp_paws_kfree_skb", "tp_paws_kfree_skb_nosk", "fentry_tcp_timewait_state_process", "kprobe_tcp_timewait_state_process",
 	"tp_tcp_send_reset", "tp_tcp_send_reset_reason", "tp_tcp_receive_reset",
 }

@@ -22,9 +22,14 @@ type objects struct {
 	// of CPU, which each ebpf.NewCollection without a shared cache pays
 	// again. Dropped once loading is done (New), so the memory goes with it.
 	kernelBTF *btf.Cache
-	maps      *ebpf.Collection   // every map of the object, no programs
-	progs     []*ebpf.Collection // one per path in use
-	links     []link.Link
+	maps      *ebpf.Collection // every map of the object, no programs
+	// attached: programs in place, by name. A program shared by several
+	// detectors (enum shared_hook) is attached once.
+	attached map[string]bool
+	// hooks: the bits of hooks_on set so far.
+	hooks uint32
+	progs []*ebpf.Collection // one per path in use
+	links []link.Link
 }
 
 // closeLinks detaches every program; the maps stay readable.
@@ -122,9 +127,9 @@ func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collecti
 }
 
 // loadPath loads and attaches one path's programs, or nothing. Programs in
-// `attached` (shared with a detector loaded before) are in place already.
+// o.attached (shared with a detector loaded before) are in place already.
 // A path with nothing new to load returns a nil collection.
-func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec, attached map[string]bool) (*ebpf.Collection, []link.Link, error) {
+func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) (*ebpf.Collection, []link.Link, error) {
 	s := withPrograms(spec)
 	var todo []progAttach
 	for _, pa := range p.progs {
@@ -132,7 +137,7 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec, attached map[st
 		if !ok {
 			return nil, nil, fmt.Errorf("BPF object has no program %s", pa.prog)
 		}
-		if attached[pa.prog] {
+		if o.attached[pa.prog] {
 			continue
 		}
 		s.Programs[pa.prog] = ps
@@ -176,9 +181,9 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec, attached map[st
 // supports is reported in its ProbeStatus and skipped; the others go on.
 func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force ProbePath, facts *kernelFacts) []ProbeStatus {
 	var (
-		out      []ProbeStatus
-		attached = map[string]bool{}
-		hooks    uint32
+		out    []ProbeStatus
+		shared []int // indexes in out of detectors whose path shares programs
+		hooks  uint32
 	)
 	for _, d := range detectors {
 		if !wantsAny(events, d.events) {
@@ -195,7 +200,7 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 					continue
 				}
 			}
-			coll, links, err := loadPath(spec, o, p, attached)
+			coll, links, err := loadPath(spec, o, p)
 			if err != nil {
 				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
 				continue
@@ -205,9 +210,12 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 			}
 			o.links = append(o.links, links...)
 			for _, pa := range p.progs {
-				attached[pa.prog] = true
+				o.attached[pa.prog] = true
 			}
-			hooks |= p.enable
+			if p.enable != 0 {
+				hooks |= p.enable
+				shared = append(shared, len(out))
+			}
 			st.Path, st.Hooks = p.path, p.hooks
 			break
 		}
@@ -217,32 +225,27 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 		out = append(out, st)
 	}
 	if err := setHooks(o, hooks); err != nil {
-		// The shared send programs would do nothing: say so on every
+		// The shared programs would do nothing for them: say so on every
 		// detector that relies on them.
-		for i := range out {
-			if out[i].Path != 0 && sharesSendHooks(out[i].Events) {
-				out[i].Tried = append(out[i].Tried, PathFailure{Path: out[i].Path, Hooks: out[i].Hooks, Err: err})
-				out[i].Path = 0
-			}
+		for _, i := range shared {
+			out[i].Tried = append(out[i].Tried, PathFailure{Path: out[i].Path, Hooks: out[i].Hooks, Err: err})
+			out[i].Path = 0
 		}
 	}
 	return out
 }
 
-// setHooks turns the shared send programs on for the detectors attached.
-func setHooks(o *objects, hooks uint32) error {
+// setHooks turns the shared programs on for more detectors.
+func setHooks(o *objects, bits uint32) error {
 	v, ok := o.maps.Variables["hooks_on"]
 	if !ok {
 		return errors.New("BPF object has no variable hooks_on")
 	}
-	if err := v.Set(hooks); err != nil {
-		return fmt.Errorf("enabling the send hooks: %w", err)
+	if err := v.Set(o.hooks | bits); err != nil {
+		return fmt.Errorf("enabling the shared programs (hooks_on): %w", err)
 	}
+	o.hooks |= bits
 	return nil
-}
-
-func sharesSendHooks(events []EventType) bool {
-	return wantsAny(events, []EventType{SendEAGAIN, SendBlocked, NagleStall, NagleDelackStall})
 }
 
 func wantsAny(wanted, have []EventType) bool {
@@ -258,12 +261,20 @@ func wantsAny(wanted, have []EventType) bool {
 // owner, then teaches it the sockets that already exist. Failure is not
 // fatal: events then name the owner from /proc where they can.
 func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) error {
-	coll, links, err := loadPath(spec, o, ownerTracking, nil)
+	coll, links, err := loadPath(spec, o, ownerTracking)
 	if err != nil {
 		return fmt.Errorf("socket owner tracking (%s): %w", ownerTracking.hooks, err)
 	}
-	o.progs = append(o.progs, coll)
+	if coll != nil {
+		o.progs = append(o.progs, coll)
+	}
 	o.links = append(o.links, links...)
+	for _, pa := range ownerTracking.progs {
+		o.attached[pa.prog] = true
+	}
+	if err := setHooks(o, ownerTracking.enable); err != nil {
+		return fmt.Errorf("socket owner tracking: %w", err)
+	}
 
 	s := withPrograms(spec, ownerIterProg)
 	iter, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: o.maps.Maps, Cache: o.kernelBTF})

@@ -34,19 +34,25 @@ type pathSpec struct {
 	// requires, if set, says why this kernel cannot use the path before
 	// anything is loaded (nil: try it).
 	requires func(*kernelFacts) error
-	// enable: the bits of hooks_on (bpf/send_return.bpf.c) the path turns
-	// on in the programs it shares with other detectors.
+	// enable: the bits of hooks_on (enum shared_hook) the path turns on in
+	// the programs it shares with other detectors.
 	enable uint32
 }
 
-// The programs on a send's return run on every send of the host, so the
-// detectors that need them share one program per hook, each turning on its
-// bit once its path is attached. A shared program appears in several paths
-// under the same name; the loader attaches it once.
+// The programs on a send's return, a TCP state change and a timer's arming
+// run all the time on a busy host, so the detectors that need them share one
+// program per hook, each turning on its bit once its path is attached. A
+// shared program appears in several paths under the same name; the loader
+// attaches it once.
 const (
-	hookEAGAIN = uint32(tcptraceSendHookHOOK_SEND_EAGAIN)
-	hookWait   = uint32(tcptraceSendHookHOOK_SEND_WAIT)
-	hookNagle  = uint32(tcptraceSendHookHOOK_NAGLE)
+	hookEAGAIN   = uint32(tcptraceSharedHookHOOK_SEND_EAGAIN)
+	hookWait     = uint32(tcptraceSharedHookHOOK_SEND_WAIT)
+	hookNagle    = uint32(tcptraceSharedHookHOOK_NAGLE)
+	hookOwners   = uint32(tcptraceSharedHookHOOK_OWNERS)
+	hookConnect  = uint32(tcptraceSharedHookHOOK_CONNECT)
+	hookPorts    = uint32(tcptraceSharedHookHOOK_PORTS)
+	hookTimewait = uint32(tcptraceSharedHookHOOK_TIMEWAIT)
+	hookDelack   = uint32(tcptraceSharedHookHOOK_DELACK)
 )
 
 // detector is one set of programs; the events it produces are enabled and
@@ -189,7 +195,7 @@ var detectors = []detector{
 				{prog: "tp_timer_start", kind: attachTracing},
 				{prog: "tp_timer_expire_entry", kind: attachTracing},
 				{prog: "tp_timer_expire_exit", kind: attachTracing},
-			}, needDelackTimer, 0},
+			}, needDelackTimer, hookDelack},
 			{PathFentry, "fentry/tcp_send_delayed_ack, fentry+fexit/tcp_delack_timer_handler, per-CPU DelayedACKs", []progAttach{
 				{prog: "fentry_tcp_send_delayed_ack", kind: attachTracing},
 				{prog: "fentry_tcp_delack_timer_handler", kind: attachTracing},
@@ -234,13 +240,13 @@ var detectors = []detector{
 		events: []EventType{SynRetransmit, ConnectTimeout, ConnectRefused},
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb (with err, 6.17+)", []progAttach{
-				{prog: "tp_conn_set_state", kind: attachTracing},
+				{prog: "tp_inet_sock_set_state", kind: attachTracing},
 				{prog: "tp_tcp_retransmit_skb_err", kind: attachTracing},
-			}, needRetransmitErr(true), 0},
+			}, needRetransmitErr(true), hookConnect},
 			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb", []progAttach{
-				{prog: "tp_conn_set_state", kind: attachTracing},
+				{prog: "tp_inet_sock_set_state", kind: attachTracing},
 				{prog: "tp_tcp_retransmit_skb", kind: attachTracing},
-			}, needRetransmitErr(false), 0},
+			}, needRetransmitErr(false), hookConnect},
 			{PathFentry, "fentry/tcp_connect + fexit/tcp_retransmit_skb + fentry/tcp_done", []progAttach{
 				{prog: "fentry_tcp_connect", kind: attachTracing},
 				{prog: "fexit_tcp_retransmit_skb", kind: attachTracing},
@@ -258,8 +264,8 @@ var detectors = []detector{
 		events: []EventType{PortExhaustion},
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/inet_sock_set_state: SYN_SENT to CLOSE with no local port (no free port; not a bound socket's taken 4-tuple)", []progAttach{
-				{prog: "tp_port_set_state", kind: attachTracing},
-			}, nil, 0},
+				{prog: "tp_inet_sock_set_state", kind: attachTracing},
+			}, nil, hookPorts},
 			{PathFentry, "fexit/inet_hash_connect, inet6_hash_connect", []progAttach{
 				{prog: "fexit_inet_hash_connect", kind: attachTracing},
 				{prog: "fexit_inet6_hash_connect", kind: attachTracing},
@@ -276,9 +282,9 @@ var detectors = []detector{
 		events: []EventType{TimewaitOverflow},
 		paths: []pathSpec{
 			{PathTracepoint, "tp_btf/inet_sock_set_state + tp_btf/timer_start (tw_timer_handler)", []progAttach{
-				{prog: "tp_tw_set_state", kind: attachTracing},
-				{prog: "tp_tw_timer_start", kind: attachTracing},
-			}, needTwTimer, 0},
+				{prog: "tp_inet_sock_set_state", kind: attachTracing},
+				{prog: "tp_timer_start", kind: attachTracing},
+			}, needTwTimer, hookTimewait},
 			{PathFentry, "fexit/inet_twsk_alloc", []progAttach{
 				{prog: "fexit_inet_twsk_alloc", kind: attachTracing},
 			}, nil, 0},
@@ -343,7 +349,7 @@ var detectors = []detector{
 // owns each socket, and where the listeners are (bpf/owner.bpf.c).
 var ownerTracking = pathSpec{PathTracepoint, "tp_btf/inet_sock_set_state", []progAttach{
 	{prog: "tp_inet_sock_set_state", kind: attachTracing},
-}, nil, 0}
+}, nil, hookOwners}
 
 const ownerIterProg = "iter_tcp_owners"
 

@@ -277,12 +277,17 @@ const (
 	tcptraceProbePathPATH_KPROBE     tcptraceProbePath = 3
 )
 
-type tcptraceSendHook uint32
+type tcptraceSharedHook uint32
 
 const (
-	tcptraceSendHookHOOK_SEND_EAGAIN tcptraceSendHook = 1
-	tcptraceSendHookHOOK_SEND_WAIT   tcptraceSendHook = 2
-	tcptraceSendHookHOOK_NAGLE       tcptraceSendHook = 4
+	tcptraceSharedHookHOOK_SEND_EAGAIN tcptraceSharedHook = 1
+	tcptraceSharedHookHOOK_SEND_WAIT   tcptraceSharedHook = 2
+	tcptraceSharedHookHOOK_NAGLE       tcptraceSharedHook = 4
+	tcptraceSharedHookHOOK_OWNERS      tcptraceSharedHook = 8
+	tcptraceSharedHookHOOK_CONNECT     tcptraceSharedHook = 16
+	tcptraceSharedHookHOOK_PORTS       tcptraceSharedHook = 32
+	tcptraceSharedHookHOOK_TIMEWAIT    tcptraceSharedHook = 64
+	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
 )
 
 type tcptraceTcpSnapshot struct {
@@ -409,13 +414,11 @@ const (
 	tcptraceProgKretprobeTcpSendmsg            = "kretprobe_tcp_sendmsg"
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
-	tcptraceProgTpConnSetState                 = "tp_conn_set_state"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
 	tcptraceProgTpPawsKfreeSkb                 = "tp_paws_kfree_skb"
 	tcptraceProgTpPawsKfreeSkbNosk             = "tp_paws_kfree_skb_nosk"
-	tcptraceProgTpPortSetState                 = "tp_port_set_state"
 	tcptraceProgTpSockSendLength               = "tp_sock_send_length"
 	tcptraceProgTpTcpProbeNagle                = "tp_tcp_probe_nagle"
 	tcptraceProgTpTcpReceiveReset              = "tp_tcp_receive_reset"
@@ -428,13 +431,11 @@ const (
 	tcptraceProgTpTimerExpireEntry             = "tp_timer_expire_entry"
 	tcptraceProgTpTimerExpireExit              = "tp_timer_expire_exit"
 	tcptraceProgTpTimerStart                   = "tp_timer_start"
-	tcptraceProgTpTwSetState                   = "tp_tw_set_state"
-	tcptraceProgTpTwTimerStart                 = "tp_tw_timer_start"
 	tcptraceVarBtfAnchorConnLimits             = "btf_anchor_conn_limits"
 	tcptraceVarBtfAnchorEventType              = "btf_anchor_event_type"
 	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
-	tcptraceVarBtfAnchorSendHook               = "btf_anchor_send_hook"
+	tcptraceVarBtfAnchorSharedHook             = "btf_anchor_shared_hook"
 	tcptraceVarCfgDelackFn                     = "cfg_delack_fn"
 	tcptraceVarCfgEmitDelack                   = "cfg_emit_delack"
 	tcptraceVarCfgEmitNagle                    = "cfg_emit_nagle"
@@ -548,13 +549,11 @@ type tcptraceProgramSpecs struct {
 	KretprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
-	TpConnSetState                 *ebpf.ProgramSpec `ebpf:"tp_conn_set_state"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
 	TpPawsKfreeSkb                 *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb"`
 	TpPawsKfreeSkbNosk             *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb_nosk"`
-	TpPortSetState                 *ebpf.ProgramSpec `ebpf:"tp_port_set_state"`
 	TpSockSendLength               *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
 	TpTcpProbeNagle                *ebpf.ProgramSpec `ebpf:"tp_tcp_probe_nagle"`
 	TpTcpReceiveReset              *ebpf.ProgramSpec `ebpf:"tp_tcp_receive_reset"`
@@ -567,8 +566,6 @@ type tcptraceProgramSpecs struct {
 	TpTimerExpireEntry             *ebpf.ProgramSpec `ebpf:"tp_timer_expire_entry"`
 	TpTimerExpireExit              *ebpf.ProgramSpec `ebpf:"tp_timer_expire_exit"`
 	TpTimerStart                   *ebpf.ProgramSpec `ebpf:"tp_timer_start"`
-	TpTwSetState                   *ebpf.ProgramSpec `ebpf:"tp_tw_set_state"`
-	TpTwTimerStart                 *ebpf.ProgramSpec `ebpf:"tp_tw_timer_start"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -607,7 +604,7 @@ type tcptraceVariableSpecs struct {
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
-	BtfAnchorSendHook     *ebpf.VariableSpec `ebpf:"btf_anchor_send_hook"`
+	BtfAnchorSharedHook   *ebpf.VariableSpec `ebpf:"btf_anchor_shared_hook"`
 	CfgDelackFn           *ebpf.VariableSpec `ebpf:"cfg_delack_fn"`
 	CfgEmitDelack         *ebpf.VariableSpec `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.VariableSpec `ebpf:"cfg_emit_nagle"`
@@ -712,7 +709,7 @@ type tcptraceVariables struct {
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
-	BtfAnchorSendHook     *ebpf.Variable `ebpf:"btf_anchor_send_hook"`
+	BtfAnchorSharedHook   *ebpf.Variable `ebpf:"btf_anchor_shared_hook"`
 	CfgDelackFn           *ebpf.Variable `ebpf:"cfg_delack_fn"`
 	CfgEmitDelack         *ebpf.Variable `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.Variable `ebpf:"cfg_emit_nagle"`
@@ -788,13 +785,11 @@ type tcptracePrograms struct {
 	KretprobeTcpSendmsg            *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
-	TpConnSetState                 *ebpf.Program `ebpf:"tp_conn_set_state"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
 	TpPawsKfreeSkb                 *ebpf.Program `ebpf:"tp_paws_kfree_skb"`
 	TpPawsKfreeSkbNosk             *ebpf.Program `ebpf:"tp_paws_kfree_skb_nosk"`
-	TpPortSetState                 *ebpf.Program `ebpf:"tp_port_set_state"`
 	TpSockSendLength               *ebpf.Program `ebpf:"tp_sock_send_length"`
 	TpTcpProbeNagle                *ebpf.Program `ebpf:"tp_tcp_probe_nagle"`
 	TpTcpReceiveReset              *ebpf.Program `ebpf:"tp_tcp_receive_reset"`
@@ -807,8 +802,6 @@ type tcptracePrograms struct {
 	TpTimerExpireEntry             *ebpf.Program `ebpf:"tp_timer_expire_entry"`
 	TpTimerExpireExit              *ebpf.Program `ebpf:"tp_timer_expire_exit"`
 	TpTimerStart                   *ebpf.Program `ebpf:"tp_timer_start"`
-	TpTwSetState                   *ebpf.Program `ebpf:"tp_tw_set_state"`
-	TpTwTimerStart                 *ebpf.Program `ebpf:"tp_tw_timer_start"`
 }
 
 func (p *tcptracePrograms) Close() error {
@@ -859,13 +852,11 @@ func (p *tcptracePrograms) Close() error {
 		p.KretprobeTcpSendmsg,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
-		p.TpConnSetState,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
 		p.TpPawsKfreeSkb,
 		p.TpPawsKfreeSkbNosk,
-		p.TpPortSetState,
 		p.TpSockSendLength,
 		p.TpTcpProbeNagle,
 		p.TpTcpReceiveReset,
@@ -878,8 +869,6 @@ func (p *tcptracePrograms) Close() error {
 		p.TpTimerExpireEntry,
 		p.TpTimerExpireExit,
 		p.TpTimerStart,
-		p.TpTwSetState,
-		p.TpTwTimerStart,
 	)
 }
 

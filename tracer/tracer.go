@@ -135,7 +135,7 @@ func New(opts Options) (*Tracer, error) {
 			return nil, err
 		}
 	}
-	t := &Tracer{opts: opts, objs: &objects{kernelBTF: kernelBTF}, dec: newDecoder(kernelHZ()), lost: map[EventType]uint64{}}
+	t := &Tracer{opts: opts, objs: &objects{kernelBTF: kernelBTF, attached: map[string]bool{}}, dec: newDecoder(kernelHZ()), lost: map[EventType]uint64{}}
 	t.dec.owners = newInodeOwners(opts.PIDs)
 	t.dec.conn = facts.conn
 	ok := false
