@@ -22,6 +22,7 @@ var connHelpers = map[string]func(time.Duration) error{
 	"pawssyn":    pawsSYN,
 	"pawsestab":  pawsEstablished,
 	"reset":      resetPair,
+	"refuse":     refusedConnects,
 }
 
 var loopback = [4]byte{127, 0, 0, 1}

@@ -23,7 +23,18 @@ type aggregator struct {
 	dec      *decoder
 	interval time.Duration
 	printed  map[tcptraceAggKey]printedCount
+	// Batch buffers, and whether the kernel refused batch lookups (before
+	// 5.6 for hash maps): then entries are read one by one.
+	keys     []tcptraceAggKey
+	vals     []tcptraceAggValue
+	oneByOne bool
 }
+
+// aggBatch is how many entries one batch lookup reads: 16 system calls for a
+// full table, where reading entry by entry takes two per entry (32k a
+// second at 16k connections, measured at a quarter of tcptrace's CPU time
+// under a storm of new destinations).
+const aggBatch = 1024
 
 type printedCount struct {
 	count, waitNs uint64
@@ -44,14 +55,9 @@ func monotonicNow() uint64 {
 // the programs are detached: nothing is pruned then.
 func (a *aggregator) flush(emit func(Event), final bool) error {
 	now := monotonicNow()
-	var (
-		key   tcptraceAggKey
-		val   tcptraceAggValue
-		stale []tcptraceAggKey
-	)
-	it := a.aggs.Iterate()
-	for it.Next(&key, &val) {
-		p := a.printed[key]
+	var stale []tcptraceAggKey
+	err := a.each(func(key *tcptraceAggKey, val *tcptraceAggValue) {
+		p := a.printed[*key]
 		if val.Count > p.count {
 			e := a.dec.decode(&val.Ev, tally{
 				count:   val.Count - p.count,
@@ -60,14 +66,14 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 			})
 			e.Time = a.dec.wall(val.LastNs)
 			emit(e)
-			a.printed[key] = printedCount{count: val.Count, waitNs: val.WaitNs}
-			continue
+			a.printed[*key] = printedCount{count: val.Count, waitNs: val.WaitNs}
+			return
 		}
 		if !final && time.Duration(now-val.LastNs) > pruneAfter {
-			stale = append(stale, key)
+			stale = append(stale, *key)
 		}
-	}
-	if err := it.Err(); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("reading the aggregation table: %w", err)
 	}
 	for _, k := range stale {
@@ -77,6 +83,43 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 		delete(a.printed, k)
 	}
 	return a.flushWaits(emit, now)
+}
+
+// each calls fn for every entry of the aggregation table, in batches where
+// the kernel can.
+func (a *aggregator) each(fn func(*tcptraceAggKey, *tcptraceAggValue)) error {
+	if !a.oneByOne {
+		if a.keys == nil {
+			a.keys, a.vals = make([]tcptraceAggKey, aggBatch), make([]tcptraceAggValue, aggBatch)
+		}
+		var cursor ebpf.MapBatchCursor
+		for first := true; ; first = false {
+			n, err := a.aggs.BatchLookup(&cursor, a.keys, a.vals, nil)
+			for i := 0; i < n; i++ {
+				fn(&a.keys[i], &a.vals[i])
+			}
+			switch {
+			case errors.Is(err, ebpf.ErrKeyNotExist):
+				return nil
+			case first && n == 0 && (errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL)):
+				a.oneByOne = true
+			case err != nil:
+				return err
+			default:
+				continue
+			}
+			break
+		}
+	}
+	var (
+		key tcptraceAggKey
+		val tcptraceAggValue
+	)
+	it := a.aggs.Iterate()
+	for it.Next(&key, &val) {
+		fn(&key, &val)
+	}
+	return it.Err()
 }
 
 // flushWaits reports sends that are blocked right now, longer than an

@@ -1,24 +1,31 @@
 package tracer
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"time"
 )
 
-// Writer prints events in one of the output formats.
+// Writer prints events in one of the output formats. Lines are buffered:
+// one write(2) per line to a file or a pipe capped the event rate tcptrace
+// could print without loss well below what its ring buffer delivers. Flush
+// writes them out; Tracer.Run calls it whenever the ring buffer is drained,
+// so a line still appears as soon as its event is read.
 type Writer interface {
 	Write(Event) error
+	Flush() error
 }
 
 // NewWriter returns the writer for format "text" or "json".
 func NewWriter(format string, w io.Writer) (Writer, error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
 	switch format {
 	case "text":
-		return &textWriter{w: w}, nil
+		return &textWriter{w: bw}, nil
 	case "json":
-		return &jsonWriter{enc: json.NewEncoder(w)}, nil
+		return &jsonWriter{w: bw, enc: json.NewEncoder(bw)}, nil
 	}
 	return nil, fmt.Errorf("unknown output format %q (known: text, json)", format)
 }
@@ -26,9 +33,11 @@ func NewWriter(format string, w io.Writer) (Writer, error) {
 const textHeader = "%-12s %7s %-15s %-18s %-22s %-21s %-21s %6s %s\n"
 
 type textWriter struct {
-	w      io.Writer
+	w      *bufio.Writer
 	header bool
 }
+
+func (t *textWriter) Flush() error { return t.w.Flush() }
 
 func (t *textWriter) Write(e Event) error {
 	if !t.header {
@@ -61,7 +70,12 @@ type jsonEvent struct {
 	Details     map[string]any `json:"details"`
 }
 
-type jsonWriter struct{ enc *json.Encoder }
+type jsonWriter struct {
+	w   *bufio.Writer
+	enc *json.Encoder
+}
+
+func (j *jsonWriter) Flush() error { return j.w.Flush() }
 
 func (j *jsonWriter) Write(e Event) error {
 	return j.enc.Encode(toJSON(e))

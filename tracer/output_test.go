@@ -20,6 +20,12 @@ func TestJSONContract(t *testing.T) {
 	if err := w.Write(e); err != nil {
 		t.Fatal(err)
 	}
+	if buf.Len() != 0 {
+		t.Errorf("written before Flush: %q", buf.String())
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if strings.Count(buf.String(), "\n") != 1 {
 		t.Fatalf("want one line, got %q", buf.String())
 	}
@@ -54,6 +60,7 @@ func TestTextColumns(t *testing.T) {
 	w, _ := NewWriter("text", &buf)
 	w.Write(e)
 	w.Write(e)
+	w.Flush()
 	lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIME") {
 		t.Fatalf("want header and two lines:\n%s", buf.String())

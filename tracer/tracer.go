@@ -208,9 +208,11 @@ func (t *Tracer) Status() []ProbeStatus { return t.status }
 
 // Run streams events to emit until ctx is done, then detaches every program,
 // drains what the kernel still holds and prints the aggregated counts that
-// are left, so that the counts of a run add up exactly. emit is called from
-// this goroutine only.
-func (t *Tracer) Run(ctx context.Context, emitAll func(Event)) error {
+// are left, so that the counts of a run add up exactly. idle is called
+// whenever nothing is left to read for now (the moment to flush buffered
+// output), and last before Run returns. Both are called from this goroutine
+// only.
+func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) error {
 	// A detector may give more events than asked for (syn_drop comes with
 	// syn_cookie, nagle_delack_stall with delayed_ack).
 	emit := func(e Event) {
@@ -239,6 +241,9 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event)) error {
 			if err := handle(); err != nil {
 				return err
 			}
+			if t.reader.AvailableBytes() == 0 {
+				idle()
+			}
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 		case errors.Is(err, ringbuf.ErrClosed):
@@ -253,6 +258,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event)) error {
 		if err := t.agg.flush(emit, false); err != nil {
 			return err
 		}
+		idle()
 	}
 	// Detach first: after this no program runs, so what the ring buffer and
 	// the aggregation table hold is final.
@@ -275,6 +281,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event)) error {
 	if err := t.agg.flush(emit, true); err != nil {
 		return err
 	}
+	idle()
 	return t.readLost()
 }
 

@@ -99,6 +99,10 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		if writeErr == nil {
 			writeErr = w.Write(e)
 		}
+	}, func() {
+		if writeErr == nil {
+			writeErr = w.Flush()
+		}
 	})
 	if err != nil {
 		return err
