@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -25,7 +24,7 @@ func NewWriter(format string, w io.Writer) (Writer, error) {
 	case "text":
 		return &textWriter{w: bw}, nil
 	case "json":
-		return &jsonWriter{w: bw, enc: json.NewEncoder(bw)}, nil
+		return &jsonWriter{w: bw}, nil
 	}
 	return nil, fmt.Errorf("unknown output format %q (known: text, json)", format)
 }
@@ -71,14 +70,21 @@ type jsonEvent struct {
 }
 
 type jsonWriter struct {
-	w   *bufio.Writer
-	enc *json.Encoder
+	w    *bufio.Writer
+	line []byte   // reused for every line
+	keys []string // the details' keys, sorted; reused
 }
 
 func (j *jsonWriter) Flush() error { return j.w.Flush() }
 
 func (j *jsonWriter) Write(e Event) error {
-	return j.enc.Encode(toJSON(e))
+	var err error
+	j.line, j.keys, err = appendJSON(j.line[:0], &e, j.keys)
+	if err != nil {
+		return fmt.Errorf("encoding an event as JSON: %w", err)
+	}
+	_, err = j.w.Write(j.line)
+	return err
 }
 
 func toJSON(e Event) jsonEvent {
