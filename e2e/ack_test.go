@@ -106,12 +106,21 @@ func TestNagleDelayedACKStall(t *testing.T) {
 	}
 
 	// The same holds, seen without the peer's timer. A request the client
-	// answered at once (quick-ACK mode, before pingpong) can still have its
-	// body held for one round trip, a few ms under QEMU: such a hold is a
-	// plain nagle_stall in both runs, so at most one per fast request more.
+	// ACKed at once (quick-ACK mode, before pingpong) can still have its
+	// body held for one round trip (6 ms measured under QEMU on 5.10): such
+	// a hold is a plain nagle_stall in both runs. So: every delayed-ACK
+	// stall again, plus holds that were short, together under 30 ms each
+	// (the two tracers time the same holds, 1 ms of slack for each).
 	plain := nagleOnly.eventsFor("nagle_stall", srv.PID)
-	if got, fast := sumCounts(plain), uint64(requests-slowNagle); got < n || got > n+fast {
-		t.Errorf("-e nagle_stall: %d stalls, the full run %d nagle_delack_stall and %d fast requests:\n%s", got, n, fast, dump(plain))
+	var plainMs float64
+	for _, e := range plain {
+		plainMs += detail(e, "stall_ms")
+	}
+	holds := sumCounts(plain)
+	extra := float64(holds) - float64(n)
+	if holds < n || holds > requests || plainMs-stallMs > 30*extra+float64(holds) {
+		t.Errorf("-e nagle_stall: %d stalls (%.0f ms), the full run %d nagle_delack_stall (%.0f ms): the %v more must be short holds:\n%s",
+			holds, plainMs, n, stallMs, extra, dump(plain))
 	}
 	for _, e := range plain {
 		if e.Reason != "unacked_small_segment" || detail(e, "release_ack_payload_bytes") != 0 || e.RPort != cl.LPort {
