@@ -51,10 +51,18 @@ check-generated: generate
 vmlinux: deps-build
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
+# Benchmarks: printed, and collected as Markdown in bench.md for the README's
+# "Cost" (each e2e benchmark appends its table; the Go ones are summarised).
+BENCH_MD ?= $(CURDIR)/bench.md
 bench:
 	@command -v bpftrace >/dev/null && command -v iperf3 >/dev/null || { apt-get update -qq && $(APT_GET) install bpftrace iperf3 >/dev/null; }
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer
-	$(GO) test -count=1 -run '^$$' -bench 'BPF|Startup|Overhead|Storm' -benchtime 1x -timeout 30m -v ./e2e
+	@printf '## make bench, %s, kernel %s, %s CPUs\n\n' "$$(date -u +%F)" "$$(uname -r)" "$$(nproc)" > $(BENCH_MD)
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer | tee bench-go.txt
+	@{ printf '### User space, per event (Go benchmarks)\n\n| benchmark | ns per event | events per second per core | allocations |\n|---|---|---|---|\n'; \
+	  awk '/^Benchmark/ { printf "| %s | %s | %.0f | %s |\n", $$1, $$3, 1e9/$$3, $$7 }' bench-go.txt; printf '\n'; } >> $(BENCH_MD)
+	@rm -f bench-go.txt
+	TCPTRACE_BENCH_MD=$(BENCH_MD) $(GO) test -count=1 -run '^$$' -bench 'BPF|Startup|Overhead|Storm|EventRate' -benchtime 1x -timeout 30m -v ./e2e
+	@echo "bench: report in $(BENCH_MD)"
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: not formatted: $$out"; exit 1; }

@@ -65,7 +65,7 @@ func BenchmarkBPFCost(b *testing.B) {
 	for name, p := range bt {
 		progs["(bpftrace) "+name] = p
 	}
-	var rows []string
+	var rows, loads []string
 	for _, load := range []struct {
 		mode string
 		d    time.Duration
@@ -76,7 +76,6 @@ func BenchmarkBPFCost(b *testing.B) {
 		}
 		h := startHelper(b, ns, load.mode, load.d)
 		res := h.run()
-		rows = append(rows, fmt.Sprintf("load %s %v:", load.mode, res))
 		var lines []string
 		for name, p := range progs {
 			after := progStats(b, p)
@@ -85,14 +84,16 @@ func BenchmarkBPFCost(b *testing.B) {
 				continue
 			}
 			perRun := float64(after.Runtime-before[name].Runtime) / float64(runs)
-			lines = append(lines, fmt.Sprintf("  %-36s %10d runs %8.1f ns/run", name, runs, perRun))
+			lines = append(lines, fmt.Sprintf("| %s | `%s` | %d | %.0f |", load.mode, name, runs, perRun))
 			b.ReportMetric(perRun, "ns/run-"+load.mode+"-"+strings.NewReplacer("/", "_", " ", "", "(", "", ")", "-").Replace(name))
 		}
 		sort.Strings(lines)
 		rows = append(rows, lines...)
+		loads = append(loads, fmt.Sprintf("%s: %v", load.mode, res))
 	}
 	tr.stop(syscall.SIGINT)
-	b.Logf("BPF cost per run (kernel.bpf_stats_enabled, %s):\n%s", kernelRelease(), strings.Join(rows, "\n"))
+	benchReport(b, "BPF cost per program run (kernel.bpf_stats_enabled)",
+		"Loads: "+strings.Join(loads, "; ")+"\n\n| load | program | runs | ns per run |\n|---|---|---|---|\n"+strings.Join(rows, "\n"))
 }
 
 // bpftraceScript does what tcptrace's hot-path programs do, the way one

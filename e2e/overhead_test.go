@@ -67,8 +67,8 @@ func BenchmarkOverhead(b *testing.B) {
 		b.ReportMetric(mr, "us-rtt-"+setup)
 		b.ReportMetric(mb, "Gbps-"+setup)
 	}
-	b.Logf("%d interleaved rounds, medians (lowest-highest) (%s):\n| tracer | request/response RTT | vs none | bulk throughput | vs none |\n|---|---|---|---|---|\n%s",
-		rounds, kernelRelease(), strings.Join(rows, "\n"))
+	benchReport(b, fmt.Sprintf("What an application feels: %d interleaved rounds, medians (lowest-highest)", rounds),
+		"| tracer | request/response RTT | vs none | bulk throughput (iperf3) | vs none |\n|---|---|---|---|---|\n"+strings.Join(rows, "\n"))
 }
 
 // iperf3 runs a 3-second bulk transfer on the namespace's loopback and
@@ -145,8 +145,8 @@ func BenchmarkStorm(b *testing.B) {
 	pct := 100 * cpu.Seconds() / wall.Seconds()
 	b.ReportMetric(pct, "%cpu-tcptrace")
 	b.ReportMetric(float64(lines)/wall.Seconds(), "lines/s")
-	b.Logf("EAGAIN storm (%s): %.0f EAGAINs/s for %v; tcptrace used %.2f%% of one core and printed %d lines (%.1f/s)",
-		kernelRelease(), eagains/wall.Seconds(), wall.Round(time.Millisecond), pct, lines, float64(lines)/wall.Seconds())
+	benchReport(b, "EAGAIN storm", fmt.Sprintf("| EAGAINs/s | for | tcptrace CPU (one core) | lines printed | lines/s |\n|---|---|---|---|---|\n| %.0f | %v | %.2f%% | %d | %.1f |",
+		eagains/wall.Seconds(), wall.Round(time.Millisecond), pct, lines, float64(lines)/wall.Seconds()))
 }
 
 // procCPU is a process's user+system time so far.

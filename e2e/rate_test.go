@@ -27,12 +27,12 @@ import (
 func BenchmarkEventRate(b *testing.B) {
 	ns := newNetns(b)
 	const run = 3 * time.Second
-	var rows []string
+	var rows, highest []string
 	for _, sink := range []string{"text to a file", "json to a pipe"} {
 		best := 0.0
 		for _, rate := range []int{10000, 25000, 50000, 100000, 200000, 10000000} {
 			st := runAtRate(b, ns, sink, rate, run)
-			rows = append(rows, fmt.Sprintf("  %-15s asked %8d/s: made %7.0f/s, %7d refused, %7d lines, lost %d, tcptrace %.0f%% of a core",
+			rows = append(rows, fmt.Sprintf("| %s | %d | %.0f | %d | %d | %d | %.0f%% |",
 				sink, rate, st.rate, st.refused, st.lines, st.lost, st.cpuPct))
 			if st.lost > 0 || st.lines != st.refused {
 				break
@@ -43,9 +43,11 @@ func BenchmarkEventRate(b *testing.B) {
 			}
 		}
 		b.ReportMetric(best, "events/s-zero-lost-"+strings.Fields(sink)[0])
-		rows = append(rows, fmt.Sprintf("%s: highest rate with every event printed and none lost: %.0f/s", sink, best))
+		highest = append(highest, fmt.Sprintf("%s %.0f/s", sink, best))
 	}
-	b.Logf("event rate (%s, -e connect_refused):\n%s", kernelRelease(), strings.Join(rows, "\n"))
+	benchReport(b, "Events printed without loss (-e connect_refused, one event per refused connect)",
+		"Highest rate with every event printed and none lost: "+strings.Join(highest, ", ")+
+			".\n\n| output | asked/s | made/s | refused | lines | lost | tcptrace CPU |\n|---|---|---|---|---|---|---|\n"+strings.Join(rows, "\n"))
 }
 
 type rateStep struct {

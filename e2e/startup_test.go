@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"sort"
@@ -49,7 +50,56 @@ func BenchmarkStartup(b *testing.B) {
 	med := startups[len(startups)/2]
 	b.ReportMetric(float64(med.Milliseconds()), "ms-to-tracing")
 	b.ReportMetric(float64(rssKB[len(rssKB)/2])/1024, "MB-peak-RSS")
-	b.Logf("exec to tracing: median %v (runs %v); peak RSS median %d kB", med, startups, rssKB[len(rssKB)/2])
+	table := fmt.Sprintf("| tool | exec to tracing, median of %d | runs | peak RSS |\n|---|---|---|---|\n| tcptrace (every event) | %d ms | %s | %.1f MB |",
+		len(startups), med.Milliseconds(), msList(startups), float64(rssKB[len(rssKB)/2])/1024)
+	if bt := bpftraceStartups(b, 5); len(bt) > 0 {
+		table += fmt.Sprintf("\n| bpftrace (the comparison script) | %d ms | %s | |", bt[len(bt)/2].Milliseconds(), msList(bt))
+		b.ReportMetric(float64(bt[len(bt)/2].Milliseconds()), "ms-to-tracing-bpftrace")
+	}
+	benchReport(b, "Start-up", table)
+}
+
+func msList(ds []time.Duration) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, strconv.FormatInt(d.Milliseconds(), 10))
+	}
+	return strings.Join(s, ", ")
+}
+
+// bpftraceStartups times the comparison script from exec until all of its
+// programs are loaded in the kernel, sorted. bpftrace prints nothing once
+// attached, and attaching follows loading: a lower bound of its start-up.
+func bpftraceStartups(b *testing.B, runs int) []time.Duration {
+	if _, err := exec.LookPath("bpftrace"); err != nil {
+		return nil
+	}
+	var out []time.Duration
+	for i := 0; i < runs; i++ {
+		before := allPrograms(b)
+		cmd := bpftraceCommand(b)
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for time.Since(start) < 30*time.Second {
+			n := 0
+			for id := range allPrograms(b) {
+				if _, old := before[id]; !old {
+					n++
+				}
+			}
+			if n >= bpftracePrograms {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		out = append(out, time.Since(start))
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 // peakRSS reads VmHWM of a process, in kB.
