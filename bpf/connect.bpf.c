@@ -322,6 +322,16 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 	conn_submit(t);
 }
 
+/* The peer's address in an aggregation key (struct agg_key): events
+ * aggregated per destination get one line per address. */
+static __always_inline void key_peer(struct agg_key *key, struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6)
+		BPF_CORE_READ_INTO(&key->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	else
+		BPF_CORE_READ_INTO((__u32 *)key->addr, sk, __sk_common.skc_daddr);
+}
+
 /* SYN_SENT -> CLOSE with an error set: how connect() ended. One line per
  * destination and interval: a pool hammering a dead or closed backend
  * must not flood the output. */
@@ -346,8 +356,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	key.type = type;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 |
 		 bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	key.sub = BPF_CORE_READ(sk, __sk_common.skc_daddr) ^
-		  BPF_CORE_READ(sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[3]);
+	key_peer(&key, sk);
 	if (agg_hit(&key, 0))
 		return;
 	t = agg_template();
@@ -484,10 +493,10 @@ static __always_inline void port_exhausted(struct conn_snapshot *c, __u32 tgid, 
 	struct agg_key key = {
 		.sk = ((__u64)c->netns << 32) | c->dport,
 		.type = EVENT_PORT_EXHAUSTION,
-		.sub = *(__u32 *)c->daddr ^ *(__u32 *)&c->daddr[12],
 	};
 	struct agg_value *t;
 
+	__builtin_memcpy(key.addr, c->daddr, sizeof(key.addr));
 	if (agg_hit(&key, 0))
 		return;
 	t = agg_template();
@@ -903,7 +912,7 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 	if (cfg_filter_pid && (!owner_sk || !owner_wanted(owner_sk)))
 		return;
 	key.sk = c.sk ? c.sk : ((__u64)c.netns << 32 | (__u32)c.sport << 16 | c.dport);
-	key.sub = *(__u32 *)c.daddr;
+	__builtin_memcpy(key.addr, c.daddr, sizeof(key.addr));
 	if (agg_hit(&key, 0))
 		return;
 	t = agg_template();
@@ -1012,8 +1021,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	if (!conn_sock_wanted(sk) || !owner_wanted(sk))
 		return;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 | side;
-	key.sub = BPF_CORE_READ(sk, __sk_common.skc_daddr) ^
-		  BPF_CORE_READ(sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32[3]);
+	key_peer(&key, sk);
 	if (agg_hit(&key, 0))
 		return;
 	t = agg_template();

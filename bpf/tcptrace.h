@@ -249,6 +249,11 @@ struct agg_key {
 	__u64 sk;
 	__u32 type;
 	__u32 sub;  /* listener events: the reason, so each reason has its line */
+	/* Events aggregated per destination or peer: its address (IPv4 in
+	 * the first 4 bytes), zero otherwise. The whole address, not a fold:
+	 * an IPv4 socket keeps a v4-mapped copy of its peer in skc_v6_daddr
+	 * (sk_daddr_set()), so folding the two cancelled out. */
+	__u8 addr[16];
 };
 
 /*

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 var connEvents = []string{"-e", "syn_retransmit,connect_timeout,connect_refused,port_exhaustion,timewait_overflow,paws_reject,reset", "--interval", "500ms"}
@@ -259,6 +261,53 @@ func TestConnectRefused(t *testing.T) {
 	}
 	if evs := tr.eventsFor("syn_retransmit", h.PID); len(evs) != 0 {
 		t.Errorf("a refused connect retransmitted its SYN:\n%s", dump(evs))
+	}
+}
+
+// connect_refused is aggregated per destination: two processes refused on
+// the same ports of two addresses (127.1.0.0 and 127.2.0.0, each port once)
+// must give one line per address and port, each with its own count, adding
+// up to the refused connects and to the namespace's AttemptFails. (An IPv4
+// socket keeps a v4-mapped copy of its peer in skc_v6_daddr: a key that
+// folded the two merged every address behind one port.)
+func TestConnectRefusedPerDestination(t *testing.T) {
+	requireEvents(t, "connect_refused")
+	ns := newNetns(t)
+	tr := startTracer(t, "-e", "connect_refused")
+	var hs []*helperProc
+	for i := 0; i < 2; i++ {
+		hs = append(hs, startHelper(t, ns, "refuse", 500*time.Millisecond, helperRateEnv+"=400", helperSenderEnv+"="+strconv.Itoa(i)))
+	}
+	before := ns.snmp()
+	refused := map[int]int{}
+	for _, h := range hs {
+		res := h.run()
+		refused[h.PID] = atoi(t, res["refused"])
+	}
+	delta := counterDelta(before, ns.snmp(), "AttemptFails")
+	stopAll(t, tr)
+	lines := map[string]uint64{}
+	var total uint64
+	for i, h := range hs {
+		evs := tr.eventsFor("connect_refused", h.PID)
+		want := fmt.Sprintf("127.%d.0.0", i+1)
+		for _, e := range evs {
+			if e.RAddr != want || e.Count != 1 {
+				t.Errorf("sender %d (to %s, each port once): %s", i, want, dump([]event{e}))
+			}
+			k := fmt.Sprintf("%s:%d", e.RAddr, e.RPort)
+			if lines[k]++; lines[k] > 1 {
+				t.Errorf("two lines for %s", k)
+			}
+		}
+		if n := sumCounts(evs); n != uint64(refused[h.PID]) {
+			t.Errorf("sender %d: %d refused connects, tcptrace counted %d", i, refused[h.PID], n)
+		}
+		total += sumCounts(evs)
+	}
+	t.Logf("%d refused connects to %d destinations; AttemptFails %d", total, len(lines), delta["AttemptFails"])
+	if total == 0 || total != delta["AttemptFails"] {
+		t.Errorf("tcptrace counted %d connect_refused, AttemptFails moved by %d", total, delta["AttemptFails"])
 	}
 }
 

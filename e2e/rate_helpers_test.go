@@ -7,12 +7,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// helperRateEnv: connects per second of the "refuse" helper.
-const helperRateEnv = "TCPTRACE_E2E_RATE"
+// The "refuse" helper's connects per second, and which of several senders
+// it is (each has its own destinations).
+const (
+	helperRateEnv   = "TCPTRACE_E2E_RATE"
+	helperSenderEnv = "TCPTRACE_E2E_SENDER"
+)
 
 // refusedConnects makes blocking connect()s to closed ports on loopback at a
-// steady rate, each to a destination not used before (127.1.x.y, ports 1 to
-// 60000), so that every one is a connect_refused of its own: tcptrace
+// steady rate, each to a destination not used before (127.s.x.y for sender
+// s, from 1, ports 1 to 60000), so that every one is a connect_refused of its own: tcptrace
 // aggregates per destination, and a new destination is a new record in its
 // ring buffer. On loopback the reset comes back within connect() itself.
 func refusedConnects(d time.Duration) error {
@@ -37,7 +41,7 @@ func refusedConnects(d time.Duration) error {
 			continue
 		}
 		a := made / 60000
-		to := &unix.SockaddrInet4{Addr: [4]byte{127, 1, byte(a >> 8), byte(a)}, Port: 1 + made%60000}
+		to := &unix.SockaddrInet4{Addr: [4]byte{127, byte(1 + envInt(helperSenderEnv)), byte(a >> 8), byte(a)}, Port: 1 + made%60000}
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err

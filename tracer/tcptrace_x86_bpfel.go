@@ -42,6 +42,7 @@ type tcptraceAggKey struct {
 	Sk   uint64
 	Type uint32
 	Sub  uint32
+	Addr [16]uint8
 }
 
 type tcptraceAggValue struct {
