@@ -39,10 +39,10 @@ for k in "${kernels[@]}"; do
 		# live code patching (text_poke_bp's int3) when a tracepoint as
 		# busy as timer:timer_expire_entry is switched on or off: seen
 		# once in three runs on 6.12, "Oops: int3" in call_timer_fn,
-		# never on the host. A guest that panicked like that gets one
-		# more run, its two vCPUs taking turns on one host thread (no
-		# vCPU runs stale code while another patches it; slower); the
-		# first console log is kept beside it.
+		# never on the host. run.sh runs single-threaded TCG by default
+		# since; should a guest still panic like that (or one run with
+		# TCPTRACE_VM_TCG_THREAD=multi), it gets one more run on
+		# single-threaded TCG, the first console log kept beside it.
 		console=$cache/run-$k/console.log
 		if grep -q "Oops: int3" "$console" 2>/dev/null; then
 			cp "$console" "$console.panic"
