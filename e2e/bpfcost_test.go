@@ -23,7 +23,8 @@ import (
 // tracepoint in the same run (the floor) and beside a bpftrace script doing
 // the same filtering (bpftrace attaches classic tracepoints: their cost of
 // building the trace record before the program runs is not in run_time_ns). The loads: a small-message
-// request/response loop (every send runs the send hooks; none fails), a
+// request/response loop (every send runs the send hooks; none fails), a bulk
+// sender (128 KB writes: every segment and ACK runs tcp_probe), a
 // sender spinning on EAGAIN (the detector's own path), and connection churn
 // (every SYN, state change and freed skb runs the listener hooks). It reports; it
 // asserts nothing about time.
@@ -69,7 +70,7 @@ func BenchmarkBPFCost(b *testing.B) {
 	for _, load := range []struct {
 		mode string
 		d    time.Duration
-	}{{"pingpong", 3 * time.Second}, {"spin", 2 * time.Second}, {"churn", 3 * time.Second}} {
+	}{{"pingpong", 3 * time.Second}, {"bulk", 3 * time.Second}, {"spin", 2 * time.Second}, {"churn", 3 * time.Second}} {
 		before := map[string]*ebpf.ProgramStats{}
 		for name, p := range progs {
 			before[name] = progStats(b, p)

@@ -79,6 +79,9 @@ func helper(mode string, d time.Duration) error {
 	case "blocked":
 		go drain(server, d)
 		return blockingSend(client, 4<<20)
+	case "bulk":
+		go drain(server, 0)
+		return bulkSend(client, d)
 	case "pingpong":
 		return pingPong(client, server, d)
 	case "ticker":
@@ -130,6 +133,22 @@ func blockingSend(fd, total int) error {
 		sent += n
 	}
 	fmt.Printf("RESULT blocked_ms=%d\n", time.Since(start).Milliseconds())
+	return nil
+}
+
+// bulkSend writes 128 KB at a time on a blocking socket for d, to a reader
+// that keeps up: the bulk sender's load (few sends, many segments and ACKs).
+func bulkSend(fd int, d time.Duration) error {
+	buf := make([]byte, 128<<10)
+	var sent uint64
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		n, err := unix.Write(fd, buf)
+		if err != nil {
+			return err
+		}
+		sent += uint64(n)
+	}
+	fmt.Printf("RESULT sent_mb=%d gbps=%.1f\n", sent>>20, float64(sent)*8/d.Seconds()/1e9)
 	return nil
 }
 
