@@ -59,6 +59,23 @@ func (o *objects) close() error {
 
 func (o *objects) mapByName(name string) *ebpf.Map { return o.maps.Maps[name] }
 
+// skippedRuns is, per program, how many times the kernel did not run it
+// because it was already running on that CPU: the recursion guard of
+// tracing programs (prog->active), hit when an interrupt fires the same hook
+// while the program runs in process context. Each one is an event tcptrace
+// may have missed; the kernel counts them (recursion_misses) from 5.12.
+func (o *objects) skippedRuns() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, c := range o.progs {
+		for name, p := range c.Programs {
+			if st, err := p.Stats(); err == nil && st.RecursionMisses > 0 {
+				out[name] += st.RecursionMisses
+			}
+		}
+	}
+	return out
+}
+
 // loadSpec returns the compiled object with the run's configuration set.
 func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
 	spec, err := loadTcptrace()

@@ -94,4 +94,15 @@ func TestSummaryCountsAndLost(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
+
+	buf.Reset()
+	WriteSkipped(&buf, nil)
+	if buf.Len() != 0 {
+		t.Errorf("skipped runs reported when there were none: %q", buf.String())
+	}
+	WriteSkipped(&buf, map[string]uint64{"tp_timer_start": 3, "tp_inet_sock_set_state": 2})
+	if got := buf.String(); !strings.Contains(got, "skipped runs: 2 of tp_inet_sock_set_state") || !strings.Contains(got, "skipped runs: 3 of tp_timer_start") ||
+		strings.Index(got, "tp_inet") > strings.Index(got, "tp_timer") {
+		t.Errorf("skipped runs, one line per program in name order:\n%s", got)
+	}
 }

@@ -99,3 +99,16 @@ func (s *Summary) Write(w io.Writer, lost map[EventType]uint64) {
 		}
 	}
 }
+
+// WriteSkipped reports program runs the kernel skipped (Tracer.SkippedRuns):
+// events in them may be missing from the counts above. Nothing when none.
+func WriteSkipped(w io.Writer, skipped map[string]uint64) {
+	names := make([]string, 0, len(skipped))
+	for n := range skipped {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  skipped runs: %d of %s: the kernel did not run it because it was already running on that CPU (its hook fired again from an interrupt; events in them may be missing)\n", skipped[n], n)
+	}
+}

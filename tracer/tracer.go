@@ -44,6 +44,7 @@ type Tracer struct {
 	closeMu sync.Mutex
 	closed  bool
 	lost    map[EventType]uint64
+	skipped map[string]uint64 // program runs the kernel skipped (recursion guard)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 }
@@ -282,6 +283,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		return err
 	}
 	idle()
+	t.skipped = t.objs.skippedRuns()
 	return t.readLost()
 }
 
@@ -307,6 +309,10 @@ func (t *Tracer) readLost() error {
 // through the ring buffer. Their counts were carried into a later line
 // whenever the aggregation table had room.
 func (t *Tracer) Lost() map[EventType]uint64 { return t.lost }
+
+// SkippedRuns is, per program, how many times the kernel skipped it (it was
+// already running on that CPU); read when Run returns.
+func (t *Tracer) SkippedRuns() map[string]uint64 { return t.skipped }
 
 // Close detaches and unloads everything. It is safe to call more than once
 // and from another goroutine than Run.

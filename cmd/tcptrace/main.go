@@ -108,6 +108,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 	sum.Write(stderr, t.Lost())
+	tracer.WriteSkipped(stderr, t.SkippedRuns())
 	if writeErr != nil {
 		return fmt.Errorf("writing events: %w", writeErr)
 	}
