@@ -56,7 +56,14 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// On the way out, ignore rather than restore the default action: a
+	// SIGINT that arrives while tcptrace is exiting on its own (--duration,
+	// the traced processes gone) would otherwise kill it after its summary,
+	// with a signal's exit status instead of 0.
+	defer func() {
+		signal.Ignore(os.Interrupt, syscall.SIGTERM)
+		stop()
+	}()
 	if o.listProbes {
 		return listProbes(o, stdout)
 	}
