@@ -137,6 +137,7 @@ type tcptraceDelackFiring struct {
 	Sk       uint64
 	HeldNs   uint64
 	Acks     uint64
+	EntryNs  uint64
 	Ato      uint32
 	Unacked  uint32
 	RcvMss   uint32
