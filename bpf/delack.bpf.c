@@ -302,8 +302,7 @@ static __always_inline struct sock *delack_timer_sock(struct timer_list *timer)
  * argument) and one compare unless the timer is a delayed-ACK timer
  * (timer_start is bpf/shared_hooks.bpf.c's, which calls the function below).
  *
- * timer_start: (timer, expires, flags) up to 6.7, (timer, bucket_expiry)
- * from 6.8; only the timer is used. It fires when the timer is queued, not
+ * timer_start fires when the timer is queued, not
  * when mod_timer() finds it already pending at that deadline, so it marks
  * the arming of a delayed ACK. A re-arm from inside the handler (the
  * deadline moved: icsk_ack.timeout or, 6.15+, the timer's own expires, is

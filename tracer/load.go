@@ -143,16 +143,16 @@ func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collecti
 	return c, nil
 }
 
-// loadPath loads and attaches one path's programs, or nothing. Programs in
-// o.attached (shared with a detector loaded before) are in place already.
-// A path with nothing new to load returns a nil collection.
-func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) (*ebpf.Collection, []link.Link, error) {
+// loadPath loads and attaches one path's programs into o, or nothing.
+// Programs in o.attached (shared with a detector loaded before) are in place
+// already.
+func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) error {
 	s := withPrograms(spec)
 	var todo []progAttach
 	for _, pa := range p.progs {
 		ps, ok := spec.Programs[pa.prog]
 		if !ok {
-			return nil, nil, fmt.Errorf("BPF object has no program %s", pa.prog)
+			return fmt.Errorf("BPF object has no program %s", pa.prog)
 		}
 		if o.attached[pa.prog] {
 			continue
@@ -161,19 +161,19 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) (*ebpf.Collecti
 		todo = append(todo, pa)
 	}
 	if len(todo) == 0 {
-		return nil, nil, nil
+		return nil
 	}
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: o.maps.Maps, Cache: o.kernelBTF})
 	if err != nil {
-		return nil, nil, explainLoad(err)
+		return explainLoad(err)
 	}
 	var links []link.Link
-	fail := func(err error) (*ebpf.Collection, []link.Link, error) {
+	fail := func(err error) error {
 		for _, l := range links {
 			l.Close()
 		}
 		coll.Close()
-		return nil, nil, err
+		return err
 	}
 	for _, pa := range todo {
 		prog := coll.Programs[pa.prog]
@@ -191,7 +191,12 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) (*ebpf.Collecti
 		}
 		links = append(links, l)
 	}
-	return coll, links, nil
+	o.progs = append(o.progs, coll)
+	o.links = append(o.links, links...)
+	for _, pa := range todo {
+		o.attached[pa.prog] = true
+	}
+	return nil
 }
 
 // attachAll picks a path for every wanted detector. A detector no path
@@ -217,17 +222,9 @@ func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force 
 					continue
 				}
 			}
-			coll, links, err := loadPath(spec, o, p)
-			if err != nil {
+			if err := loadPath(spec, o, p); err != nil {
 				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
 				continue
-			}
-			if coll != nil {
-				o.progs = append(o.progs, coll)
-			}
-			o.links = append(o.links, links...)
-			for _, pa := range p.progs {
-				o.attached[pa.prog] = true
 			}
 			if p.enable != 0 {
 				hooks |= p.enable
@@ -278,16 +275,8 @@ func wantsAny(wanted, have []EventType) bool {
 // owner, then teaches it the sockets that already exist. Failure is not
 // fatal: events then name the owner from /proc where they can.
 func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) error {
-	coll, links, err := loadPath(spec, o, ownerTracking)
-	if err != nil {
+	if err := loadPath(spec, o, ownerTracking); err != nil {
 		return fmt.Errorf("socket owner tracking (%s): %w", ownerTracking.hooks, err)
-	}
-	if coll != nil {
-		o.progs = append(o.progs, coll)
-	}
-	o.links = append(o.links, links...)
-	for _, pa := range ownerTracking.progs {
-		o.attached[pa.prog] = true
 	}
 	if err := setHooks(o, ownerTracking.enable); err != nil {
 		return fmt.Errorf("socket owner tracking: %w", err)
