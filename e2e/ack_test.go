@@ -92,14 +92,25 @@ func TestNagleDelayedACKStall(t *testing.T) {
 		if detail(e, "peer_pid") != float64(cl.PID) || e.Details["peer_comm"] == nil {
 			t.Errorf("stall does not name the client (pid %d) as the peer: %v", cl.PID, e.Details)
 		}
+		// Each stall was ended by a delayed ACK (held 30 ms or more), but
+		// a stall can be shorter than that hold: it starts when the body is
+		// written, and a sender descheduled between its two writes (seen
+		// under QEMU: 23 ms of a 42 ms hold) writes the body late. The
+		// average over the run is checked below.
 		avg := detail(e, "stall_ms") / float64(e.Count)
-		if avg < 30 || avg > 250 || detail(e, "max_stall_ms") > 250 {
-			t.Errorf("stall of %.1f ms on average (max %.1f ms), want 30..250 ms: %s", avg, detail(e, "max_stall_ms"), dump([]event{e}))
+		if avg <= 0 || detail(e, "max_stall_ms") > 250 || detail(e, "peer_held_ms") < 30 {
+			t.Errorf("stall of %.1f ms on average (max %.1f ms), released by an ACK held %.1f ms: want a stall of at most 250 ms behind an ACK held 30 ms or more: %s",
+				avg, detail(e, "max_stall_ms"), detail(e, "peer_held_ms"), dump([]event{e}))
 		}
 		if detail(e, "held_bytes") != kvBody {
 			t.Errorf("held %v bytes, want the body's %d: %v", e.Details["held_bytes"], kvBody, e.Details)
 		}
 		stallMs += detail(e, "stall_ms")
+	}
+	if n > 0 {
+		if avg := stallMs / float64(n); avg < 30 || avg > 250 {
+			t.Errorf("stalls of %.1f ms on average over %d, want 30..250 ms", avg, n)
+		}
 	}
 	// A stall is proven by its peer's delayed-ACK firing, which the
 	// tracepoint path misses now and then (delackCountOK).
@@ -144,7 +155,7 @@ func TestNagleDelayedACKStall(t *testing.T) {
 	acks := inNetns(tr.eventsFor("delayed_ack", 0), ino)
 	got := sumCounts(acks)
 	locked := delta["DelayedACKLocked"]
-	if !delackCountOK(t, got, delta["DelayedACKs"], locked) {
+	if !delackCountOK(t, got, delta["DelayedACKs"], locked, tr.skippedRuns()) {
 		t.Errorf("DelayedACKs moved by %d (DelayedACKLocked %d); tcptrace counted %d delayed_ack in the namespace:\n%sstderr:\n%s",
 			delta["DelayedACKs"], locked, got, dump(acks), tr.stderrText())
 	}
@@ -241,7 +252,7 @@ func TestDelayedACKOneWay(t *testing.T) {
 	if delta["DelayedACKs"] < 10 {
 		t.Fatalf("the receiver delayed only %d ACKs: the test did not make them happen (%v)", delta["DelayedACKs"], delta)
 	}
-	if !delackCountOK(t, got, delta["DelayedACKs"], delta["DelayedACKLocked"]) {
+	if !delackCountOK(t, got, delta["DelayedACKs"], delta["DelayedACKLocked"], tr.skippedRuns()) {
 		t.Errorf("DelayedACKs moved by %d (DelayedACKLocked %d); tcptrace counted %d:\n%s", delta["DelayedACKs"], delta["DelayedACKLocked"], got, dump(acks))
 	}
 	for _, e := range acks {
@@ -303,9 +314,9 @@ func TestNagleDelayedACKStallIPv6(t *testing.T) {
 // changes too; the cause is not found: the firing's exit program finds no
 // entry recorded on its CPU). So there: never more than the kernel, and at
 // most DelayedACKLocked and a tenth (at least one) fewer, logged.
-func delackCountOK(t *testing.T, got, kernel, locked uint64) bool {
+func delackCountOK(t *testing.T, got, kernel, locked, skipped uint64) bool {
 	t.Helper()
-	if got == kernel {
+	if countAgrees(t, "DelayedACKs", got, kernel, skipped) {
 		return true
 	}
 	if !tracepointDelack() {

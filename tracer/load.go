@@ -29,7 +29,16 @@ type objects struct {
 	// hooks: the bits of hooks_on set so far.
 	hooks uint32
 	progs []*ebpf.Collection // one per path in use
-	links []link.Link
+	links []progLink
+	// kprobeMissed: per program, hits its kprobe dropped (read before
+	// detaching, from the link).
+	kprobeMissed map[string]uint64
+}
+
+// progLink is an attachment and the program it runs.
+type progLink struct {
+	prog string
+	link.Link
 }
 
 // closeLinks detaches every program; the maps stay readable.
@@ -59,11 +68,17 @@ func (o *objects) close() error {
 
 func (o *objects) mapByName(name string) *ebpf.Map { return o.maps.Maps[name] }
 
-// skippedRuns is, per program, how many times the kernel did not run it
-// because it was already running on that CPU: the recursion guard of
-// tracing programs (prog->active), hit when an interrupt fires the same hook
-// while the program runs in process context. Each one is an event tcptrace
-// may have missed; the kernel counts them (recursion_misses) from 5.12.
+// skippedRuns is, per program, how many times the kernel did not run it on
+// a hit of its hook. Each one is an event tcptrace may have missed.
+//   - Tracing programs (tp_btf, fentry/fexit) have a recursion guard per
+//     program and CPU: the same program already running there, its hook
+//     fired again from an interrupt. Counted (recursion_misses) from 5.12.
+//   - Kprobe programs share one guard per CPU, bpf_prog_active: any kprobe
+//     program running there, or a bpf() map lookup/update/delete in progress
+//     there (the syscall holds the guard so that a kprobe cannot deadlock on
+//     a map's lock), stops them all. trace_call_bpf() counts these from 6.7.
+//   - The kprobe itself drops a hit while another kprobe is being handled on
+//     that CPU (nmissed, in the link's info from 6.7; kprobeMissed).
 func (o *objects) skippedRuns() map[string]uint64 {
 	out := map[string]uint64{}
 	for _, c := range o.progs {
@@ -73,7 +88,32 @@ func (o *objects) skippedRuns() map[string]uint64 {
 			}
 		}
 	}
+	for name, n := range o.kprobeMissed {
+		out[name] += n
+	}
 	return out
+}
+
+// readKprobeMissed keeps, per program, the hits its kprobe missed. Links
+// made by perf_event ioctls (kernels before 5.15) and kernels before 6.7
+// have no such count: nothing is read from them.
+func (o *objects) readKprobeMissed() {
+	for _, l := range o.links {
+		info, err := l.Info()
+		if err != nil {
+			continue
+		}
+		pe := info.PerfEvent()
+		if pe == nil {
+			continue
+		}
+		if kp := pe.Kprobe(); kp != nil && kp.Missed > 0 {
+			if o.kprobeMissed == nil {
+				o.kprobeMissed = map[string]uint64{}
+			}
+			o.kprobeMissed[l.prog] += kp.Missed
+		}
+	}
 }
 
 // loadSpec returns the compiled object with the run's configuration set.
@@ -167,7 +207,7 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) error {
 	if err != nil {
 		return explainLoad(err)
 	}
-	var links []link.Link
+	var links []progLink
 	fail := func(err error) error {
 		for _, l := range links {
 			l.Close()
@@ -189,7 +229,7 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) error {
 		if err != nil {
 			return fail(fmt.Errorf("attaching %s: %w", pa.prog, explainAttach(err)))
 		}
-		links = append(links, l)
+		links = append(links, progLink{pa.prog, l})
 	}
 	o.progs = append(o.progs, coll)
 	o.links = append(o.links, links...)

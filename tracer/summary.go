@@ -109,6 +109,6 @@ func WriteSkipped(w io.Writer, skipped map[string]uint64) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  skipped runs: %d of %s: the kernel did not run it because it was already running on that CPU (its hook fired again from an interrupt; events in them may be missing)\n", skipped[n], n)
+		fmt.Fprintf(w, "  skipped runs: %d of %s: the kernel did not run it on these hits of its hook, a guard being held on that CPU (the program itself already running; for kprobes, any kprobe program or a bpf() map call there); events in them may be missing\n", skipped[n], n)
 	}
 }

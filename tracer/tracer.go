@@ -262,7 +262,9 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		idle()
 	}
 	// Detach first: after this no program runs, so what the ring buffer and
-	// the aggregation table hold is final.
+	// the aggregation table hold is final. What the kprobes missed is read
+	// from their links, so just before.
+	t.objs.readKprobeMissed()
 	if err := t.objs.closeLinks(); err != nil {
 		return fmt.Errorf("detaching: %w", err)
 	}
@@ -310,8 +312,8 @@ func (t *Tracer) readLost() error {
 // whenever the aggregation table had room.
 func (t *Tracer) Lost() map[EventType]uint64 { return t.lost }
 
-// SkippedRuns is, per program, how many times the kernel skipped it (it was
-// already running on that CPU); read when Run returns.
+// SkippedRuns is, per program, how many hits of its hook the kernel did not
+// run it on (objects.skippedRuns); read when Run returns.
 func (t *Tracer) SkippedRuns() map[string]uint64 { return t.skipped }
 
 // Close detaches and unloads everything. It is safe to call more than once
