@@ -314,9 +314,9 @@ static __always_inline void delack_timer_start(struct timer_list *timer)
 
 	f = firing_slot();
 	/* A re-arm from inside the handler comes microseconds after its
-	 * entry. A slot that old is one whose exit was never seen (on the
-	 * tracepoint path, about one firing in a thousand here, cause not
-	 * found): it must not make every later arming look like a re-arm. */
+	 * entry. An older slot is one whose exit was never seen (none in the
+	 * measurements on 6.18, but a lost exit must not make every later
+	 * arming look like a re-arm). */
 	if (f && f->timer == (__u64)timer && bpf_ktime_get_ns() - f->entry_ns < 5000000ULL)
 		return;
 	mark_armed((__u64)delack_timer_sock(timer));
