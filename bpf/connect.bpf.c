@@ -551,7 +551,6 @@ static __always_inline void port_set_state(struct sock *sk, int oldstate, int ne
 		__builtin_memcpy(&c, &t->ev.c, sizeof(c));
 		port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
 	}
-	return;
 }
 
 static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)

@@ -30,9 +30,6 @@ type objects struct {
 	hooks uint32
 	progs []*ebpf.Collection // one per path in use
 	links []progLink
-	// kprobeMissed: per program, hits its kprobe dropped (read before
-	// detaching, from the link).
-	kprobeMissed map[string]uint64
 }
 
 // progLink is an attachment and the program it runs.
@@ -78,8 +75,9 @@ func (o *objects) mapByName(name string) *ebpf.Map { return o.maps.Maps[name] }
 //     there (the syscall holds the guard so that a kprobe cannot deadlock on
 //     a map's lock), stops them all. trace_call_bpf() counts these from 6.7.
 //   - The kprobe itself drops a hit while another kprobe is being handled on
-//     that CPU (nmissed, in the link's info from 6.7; kprobeMissed).
-func (o *objects) skippedRuns() map[string]uint64 {
+//     that CPU (nmissed, in the link's info from 6.7: kprobeMissed, read
+//     before the links are closed).
+func (o *objects) skippedRuns(kprobeMissed map[string]uint64) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, c := range o.progs {
 		for name, p := range c.Programs {
@@ -88,32 +86,29 @@ func (o *objects) skippedRuns() map[string]uint64 {
 			}
 		}
 	}
-	for name, n := range o.kprobeMissed {
+	for name, n := range kprobeMissed {
 		out[name] += n
 	}
 	return out
 }
 
-// readKprobeMissed keeps, per program, the hits its kprobe missed. Links
-// made by perf_event ioctls (kernels before 5.15) and kernels before 6.7
-// have no such count: nothing is read from them.
-func (o *objects) readKprobeMissed() {
+// kprobeMissed is, per program, the hits its kprobe missed. Links made by
+// perf_event ioctls (kernels before 5.15) and kernels before 6.7 have no
+// such count: nothing is read from them.
+func (o *objects) kprobeMissed() map[string]uint64 {
+	out := map[string]uint64{}
 	for _, l := range o.links {
 		info, err := l.Info()
 		if err != nil {
 			continue
 		}
-		pe := info.PerfEvent()
-		if pe == nil {
-			continue
-		}
-		if kp := pe.Kprobe(); kp != nil && kp.Missed > 0 {
-			if o.kprobeMissed == nil {
-				o.kprobeMissed = map[string]uint64{}
+		if pe := info.PerfEvent(); pe != nil {
+			if kp := pe.Kprobe(); kp != nil && kp.Missed > 0 {
+				out[l.prog] += kp.Missed
 			}
-			o.kprobeMissed[l.prog] += kp.Missed
 		}
 	}
+	return out
 }
 
 // loadSpec returns the compiled object with the run's configuration set.

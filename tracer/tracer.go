@@ -264,7 +264,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	// Detach first: after this no program runs, so what the ring buffer and
 	// the aggregation table hold is final. What the kprobes missed is read
 	// from their links, so just before.
-	t.objs.readKprobeMissed()
+	kprobeMissed := t.objs.kprobeMissed()
 	if err := t.objs.closeLinks(); err != nil {
 		return fmt.Errorf("detaching: %w", err)
 	}
@@ -285,7 +285,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		return err
 	}
 	idle()
-	t.skipped = t.objs.skippedRuns()
+	t.skipped = t.objs.skippedRuns(kprobeMissed)
 	return t.readLost()
 }
 
