@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,6 +201,30 @@ func (r *tracerRun) skippedRuns() uint64 {
 		}
 	}
 	return total
+}
+
+var (
+	notSeenLine = regexp.MustCompile(`not seen: (\d+) \S+ in netns (\d+): the kernel's (\S+) went up by (\d+)`)
+	agreesLine  = regexp.MustCompile(`kernel (?:agrees|counter): (\S+) \+(\d+) in netns (\d+)`)
+)
+
+// counterCheck reads the summary's check of a kernel counter in one
+// namespace: the counter's increase as tcptrace read it, and how many it said
+// it did not see. ok is false when the summary has no such line.
+func (r *tracerRun) counterCheck(counter string, netns uint32) (kernel, notSeen uint64, ok bool) {
+	ns := strconv.FormatUint(uint64(netns), 10)
+	for _, line := range strings.Split(r.stderrText(), "\n") {
+		if m := notSeenLine.FindStringSubmatch(line); m != nil && m[2] == ns && m[3] == counter {
+			kernel, _ = strconv.ParseUint(m[4], 10, 64)
+			notSeen, _ = strconv.ParseUint(m[1], 10, 64)
+			return kernel, notSeen, true
+		}
+		if m := agreesLine.FindStringSubmatch(line); m != nil && m[3] == ns && m[1] == counter {
+			kernel, _ = strconv.ParseUint(m[2], 10, 64)
+			return kernel, 0, true
+		}
+	}
+	return 0, 0, false
 }
 
 // countAgrees: tcptrace's count equals the kernel's, or falls short by no

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 )
 
 type procOwner struct {
@@ -101,39 +99,6 @@ func (o *inodeOwners) lookup(ino uint32) (uint32, string) {
 	return p.pid, p.comm
 }
 
-// netnsPaths returns one /proc/<pid>/ns/net path per network namespace in
-// use on the host.
-func netnsPaths() map[uint64]string {
-	out := map[uint64]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		p := filepath.Join("/proc", e.Name(), "ns", "net")
-		var st unix.Stat_t
-		if unix.Stat(p, &st) != nil {
-			continue
-		}
-		if _, ok := out[st.Ino]; !ok {
-			out[st.Ino] = p
-		}
-	}
-	// Namespaces kept alive by a bind mount only (ip netns add) have no
-	// process: find them where iproute2 mounts them.
-	mounts, _ := os.ReadDir("/run/netns")
-	for _, m := range mounts {
-		p := filepath.Join("/run/netns", m.Name())
-		var st unix.Stat_t
-		if unix.Stat(p, &st) == nil {
-			if _, ok := out[st.Ino]; !ok {
-				out[st.Ino] = p
-			}
-		}
-	}
-	return out
-}
-
 // learnExistingSockets tells the kernel side who owns the sockets that were
 // made before tcptrace started, and where the listeners are: it fills the
 // inode -> owner table from /proc, then runs the iter/tcp program once in
@@ -163,31 +128,15 @@ func learnExistingSockets(prog *ebpf.Program, inodeMap *ebpf.Map, pids []uint32)
 	return errors.Join(errs...)
 }
 
-// readIterIn reads the iterator from inside the namespace at path, on a
-// thread of its own that is thrown away afterwards (it stays in that
-// namespace).
+// readIterIn reads the iterator from inside the namespace at path.
 func readIterIn(it *link.Iter, path string) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns: %w", err)
-			return
-		}
+	return inNetns(path, func() error {
 		r, err := it.Open()
 		if err != nil {
-			done <- err
-			return
+			return err
 		}
 		_, err = io.Copy(io.Discard, r)
 		r.Close()
-		done <- err
-	}()
-	return <-done
+		return err
+	})
 }

@@ -47,6 +47,12 @@ type Tracer struct {
 	skipped map[string]uint64 // program runs the kernel skipped (recursion guard)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
+	// The kernel's counters of some events, at the start and against what
+	// was reported (kcounters.go); checks is empty when none applies.
+	checks   []counterCheck
+	kstart   netstats
+	seen     map[EventType]map[uint32]uint64
+	counters []CounterCheck
 }
 
 func wantsListenerEvents(events []EventType) bool {
@@ -165,6 +171,7 @@ func New(opts Options) (*Tracer, error) {
 	}
 	t.objs.kernelBTF = nil
 	t.agg = newAggregator(t.objs.mapByName("aggregates"), t.objs.mapByName("wait_starts"), t.dec, opts.Interval)
+	t.startCounterChecks()
 	ok = true
 	return t, nil
 }
@@ -218,6 +225,9 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	// syn_cookie, nagle_delack_stall with delayed_ack).
 	emit := func(e Event) {
 		if containsEvent(t.opts.Events, e.Type) {
+			if byNS := t.seen[e.Type]; byNS != nil {
+				byNS[e.NetNS] += e.Count
+			}
 			emitAll(e)
 		}
 	}
@@ -265,6 +275,10 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	// the aggregation table hold is final. What the kprobes missed is read
 	// from their links, so just before.
 	kprobeMissed := t.objs.kprobeMissed()
+	var kend netstats
+	if len(t.checks) > 0 {
+		kend = readNetstats()
+	}
 	if err := t.objs.closeLinks(); err != nil {
 		return fmt.Errorf("detaching: %w", err)
 	}
@@ -286,6 +300,9 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	}
 	idle()
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
+	if kend != nil {
+		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
+	}
 	return t.readLost()
 }
 
@@ -315,6 +332,36 @@ func (t *Tracer) Lost() map[EventType]uint64 { return t.lost }
 // SkippedRuns is, per program, how many hits of its hook the kernel did not
 // run it on (objects.skippedRuns); read when Run returns.
 func (t *Tracer) SkippedRuns() map[string]uint64 { return t.skipped }
+
+// CounterChecks is, after Run, the kernel's counters against what tcptrace
+// reported, per namespace (nil when the run has no check: kcounters.go).
+func (t *Tracer) CounterChecks() []CounterCheck { return t.counters }
+
+// startCounterChecks reads the kernel's counters of the checked events whose
+// detector is attached, now that the probes run.
+func (t *Tracer) startCounterChecks() {
+	attached := map[EventType]bool{}
+	for _, st := range t.status {
+		if st.Path != 0 {
+			for _, e := range st.Events {
+				attached[e] = true
+			}
+		}
+	}
+	for _, c := range counterChecksFor(t.opts) {
+		if attached[c.event] {
+			t.checks = append(t.checks, c)
+		}
+	}
+	if len(t.checks) == 0 {
+		return
+	}
+	t.seen = map[EventType]map[uint32]uint64{}
+	for _, c := range t.checks {
+		t.seen[c.event] = map[uint32]uint64{}
+	}
+	t.kstart = readNetstats()
+}
 
 // Close detaches and unloads everything. It is safe to call more than once
 // and from another goroutine than Run.

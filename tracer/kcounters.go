@@ -1,0 +1,203 @@
+package tracer
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// The kernel counts some of the events tcptrace reports in its own SNMP
+// counters (/proc/net/netstat, per network namespace). Reading them at the
+// start and the end of a run lets the summary say how many the probes did not
+// see, instead of leaving a shortfall silent: a firing the tracepoint path
+// cannot see (deferred to tcp_release_cb()), or a stretch of time in which a
+// CPU ran no tracing program at all (measured on a 6.18 guest: a few ms at a
+// time while the hypervisor's own agent ran, sched_switch included).
+//
+// The check is made only where tcptrace's count and the counter mean the same
+// thing: an event the kernel bumps the counter for exactly once, and no filter
+// (--pid, --port, -4/-6) in the run.
+type counterCheck struct {
+	event   EventType
+	counter string   // TcpExt field
+	related []string // printed beside it: counters that explain a shortfall
+}
+
+var counterChecks = []counterCheck{
+	// tcp_delack_timer_handler() counts LINUX_MIB_DELAYEDACKS once per ACK it
+	// sends, and the detector reports exactly those firings.
+	{DelayedACK, "DelayedACKs", []string{"DelayedACKLocked"}},
+}
+
+// netstats is the TcpExt counters of each network namespace, by inode.
+type netstats map[uint32]map[string]uint64
+
+// parseTcpExt reads the TcpExt pairs of lines (names, then values) of a
+// /proc/net/netstat.
+func parseTcpExt(r io.Reader) (map[string]uint64, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	var names []string
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || f[0] != "TcpExt:" {
+			names = nil
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		if len(f)-1 != len(names) {
+			return nil, fmt.Errorf("TcpExt: %d names, %d values", len(names), len(f)-1)
+		}
+		out := make(map[string]uint64, len(names))
+		for i, n := range names {
+			v, err := strconv.ParseUint(f[i+1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("TcpExt %s: %w", n, err)
+			}
+			out[n] = v
+		}
+		return out, sc.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("no TcpExt counters")
+}
+
+// readNetstats reads the counters of every namespace in use. One that cannot
+// be read (gone meanwhile) is left out, and so left out of the check.
+func readNetstats() netstats {
+	out := netstats{}
+	for ino, path := range netnsPaths() {
+		var m map[string]uint64
+		read := func(file string) error {
+			f, err := os.Open(file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			m, err = parseTcpExt(f)
+			return err
+		}
+		var err error
+		if pid, ok := strings.CutSuffix(path, "/ns/net"); ok && strings.HasPrefix(pid, "/proc/") {
+			// /proc/<pid>/net shows that process's namespace: no setns.
+			err = read(pid + "/net/netstat")
+		} else {
+			err = inNetns(path, func() error { return read("/proc/thread-self/net/netstat") })
+		}
+		if err == nil {
+			out[uint32(ino)] = m
+		}
+	}
+	return out
+}
+
+// CounterCheck is one namespace's counter against what tcptrace reported.
+type CounterCheck struct {
+	Event   EventType
+	Counter string
+	NetNS   uint32
+	Kernel  uint64            // the counter's increase over the run
+	Seen    uint64            // what tcptrace reported in that namespace
+	Related map[string]uint64 // increases of the related counters
+}
+
+// NotSeen is how many the kernel counted beyond what tcptrace reported.
+// Events in the moments between attaching and the first reading (and the
+// last reading and detaching) are seen but not in Kernel, so a shortfall can
+// be hidden by them, never made up.
+func (c CounterCheck) NotSeen() uint64 {
+	if c.Kernel > c.Seen {
+		return c.Kernel - c.Seen
+	}
+	return 0
+}
+
+// compareCounters lists, per namespace read at both ends where the counter
+// moved or tcptrace saw something, the kernel's increase beside tcptrace's
+// count. A namespace read only at the end is left out: one that existed at
+// the start but could not be read then would show its whole history.
+func compareCounters(checks []counterCheck, start, end netstats, seen map[EventType]map[uint32]uint64) []CounterCheck {
+	var out []CounterCheck
+	for _, c := range checks {
+		for ns, after := range end {
+			before, ok := start[ns]
+			if !ok {
+				continue
+			}
+			k := after[c.counter] - before[c.counter]
+			s := seen[c.event][ns]
+			if k == 0 && s == 0 {
+				continue
+			}
+			cc := CounterCheck{Event: c.event, Counter: c.counter, NetNS: ns, Kernel: k, Seen: s, Related: map[string]uint64{}}
+			for _, r := range c.related {
+				cc.Related[r] = after[r] - before[r]
+			}
+			out = append(out, cc)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Event != out[j].Event {
+			return out[i].Event < out[j].Event
+		}
+		return out[i].NetNS < out[j].NetNS
+	})
+	return out
+}
+
+// counterChecksFor returns the checks that mean something for this run.
+func counterChecksFor(opts Options) []counterCheck {
+	if len(opts.PIDs) > 0 || opts.Port != 0 || opts.Family != 0 {
+		return nil
+	}
+	var out []counterCheck
+	for _, c := range counterChecks {
+		if containsEvent(opts.Events, c.event) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// WriteCounterChecks prints, per namespace, whether the kernel's counter
+// agrees with tcptrace's count, and what was not seen when it does not.
+func WriteCounterChecks(w io.Writer, checks []CounterCheck) {
+	for _, c := range checks {
+		var rel []string
+		for _, name := range sortedKeys(c.Related) {
+			rel = append(rel, fmt.Sprintf("%s +%d", name, c.Related[name]))
+		}
+		related := ""
+		if len(rel) > 0 {
+			related = " (" + strings.Join(rel, ", ") + ")"
+		}
+		switch {
+		case c.Kernel > c.Seen:
+			fmt.Fprintf(w, "  not seen: %d %s in netns %d: the kernel's %s went up by %d%s, tcptrace reported %d; its probes did not run for them (README, \"Counts against the kernel's\")\n",
+				c.NotSeen(), c.Event, c.NetNS, c.Counter, c.Kernel, related, c.Seen)
+		case c.Kernel == c.Seen:
+			fmt.Fprintf(w, "  kernel agrees: %s +%d in netns %d%s, %s %d\n", c.Counter, c.Kernel, c.NetNS, related, c.Event, c.Seen)
+		default:
+			fmt.Fprintf(w, "  kernel counter: %s +%d in netns %d%s, %s %d: the %d more came between attaching and the first reading of the counter, or the last reading and detaching\n",
+				c.Counter, c.Kernel, c.NetNS, related, c.Event, c.Seen, c.Seen-c.Kernel)
+		}
+	}
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,98 @@
+package tracer
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+const netstatSample = `TcpExt: SyncookiesSent DelayedACKs DelayedACKLocked ListenOverflows
+TcpExt: 0 29 1 3
+IpExt: InNoRoutes InTruncatedPkts
+IpExt: 0 0
+`
+
+func TestParseTcpExt(t *testing.T) {
+	m, err := parseTcpExt(strings.NewReader(netstatSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["DelayedACKs"] != 29 || m["DelayedACKLocked"] != 1 || m["ListenOverflows"] != 3 || len(m) != 4 {
+		t.Errorf("parsed %v", m)
+	}
+	for _, bad := range []string{
+		"IpExt: A B\nIpExt: 1 2\n",
+		"TcpExt: A B\nTcpExt: 1\n",
+		"TcpExt: A B\nTcpExt: 1 x\n",
+	} {
+		if _, err := parseTcpExt(strings.NewReader(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestCompareCounters(t *testing.T) {
+	checks := []counterCheck{{DelayedACK, "DelayedACKs", []string{"DelayedACKLocked"}}}
+	start := netstats{
+		1: {"DelayedACKs": 10, "DelayedACKLocked": 2},
+		2: {"DelayedACKs": 5},
+		3: {"DelayedACKs": 7},
+	}
+	end := netstats{
+		1: {"DelayedACKs": 39, "DelayedACKLocked": 3}, // 29, one locked
+		2: {"DelayedACKs": 5},                         // nothing happened
+		3: {"DelayedACKs": 9},                         // 2, and 3 seen: one came before the first reading
+		4: {"DelayedACKs": 100},                       // not read at the start
+	}
+	seen := map[EventType]map[uint32]uint64{DelayedACK: {1: 27, 3: 3}}
+	got := compareCounters(checks, start, end, seen)
+	if len(got) != 2 {
+		t.Fatalf("got %+v, want namespaces 1 and 3", got)
+	}
+	if c := got[0]; c.NetNS != 1 || c.Kernel != 29 || c.Seen != 27 || c.NotSeen() != 2 || c.Related["DelayedACKLocked"] != 1 {
+		t.Errorf("netns 1: %+v (not seen %d)", c, c.NotSeen())
+	}
+	if c := got[1]; c.NetNS != 3 || c.Kernel != 2 || c.Seen != 3 || c.NotSeen() != 0 {
+		t.Errorf("netns 3: %+v", c)
+	}
+}
+
+func TestCounterChecksFor(t *testing.T) {
+	all := Options{Events: AllEventTypes()}
+	if got := counterChecksFor(all); len(got) != 1 || got[0].counter != "DelayedACKs" {
+		t.Errorf("host-wide, every event: %+v", got)
+	}
+	for name, o := range map[string]Options{
+		"--pid":      {Events: AllEventTypes(), PIDs: []uint32{1}},
+		"--port":     {Events: AllEventTypes(), Port: 80},
+		"-4":         {Events: AllEventTypes(), Family: 4},
+		"no delayed": {Events: []EventType{SendEAGAIN}},
+	} {
+		if got := counterChecksFor(o); len(got) != 0 {
+			t.Errorf("%s: %+v, want no check (the counter counts what the run does not)", name, got)
+		}
+	}
+}
+
+func TestWriteCounterChecks(t *testing.T) {
+	var b bytes.Buffer
+	WriteCounterChecks(&b, []CounterCheck{
+		{Event: DelayedACK, Counter: "DelayedACKs", NetNS: 1, Kernel: 29, Seen: 28, Related: map[string]uint64{"DelayedACKLocked": 0}},
+		{Event: DelayedACK, Counter: "DelayedACKs", NetNS: 2, Kernel: 5, Seen: 5, Related: map[string]uint64{"DelayedACKLocked": 0}},
+		{Event: DelayedACK, Counter: "DelayedACKs", NetNS: 3, Kernel: 5, Seen: 6},
+	})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := []string{
+		"not seen: 1 delayed_ack in netns 1: the kernel's DelayedACKs went up by 29 (DelayedACKLocked +0), tcptrace reported 28;",
+		"kernel agrees: DelayedACKs +5 in netns 2 (DelayedACKLocked +0), delayed_ack 5",
+		"kernel counter: DelayedACKs +5 in netns 3, delayed_ack 6: the 1 more came between attaching",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines:\n%s", len(lines), b.String())
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) {
+			t.Errorf("line %d:\n%s\nwant it to contain\n%s", i, lines[i], w)
+		}
+	}
+}

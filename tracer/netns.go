@@ -1,0 +1,66 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// netnsPaths returns one /proc/<pid>/ns/net path per network namespace in
+// use on the host, by the namespace's inode.
+func netnsPaths() map[uint64]string {
+	out := map[uint64]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		p := filepath.Join("/proc", e.Name(), "ns", "net")
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil {
+			continue
+		}
+		if _, ok := out[st.Ino]; !ok {
+			out[st.Ino] = p
+		}
+	}
+	// Namespaces kept alive by a bind mount only (ip netns add) have no
+	// process: find them where iproute2 mounts them.
+	mounts, _ := os.ReadDir("/run/netns")
+	for _, m := range mounts {
+		p := filepath.Join("/run/netns", m.Name())
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil {
+			if _, ok := out[st.Ino]; !ok {
+				out[st.Ino] = p
+			}
+		}
+	}
+	return out
+}
+
+// inNetns runs f on a thread of its own inside the namespace at path (an
+// iterator walks, and /proc/thread-self/net shows, the namespace of the
+// thread). The thread is thrown away afterwards: it stays in that namespace.
+func inNetns(path string, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}
