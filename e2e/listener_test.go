@@ -55,6 +55,11 @@ func checkListenCounters(t *testing.T, tr *tracerRun, pid int, delta map[string]
 	if got := sumCounts(tr.eventsFor("syn_cookie", pid)); !countAgrees(t, "TCPReqQFullDoCookies", got, delta["TCPReqQFullDoCookies"], skipped) {
 		t.Errorf("TCPReqQFullDoCookies moved by %d; tcptrace: %d syn_cookie", delta["TCPReqQFullDoCookies"], got)
 	}
+	if t.Failed() {
+		// What a rare miss needs to be understood: every line of the run
+		// (any pid) and tcptrace's summary.
+		t.Logf("all events:\n%s\nstderr:\n%s", dump(tr.eventsFor("", 0)), tr.stderrText())
+	}
 }
 
 var listenCounters = []string{"ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "TCPSynRetrans"}

@@ -241,13 +241,13 @@ func countAgrees(t *testing.T, what string, got, want, skipped uint64) bool {
 	return false
 }
 
-// eventsFor returns the events of one type from one process.
+// eventsFor returns the events of one type (any: "") from one process (any: 0).
 func (r *tracerRun) eventsFor(name string, pid int) []event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []event
 	for _, e := range r.events {
-		if e.Event == name && (pid == 0 || e.PID == pid) {
+		if (name == "" || e.Event == name) && (pid == 0 || e.PID == pid) {
 			out = append(out, e)
 		}
 	}
