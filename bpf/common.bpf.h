@@ -60,12 +60,32 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-/* Scratch space: struct event is too large for the 512-byte BPF stack. */
+/*
+ * Scratch space to build an event in: struct event is too large for the
+ * 512-byte BPF stack. One slot per level of nesting on a CPU. A tracing
+ * program runs with preemption off but interrupts on, and a hard interrupt
+ * that ends while a program in process context (a send) is building its
+ * event runs the pending softirqs right there (irq_exit: in_interrupt() does
+ * not count preemption): a timer or a received segment then runs another of
+ * these programs on the same CPU, and a hard interrupt can do the same to a
+ * softirq. With a single slot the interrupted program would go on with, and
+ * report, the other program's event. The levels nest strictly (the inner
+ * program finishes before the outer resumes), so a depth count picks the
+ * slot; four covers task, softirq, hard interrupt and one more.
+ */
+#define SCRATCH_LEVELS 4
+
+struct scratch_stack {
+	__u32 depth;
+	__u32 pad;
+	struct agg_value slot[SCRATCH_LEVELS];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct agg_value);
+	__type(value, struct scratch_stack);
 } scratch SEC(".maps");
 
 static __always_inline void count_lost(__u32 type)
@@ -258,16 +278,45 @@ static __always_inline bool agg_hit(struct agg_key *key, __u64 wait_ns)
 	return true;
 }
 
-/* The template for agg_commit(), zeroed except for what the caller sets. */
-static __always_inline struct agg_value *agg_template(void)
+/* A zeroed scratch slot of this CPU's next level, for an event of `type`
+ * (agg_commit()'s template). Hold it in a SCRATCH_EVENT variable, which
+ * gives it back on every way out of the scope. No free level (deeper
+ * nesting than any hook here has) counts the occurrence as lost. */
+static __always_inline struct agg_value *agg_template(__u32 type)
 {
-	__u32 zero = 0;
-	struct agg_value *t = bpf_map_lookup_elem(&scratch, &zero);
+	__u32 zero = 0, d;
+	struct scratch_stack *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct agg_value *t;
 
-	if (t)
-		__builtin_memset(t, 0, sizeof(*t));
+	if (!s)
+		return NULL;
+	d = s->depth;
+	if (d >= SCRATCH_LEVELS) {
+		count_lost(type);
+		return NULL;
+	}
+	s->depth = d + 1;
+	t = &s->slot[d];
+	__builtin_memset(t, 0, sizeof(*t));
+	t->ev.type = type;
 	return t;
 }
+
+static __always_inline void scratch_put(struct agg_value **t)
+{
+	__u32 zero = 0;
+	struct scratch_stack *s;
+
+	if (!*t)
+		return;
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (s && s->depth)
+		s->depth--;
+}
+
+/* A scratch event owned by the enclosing scope (clang's cleanup attribute
+ * runs scratch_put() on every return), so no early return can leak a level. */
+#define SCRATCH_EVENT(t) struct agg_value *t __attribute__((cleanup(scratch_put))) = NULL
 
 static __always_inline void agg_commit(struct agg_key *key, struct agg_value *t, __u64 wait_ns)
 {
@@ -310,14 +359,13 @@ static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, in
 				      const struct tcp_snapshot *given)
 {
 	struct agg_key key = { .sk = (__u64)sk, .type = type };
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 
 	if (agg_hit(&key, wait_ns))
 		return;
-	t = agg_template();
+	t = agg_template(type);
 	if (!t)
 		return;
-	t->ev.type = type;
 	t->ev.path = path;
 	t->ev.ret = ret;
 	fill_task(&t->ev);

@@ -246,11 +246,10 @@ static __always_inline bool conn_sock_wanted(struct sock *sk)
 /* A zeroed event in the scratch slot, stamped now. */
 static __always_inline struct agg_value *conn_template(__u8 type, __u8 path)
 {
-	struct agg_value *t = agg_template();
+	struct agg_value *t = agg_template(type);
 
 	if (!t)
 		return NULL;
-	t->ev.type = type;
 	t->ev.path = path;
 	t->ev.count = 1;
 	t->ev.ts_ns = bpf_ktime_get_ns();
@@ -299,7 +298,7 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
 	__u64 key = (__u64)sk;
 	struct conn_start *cs;
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 	__u32 n = 1;
 
 	cs = bpf_map_lookup_elem(&conn_starts, &key);
@@ -340,7 +339,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	struct agg_key key = {};
 	__u64 skey = (__u64)sk;
 	struct conn_start *cs;
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 	__u8 type;
 	int err;
 
@@ -359,10 +358,9 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	key_peer(&key, sk);
 	if (agg_hit(&key, 0))
 		return;
-	t = agg_template();
+	t = agg_template(type);
 	if (!t)
 		return;
-	t->ev.type = type;
 	t->ev.path = path;
 	t->ev.ret = -err;
 	cs = bpf_map_lookup_elem(&conn_starts, &skey);
@@ -494,15 +492,14 @@ static __always_inline void port_exhausted(struct conn_snapshot *c, __u32 tgid, 
 		.sk = ((__u64)c->netns << 32) | c->dport,
 		.type = EVENT_PORT_EXHAUSTION,
 	};
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 
 	__builtin_memcpy(key.addr, c->daddr, sizeof(key.addr));
 	if (agg_hit(&key, 0))
 		return;
-	t = agg_template();
+	t = agg_template(EVENT_PORT_EXHAUSTION);
 	if (!t)
 		return;
-	t->ev.type = EVENT_PORT_EXHAUSTION;
 	t->ev.path = path;
 	t->ev.ret = -EADDRNOTAVAIL;
 	t->ev.pid = tgid;
@@ -513,14 +510,22 @@ static __always_inline void port_exhausted(struct conn_snapshot *c, __u32 tgid, 
 	agg_commit(&key, t, 0);
 }
 
+/* The socket's state into c, by way of a scratch slot (read_conn() wants
+ * room the stack does not have beside port_exhausted()'s), given back before
+ * port_exhausted() takes one of its own. */
 static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snapshot *c)
 {
 	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	SCRATCH_EVENT(t);
 
 	if (!conn_sock_wanted(sk))
 		return false;
-	read_conn(sk, c);
-	read_port_limits(net, c);
+	t = agg_template(EVENT_PORT_EXHAUSTION);
+	if (!t)
+		return false;
+	read_conn(sk, &t->ev.c);
+	read_port_limits(net, &t->ev.c);
+	__builtin_memcpy(c, &t->ev.c, sizeof(*c));
 	return true;
 }
 
@@ -529,7 +534,7 @@ static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snap
  * host leaves after two compares. */
 static __always_inline void port_set_state(struct sock *sk, int oldstate, int newstate)
 {
-	struct agg_value *t;
+	struct conn_snapshot c;
 	__u8 comm[TASK_COMM_LEN];
 	__u32 tgid;
 
@@ -540,22 +545,15 @@ static __always_inline void port_set_state(struct sock *sk, int oldstate, int ne
 	tgid = bpf_get_current_pid_tgid() >> 32; /* connect() runs in its caller */
 	if (!pid_wanted(tgid))
 		return;
-	t = agg_template();
-	if (!t || !fill_port_snapshot(sk, &t->ev.c))
+	if (!fill_port_snapshot(sk, &c))
 		return;
 	bpf_get_current_comm(&comm, sizeof(comm));
-	/* port_exhausted() reuses the scratch slot: copy out first. */
-	{
-		struct conn_snapshot c;
-
-		__builtin_memcpy(&c, &t->ev.c, sizeof(c));
-		port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
-	}
+	port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
 }
 
 static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)
 {
-	struct agg_value *t;
+	struct conn_snapshot c;
 	__u8 comm[TASK_COMM_LEN];
 	__u32 tgid;
 
@@ -564,19 +562,10 @@ static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)
 	tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!pid_wanted(tgid))
 		return;
-	t = agg_template();
-	if (!t)
-		return;
-	if (!fill_port_snapshot(sk, &t->ev.c))
+	if (!fill_port_snapshot(sk, &c))
 		return;
 	bpf_get_current_comm(&comm, sizeof(comm));
-	/* port_exhausted() reuses the scratch slot: copy out first. */
-	{
-		struct conn_snapshot c;
-
-		__builtin_memcpy(&c, &t->ev.c, sizeof(c));
-		port_exhausted(&c, tgid, comm, path);
-	}
+	port_exhausted(&c, tgid, comm, path);
 }
 
 SEC("fexit/inet_hash_connect")
@@ -654,7 +643,7 @@ int BPF_KRETPROBE(kretprobe_inet6_hash_connect, int ret)
 static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_read, struct conn_snapshot *given)
 {
 	struct agg_key key = { .type = EVENT_TIMEWAIT_OVERFLOW };
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 	struct net *net;
 
 	if (!conn_sock_wanted(sk) || !owner_wanted(sk))
@@ -662,10 +651,9 @@ static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_
 	key.sk = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (agg_hit(&key, 0))
 		return;
-	t = agg_template();
+	t = agg_template(EVENT_TIMEWAIT_OVERFLOW);
 	if (!t)
 		return;
-	t->ev.type = EVENT_TIMEWAIT_OVERFLOW;
 	t->ev.path = path;
 	if (given)
 		__builtin_memcpy(&t->ev.c, given, sizeof(t->ev.c));
@@ -881,7 +869,7 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 {
 	struct conn_snapshot c = {};
 	struct agg_key key = { .type = EVENT_PAWS_REJECT };
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 	struct sock *owner_sk;
 	struct net *net;
 
@@ -914,10 +902,9 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 	__builtin_memcpy(key.addr, c.daddr, sizeof(key.addr));
 	if (agg_hit(&key, 0))
 		return;
-	t = agg_template();
+	t = agg_template(EVENT_PAWS_REJECT);
 	if (!t)
 		return;
-	t->ev.type = EVENT_PAWS_REJECT;
 	t->ev.path = path;
 	__builtin_memcpy(&t->ev.c, &c, sizeof(c));
 	if (owner_sk)
@@ -1006,7 +993,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct agg_key key = { .type = EVENT_RESET };
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 	__u32 states = RST_STATES;
 	__u8 state;
 
@@ -1023,10 +1010,9 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	key_peer(&key, sk);
 	if (agg_hit(&key, 0))
 		return;
-	t = agg_template();
+	t = agg_template(EVENT_RESET);
 	if (!t)
 		return;
-	t->ev.type = EVENT_RESET;
 	t->ev.path = PATH_TRACEPOINT;
 	read_conn(sk, &t->ev.c);
 	t->ev.c.side = side;

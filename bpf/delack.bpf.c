@@ -246,7 +246,7 @@ static __always_inline void delack_exit(__u64 timer, __u8 path)
 	struct delack_firing *f = firing_slot();
 	struct inet_connection_sock *icsk;
 	struct agg_key key = { .type = EVENT_DELAYED_ACK };
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 	struct sock *sk;
 	__u64 acks = 0;
 	__u8 pp_after;
@@ -273,10 +273,9 @@ static __always_inline void delack_exit(__u64 timer, __u8 path)
 	key.sk = (__u64)sk;
 	if (agg_hit(&key, f->held_ns))
 		return;
-	t = agg_template();
+	t = agg_template(EVENT_DELAYED_ACK);
 	if (!t)
 		return;
-	t->ev.type = EVENT_DELAYED_ACK;
 	t->ev.path = path;
 	read_snapshot(sk, &t->ev.s);
 	t->ev.a.owner_known = fill_owner(&t->ev, sk);

@@ -194,7 +194,7 @@ static __always_inline void listen_event(__u32 type, __u32 reason, __u8 path, st
 					 struct sk_buff *skb, struct request_sock *req)
 {
 	struct agg_key key = { .sk = (__u64)l, .type = type, .sub = reason };
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 
 	if (l && !owner_wanted(l))
 		return;
@@ -202,10 +202,9 @@ static __always_inline void listen_event(__u32 type, __u32 reason, __u8 path, st
 		return;
 	if (agg_hit(&key, 0))
 		return;
-	t = agg_template();
+	t = agg_template(type);
 	if (!t)
 		return;
-	t->ev.type = type;
 	t->ev.path = path;
 	t->ev.l.reason = reason;
 	if (skb)

@@ -135,7 +135,7 @@ static __always_inline void nagle_release(struct sock *sk, struct sk_buff *skb)
 	struct agg_key ak = { .sk = key };
 	struct peer_delack *p;
 	struct conn_tuple ct;
-	struct agg_value *t;
+	SCRATCH_EVENT(t);
 	__u8 th[14];
 	__u32 ack, snd_nxt, len;
 
@@ -159,7 +159,7 @@ static __always_inline void nagle_release(struct sock *sk, struct sk_buff *skb)
 	stall = now - h->start_ns;
 	len = BPF_CORE_READ(skb, len);
 
-	t = agg_template();
+	t = agg_template(EVENT_NAGLE_STALL);
 	if (!t) {
 		nagle_forget(key);
 		return;

@@ -72,17 +72,14 @@ __u64 waiters = 0;
 static __always_inline void wait_begin(struct sock *sk, __u8 path)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 zero = 0;
-	struct agg_value *v;
+	SCRATCH_EVENT(v);
 
 	if (!is_tcp(sk) || !pid_wanted(id >> 32) || !sock_wanted(sk))
 		return;
-	v = bpf_map_lookup_elem(&scratch, &zero);
+	v = agg_template(EVENT_SEND_BLOCKED);
 	if (!v)
 		return;
-	__builtin_memset(&v->ev, 0, sizeof(v->ev));
 	v->ev.ts_ns = bpf_ktime_get_ns();
-	v->ev.type = EVENT_SEND_BLOCKED;
 	v->ev.path = path;
 	v->ev.count = 1;
 	fill_task(&v->ev);
@@ -108,8 +105,9 @@ static __always_inline void wait_end(int ret, __u8 path)
 			__sync_fetch_and_add(&waiters, -1);
 		return;
 	}
-	/* The entry is about to go: keep its snapshot in a scratch slot of its
-	 * own (aggregate() uses the other one). */
+	/* The entry is about to go: keep its snapshot in a slot of its own.
+	 * Only a sender's own return runs this (process context), so no
+	 * program nested on this CPU can be using the slot. */
 	snap = bpf_map_lookup_elem(&snap_scratch, &zero);
 	if (!snap)
 		return;

@@ -279,6 +279,13 @@ const (
 	tcptraceProbePathPATH_KPROBE     tcptraceProbePath = 3
 )
 
+type tcptraceScratchStack struct {
+	_     structs.HostLayout
+	Depth uint32
+	Pad   uint32
+	Slot  [4]tcptraceAggValue
+}
+
 type tcptraceSharedHook uint32
 
 const (

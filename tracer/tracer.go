@@ -299,6 +299,9 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		return err
 	}
 	idle()
+	if err := checkScratchReturned(t.objs.mapByName("scratch")); err != nil {
+		return err
+	}
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
 	if kend != nil {
 		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
