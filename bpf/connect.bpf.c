@@ -510,22 +510,14 @@ static __always_inline void port_exhausted(struct conn_snapshot *c, __u32 tgid, 
 	agg_commit(&key, t, 0);
 }
 
-/* The socket's state into c, by way of a scratch slot (read_conn() wants
- * room the stack does not have beside port_exhausted()'s), given back before
- * port_exhausted() takes one of its own. */
 static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snapshot *c)
 {
 	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	SCRATCH_EVENT(t);
 
 	if (!conn_sock_wanted(sk))
 		return false;
-	t = agg_template(EVENT_PORT_EXHAUSTION);
-	if (!t)
-		return false;
-	read_conn(sk, &t->ev.c);
-	read_port_limits(net, &t->ev.c);
-	__builtin_memcpy(c, &t->ev.c, sizeof(*c));
+	read_conn(sk, c);
+	read_port_limits(net, c);
 	return true;
 }
 
@@ -534,7 +526,7 @@ static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snap
  * host leaves after two compares. */
 static __always_inline void port_set_state(struct sock *sk, int oldstate, int newstate)
 {
-	struct conn_snapshot c;
+	struct conn_snapshot c = {};
 	__u8 comm[TASK_COMM_LEN];
 	__u32 tgid;
 
@@ -553,7 +545,7 @@ static __always_inline void port_set_state(struct sock *sk, int oldstate, int ne
 
 static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)
 {
-	struct conn_snapshot c;
+	struct conn_snapshot c = {};
 	__u8 comm[TASK_COMM_LEN];
 	__u32 tgid;
 
