@@ -20,11 +20,23 @@
  * too. The first SYN a CPU sees in a namespace has no baseline and is judged
  * by the listener's queues instead.
  *
- * listen_overflow: tcp_check_req() could not create the child because the
- * accept queue was full; 6.15+ frees the ACK with the drop reason
- * TCP_LISTEN_OVERFLOW (skb:kfree_skb, rx_sk = listener). fentry/kprobe:
- * tcp_v4_syn_recv_sock()/tcp_v6_syn_recv_sock() returning NULL with
- * ListenOverflows moved.
+ * listen_overflow: the handshake's final ACK found the accept queue full,
+ * so *_syn_recv_sock() made no child and counted ListenOverflows. It is
+ * reached two ways: tcp_check_req() for a request in the SYN queue, and
+ * tcp_get_cookie_sock() for an ACK that carries a syncookie (no request was
+ * kept: the SYN queue was full, or tcp_syncookies=2). On the tracepoint
+ * path, 6.15+ frees the first kind with the drop reason TCP_LISTEN_OVERFLOW
+ * (skb:kfree_skb, rx_sk = listener); the second is freed by
+ * cookie_v4_check()/cookie_v6_check() themselves (6.9+) with a reason that
+ * does not name the overflow (NO_SOCKET) and no rx_sk, so a drop from
+ * there is judged by this CPU's ListenOverflows against the SYN baseline,
+ * like a SYN. fentry/kprobe: *_syn_recv_sock() returning NULL with
+ * ListenOverflows moved, which covers both.
+ *
+ * Which listener: the one the kernel's lookup picks for the segment's
+ * destination (find_listener_for()), and within a SO_REUSEPORT group the
+ * member whose queue matches what the counters say (the kernel picks one by
+ * hash). fentry/kprobe get the listener as an argument.
  *
  * synack_retransmit: tcp:tcp_retransmit_synack, every version.
  */
@@ -35,6 +47,12 @@
  * there is the SYN that tcp_conn_request() just handled. */
 const volatile __u64 cfg_rsp_start = 0;
 const volatile __u64 cfg_rsp_end = 0;
+/* cookie_v4_check()'s and cookie_v6_check()'s: a kfree_skb() from there is
+ * an ACK with a syncookie that made no connection. */
+const volatile __u64 cfg_cookie4_start = 0;
+const volatile __u64 cfg_cookie4_end = 0;
+const volatile __u64 cfg_cookie6_start = 0;
+const volatile __u64 cfg_cookie6_end = 0;
 
 /* Indexes of the four counters in struct linux_mib, resolved by name from
  * the running kernel's BTF (the enum is anonymous, so not CO-RE-relocatable). */
@@ -60,6 +78,24 @@ struct {
 	__type(value, struct mibs);
 } mib_baseline SEC(".maps");
 
+/* SYNs whose outcome no counter baseline and no listener state told:
+ * reported in the summary, never silently left out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} syn_unjudged SEC(".maps");
+
+static __always_inline void count_unjudged(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&syn_unjudged, &zero);
+
+	if (n)
+		*n += 1;
+}
+
 /* fentry/kprobe: the counters at tcp_conn_request()'s entry on this CPU. */
 struct conn_req_entry {
 	struct mibs m;
@@ -80,13 +116,22 @@ struct {
 	__type(value, struct conn_req_entry);
 } conn_req_entries SEC(".maps");
 
-/* SYN-ACK retransmits seen per request (the kernel's num_retrans moved
- * from after to before the tracepoint over the versions: the larger wins). */
+/* SYN-ACK retransmits seen per request, exact for a request tcptrace saw
+ * from its first retransmit. The kernel's req->num_retrans stands in for
+ * older ones: the larger wins. It is incremented after the tracepoint
+ * (inet_rtx_syn_ack(), later tcp_rtx_synack()), so it can only be low by
+ * one, never high. A freed request's memory is soon another request's, so
+ * an entry holds the request's ISN too and starts over when it differs. */
+struct synack_count {
+	__u32 n;
+	__u32 isn;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct synack_count);
 } synack_counts SEC(".maps");
 
 /* This CPU's counters of net. tcp_sk is any TCP socket (for the anchor). */
@@ -190,10 +235,12 @@ static __always_inline void read_skb_addrs(struct sk_buff *skb, struct listen_sn
 
 /* Fill and send (aggregated per listener, event and reason) one listener
  * event. l may be NULL when the listener is not known. */
-static __always_inline void listen_event(__u32 type, __u32 reason, __u8 path, struct sock *l,
-					 struct sk_buff *skb, struct request_sock *req)
+static __always_inline void listen_event_nth(__u32 type, __u32 reason, __u8 path, struct sock *l,
+					     struct sk_buff *skb, struct request_sock *req, __u32 nth, __u8 cookie_ack)
 {
-	struct agg_key key = { .sk = (__u64)l, .type = type, .sub = reason };
+	/* A SYN-ACK retransmit's number is part of the key: requests that
+	 * retransmit together (a burst of clients) share a line per round. */
+	struct agg_key key = { .sk = (__u64)l, .type = type, .sub = reason | nth << 8 };
 	SCRATCH_EVENT(t);
 
 	if (l && !owner_wanted(l))
@@ -207,6 +254,7 @@ static __always_inline void listen_event(__u32 type, __u32 reason, __u8 path, st
 		return;
 	t->ev.path = path;
 	t->ev.l.reason = reason;
+	t->ev.l.cookie_ack = cookie_ack;
 	if (skb)
 		read_skb_addrs(skb, &t->ev.l);
 	if (l) {
@@ -218,17 +266,8 @@ static __always_inline void listen_event(__u32 type, __u32 reason, __u8 path, st
 	}
 	if (req) {
 		struct inet_request_sock *ireq = (struct inet_request_sock *)req;
-		__u64 rk = (__u64)req;
-		__u32 one = 1, *n = bpf_map_lookup_elem(&synack_counts, &rk);
-		__u32 seen = 1, kernel = BPF_CORE_READ(req, num_retrans);
 
-		if (n) {
-			/* One timer per request: no race on its count. */
-			*n += 1;
-			seen = *n;
-		} else
-			bpf_map_update_elem(&synack_counts, &rk, &one, BPF_ANY);
-		t->ev.l.retransmits = seen > kernel ? seen : kernel;
+		t->ev.l.retransmits = nth;
 		t->ev.l.req_acked = BPF_CORE_READ_BITFIELD_PROBED(ireq, acked);
 		t->ev.l.family = BPF_CORE_READ(req, __req_common.skc_family);
 		t->ev.l.lport = BPF_CORE_READ(req, __req_common.skc_num);
@@ -242,6 +281,67 @@ static __always_inline void listen_event(__u32 type, __u32 reason, __u8 path, st
 		}
 	}
 	agg_commit(&key, t, 0);
+}
+
+static __always_inline void listen_event(__u32 type, __u32 reason, __u8 path, struct sock *l,
+					 struct sk_buff *skb)
+{
+	listen_event_nth(type, reason, path, l, skb, NULL, 0, 0);
+}
+
+/* The listener the kernel picked for a segment, from its headers. */
+static __always_inline struct sock *skb_listener(struct net *net, struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 ver = 0, laddr[16] = {};
+	__u16 ports[2];
+
+	bpf_probe_read_kernel(&ver, 1, head + nh);
+	bpf_probe_read_kernel(ports, sizeof(ports), head + th);
+	if ((ver >> 4) == 6) {
+		bpf_probe_read_kernel(laddr, 16, head + nh + 24);
+		return find_listener_for(BPF_CORE_READ(net, ns.inum), AF_INET6, laddr, bpf_ntohs(ports[1]));
+	}
+	bpf_probe_read_kernel(laddr, 4, head + nh + 16);
+	return find_listener_for(BPF_CORE_READ(net, ns.inum), AF_INET, laddr, bpf_ntohs(ports[1]));
+}
+
+/* Does this listener's state show what the counters said happened? */
+static __always_inline bool member_matches(struct sock *m, __u32 reason)
+{
+	__u32 max = BPF_CORE_READ(m, sk_max_ack_backlog);
+
+	switch (reason) {
+	case LISTEN_ACCEPT_QUEUE_FULL:
+		return BPF_CORE_READ(m, sk_ack_backlog) > max;
+	case LISTEN_SYN_QUEUE_FULL:
+	case LISTEN_UNPROVEN_PEER:
+		/* inet_csk_reqsk_queue_is_full(): >= up to 6.12, > since. */
+		return BPF_CORE_READ((struct inet_connection_sock *)m, icsk_accept_queue.qlen.counter) >= (__s32)max;
+	}
+	return false;
+}
+
+/* In a SO_REUSEPORT group, the member whose queues match the outcome: the
+ * kernel hashed the segment to one of them, and an accepted SYN or ACK does
+ * not leave a full queue behind. Without a group, or when no member
+ * matches, the listener found. */
+static __always_inline struct sock *pick_member(struct sock *l, __u32 reason)
+{
+	struct sock *m;
+
+	if (!l || !BPF_CORE_READ(l, sk_reuseport_cb) || member_matches(l, reason))
+		return l;
+	for (__u32 i = 0; i < REUSEPORT_SCAN; i++) {
+		m = reuseport_member(l, i);
+		if (!m)
+			break;
+		if (member_matches(m, reason))
+			return m;
+	}
+	return l;
 }
 
 /* The last-quarter rule (tcp_conn_request(), syncookies off): a SYN from a
@@ -264,31 +364,77 @@ static __always_inline __u32 refine_other(struct sock *l, __u32 reason)
 	return reason;
 }
 
-/* Judged by the queues alone: the first SYN on a CPU and namespace. */
-static __always_inline __u32 syn_outcome_by_state(struct sock *l, __u32 *reason)
+/*
+ * Judged by the listener's state alone: the first SYN on a CPU and
+ * namespace, with no counters from before it. tcp_conn_request() decides in
+ * this order: a cookie if tcp_syncookies=2 or the SYN queue is full
+ * (dropped instead when cookies are off), then a drop if the accept queue is
+ * full. The state after the SYN tells most of it: a full accept queue was
+ * full before; with tcp_syncookies=2 every SYN gets a cookie; a SYN queue
+ * more than one over its limit was full before the SYN (inet_csk_reqsk_
+ * queue_is_full() is qlen >= limit up to 6.12, qlen > limit since, and an
+ * accepted SYN adds one). What is left, a SYN queue at its limit, could be
+ * the SYN's own request: such a SYN is not judged, and counted as such.
+ */
+static __always_inline __u32 syn_outcome_by_state(struct sock *l, struct net *net, __u32 *reason)
 {
 	__u32 backlog = BPF_CORE_READ(l, sk_ack_backlog);
 	__u32 max = BPF_CORE_READ(l, sk_max_ack_backlog);
+	__s32 qlen = BPF_CORE_READ((struct inet_connection_sock *)l, icsk_accept_queue.qlen.counter);
+	__u8 cookies = BPF_CORE_READ(net, ipv4.sysctl_tcp_syncookies);
 
+	if (!l)
+		return 0;
+	if (cookies == 2) {
+		*reason = LISTEN_SYNCOOKIES_ALWAYS;
+		if (backlog > max) {
+			*reason = LISTEN_ACCEPT_QUEUE_FULL;
+			return EVENT_SYN_DROP;
+		}
+		return EVENT_SYN_COOKIE;
+	}
+	if (qlen > (__s32)max + 1 && (!cookies || backlog <= max)) {
+		*reason = LISTEN_SYN_QUEUE_FULL;
+		return cookies ? EVENT_SYN_COOKIE : EVENT_SYN_DROP;
+	}
 	if (backlog > max) {
 		*reason = LISTEN_ACCEPT_QUEUE_FULL;
 		return EVENT_SYN_DROP;
 	}
+	if (qlen >= (__s32)max)
+		count_unjudged();
 	return 0;
 }
 
-/* now: the counters after the SYN; before: ahead of it, NULL if unknown. */
+/* now: the counters after the SYN; before: ahead of it, NULL if unknown.
+ * l: the listener found for the SYN (a SO_REUSEPORT group's member is
+ * picked here, once the outcome is known). */
 static __always_inline void on_syn_done(struct net *net, struct sock *l, struct sk_buff *skb,
 					const struct mibs *before, const struct mibs *now, __u8 path)
 {
 	__u32 reason = 0, type;
 
-	type = before ? syn_outcome(before, now, &reason) : syn_outcome_by_state(l, &reason);
+	type = before ? syn_outcome(before, now, &reason) : syn_outcome_by_state(l, net, &reason);
 	if (!type)
 		return;
 	if (type == EVENT_SYN_COOKIE && BPF_CORE_READ(net, ipv4.sysctl_tcp_syncookies) == 2)
 		reason = LISTEN_SYNCOOKIES_ALWAYS;
-	listen_event(type, refine_other(l, reason), path, l, skb, NULL);
+	if (path == PATH_TRACEPOINT)
+		l = pick_member(l, reason);
+	listen_event(type, refine_other(l, reason), path, l, skb);
+}
+
+/* This CPU's counters of net into now. The per-CPU offset is computed once
+ * per CPU from a TCP socket; after that none is needed, so the listener is
+ * looked up only when the counters moved. */
+static __always_inline bool read_mibs_skb(struct net *net, struct sk_buff *skb, struct mibs *now)
+{
+	struct sock *l;
+
+	if (read_mibs(net, NULL, now))
+		return true;
+	l = skb_listener(net, skb);
+	return l && read_mibs(net, l, now);
 }
 
 SEC("tp_btf/consume_skb")
@@ -296,30 +442,24 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb, void *location)
 {
 	struct mibs now, *base;
 	struct net *net;
-	struct sock *l;
-	__u16 ports[2];
 	__u64 key;
 
 	/* Every consumed skb on the host comes here: two compares and out. */
 	if ((__u64)location < cfg_rsp_start || (__u64)location >= cfg_rsp_end)
 		return 0;
 	net = skb_net(skb);
-	if (!net)
-		return 0;
-	bpf_probe_read_kernel(ports, sizeof(ports), skb->head + skb->transport_header);
-	l = find_listener(BPF_CORE_READ(net, ns.inum), bpf_ntohs(ports[1]));
-	if (!l || !read_mibs(net, l, &now))
+	if (!net || !read_mibs_skb(net, skb, &now))
 		return 0;
 	key = (__u64)net;
 	base = bpf_map_lookup_elem(&mib_baseline, &key);
 	if (!base) {
 		bpf_map_update_elem(&mib_baseline, &key, &now, BPF_ANY);
-		on_syn_done(net, l, skb, NULL, &now, PATH_TRACEPOINT);
+		on_syn_done(net, skb_listener(net, skb), skb, NULL, &now, PATH_TRACEPOINT);
 		return 0;
 	}
 	/* Any change at all is rare: most SYNs are accepted. */
 	if (base->drops != now.drops || base->cookies != now.cookies) {
-		on_syn_done(net, l, skb, base, &now, PATH_TRACEPOINT);
+		on_syn_done(net, skb_listener(net, skb), skb, base, &now, PATH_TRACEPOINT);
 		__builtin_memcpy(base, &now, sizeof(now));
 	}
 	return 0;
@@ -401,19 +541,57 @@ static __always_inline void rebase_mibs(struct sock *l)
 static __always_inline void on_listen_overflow(struct sock *l, struct sk_buff *skb, __u8 path)
 {
 	rebase_mibs(l);
-	listen_event(EVENT_LISTEN_OVERFLOW, LISTEN_ACCEPT_QUEUE_FULL, path, l, skb, NULL);
+	listen_event(EVENT_LISTEN_OVERFLOW, LISTEN_ACCEPT_QUEUE_FULL, path, l, skb);
+}
+
+/* An ACK with a syncookie that cookie_v4_check()/cookie_v6_check() dropped:
+ * an accept-queue overflow if this CPU's ListenOverflows moved since the
+ * last SYN or overflow seen here (the baseline the SYNs keep). */
+static __always_inline void on_cookie_ack_dropped(struct sk_buff *skb)
+{
+	struct net *net = skb_net(skb);
+	struct mibs now, *base;
+	struct sock *l;
+	bool overflow;
+	__u64 key;
+
+	if (!net || !read_mibs_skb(net, skb, &now))
+		return;
+	key = (__u64)net;
+	base = bpf_map_lookup_elem(&mib_baseline, &key);
+	l = skb_listener(net, skb);
+	if (base) {
+		overflow = now.overflows != base->overflows;
+		__builtin_memcpy(base, &now, sizeof(now));
+	} else {
+		/* No baseline on this CPU: the listener's queue decides. */
+		bpf_map_update_elem(&mib_baseline, &key, &now, BPF_ANY);
+		overflow = l && member_matches(l, LISTEN_ACCEPT_QUEUE_FULL);
+	}
+	if (overflow)
+		listen_event_nth(EVENT_LISTEN_OVERFLOW, LISTEN_ACCEPT_QUEUE_FULL, PATH_TRACEPOINT,
+				 pick_member(l, LISTEN_ACCEPT_QUEUE_FULL), skb, NULL, 0, 1);
+}
+
+static __always_inline bool in_cookie_check(__u64 loc)
+{
+	return (loc >= cfg_cookie4_start && loc < cfg_cookie4_end) ||
+	       (loc >= cfg_cookie6_start && loc < cfg_cookie6_end);
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 {
-	/* Every dropped skb comes here: one compare and out. The value is the
-	 * running kernel's, by name (the enum is renumbered between versions). */
-	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
+	/* Every dropped skb comes here: a compare or two and out. The value is
+	 * the running kernel's, by name (the enum is renumbered between
+	 * versions). */
+	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW)) {
+		if (rx_sk)
+			on_listen_overflow(rx_sk, skb, PATH_TRACEPOINT);
 		return 0;
-	if (!rx_sk)
-		return 0;
-	on_listen_overflow(rx_sk, skb, PATH_TRACEPOINT);
+	}
+	if (in_cookie_check((__u64)location))
+		on_cookie_ack_dropped(skb);
 	return 0;
 }
 
@@ -529,8 +707,19 @@ SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(tp_tcp_retransmit_synack, struct sock *sk, struct request_sock *req)
 {
 	__u8 acked = BPF_CORE_READ_BITFIELD_PROBED((struct inet_request_sock *)req, acked);
+	struct synack_count first = { .n = 1, .isn = BPF_CORE_READ((struct tcp_request_sock *)req, snt_isn) };
+	__u32 seen = 1, kernel = BPF_CORE_READ(req, num_retrans);
+	__u64 rk = (__u64)req;
+	struct synack_count *c = bpf_map_lookup_elem(&synack_counts, &rk);
 
-	listen_event(EVENT_SYNACK_RETRANSMIT, acked ? LISTEN_ACCEPT_QUEUE_FULL : LISTEN_NO_FINAL_ACK,
-		     PATH_TRACEPOINT, sk, NULL, req);
+	/* Counted on every retransmit, aggregated or not. One timer per
+	 * request: no race on its count. */
+	if (c && c->isn == first.isn) {
+		c->n += 1;
+		seen = c->n;
+	} else
+		bpf_map_update_elem(&synack_counts, &rk, &first, BPF_ANY);
+	listen_event_nth(EVENT_SYNACK_RETRANSMIT, acked ? LISTEN_ACCEPT_QUEUE_FULL : LISTEN_NO_FINAL_ACK,
+			 PATH_TRACEPOINT, sk, NULL, req, seen > kernel ? seen : kernel, 0);
 	return 0;
 }

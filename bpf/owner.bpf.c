@@ -10,8 +10,11 @@
  *            and, for sockets made before tcptrace started, by the iterator
  *            below from a socket-inode -> process table that user space
  *            builds out of /proc/<pid>/fd.
- * listeners: (netns, port) -> listening socket: a dropped SYN carries only
- *            addresses, and the listener's queues explain the drop.
+ * listeners: (netns, port, family, bound address) -> listening socket: a
+ *            dropped SYN carries only addresses, and the listener's queues
+ *            explain the drop. Keyed like the kernel's own lookup, because
+ *            one port often has several listeners: 0.0.0.0 and a v6only
+ *            [::] (nginx, Redis), or one address per interface.
  */
 #ifndef OWNER_BPF_C
 #define OWNER_BPF_C
@@ -28,7 +31,8 @@ struct owner {
 struct listener_key {
 	__u32 netns;
 	__u16 port;
-	__u16 _pad;
+	__u16 family;
+	__u8 addr[16]; /* IPv4 in the first 4 bytes; zero: the wildcard */
 };
 
 /* LRU lists per CPU (BPF_F_NO_COMMON_LRU): an insert at every connect()
@@ -61,12 +65,101 @@ static __always_inline __u32 sk_netns(struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
-static __always_inline struct sock *find_listener(__u32 netns, __u16 port)
+static __always_inline struct sock *listener_at(struct listener_key *k)
 {
-	struct listener_key k = { .netns = netns, .port = port };
-	__u64 *sk = bpf_map_lookup_elem(&listeners, &k);
+	__u64 *sk = bpf_map_lookup_elem(&listeners, k);
 
 	return sk ? (struct sock *)*sk : NULL;
+}
+
+/* Some listener on the port, for its owner: the IPv4 wildcard, else the
+ * IPv6 one. */
+static __always_inline struct sock *find_listener(__u32 netns, __u16 port)
+{
+	struct listener_key k = { .netns = netns, .port = port, .family = AF_INET };
+	struct sock *l = listener_at(&k);
+
+	if (l)
+		return l;
+	k.family = AF_INET6;
+	return listener_at(&k);
+}
+
+static __always_inline bool v6only(struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only);
+}
+
+/*
+ * The listener that takes a segment to laddr:port, in the kernel's order
+ * (__inet_lookup_listener, inet6_lookup_listener): a socket bound to the
+ * address before a wildcard one; for IPv4, an AF_INET socket before an
+ * AF_INET6 one that is not IPV6_V6ONLY (bound to :: or to the v4-mapped
+ * address). A SO_REUSEPORT group is found through any member
+ * (pick_reuseport_member() below).
+ */
+static __always_inline struct sock *find_listener_for(__u32 netns, __u16 family, const __u8 *laddr, __u16 port)
+{
+	struct listener_key k = { .netns = netns, .port = port, .family = family };
+	struct sock *l;
+
+	if (family == AF_INET6) {
+		__builtin_memcpy(k.addr, laddr, 16);
+		l = listener_at(&k);
+		if (l)
+			return l;
+		__builtin_memset(k.addr, 0, 16);
+		return listener_at(&k);
+	}
+	__builtin_memcpy(k.addr, laddr, 4);
+	l = listener_at(&k);
+	if (l)
+		return l;
+	__builtin_memset(k.addr, 0, 4);
+	l = listener_at(&k);
+	if (l)
+		return l;
+	k.family = AF_INET6;
+	k.addr[10] = 0xff;
+	k.addr[11] = 0xff;
+	__builtin_memcpy(&k.addr[12], laddr, 4);
+	l = listener_at(&k);
+	if (!l) {
+		__builtin_memset(k.addr, 0, 16);
+		l = listener_at(&k);
+	}
+	return l && !v6only(l) ? l : NULL;
+}
+
+/* Members of a SO_REUSEPORT group looked at, at most: the kernel picks one
+ * per connection by hash, and the caller looks for the one whose state
+ * matches what the counters say happened. */
+#define REUSEPORT_SCAN 16
+
+/* Member i of sk's SO_REUSEPORT group, or NULL past the end (or no group). */
+static __always_inline struct sock *reuseport_member(struct sock *sk, __u32 i)
+{
+	struct sock_reuseport *reuse = BPF_CORE_READ(sk, sk_reuseport_cb);
+	struct sock *m = NULL;
+
+	if (!reuse || i >= BPF_CORE_READ(reuse, num_socks))
+		return NULL;
+	bpf_probe_read_kernel(&m, sizeof(m), (void *)reuse + bpf_core_field_offset(struct sock_reuseport, socks) +
+						     i * sizeof(m));
+	return m;
+}
+
+/* The key a listening socket is found by. */
+static __always_inline void listener_key_of(struct sock *sk, struct listener_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = sk_netns(sk);
+	k->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (k->family == AF_INET6)
+		BPF_CORE_READ_INTO(&k->addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	else
+		BPF_CORE_READ_INTO((__u32 *)k->addr, sk, __sk_common.skc_rcv_saddr);
 }
 
 /* The owner of sk into the event's pid and comm; false if unknown. */
@@ -141,7 +234,7 @@ static __always_inline void owner_set_state(struct sock *sk, int oldstate, int n
 		return;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
-	lk = (struct listener_key){ .netns = sk_netns(sk), .port = sk->__sk_common.skc_num };
+	listener_key_of(sk, &lk);
 	if (newstate == TCP_LISTEN) {
 		set_owner_current(sk);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
@@ -159,8 +252,24 @@ static __always_inline void owner_set_state(struct sock *sk, int oldstate, int n
 		return;
 	}
 	cur = bpf_map_lookup_elem(&listeners, &lk);
-	if (cur && *cur == key)
-		bpf_map_delete_elem(&listeners, &lk);
+	if (cur && *cur == key) {
+		/* The group's other members stay behind the same key: the
+		 * trace fires before the kernel unhashes the socket, so the
+		 * group still lists them. */
+		struct sock *m = NULL;
+
+		for (__u32 i = 0; i < REUSEPORT_SCAN; i++) {
+			m = reuseport_member(sk, i);
+			if (!m || m != sk)
+				break;
+		}
+		if (m && m != sk) {
+			__u64 other = (__u64)m;
+
+			bpf_map_update_elem(&listeners, &lk, &other, BPF_ANY);
+		} else
+			bpf_map_delete_elem(&listeners, &lk);
+	}
 	bpf_map_delete_elem(&owners, &key);
 }
 
@@ -191,8 +300,9 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	if (o)
 		bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST);
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
-		struct listener_key lk = { .netns = sk_netns(sk), .port = BPF_CORE_READ(sk, __sk_common.skc_num) };
+		struct listener_key lk;
 
+		listener_key_of(sk, &lk);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_NOEXIST);
 	}
 	return 0;

@@ -141,6 +141,8 @@ struct listen_snapshot {
 	__u32 max_syn_backlog;   /* net.ipv4.tcp_max_syn_backlog */
 	__u32 somaxconn;         /* net.core.somaxconn */
 	__u32 drops;             /* sk_drops of the listener */
+	__u8 cookie_ack;         /* listen_overflow: the ACK carried a syncookie (no request existed) */
+	__u8 _pad[3];
 };
 
 /*

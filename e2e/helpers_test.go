@@ -42,6 +42,8 @@ func helper(mode string, d time.Duration) error {
 	switch mode {
 	case "server":
 		return listenServer()
+	case "listeners":
+		return listenServers()
 	case "churn":
 		return churn(d)
 	case "clients":

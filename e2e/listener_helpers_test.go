@@ -50,6 +50,71 @@ func listenServer() error {
 	return nil
 }
 
+// Layouts of several listeners on one port, as real servers run them.
+const helperLayoutEnv = "TCPTRACE_E2E_LAYOUT"
+
+// listenServers listens on one port with two sockets and never accepts:
+// "dualstack": 0.0.0.0 (backlog $TCPTRACE_E2E_BACKLOG) and [::] with
+// IPV6_V6ONLY (backlog 8), as nginx and Redis do by default; "reuseport":
+// two SO_REUSEPORT sockets on 127.0.0.1, the first with the backlog, the
+// second with 8. It prints both sockets' inodes, the first as ino.
+func listenServers() error {
+	layout := os.Getenv(helperLayoutEnv)
+	first, second := unix.AF_INET, unix.AF_INET6
+	if layout == "reuseport" {
+		second = unix.AF_INET
+	} else if layout != "dualstack" {
+		return fmt.Errorf("unknown layout %q", layout)
+	}
+	var fds []int
+	port := 0
+	for i, family := range []int{first, second} {
+		fd, err := unix.Socket(family, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		var sa unix.Sockaddr = &unix.SockaddrInet4{Port: port}
+		switch {
+		case family == unix.AF_INET6:
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+				return err
+			}
+			sa = &unix.SockaddrInet6{Port: port}
+		case layout == "reuseport":
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+				return err
+			}
+			sa = &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			return err
+		}
+		backlog := 8
+		if i == 0 {
+			backlog = envInt(helperBacklogEnv)
+		}
+		if err := unix.Listen(fd, backlog); err != nil {
+			return err
+		}
+		if port == 0 {
+			if port, err = localPort(fd); err != nil {
+				return err
+			}
+		}
+		fds = append(fds, fd)
+	}
+	var st [2]unix.Stat_t
+	for i, fd := range fds {
+		if err := unix.Fstat(fd, &st[i]); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("READY pid=%d lport=0 port=%d ino=%d ino2=%d\n", os.Getpid(), port, st[0].Ino, st[1].Ino)
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	fmt.Printf("RESULT done=1\n")
+	return nil
+}
+
 // connectClients opens the connections without waiting for each, reports
 // which completed their handshake ("CONNECTED ports=... established=N"),
 // then on "SEND" writes a request on each connected one, waits the given
@@ -122,6 +187,19 @@ func joinInts(v []int) string {
 func startServer(t testing.TB, ns *netns, backlog int) *helperProc {
 	t.Helper()
 	return startHelper(t, ns, "server", 0, helperBacklogEnv+"="+strconv.Itoa(backlog))
+}
+
+// startServers starts a "listeners" helper with this layout in ns; the
+// first listener has this backlog. It returns the helper and both inodes.
+func startServers(t testing.TB, ns *netns, layout string, backlog int) (*helperProc, uint64, uint64) {
+	t.Helper()
+	h := startHelperNoReady(t, ns, "listeners", 0, helperBacklogEnv+"="+strconv.Itoa(backlog), helperLayoutEnv+"="+layout)
+	kv := h.line("READY")
+	h.PID, _ = strconv.Atoi(kv["pid"])
+	h.Port, _ = strconv.Atoi(kv["port"])
+	ino, _ := strconv.ParseUint(kv["ino"], 10, 64)
+	ino2, _ := strconv.ParseUint(kv["ino2"], 10, 64)
+	return h, ino, ino2
 }
 
 // clientsProc is a running "clients" helper.

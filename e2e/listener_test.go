@@ -244,18 +244,23 @@ func TestSynQueueFull(t *testing.T) {
 	}
 }
 
-// A client whose final ACK never arrives (every non-SYN segment to the
-// server dropped): the server retransmits its SYN-ACK from the request's
-// timer, 1 s, then 2 s later. Counted against TCPSynRetrans (no client SYN
-// is retransmitted here: each is answered).
+// Clients whose final ACK never arrives (every non-SYN segment to the
+// server dropped): the server retransmits each SYN-ACK from the request's
+// timer, 1, 3 and 7 s after the first with tcp_synack_retries=3. Every
+// line's number is the retransmit's own, 1, 2, 3: the requests that
+// retransmit together share a line per round, so each round's counts add up
+// to the number of clients. Counted against TCPSynRetrans (no client SYN is
+// retransmitted here: each is answered).
 func TestSynackRetransmit(t *testing.T) {
 	requireEvents(t, "synack_retransmit")
+	const clients, retries = 4, 3
 	ns := newNetns(t)
+	ns.sysctl("net.ipv4.tcp_synack_retries", strconv.Itoa(retries))
 	srv := startServer(t, ns, 16)
 	ns.dropNonSYNTo(srv.Port)
 	tr := startTracer(t, "-e", "synack_retransmit", "--interval", "500ms")
 	before := ns.netstat()
-	cl := startClients(t, ns, srv.Port, 1, 3500*time.Millisecond)
+	cl := startClients(t, ns, srv.Port, clients, 8*time.Second)
 	cl.send()
 	delta := counterDelta(before, ns.netstat(), listenCounters...)
 	if err := tr.stop(syscall.SIGINT); err != nil {
@@ -265,16 +270,132 @@ func TestSynackRetransmit(t *testing.T) {
 	if len(rtx) == 0 {
 		t.Fatalf("no synack_retransmit; counters %v; stderr:\n%s", delta, tr.stderrText())
 	}
+	perRound := map[int]uint64{}
 	for _, e := range rtx {
 		if e.Reason != "no_final_ack" || e.LPort != srv.Port || !cl.ports[e.RPort] {
 			t.Errorf("unexpected synack_retransmit: %s", dump([]event{e}))
 		}
+		perRound[int(e.Details["synack_retransmits"].(float64))] += e.Count
 	}
-	if last := rtx[len(rtx)-1]; last.Details["synack_retransmits"].(float64) < 2 {
-		t.Errorf("the request's retransmit count did not grow: %v", last.Details)
+	for n := 1; n <= retries; n++ {
+		if perRound[n] != clients {
+			t.Errorf("retransmit %d: tcptrace counted %d, want one per client (%d); by number: %v", n, perRound[n], clients, perRound)
+		}
 	}
-	if got := sumCounts(rtx); got != delta["TCPSynRetrans"] {
-		t.Errorf("TCPSynRetrans moved by %d; tcptrace: %d synack_retransmit", delta["TCPSynRetrans"], got)
+	if len(perRound) != retries {
+		t.Errorf("retransmit numbers %v, want 1..%d", perRound, retries)
+	}
+	if got := sumCounts(rtx); got != delta["TCPSynRetrans"] || got != clients*retries {
+		t.Errorf("TCPSynRetrans moved by %d (want %d); tcptrace: %d synack_retransmit", delta["TCPSynRetrans"], clients*retries, got)
 	}
 	t.Logf("counters %v:\n%s", delta, dump(rtx))
+}
+
+// An accept-queue overflow on the syncookie path: with tcp_syncookies=2
+// every SYN gets a cookie and no request is kept, so the final ACK is
+// checked by cookie_v4_check(), which asks for the child and finds the
+// accept queue (backlog 1, full at 2) full. The handshakes' final ACKs are
+// dropped while 4 clients connect; then the rule goes and the clients send
+// a request: each data segment is a cookie ACK, two make connections, the
+// others overflow, again on every retransmit. ListenOverflows must equal
+// syn_drop[accept_queue_full] + listen_overflow.
+func TestListenOverflowSyncookieACK(t *testing.T) {
+	requireEvents(t, "listen_overflow", "syn_cookie")
+	ns := newNetns(t)
+	ns.sysctl("net.ipv4.tcp_syncookies", "2")
+	srv := startServer(t, ns, 1)
+	tr := startTracer(t, listenerEvents...)
+	before := ns.netstat()
+	ns.dropNonSYNTo(srv.Port)
+	cl := startClients(t, ns, srv.Port, 4, 2500*time.Millisecond)
+	ns.run("nft", "delete", "table", "ip", "tcptrace_e2e")
+	res := cl.send()
+	delta := counterDelta(before, ns.netstat(), listenCounters...)
+	if err := tr.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+	}
+	if delta["ListenOverflows"] == 0 {
+		t.Fatalf("the reproduction made no overflow: counters %v, clients %v", delta, res)
+	}
+	over := tr.eventsFor("listen_overflow", srv.PID)
+	if len(over) == 0 {
+		t.Fatalf("no listen_overflow; counters %v; stderr:\n%s", delta, tr.stderrText())
+	}
+	for _, e := range over {
+		if e.Reason != "accept_queue_full" || e.LPort != srv.Port || !cl.ports[e.RPort] || e.Details["syncookie_ack"] != true {
+			t.Errorf("unexpected listen_overflow: %s %v", dump([]event{e}), e.Details)
+		}
+		if want := "carried a syncookie"; !strings.Contains(e.Explanation, want) {
+			t.Errorf("explanation lacks %q: %s", want, e.Explanation)
+		}
+	}
+	checkListenCounters(t, tr, srv.PID, delta)
+	t.Logf("clients %v, counters %v:\n%s", res, delta, dump(over))
+}
+
+// Two listeners on one port, the way real servers run: the queue numbers
+// of a drop must be those of the socket that dropped the SYN (the one the
+// kernel's lookup picked), never a neighbour's, so that "the accept queue
+// is full" comes with a full queue beside it.
+//   - dualstack: 0.0.0.0 (backlog 2) and a v6only [::] (backlog 8): IPv4
+//     clients reach only the first. The server starts after tcptrace (its
+//     listeners are learnt at listen()).
+//   - reuseport: two SO_REUSEPORT sockets on 127.0.0.1 (backlogs 1 and 8):
+//     the kernel hashes each client to one of them. The server starts
+//     before tcptrace (its listeners are learnt from the socket iterator).
+func TestSynDropSharedPort(t *testing.T) {
+	requireEvents(t, "syn_drop")
+	for _, tc := range []struct {
+		layout   string
+		backlog  int
+		clients  int
+		tracerUp bool // tcptrace starts before the server
+	}{
+		{"dualstack", 2, 6, true},
+		{"reuseport", 1, 20, false},
+	} {
+		t.Run(tc.layout, func(t *testing.T) {
+			ns := newNetns(t)
+			var tr *tracerRun
+			if tc.tracerUp {
+				tr = startTracer(t, listenerEvents...)
+			}
+			srv, ino, ino2 := startServers(t, ns, tc.layout, tc.backlog)
+			if !tc.tracerUp {
+				tr = startTracer(t, listenerEvents...)
+			}
+			before := ns.netstat()
+			cl := startClients(t, ns, srv.Port, tc.clients, 0)
+			cl.send()
+			delta := counterDelta(before, ns.netstat(), listenCounters...)
+			if err := tr.stop(syscall.SIGINT); err != nil {
+				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+			}
+			drops := tr.eventsFor("syn_drop", srv.PID)
+			if len(drops) == 0 {
+				t.Fatalf("no syn_drop; counters %v; stderr:\n%s", delta, tr.stderrText())
+			}
+			limit := map[uint64]float64{ino: float64(tc.backlog), ino2: 8}
+			fromFirst := false
+			for _, e := range drops {
+				got := uint64(e.Details["listener_inode"].(float64))
+				max, known := limit[got]
+				switch {
+				case e.Reason != "accept_queue_full" || e.LPort != srv.Port || !cl.ports[e.RPort]:
+					t.Errorf("unexpected syn_drop: %s", dump([]event{e}))
+				case !known || (tc.layout == "dualstack" && got != ino):
+					t.Errorf("syn_drop names listener inode %d; the IPv4 listener is %d, the other %d: %s", got, ino, ino2, dump([]event{e}))
+				case e.Details["accept_queue_max"] != max || e.Details["accept_queue"].(float64) <= max:
+					t.Errorf("syn_drop of inode %d says accept queue %v of %v, want a full queue of %v: %s",
+						got, e.Details["accept_queue"], e.Details["accept_queue_max"], max, dump([]event{e}))
+				}
+				fromFirst = fromFirst || got == ino
+			}
+			if !fromFirst {
+				t.Errorf("no syn_drop names the small listener (inode %d):\n%s", ino, dump(drops))
+			}
+			checkListenCounters(t, tr, srv.PID, delta)
+			t.Logf("listeners %d %d, counters %v:\n%s", ino, ino2, delta, dump(drops))
+		})
+	}
 }

@@ -21,11 +21,11 @@ type kallsyms struct {
 }
 
 // kallsymsNames is every symbol tcptrace looks up: one pass finds them all.
-var kallsymsNames = []string{"runqueues", "tcp_delack_timer", "tcp_rcv_state_process", "tw_timer_handler"}
+var kallsymsNames = []string{"runqueues", "tcp_delack_timer", "tcp_rcv_state_process", "tw_timer_handler", "cookie_v4_check", "cookie_v6_check"}
 
 // kallsymsRanged are the functions whose end tcptrace needs: a tracepoint's
 // caller address is matched against [start, end).
-var kallsymsRanged = []string{"tcp_rcv_state_process"}
+var kallsymsRanged = []string{"tcp_rcv_state_process", "cookie_v4_check", "cookie_v6_check"}
 
 var (
 	ksymsOnce sync.Once

@@ -13,13 +13,17 @@ import (
 // the kernel's BTF holds by name.
 type kernelFacts struct {
 	rspStart, rspEnd uint64 // tcp_rcv_state_process's text
-	mib              map[string]uint32
-	pcpuRunqueues    uint64 // offsets in the per-CPU section (BTF .data..percpu)
-	pcpuFwAlloc      uint64
-	listenOverflow   bool   // SKB_DROP_REASON_TCP_LISTEN_OVERFLOW exists (6.15+)
-	synRecvNargs     uint32 // arguments of tcp_v4_syn_recv_sock (6, or 7 with opt_child_init)
-	consumeLocation  bool   // skb:consume_skb passes the caller's address (6.3+)
-	delackTimer      uint64 // tcp_delack_timer(), the delayed-ACK timer's callback (static)
+	// cookie_v4_check's and cookie_v6_check's text (zero: not in
+	// /proc/kallsyms: no CONFIG_SYN_COOKIES, or IPv6 built as a module).
+	cookie4Start, cookie4End uint64
+	cookie6Start, cookie6End uint64
+	mib                      map[string]uint32
+	pcpuRunqueues            uint64 // offsets in the per-CPU section (BTF .data..percpu)
+	pcpuFwAlloc              uint64
+	listenOverflow           bool   // SKB_DROP_REASON_TCP_LISTEN_OVERFLOW exists (6.15+)
+	synRecvNargs             uint32 // arguments of tcp_v4_syn_recv_sock (6, or 7 with opt_child_init)
+	consumeLocation          bool   // skb:consume_skb passes the caller's address (6.3+)
+	delackTimer              uint64 // tcp_delack_timer(), the delayed-ACK timer's callback (static)
 	// err says why the counters cannot be read per CPU; the SYN detector
 	// is unavailable on its counter-based paths then.
 	err error
@@ -93,6 +97,8 @@ func readKernelFacts(kernelBTF *btf.Cache) *kernelFacts {
 	// A static function: not in BTF's reach for tp_btf programs, but
 	// /proc/kallsyms lists it, and a timer's ->function holds this address.
 	f.delackTimer = ksyms.addr["tcp_delack_timer"]
+	f.cookie4Start, f.cookie4End, _ = ksyms.funcRange("cookie_v4_check")
+	f.cookie6Start, f.cookie6End, _ = ksyms.funcRange("cookie_v6_check")
 	f.rspStart, f.rspEnd, err = ksyms.funcRange("tcp_rcv_state_process")
 	if err != nil {
 		f.err = err
@@ -136,6 +142,10 @@ func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
 	vars := map[string]any{
 		"cfg_rsp_start":         f.rspStart,
 		"cfg_rsp_end":           f.rspEnd,
+		"cfg_cookie4_start":     f.cookie4Start,
+		"cfg_cookie4_end":       f.cookie4End,
+		"cfg_cookie6_start":     f.cookie6Start,
+		"cfg_cookie6_end":       f.cookie6End,
 		"mib_listen_overflows":  f.mib["LINUX_MIB_LISTENOVERFLOWS"],
 		"mib_listen_drops":      f.mib["LINUX_MIB_LISTENDROPS"],
 		"mib_reqq_full_drop":    f.mib["LINUX_MIB_TCPREQQFULLDROP"],

@@ -2,9 +2,11 @@ package tracer
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,6 +24,7 @@ type ListenerState struct {
 	Drops           uint32
 	Retransmits     uint32 // synack_retransmit: of this request
 	FinalACKDropped bool   // synack_retransmit: the final ACK came, the accept queue was full
+	CookieACK       bool   // listen_overflow: the ACK carried a syncookie; no request was kept
 	OwnerKnown      bool
 }
 
@@ -45,6 +48,7 @@ func newListenerState(r *tcptraceListenSnapshot) ListenerState {
 		Drops:           r.Drops,
 		Retransmits:     r.Retransmits,
 		FinalACKDropped: r.ReqAcked != 0,
+		CookieACK:       r.CookieAck != 0,
 		OwnerKnown:      r.OwnerKnown != 0,
 	}
 }
@@ -86,9 +90,12 @@ func listenerDetails(l *ListenerState, r *tcptraceEvent) map[string]any {
 	} {
 		d[k] = v
 	}
-	if EventType(r.Type) == SynackRetransmit {
+	switch EventType(r.Type) {
+	case SynackRetransmit:
 		d["synack_retransmits"] = l.Retransmits
 		d["final_ack_dropped"] = l.FinalACKDropped
+	case ListenOverflow:
+		d["syncookie_ack"] = l.CookieACK
 	}
 	return d
 }
@@ -153,6 +160,15 @@ func explainListener(t EventType, r Reason, l *ListenerState, client netip.AddrP
 		if l.Found {
 			fmt.Fprintf(&b, " (%s)", q())
 		}
+		if l.CookieACK {
+			// tcp_get_cookie_sock(): no request, so no SYN-ACK timer,
+			// and tcp_abort_on_overflow is only read by tcp_check_req().
+			b.WriteString("; the ACK carried a syncookie (the SYN queue had overflowed), so the server kept no request: it sends no reset and no SYN-ACK retransmit, and the client, which believes it is connected, retransmits its data until a retransmit finds room in the accept queue or its retries run out")
+			if l.Found {
+				b.WriteString("; " + l.acceptQueueFix())
+			}
+			break
+		}
 		if l.AbortOnOverflow != 0 {
 			b.WriteString("; net.ipv4.tcp_abort_on_overflow=1, so the client gets a reset (ECONNRESET on its first read or write)")
 		} else {
@@ -162,7 +178,11 @@ func explainListener(t EventType, r Reason, l *ListenerState, client netip.AddrP
 			b.WriteString("; " + l.acceptQueueFix())
 		}
 	case SynackRetransmit:
-		fmt.Fprintf(&b, "SYN-ACK to %s retransmitted (%s to this client's request)", from, plural(int(l.Retransmits), "retransmit"))
+		if count > 1 {
+			fmt.Fprintf(&b, "SYN-ACK to %s retransmitted (retransmit %d of each of these requests)", from, l.Retransmits)
+		} else {
+			fmt.Fprintf(&b, "SYN-ACK to %s retransmitted (%s to this client's request)", from, plural(int(l.Retransmits), "retransmit"))
+		}
 		if r == ReasonAcceptQueueFull {
 			fmt.Fprintf(&b, ": the client's final ACK came but was dropped because the accept queue was full (%s); %s", q(), l.acceptQueueFix())
 		} else {
@@ -171,4 +191,27 @@ func explainListener(t EventType, r Reason, l *ListenerState, client netip.AddrP
 	}
 	b.WriteString(".")
 	return b.String()
+}
+
+// sumPerCPU reads key 0 of a per-CPU array of counters, summed; 0 when the
+// map is absent or unreadable.
+func sumPerCPU(m *ebpf.Map) uint64 {
+	var per []uint64
+	if m == nil || m.Lookup(uint32(0), &per) != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n
+}
+
+// WriteUnjudgedSYNs reports SYNs whose outcome tcptrace could not tell
+// (Tracer.UnjudgedSYNs), when there were any.
+func WriteUnjudgedSYNs(w io.Writer, n uint64) {
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  SYNs not judged: %d: the first SYN a CPU handled in a network namespace has no counter baseline, and the listener's SYN queue at its limit could not tell a cookie or drop from the SYN's own request; syn_drop and syn_cookie may be short by up to this many\n", n)
 }

@@ -55,30 +55,49 @@ func TestExplainListener(t *testing.T) {
 	noCookies.Syncookies = 0
 	rtx := base
 	rtx.Retransmits = 2
+	cookieACK := base
+	cookieACK.CookieACK = true
+	cookieACKAbort := abort
+	cookieACKAbort.CookieACK = true
 	tests := []struct {
-		name string
-		typ  EventType
-		r    Reason
-		l    ListenerState
-		want []string
+		name  string
+		typ   EventType
+		r     Reason
+		l     ListenerState
+		count uint64
+		want  []string
+		not   []string
 	}{
-		{"capped by somaxconn", SynDrop, ReasonAcceptQueueFull, base, []string{"net.core.somaxconn, which caps the listen() backlog", "and net.core.somaxconn (which caps it)"}},
-		{"overflow, client thinks it is connected", ListenOverflow, ReasonAcceptQueueFull, base, []string{"final ACK from 192.0.2.1:40000 dropped", "tcp_abort_on_overflow=0 the client believes it is connected"}},
-		{"overflow with abort", ListenOverflow, ReasonAcceptQueueFull, abort, []string{"tcp_abort_on_overflow=1", "gets a reset"}},
-		{"syn queue full", SynDrop, ReasonSynQueueFull, noCookies, []string{"SYN queue is full (10 requests waiting for their final ACK, limit 4096", "tcp_syncookies=0", "set net.ipv4.tcp_syncookies=1"}},
-		{"unproven peer", SynDrop, ReasonUnprovenPeer, noCookies, []string{"last quarter of net.ipv4.tcp_max_syn_backlog (8)", "10 requests are queued"}},
-		{"cookie", SynCookie, ReasonSynQueueFull, base, []string{"answered with a syncookie", "SYN queue is full"}},
-		{"cookies always", SynCookie, ReasonSyncookiesAlways, base, []string{"tcp_syncookies=2"}},
-		{"synack, ACK missing", SynackRetransmit, ReasonNoFinalACK, rtx, []string{"2 retransmits", "has not arrived"}},
-		{"synack, ACK dropped", SynackRetransmit, ReasonAcceptQueueFull, rtx, []string{"came but was dropped because the accept queue was full"}},
-		{"listener unknown", SynDrop, ReasonOther, ListenerState{}, []string{"listener not known to tcptrace"}},
+		{"capped by somaxconn", SynDrop, ReasonAcceptQueueFull, base, 1, []string{"net.core.somaxconn, which caps the listen() backlog", "and net.core.somaxconn (which caps it)"}, nil},
+		{"overflow, client thinks it is connected", ListenOverflow, ReasonAcceptQueueFull, base, 1, []string{"final ACK from 192.0.2.1:40000 dropped", "tcp_abort_on_overflow=0 the client believes it is connected"}, nil},
+		{"overflow with abort", ListenOverflow, ReasonAcceptQueueFull, abort, 1, []string{"tcp_abort_on_overflow=1", "gets a reset"}, nil},
+		{"syn queue full", SynDrop, ReasonSynQueueFull, noCookies, 1, []string{"SYN queue is full (10 requests waiting for their final ACK, limit 4096", "tcp_syncookies=0", "set net.ipv4.tcp_syncookies=1"}, nil},
+		{"unproven peer", SynDrop, ReasonUnprovenPeer, noCookies, 1, []string{"last quarter of net.ipv4.tcp_max_syn_backlog (8)", "10 requests are queued"}, nil},
+		{"cookie", SynCookie, ReasonSynQueueFull, base, 1, []string{"answered with a syncookie", "SYN queue is full"}, nil},
+		{"cookies always", SynCookie, ReasonSyncookiesAlways, base, 1, []string{"tcp_syncookies=2"}, nil},
+		{"synack, ACK missing", SynackRetransmit, ReasonNoFinalACK, rtx, 1, []string{"2 retransmits", "has not arrived"}, nil},
+		{"synack, ACK dropped", SynackRetransmit, ReasonAcceptQueueFull, rtx, 1, []string{"came but was dropped because the accept queue was full"}, nil},
+		{"listener unknown", SynDrop, ReasonOther, ListenerState{}, 1, []string{"listener not known to tcptrace"}, nil},
+		// A cookie ACK has no request: no SYN-ACK retransmit, and
+		// tcp_abort_on_overflow (read by tcp_check_req() only) sends no reset.
+		{"overflow of a cookie ACK", ListenOverflow, ReasonAcceptQueueFull, cookieACK, 1,
+			[]string{"carried a syncookie", "no SYN-ACK retransmit", "accept queue 4097 of 4096"}, []string{"server retransmits its SYN-ACK"}},
+		{"overflow of a cookie ACK, abort set", ListenOverflow, ReasonAcceptQueueFull, cookieACKAbort, 1,
+			[]string{"sends no reset"}, []string{"gets a reset"}},
+		{"synack, a round of several requests", SynackRetransmit, ReasonNoFinalACK, rtx, 4,
+			[]string{"192.0.2.1:40000 and 3 more", "retransmit 2 of each of these requests"}, []string{"this client's request"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := explainListener(tt.typ, tt.r, &tt.l, client, 1)
+			got := explainListener(tt.typ, tt.r, &tt.l, client, tt.count)
 			for _, w := range tt.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(got, w) {
+					t.Errorf("says %q:\n%s", w, got)
 				}
 			}
 			if !strings.HasSuffix(got, ".") {

@@ -69,9 +69,19 @@ func needCounters(f *kernelFacts) error {
 	return nil
 }
 
-func needListenOverflowReason(f *kernelFacts) error {
+// needListenOverflowTracepoint: the drop reason names the overflows of
+// requests in the SYN queue; those of ACKs carrying a syncookie are told by
+// the counters, from drops in cookie_v4_check()/cookie_v6_check(), whose
+// text must be known when the kernel has them (no cookie path otherwise).
+func needListenOverflowTracepoint(f *kernelFacts) error {
 	if !f.listenOverflow {
 		return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (added in 6.15)")
+	}
+	if err := needCounters(f); err != nil {
+		return err
+	}
+	if f.cookie4Start == 0 {
+		return errors.New("cookie_v4_check not found in /proc/kallsyms: overflows of ACKs carrying a syncookie would not be seen")
 	}
 	return nil
 }
@@ -165,9 +175,9 @@ var detectors = []detector{
 	{
 		events: []EventType{ListenOverflow},
 		paths: []pathSpec{
-			{PathTracepoint, "tp_btf/kfree_skb, reason TCP_LISTEN_OVERFLOW (6.15+)", []progAttach{
+			{PathTracepoint, "tp_btf/kfree_skb: reason TCP_LISTEN_OVERFLOW (6.15+), and drops in cookie_v4_check/cookie_v6_check told by per-CPU SNMP counters", []progAttach{
 				{prog: "tp_kfree_skb", kind: attachTracing},
-			}, needListenOverflowReason, 0},
+			}, needListenOverflowTracepoint, 0},
 			{PathFentry, "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", []progAttach{
 				{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
 				{prog: "fexit_tcp_v4_syn_recv_sock", kind: attachTracing},

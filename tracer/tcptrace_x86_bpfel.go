@@ -223,13 +223,17 @@ type tcptraceListenSnapshot struct {
 	MaxSynBacklog   uint32
 	Somaxconn       uint32
 	Drops           uint32
+	CookieAck       uint8
+	Pad             [3]uint8
+	_               [4]byte
 }
 
 type tcptraceListenerKey struct {
-	_     structs.HostLayout
-	Netns uint32
-	Port  uint16
-	Pad   uint16
+	_      structs.HostLayout
+	Netns  uint32
+	Port   uint16
+	Family uint16
+	Addr   [16]uint8
 }
 
 type tcptraceMibs struct {
@@ -298,6 +302,12 @@ const (
 	tcptraceSharedHookHOOK_TIMEWAIT    tcptraceSharedHook = 64
 	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
 )
+
+type tcptraceSynackCount struct {
+	_   structs.HostLayout
+	N   uint32
+	Isn uint32
+}
 
 type tcptraceTcpSnapshot struct {
 	_            structs.HostLayout
@@ -374,6 +384,7 @@ const (
 	tcptraceMapScratch                         = "scratch"
 	tcptraceMapSendmsgSk                       = "sendmsg_sk"
 	tcptraceMapSnapScratch                     = "snap_scratch"
+	tcptraceMapSynUnjudged                     = "syn_unjudged"
 	tcptraceMapSynackCounts                    = "synack_counts"
 	tcptraceMapTwArmed                         = "tw_armed"
 	tcptraceMapWaitStarts                      = "wait_starts"
@@ -445,6 +456,10 @@ const (
 	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
 	tcptraceVarBtfAnchorSharedHook             = "btf_anchor_shared_hook"
+	tcptraceVarCfgCookie4End                   = "cfg_cookie4_end"
+	tcptraceVarCfgCookie4Start                 = "cfg_cookie4_start"
+	tcptraceVarCfgCookie6End                   = "cfg_cookie6_end"
+	tcptraceVarCfgCookie6Start                 = "cfg_cookie6_start"
 	tcptraceVarCfgDelackFn                     = "cfg_delack_fn"
 	tcptraceVarCfgEmitDelack                   = "cfg_emit_delack"
 	tcptraceVarCfgEmitNagle                    = "cfg_emit_nagle"
@@ -600,6 +615,7 @@ type tcptraceMapSpecs struct {
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
+	SynUnjudged    *ebpf.MapSpec `ebpf:"syn_unjudged"`
 	SynackCounts   *ebpf.MapSpec `ebpf:"synack_counts"`
 	TwArmed        *ebpf.MapSpec `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.MapSpec `ebpf:"wait_starts"`
@@ -614,6 +630,10 @@ type tcptraceVariableSpecs struct {
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
 	BtfAnchorSharedHook   *ebpf.VariableSpec `ebpf:"btf_anchor_shared_hook"`
+	CfgCookie4End         *ebpf.VariableSpec `ebpf:"cfg_cookie4_end"`
+	CfgCookie4Start       *ebpf.VariableSpec `ebpf:"cfg_cookie4_start"`
+	CfgCookie6End         *ebpf.VariableSpec `ebpf:"cfg_cookie6_end"`
+	CfgCookie6Start       *ebpf.VariableSpec `ebpf:"cfg_cookie6_start"`
 	CfgDelackFn           *ebpf.VariableSpec `ebpf:"cfg_delack_fn"`
 	CfgEmitDelack         *ebpf.VariableSpec `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.VariableSpec `ebpf:"cfg_emit_nagle"`
@@ -678,6 +698,7 @@ type tcptraceMaps struct {
 	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
+	SynUnjudged    *ebpf.Map `ebpf:"syn_unjudged"`
 	SynackCounts   *ebpf.Map `ebpf:"synack_counts"`
 	TwArmed        *ebpf.Map `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.Map `ebpf:"wait_starts"`
@@ -704,6 +725,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Scratch,
 		m.SendmsgSk,
 		m.SnapScratch,
+		m.SynUnjudged,
 		m.SynackCounts,
 		m.TwArmed,
 		m.WaitStarts,
@@ -719,6 +741,10 @@ type tcptraceVariables struct {
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
 	BtfAnchorSharedHook   *ebpf.Variable `ebpf:"btf_anchor_shared_hook"`
+	CfgCookie4End         *ebpf.Variable `ebpf:"cfg_cookie4_end"`
+	CfgCookie4Start       *ebpf.Variable `ebpf:"cfg_cookie4_start"`
+	CfgCookie6End         *ebpf.Variable `ebpf:"cfg_cookie6_end"`
+	CfgCookie6Start       *ebpf.Variable `ebpf:"cfg_cookie6_start"`
 	CfgDelackFn           *ebpf.Variable `ebpf:"cfg_delack_fn"`
 	CfgEmitDelack         *ebpf.Variable `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.Variable `ebpf:"cfg_emit_nagle"`

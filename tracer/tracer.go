@@ -35,16 +35,17 @@ type Options struct {
 
 // Tracer holds the loaded programs until Close.
 type Tracer struct {
-	opts    Options
-	objs    *objects
-	status  []ProbeStatus
-	reader  *ringbuf.Reader
-	dec     *decoder
-	agg     *aggregator
-	closeMu sync.Mutex
-	closed  bool
-	lost    map[EventType]uint64
-	skipped map[string]uint64 // program runs the kernel skipped (recursion guard)
+	opts     Options
+	objs     *objects
+	status   []ProbeStatus
+	reader   *ringbuf.Reader
+	dec      *decoder
+	agg      *aggregator
+	closeMu  sync.Mutex
+	closed   bool
+	lost     map[EventType]uint64
+	skipped  map[string]uint64 // program runs the kernel skipped (recursion guard)
+	unjudged uint64            // SYNs whose outcome could not be told (listener.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 	// The kernel's counters of some events, at the start and against what
@@ -303,6 +304,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		return err
 	}
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
+	t.unjudged = sumPerCPU(t.objs.mapByName("syn_unjudged"))
 	if kend != nil {
 		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
 	}
@@ -331,6 +333,11 @@ func (t *Tracer) readLost() error {
 // through the ring buffer. Their counts were carried into a later line
 // whenever the aggregation table had room.
 func (t *Tracer) Lost() map[EventType]uint64 { return t.lost }
+
+// UnjudgedSYNs is, after Run, how many SYNs the tracepoint path could not
+// judge: the first a CPU handled in a namespace, with no counter baseline,
+// at a SYN queue at its limit (bpf/listen.bpf.c syn_outcome_by_state).
+func (t *Tracer) UnjudgedSYNs() uint64 { return t.unjudged }
 
 // SkippedRuns is, per program, how many hits of its hook the kernel did not
 // run it on (objects.skippedRuns); read when Run returns.
