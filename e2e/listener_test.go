@@ -291,46 +291,63 @@ func TestSynackRetransmit(t *testing.T) {
 	t.Logf("counters %v:\n%s", delta, dump(rtx))
 }
 
-// An accept-queue overflow on the syncookie path: with tcp_syncookies=2
-// every SYN gets a cookie and no request is kept, so the final ACK is
-// checked by cookie_v4_check(), which asks for the child and finds the
-// accept queue (backlog 1, full at 2) full. The handshakes' final ACKs are
-// dropped while 4 clients connect; then the rule goes and the clients send
-// a request: each data segment is a cookie ACK, two make connections, the
-// others overflow, again on every retransmit. ListenOverflows must equal
-// syn_drop[accept_queue_full] + listen_overflow.
+// An accept-queue overflow on the syncookie path: an ACK that carries a
+// syncookie has no request behind it, so cookie_v4_check() asks for the
+// child itself and finds the accept queue (backlog 1, full at 2) full. The
+// handshakes' final ACKs are dropped while the clients connect; then the
+// rule goes and the clients send a request: each data segment is a final
+// ACK, two make connections, the others overflow, again on every
+// retransmit. ListenOverflows must equal syn_drop[accept_queue_full] +
+// listen_overflow.
+//   - tcp_syncookies=2: every SYN gets a cookie, every overflow is a cookie
+//     ACK's.
+//   - tcp_syncookies=1 (the default: a Redis or nginx with a small backlog
+//     under a burst): the SYN queue (limit 1) keeps the first requests and
+//     answers the rest with cookies, so both kinds of final ACK overflow.
 func TestListenOverflowSyncookieACK(t *testing.T) {
 	requireEvents(t, "listen_overflow", "syn_cookie")
-	ns := newNetns(t)
-	ns.sysctl("net.ipv4.tcp_syncookies", "2")
-	srv := startServer(t, ns, 1)
-	tr := startTracer(t, listenerEvents...)
-	before := ns.netstat()
-	ns.dropNonSYNTo(srv.Port)
-	cl := startClients(t, ns, srv.Port, 4, 2500*time.Millisecond)
-	ns.run("nft", "delete", "table", "ip", "tcptrace_e2e")
-	res := cl.send()
-	delta := counterDelta(before, ns.netstat(), listenCounters...)
-	if err := tr.stop(syscall.SIGINT); err != nil {
-		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+	for _, tc := range []struct {
+		syncookies string
+		clients    int
+	}{{"2", 4}, {"1", 8}} {
+		t.Run("tcp_syncookies="+tc.syncookies, func(t *testing.T) {
+			ns := newNetns(t)
+			ns.sysctl("net.ipv4.tcp_syncookies", tc.syncookies)
+			srv := startServer(t, ns, 1)
+			tr := startTracer(t, listenerEvents...)
+			before := ns.netstat()
+			ns.dropNonSYNTo(srv.Port)
+			cl := startClients(t, ns, srv.Port, tc.clients, 2500*time.Millisecond)
+			ns.run("nft", "delete", "table", "ip", "tcptrace_e2e")
+			res := cl.send()
+			delta := counterDelta(before, ns.netstat(), listenCounters...)
+			if err := tr.stop(syscall.SIGINT); err != nil {
+				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+			}
+			if delta["ListenOverflows"] == 0 || delta["TCPReqQFullDoCookies"] == 0 {
+				t.Fatalf("the reproduction made no cookie or no overflow: counters %v, clients %v", delta, res)
+			}
+			over := tr.eventsFor("listen_overflow", srv.PID)
+			var cookieLines int
+			for _, e := range over {
+				if e.Reason != "accept_queue_full" || e.LPort != srv.Port || !cl.ports[e.RPort] {
+					t.Errorf("unexpected listen_overflow: %s %v", dump([]event{e}), e.Details)
+				}
+				if e.Details["syncookie_ack"] != true {
+					continue
+				}
+				cookieLines++
+				if want := "carried a syncookie"; !strings.Contains(e.Explanation, want) {
+					t.Errorf("explanation lacks %q: %s", want, e.Explanation)
+				}
+			}
+			if cookieLines == 0 {
+				t.Errorf("no listen_overflow of a syncookie ACK; counters %v; events:\n%s\nstderr:\n%s", delta, dump(over), tr.stderrText())
+			}
+			checkListenCounters(t, tr, srv.PID, delta)
+			t.Logf("clients %v, counters %v:\n%s", res, delta, dump(over))
+		})
 	}
-	if delta["ListenOverflows"] == 0 {
-		t.Fatalf("the reproduction made no overflow: counters %v, clients %v", delta, res)
-	}
-	over := tr.eventsFor("listen_overflow", srv.PID)
-	if len(over) == 0 {
-		t.Fatalf("no listen_overflow; counters %v; stderr:\n%s", delta, tr.stderrText())
-	}
-	for _, e := range over {
-		if e.Reason != "accept_queue_full" || e.LPort != srv.Port || !cl.ports[e.RPort] || e.Details["syncookie_ack"] != true {
-			t.Errorf("unexpected listen_overflow: %s %v", dump([]event{e}), e.Details)
-		}
-		if want := "carried a syncookie"; !strings.Contains(e.Explanation, want) {
-			t.Errorf("explanation lacks %q: %s", want, e.Explanation)
-		}
-	}
-	checkListenCounters(t, tr, srv.PID, delta)
-	t.Logf("clients %v, counters %v:\n%s", res, delta, dump(over))
 }
 
 // Two listeners on one port, the way real servers run: the queue numbers
