@@ -68,15 +68,31 @@ struct mibs {
 	__u64 drops;
 	__u64 reqq_drop;
 	__u64 cookies;
+	/* The CPU's slot holds counters: an entry made by one CPU leaves the
+	 * others' slots zeroed, which are not counters. */
+	__u64 valid;
 };
 
-/* The counters as the previous SYN on this CPU left them, per namespace. */
+/* The counters as the previous SYN on this CPU left them, per namespace.
+ * Taken for every CPU of every namespace just after attaching
+ * (mib_baseline_init below), so that a SYN is judged by its counters from
+ * the first one on. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u64); /* struct net * */
 	__type(value, struct mibs);
 } mib_baseline SEC(".maps");
+
+/* The newest namespace (net_cookie, given in creation order) that
+ * mib_baseline_init saw. A namespace made later started with every
+ * counter at zero while tcptrace was attached: zero is its baseline. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} mib_watermark SEC(".maps");
 
 /* SYNs whose outcome no counter baseline and no listener state told:
  * reported in the summary, never silently left out. */
@@ -150,6 +166,87 @@ static __always_inline bool read_mibs(struct net *net, struct sock *tcp_sk, stru
 	m->reqq_drop = mib_read(base, mib_reqq_full_drop);
 	m->cookies = mib_read(base, mib_reqq_full_cookies);
 	return true;
+}
+
+static __always_inline __u64 net_cookie(struct net *net)
+{
+	if (!bpf_core_field_exists(net->net_cookie))
+		return 0;
+	/* A plain u64 since 5.14; atomic64_t when it came (5.12). */
+	return BPF_CORE_READ(net, net_cookie);
+}
+
+/* The baseline of this CPU for net: its slot, or for a namespace made after
+ * the baselines were taken, zero (into zero). NULL when unknown: a SYN is
+ * then judged by the listener's state. */
+static __always_inline const struct mibs *mib_before(struct net *net, struct mibs *base, struct mibs *zero)
+{
+	__u32 k = 0;
+	__u64 *w;
+
+	if (base && base->valid)
+		return base;
+	w = bpf_map_lookup_elem(&mib_watermark, &k);
+	if (w && *w && net_cookie(net) > *w) {
+		__builtin_memset(zero, 0, sizeof(*zero));
+		return zero;
+	}
+	return NULL;
+}
+
+/* Store now as this CPU's baseline for net. */
+static __always_inline void mib_store(struct net *net, struct mibs *base, struct mibs *now)
+{
+	__u64 key = (__u64)net;
+
+	now->valid = 1;
+	if (base)
+		__builtin_memcpy(base, now, sizeof(*now));
+	else
+		bpf_map_update_elem(&mib_baseline, &key, now, BPF_ANY);
+}
+
+/*
+ * Run by user space (BPF_PROG_TEST_RUN) on each CPU in turn, pinned there,
+ * once per namespace, just after the SYN programs are attached: this CPU's
+ * counters of the namespace of the socket at file descriptor args[0] of the
+ * calling thread become its baseline. Returns 1 when it took one.
+ */
+SEC("raw_tp")
+int mib_baseline_init(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	__u64 fd = ctx->args[0], key, cookie;
+	struct file **fds, *f = NULL;
+	struct mibs now, *base;
+	struct socket *sock;
+	struct net *net;
+	struct sock *sk;
+	__u32 zero = 0;
+	__u64 *w;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	sock = f ? BPF_CORE_READ(f, private_data) : NULL;
+	sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
+	if (!sk)
+		return 0;
+	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	if (!read_mibs(net, sk, &now))
+		return 0;
+	key = (__u64)net;
+	base = bpf_map_lookup_elem(&mib_baseline, &key);
+	/* A SYN may have made this CPU's slot already: it is newer. */
+	if (!base || !base->valid)
+		mib_store(net, base, &now);
+	cookie = net_cookie(net);
+	w = bpf_map_lookup_elem(&mib_watermark, &zero);
+	if (w && cookie > *w)
+		*w = cookie;
+	return 1;
 }
 
 /* The namespace a received skb belongs to. TCP has cleared skb->dev by the
@@ -440,7 +537,8 @@ static __always_inline bool read_mibs_skb(struct net *net, struct sk_buff *skb, 
 SEC("tp_btf/consume_skb")
 int BPF_PROG(tp_consume_skb, struct sk_buff *skb, void *location)
 {
-	struct mibs now, *base;
+	struct mibs now, zero, *base;
+	const struct mibs *before;
 	struct net *net;
 	__u64 key;
 
@@ -452,16 +550,17 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb, void *location)
 		return 0;
 	key = (__u64)net;
 	base = bpf_map_lookup_elem(&mib_baseline, &key);
-	if (!base) {
-		bpf_map_update_elem(&mib_baseline, &key, &now, BPF_ANY);
-		on_syn_done(net, skb_listener(net, skb), skb, NULL, &now, PATH_TRACEPOINT);
+	if (base && base->valid) {
+		/* Any change at all is rare: most SYNs are accepted. */
+		if (base->drops != now.drops || base->cookies != now.cookies) {
+			on_syn_done(net, skb_listener(net, skb), skb, base, &now, PATH_TRACEPOINT);
+			mib_store(net, base, &now);
+		}
 		return 0;
 	}
-	/* Any change at all is rare: most SYNs are accepted. */
-	if (base->drops != now.drops || base->cookies != now.cookies) {
-		on_syn_done(net, skb_listener(net, skb), skb, base, &now, PATH_TRACEPOINT);
-		__builtin_memcpy(base, &now, sizeof(now));
-	}
+	before = mib_before(net, base, &zero);
+	on_syn_done(net, skb_listener(net, skb), skb, before, &now, PATH_TRACEPOINT);
+	mib_store(net, base, &now);
 	return 0;
 }
 
@@ -535,7 +634,7 @@ static __always_inline void rebase_mibs(struct sock *l)
 	struct mibs now;
 
 	if (read_mibs(net, l, &now))
-		bpf_map_update_elem(&mib_baseline, &key, &now, BPF_ANY);
+		mib_store(net, bpf_map_lookup_elem(&mib_baseline, &key), &now);
 }
 
 static __always_inline void on_listen_overflow(struct sock *l, struct sk_buff *skb, __u8 path)
@@ -550,7 +649,8 @@ static __always_inline void on_listen_overflow(struct sock *l, struct sk_buff *s
 static __always_inline void on_cookie_ack_dropped(struct sk_buff *skb)
 {
 	struct net *net = skb_net(skb);
-	struct mibs now, *base;
+	struct mibs now, zero, *base;
+	const struct mibs *before;
 	struct sock *l;
 	bool overflow;
 	__u64 key;
@@ -559,15 +659,11 @@ static __always_inline void on_cookie_ack_dropped(struct sk_buff *skb)
 		return;
 	key = (__u64)net;
 	base = bpf_map_lookup_elem(&mib_baseline, &key);
+	before = mib_before(net, base, &zero);
 	l = skb_listener(net, skb);
-	if (base) {
-		overflow = now.overflows != base->overflows;
-		__builtin_memcpy(base, &now, sizeof(now));
-	} else {
-		/* No baseline on this CPU: the listener's queue decides. */
-		bpf_map_update_elem(&mib_baseline, &key, &now, BPF_ANY);
-		overflow = l && member_matches(l, LISTEN_ACCEPT_QUEUE_FULL);
-	}
+	/* No baseline on this CPU: the listener's queue decides. */
+	overflow = before ? now.overflows != before->overflows : l && member_matches(l, LISTEN_ACCEPT_QUEUE_FULL);
+	mib_store(net, base, &now);
 	if (overflow)
 		listen_event_nth(EVENT_LISTEN_OVERFLOW, LISTEN_ACCEPT_QUEUE_FULL, PATH_TRACEPOINT,
 				 pick_member(l, LISTEN_ACCEPT_QUEUE_FULL), skb, NULL, 0, 1);

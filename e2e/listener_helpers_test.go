@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ const (
 	helperBacklogEnv = "TCPTRACE_E2E_BACKLOG"
 	helperPortEnv    = "TCPTRACE_E2E_PORT"
 	helperCountEnv   = "TCPTRACE_E2E_COUNT"
+	helperCPUEnv     = "TCPTRACE_E2E_CPU" // clients: connect from this CPU only
 )
 
 func envInt(name string) int {
@@ -122,6 +124,15 @@ func listenServers() error {
 // unacknowledged, or reset.
 func connectClients(d time.Duration) error {
 	n, port := envInt(helperCountEnv), envInt(helperPortEnv)
+	if cpu := os.Getenv(helperCPUEnv); cpu != "" {
+		// On loopback a SYN is handled on the sender's CPU.
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		set.Set(envInt(helperCPUEnv))
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("pinning to CPU %s: %w", cpu, err)
+		}
+	}
 	var fds, ports []int
 	for i := 0; i < n; i++ {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
@@ -209,9 +220,9 @@ type clientsProc struct {
 	established int
 }
 
-func startClients(t testing.TB, ns *netns, port, n int, d time.Duration) *clientsProc {
+func startClients(t testing.TB, ns *netns, port, n int, d time.Duration, env ...string) *clientsProc {
 	t.Helper()
-	h := startHelperNoReady(t, ns, "clients", d, helperPortEnv+"="+strconv.Itoa(port), helperCountEnv+"="+strconv.Itoa(n))
+	h := startHelperNoReady(t, ns, "clients", d, append(env, helperPortEnv+"="+strconv.Itoa(port), helperCountEnv+"="+strconv.Itoa(n))...)
 	kv := h.line("CONNECTED")
 	c := &clientsProc{helperProc: h, ports: map[int]bool{}}
 	for _, p := range strings.Split(kv["ports"], ",") {

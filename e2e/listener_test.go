@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -346,6 +347,58 @@ func TestListenOverflowSyncookieACK(t *testing.T) {
 			}
 			checkListenCounters(t, tr, srv.PID, delta)
 			t.Logf("clients %v, counters %v:\n%s", res, delta, dump(over))
+		})
+	}
+}
+
+// The first SYN a CPU handles in a namespace, answered with a cookie at a
+// SYN queue at its limit: the listener's state cannot tell that cookie from
+// the SYN's own request, so only a counter baseline taken before it can.
+// The SYN queue (backlog 1, every final ACK dropped) is filled from CPU 0;
+// then clients on CPU 1, where this namespace has seen no SYN, get cookies.
+//   - namespace made before tcptrace: the baseline tcptrace takes of every
+//     CPU in every namespace when it attaches; the SYN queue is filled
+//     before tcptrace starts, so it has seen no SYN there at all.
+//   - namespace made after tcptrace started: its counters began at zero.
+func TestSynCookieFirstOnCPU(t *testing.T) {
+	requireEvents(t, "syn_cookie")
+	if runtime.NumCPU() < 2 {
+		t.Skipf("needs 2 CPUs, this machine has %d", runtime.NumCPU())
+	}
+	for _, before := range []bool{true, false} {
+		name := "namespace made after tcptrace"
+		if before {
+			name = "namespace made before tcptrace"
+		}
+		t.Run(name, func(t *testing.T) {
+			var tr *tracerRun
+			if !before {
+				tr = startTracer(t, listenerEvents...)
+			}
+			ns := newNetns(t)
+			counters := ns.netstat()
+			srv := startServer(t, ns, 1)
+			ns.dropNonSYNTo(srv.Port)
+			fill := startClients(t, ns, srv.Port, 3, 0, helperCPUEnv+"=0")
+			if before {
+				tr = startTracer(t, listenerEvents...)
+				counters = ns.netstat()
+			}
+			cl := startClients(t, ns, srv.Port, 4, 0, helperCPUEnv+"=1")
+			cl.send()
+			fill.send()
+			delta := counterDelta(counters, ns.netstat(), listenCounters...)
+			if err := tr.stop(syscall.SIGINT); err != nil {
+				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+			}
+			if delta["TCPReqQFullDoCookies"] == 0 {
+				t.Fatalf("no cookie was sent: counters %v", delta)
+			}
+			checkListenCounters(t, tr, srv.PID, delta)
+			if strings.Contains(tr.stderrText(), "SYNs not judged") {
+				t.Errorf("tcptrace could not judge some SYNs:\n%s", tr.stderrText())
+			}
+			t.Logf("counters %v:\n%s", delta, dump(tr.eventsFor("syn_cookie", srv.PID)))
 		})
 	}
 }

@@ -242,6 +242,7 @@ type tcptraceMibs struct {
 	Drops     uint64
 	ReqqDrop  uint64
 	Cookies   uint64
+	Valid     uint64
 }
 
 type tcptraceNagleHold struct {
@@ -378,6 +379,7 @@ const (
 	tcptraceMapListeners                       = "listeners"
 	tcptraceMapLost                            = "lost"
 	tcptraceMapMibBaseline                     = "mib_baseline"
+	tcptraceMapMibWatermark                    = "mib_watermark"
 	tcptraceMapNagleHolds                      = "nagle_holds"
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
@@ -434,6 +436,7 @@ const (
 	tcptraceProgKretprobeTcpSendmsg            = "kretprobe_tcp_sendmsg"
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgMibBaselineInit                = "mib_baseline_init"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
@@ -573,6 +576,7 @@ type tcptraceProgramSpecs struct {
 	KretprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	MibBaselineInit                *ebpf.ProgramSpec `ebpf:"mib_baseline_init"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
@@ -609,6 +613,7 @@ type tcptraceMapSpecs struct {
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
+	MibWatermark   *ebpf.MapSpec `ebpf:"mib_watermark"`
 	NagleHolds     *ebpf.MapSpec `ebpf:"nagle_holds"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
@@ -692,6 +697,7 @@ type tcptraceMaps struct {
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
+	MibWatermark   *ebpf.Map `ebpf:"mib_watermark"`
 	NagleHolds     *ebpf.Map `ebpf:"nagle_holds"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
@@ -719,6 +725,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Listeners,
 		m.Lost,
 		m.MibBaseline,
+		m.MibWatermark,
 		m.NagleHolds,
 		m.Owners,
 		m.PidFilter,
@@ -820,6 +827,7 @@ type tcptracePrograms struct {
 	KretprobeTcpSendmsg            *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	MibBaselineInit                *ebpf.Program `ebpf:"mib_baseline_init"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
@@ -887,6 +895,7 @@ func (p *tcptracePrograms) Close() error {
 		p.KretprobeTcpSendmsg,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
+		p.MibBaselineInit,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,

@@ -48,6 +48,9 @@ type Tracer struct {
 	unjudged uint64            // SYNs whose outcome could not be told (listener.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
+	// baselineErr says why some SYNs may be judged by the listener's state
+	// instead of the counters (mibbaseline.go).
+	baselineErr error
 	// The kernel's counters of some events, at the start and against what
 	// was reported (kcounters.go); checks is empty when none applies.
 	checks   []counterCheck
@@ -82,6 +85,20 @@ func wantsAnyOf(events []EventType, of ...EventType) bool {
 
 // OwnerError says why listener events may lack their owner, or nil.
 func (t *Tracer) OwnerError() error { return t.ownerErr }
+
+// BaselineError says why some first SYNs on a CPU may be judged by the
+// listener's state rather than by the counters, or nil.
+func (t *Tracer) BaselineError() error { return t.baselineErr }
+
+// usesPath: one of these events' detectors is attached on path p.
+func (t *Tracer) usesPath(p ProbePath, events ...EventType) bool {
+	for _, s := range t.status {
+		if s.Path == p && wantsAny(s.Events, events) {
+			return true
+		}
+	}
+	return false
+}
 
 // snapshotRefresh is how stale an aggregated line's snapshot may be: often
 // enough to be current when the line is printed, rare enough that a spinning
@@ -166,6 +183,11 @@ func New(opts Options) (*Tracer, error) {
 		// Owners after the detectors: a socket made in between is seen
 		// by the tracepoint, and the iterator does not overwrite it.
 		t.ownerErr = attachOwnerTracking(spec, t.objs, opts.PIDs)
+	}
+	if t.usesPath(PathTracepoint, SynDrop, ListenOverflow) {
+		if _, err := takeMibBaselines(spec, t.objs); err != nil {
+			t.baselineErr = err
+		}
 	}
 	if t.reader, err = ringbuf.NewReader(t.objs.mapByName("events")); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)

@@ -81,6 +81,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err := t.OwnerError(); err != nil {
 		fmt.Fprintf(stderr, "tcptrace: some socket owners may be unknown: %v\n", err)
 	}
+	if err := t.BaselineError(); err != nil {
+		fmt.Fprintf(stderr, "tcptrace: some first SYNs on a CPU will be judged by the listener's state (see \"SYNs not judged\" in the summary): %v\n", err)
+	}
 
 	if o.duration > 0 {
 		var cancel context.CancelFunc
