@@ -118,6 +118,7 @@ struct conn_req_entry {
 	__u64 sk;
 	__u64 skb;
 	__u8 ok;
+	__u8 cookie_ack; /* *_syn_recv_sock(): the request is a syncookie's */
 };
 
 /* Slot 0: tcp_conn_request(); slot 1: *_syn_recv_sock(), which a Fast Open
@@ -637,10 +638,10 @@ static __always_inline void rebase_mibs(struct sock *l)
 		mib_store(net, bpf_map_lookup_elem(&mib_baseline, &key), &now);
 }
 
-static __always_inline void on_listen_overflow(struct sock *l, struct sk_buff *skb, __u8 path)
+static __always_inline void on_listen_overflow(struct sock *l, struct sk_buff *skb, __u8 path, __u8 cookie_ack)
 {
 	rebase_mibs(l);
-	listen_event(EVENT_LISTEN_OVERFLOW, LISTEN_ACCEPT_QUEUE_FULL, path, l, skb);
+	listen_event_nth(EVENT_LISTEN_OVERFLOW, LISTEN_ACCEPT_QUEUE_FULL, path, l, skb, NULL, 0, cookie_ack);
 }
 
 /* An ACK with a syncookie that cookie_v4_check()/cookie_v6_check() dropped:
@@ -683,7 +684,7 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	 * versions). */
 	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW)) {
 		if (rx_sk)
-			on_listen_overflow(rx_sk, skb, PATH_TRACEPOINT);
+			on_listen_overflow(rx_sk, skb, PATH_TRACEPOINT, 0);
 		return 0;
 	}
 	if (in_cookie_check((__u64)location))
@@ -692,8 +693,11 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 }
 
 /* fentry/kprobe: the child could not be made; ListenOverflows says why.
- * The entry parks the listener and the skb (kretprobes see no arguments). */
-static __always_inline void syn_recv_enter(struct sock *sk, struct sk_buff *skb)
+ * The entry parks the listener and the skb (kretprobes see no arguments).
+ * A request from the SYN queue is hashed and holds references; the one
+ * tcp_get_cookie_sock() passes for a syncookie ACK was just allocated, with
+ * none (reqsk_alloc() sets rsk_refcnt to 0, every version). */
+static __always_inline void syn_recv_enter(struct sock *sk, struct sk_buff *skb, struct request_sock *req)
 {
 	__u32 slot = SLOT_SYN_RECV;
 	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
@@ -702,6 +706,7 @@ static __always_inline void syn_recv_enter(struct sock *sk, struct sk_buff *skb)
 		return;
 	e->sk = (__u64)sk;
 	e->skb = (__u64)skb;
+	e->cookie_ack = BPF_CORE_READ(req, __req_common.skc_refcnt.refs.counter) == 0;
 	e->ok = read_mibs(BPF_CORE_READ(sk, __sk_common.skc_net.net), sk, &e->m);
 }
 
@@ -718,13 +723,13 @@ static __always_inline void syn_recv_exit(void *child, __u8 path)
 	l = (struct sock *)e->sk;
 	if (!read_mibs(BPF_CORE_READ(l, __sk_common.skc_net.net), l, &now) || now.overflows == e->m.overflows)
 		return;
-	on_listen_overflow(l, (struct sk_buff *)e->skb, path);
+	on_listen_overflow(l, (struct sk_buff *)e->skb, path, e->cookie_ack);
 }
 
 SEC("fentry/tcp_v4_syn_recv_sock")
-int BPF_PROG(fentry_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
+int BPF_PROG(fentry_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
 {
-	syn_recv_enter(sk, skb);
+	syn_recv_enter(sk, skb, req);
 	return 0;
 }
 
@@ -748,9 +753,9 @@ int fexit_tcp_v4_syn_recv_sock_6args(__u64 *ctx)
 }
 
 SEC("fentry/tcp_v6_syn_recv_sock")
-int BPF_PROG(fentry_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
+int BPF_PROG(fentry_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
 {
-	syn_recv_enter(sk, skb);
+	syn_recv_enter(sk, skb, req);
 	return 0;
 }
 
@@ -769,9 +774,9 @@ int fexit_tcp_v6_syn_recv_sock_6args(__u64 *ctx)
 }
 
 SEC("kprobe/tcp_v4_syn_recv_sock")
-int BPF_KPROBE(kprobe_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
+int BPF_KPROBE(kprobe_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
 {
-	syn_recv_enter(sk, skb);
+	syn_recv_enter(sk, skb, req);
 	return 0;
 }
 
@@ -783,9 +788,9 @@ int BPF_KRETPROBE(kretprobe_tcp_v4_syn_recv_sock, void *ret)
 }
 
 SEC("kprobe/tcp_v6_syn_recv_sock")
-int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
+int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
 {
-	syn_recv_enter(sk, skb);
+	syn_recv_enter(sk, skb, req);
 	return 0;
 }
 

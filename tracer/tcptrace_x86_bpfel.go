@@ -65,12 +65,13 @@ const (
 )
 
 type tcptraceConnReqEntry struct {
-	_   structs.HostLayout
-	M   tcptraceMibs
-	Sk  uint64
-	Skb uint64
-	Ok  uint8
-	_   [7]byte
+	_         structs.HostLayout
+	M         tcptraceMibs
+	Sk        uint64
+	Skb       uint64
+	Ok        uint8
+	CookieAck uint8
+	_         [6]byte
 }
 
 type tcptraceConnSnapshot struct {
