@@ -337,8 +337,9 @@ static __always_inline void listen_event_nth(__u32 type, __u32 reason, __u8 path
 					     struct sk_buff *skb, struct request_sock *req, __u32 nth, __u8 cookie_ack)
 {
 	/* A SYN-ACK retransmit's number is part of the key: requests that
-	 * retransmit together (a burst of clients) share a line per round. */
-	struct agg_key key = { .sk = (__u64)l, .type = type, .sub = reason | nth << 8 };
+	 * retransmit together (a burst of clients) share a line per round.
+	 * So is the kind of final ACK: a line says which it stands for. */
+	struct agg_key key = { .sk = (__u64)l, .type = type, .sub = reason | nth << 8 | (__u32)cookie_ack << 24 };
 	SCRATCH_EVENT(t);
 
 	if (l && !owner_wanted(l))

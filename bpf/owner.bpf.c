@@ -93,10 +93,11 @@ static __always_inline bool v6only(struct sock *sk)
 /*
  * The listener that takes a segment to laddr:port, in the kernel's order
  * (__inet_lookup_listener, inet6_lookup_listener): a socket bound to the
- * address before a wildcard one; for IPv4, an AF_INET socket before an
- * AF_INET6 one that is not IPV6_V6ONLY (bound to :: or to the v4-mapped
- * address). A SO_REUSEPORT group is found through any member
- * (pick_reuseport_member() below).
+ * address before a wildcard one; for IPv4 an AF_INET socket before an
+ * AF_INET6 one that is not IPV6_V6ONLY at the same rank (compute_score()
+ * adds one for AF_INET), the v4-mapped address being the IPv6 socket's
+ * bound address. A SO_REUSEPORT group is found through any member
+ * (pick_member() in listen.bpf.c).
  */
 static __always_inline struct sock *find_listener_for(__u32 netns, __u16 family, const __u8 *laddr, __u16 port)
 {
@@ -115,19 +116,21 @@ static __always_inline struct sock *find_listener_for(__u32 netns, __u16 family,
 	l = listener_at(&k);
 	if (l)
 		return l;
-	__builtin_memset(k.addr, 0, 4);
-	l = listener_at(&k);
-	if (l)
-		return l;
 	k.family = AF_INET6;
+	__builtin_memset(k.addr, 0, 4);
 	k.addr[10] = 0xff;
 	k.addr[11] = 0xff;
 	__builtin_memcpy(&k.addr[12], laddr, 4);
 	l = listener_at(&k);
-	if (!l) {
-		__builtin_memset(k.addr, 0, 16);
-		l = listener_at(&k);
-	}
+	if (l && !v6only(l))
+		return l;
+	k.family = AF_INET;
+	__builtin_memset(k.addr, 0, 16);
+	l = listener_at(&k);
+	if (l)
+		return l;
+	k.family = AF_INET6;
+	l = listener_at(&k);
 	return l && !v6only(l) ? l : NULL;
 }
 
