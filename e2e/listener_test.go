@@ -141,6 +141,12 @@ func TestListenOverflowThirdACK(t *testing.T) {
 			ns.run("nft", "delete", "table", "ip", "tcptrace_e2e")
 			res := late.send()
 			first.send()
+			// The late clients' sockets outlive them, retransmitting
+			// their request, and each retransmit overflows again: cut
+			// the path so that the counters stand still while they are
+			// read and tcptrace stops.
+			ns.dropToPort(srv.Port)
+			time.Sleep(50 * time.Millisecond)
 			delta := counterDelta(before, ns.netstat(), listenCounters...)
 			if err := tr.stop(syscall.SIGINT); err != nil {
 				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
@@ -321,6 +327,10 @@ func TestListenOverflowSyncookieACK(t *testing.T) {
 			cl := startClients(t, ns, srv.Port, tc.clients, 2500*time.Millisecond)
 			ns.run("nft", "delete", "table", "ip", "tcptrace_e2e")
 			res := cl.send()
+			// The clients' sockets outlive them and keep retransmitting:
+			// cut the path so that the counters stand still.
+			ns.dropToPort(srv.Port)
+			time.Sleep(50 * time.Millisecond)
 			delta := counterDelta(before, ns.netstat(), listenCounters...)
 			if err := tr.stop(syscall.SIGINT); err != nil {
 				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
