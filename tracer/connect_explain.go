@@ -122,8 +122,17 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 			b.WriteString("; the peer's timestamp clock went backwards on a live connection: a NAT mixing several clients into one 4-tuple, a middlebox rewriting timestamps, or a peer that restarted; the segment is discarded and the peer retransmits in vain")
 		}
 	case Reset:
+		// The line stands for every reset to or from the peer's address in
+		// the interval; the ports, state and bytes are the latest one's.
+		peer, latest := remote.String(), ""
+		if count > 1 {
+			peer, latest = fmt.Sprintf("%s and %d more", remote, count-1), "the latest "
+		}
 		if c.Side == "sent" {
-			fmt.Fprintf(&b, "reset sent to %s (state %s)", remote, c.State)
+			if count > 1 {
+				latest += "in "
+			}
+			fmt.Fprintf(&b, "reset sent to %s (%sstate %s)", peer, latest, c.State)
 			if c.RstReason != "" {
 				fmt.Fprintf(&b, ", reason %s", c.RstReason)
 			}
@@ -136,7 +145,11 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 				b.WriteString(": this host aborted the connection (a segment it could not accept, or a timeout); the peer gets ECONNRESET")
 			}
 		} else {
-			fmt.Fprintf(&b, "reset received from %s in state %s", remote, c.State)
+			fmt.Fprintf(&b, "reset received from %s", peer)
+			if count > 1 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %sin state %s", latest, c.State)
 			fmt.Fprintf(&b, " with %d bytes unacknowledged and %d unread", c.Unacked, c.Unread)
 			b.WriteString(": the peer aborted the connection (its process exited or was killed with the socket open, closed with unread data, or used SO_LINGER 0), or a middlebox reset it; the application gets ECONNRESET (EPIPE on a later write) and data in flight is lost")
 		}

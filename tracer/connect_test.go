@@ -179,6 +179,17 @@ func TestDecodePawsAndReset(t *testing.T) {
 	if e.Reason != ReasonResetReceived || e.Details["rst_reason"] != nil || !strings.Contains(e.Explanation, "in state ESTABLISHED") {
 		t.Errorf("reset received: %s %v", e.Explanation, e.Details)
 	}
+	// An aggregated line stands for every reset from the peer's address in
+	// the interval: it says so instead of naming one connection.
+	e = d.decode(&r, tally{count: 6})
+	if !strings.Contains(e.Explanation, "reset received from 10.0.0.2:5432 and 5 more, the latest in state ESTABLISHED with") {
+		t.Errorf("aggregated reset received: %s", e.Explanation)
+	}
+	r.C.Side, r.C.State = 1, 7
+	e = d.decode(&r, tally{count: 3})
+	if !strings.Contains(e.Explanation, "reset sent to 10.0.0.2:5432 and 2 more (the latest in state CLOSE)") {
+		t.Errorf("aggregated reset sent: %s", e.Explanation)
+	}
 }
 
 func TestCountTimeWait(t *testing.T) {
