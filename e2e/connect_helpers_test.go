@@ -18,6 +18,7 @@ import (
 // RESULT. Settings come in $TCPTRACE_E2E_PORT and $TCPTRACE_E2E_COUNT.
 var connHelpers = map[string]func(time.Duration) error{
 	"connect":    connectOnce,
+	"connects":   concurrentConnects,
 	"shortconns": shortConns,
 	"pawssyn":    pawsSYN,
 	"pawsestab":  pawsEstablished,
@@ -90,6 +91,38 @@ func connectOnce(time.Duration) error {
 		lport = sa.Port
 	}
 	fmt.Printf("RESULT errno=%d elapsed_ms=%d lport=%d\n", errnoOf(err), elapsed.Milliseconds(), lport)
+	return nil
+}
+
+// concurrentConnects makes $COUNT blocking connect()s to 127.0.0.1:$PORT
+// at once, each from its own thread, as a pool does towards a backend, and
+// reports how many ended with ETIMEDOUT.
+func concurrentConnects(time.Duration) error {
+	port, count := envInt(helperPortEnv), envInt(helperCountEnv)
+	fds := make([]int, count)
+	for i := range fds {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		fds[i] = fd
+	}
+	if err := readyAndWait(port); err != nil {
+		return err
+	}
+	errnos := make(chan int, count)
+	for _, fd := range fds {
+		go func() {
+			errnos <- errnoOf(unix.Connect(fd, &unix.SockaddrInet4{Addr: loopback, Port: port}))
+		}()
+	}
+	timeouts := 0
+	for range fds {
+		if <-errnos == int(unix.ETIMEDOUT) {
+			timeouts++
+		}
+	}
+	fmt.Printf("RESULT connects=%d timeouts=%d\n", count, timeouts)
 	return nil
 }
 

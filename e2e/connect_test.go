@@ -101,8 +101,10 @@ func TestSynRetransmitConnectTimeout(t *testing.T) {
 		if e.RPort != port || e.RAddr != "127.0.0.1" || (lport != 0 && e.LPort != lport) || e.Comm == "" || e.Reason != "no_syn_ack" {
 			t.Errorf("unexpected syn_retransmit: %s", dump([]event{e}))
 		}
-		if n := detail(e, "syn_retransmits"); n != float64(attempt) {
-			t.Errorf("line %d reports attempt %v, the lines so far count %d", i+1, n, attempt)
+		// A lone connect: a line per retransmit, attempts 1, 2, 3...,
+		// never aggregated with a range.
+		if n := detail(e, "syn_retransmits"); n != float64(attempt) || e.Details["attempt_min"] != nil {
+			t.Errorf("line %d reports attempt %v (range %v..%v), the lines so far count %d", i+1, n, e.Details["attempt_min"], e.Details["attempt_max"], attempt)
 		}
 		if detail(e, "tcp_syn_retries") != 2 {
 			t.Errorf("tcp_syn_retries %v, want 2 (set in the namespace)", e.Details["tcp_syn_retries"])
@@ -132,6 +134,65 @@ func TestSynRetransmitConnectTimeout(t *testing.T) {
 	}
 	if evs := append(theirs.eventsFor("syn_retransmit", 0), theirs.eventsFor("connect_timeout", 0)...); len(evs) != 0 {
 		t.Errorf("--pid %d (unrelated) printed:\n%s", other, dump(evs))
+	}
+}
+
+// A destination that drops every SYN and 40 connect()s to it at once (a
+// frozen server, a dead backend behind a pool): without aggregation, a line
+// per retransmit, 200 here. Each burst of retransmits must give at most a
+// line at once and the per-interval lines, whose counts add up to the
+// namespace's TCPSynRetrans (only these clients connect in it), with the
+// range of attempt numbers each line stands for.
+func TestSynRetransmitManyConnections(t *testing.T) {
+	requireEvents(t, "syn_retransmit")
+	const port, conns = 9, 40
+	ns := newNetns(t)
+	ns.sysctl("net.ipv4.tcp_syn_retries", "2")
+	ns.dropSYNsTo(port)
+	ino := ns.inode()
+	tr := startTracer(t, connEvents...)
+	h := startHelper(t, ns, "connects", 0, helperPortEnv+"="+strconv.Itoa(port), helperCountEnv+"="+strconv.Itoa(conns))
+	before := ns.netstat()
+	res := h.run()
+	delta := counterDelta(before, ns.netstat(), "TCPSynRetrans")
+	stopAll(t, tr)
+
+	if res["timeouts"] != strconv.Itoa(conns) {
+		t.Fatalf("%s of %d connect()s timed out", res["timeouts"], conns)
+	}
+	evs := inNetns(tr.eventsFor("syn_retransmit", 0), ino)
+	t.Logf("helper %v, counters %v:\n%s", res, delta, dump(evs))
+	if got := sumCounts(evs); got != delta["TCPSynRetrans"] || got < conns {
+		t.Fatalf("TCPSynRetrans moved by %d; tcptrace: %d syn_retransmit in %d lines; stderr:\n%s", delta["TCPSynRetrans"], got, len(evs), tr.stderrText())
+	}
+	// Every client retransmits as often: the kernel's count over the
+	// clients is the number of bursts.
+	bursts := int(delta["TCPSynRetrans"] / conns)
+	if len(evs) > 3*bursts+1 {
+		t.Errorf("%d lines for %d retransmits in %d bursts, want at most %d", len(evs), delta["TCPSynRetrans"], bursts, 3*bursts+1)
+	}
+	ranged := 0
+	for _, e := range evs {
+		if e.PID != h.PID || e.RPort != port || e.Reason != "no_syn_ack" {
+			t.Errorf("unexpected syn_retransmit: %s", dump([]event{e}))
+		}
+		lo, hi := detail(e, "attempt_min"), detail(e, "attempt_max")
+		if _, ok := e.Details["attempt_min"]; !ok {
+			if e.Count != 1 {
+				t.Errorf("a line of its own for %d retransmits: %s", e.Count, dump([]event{e}))
+			}
+			continue
+		}
+		ranged++
+		if lo < 1 || hi < lo || hi > float64(bursts) || uint64(hi-lo+1) > e.Count {
+			t.Errorf("attempts %v..%v for %d retransmits, each client made %d: %s", lo, hi, e.Count, bursts, dump([]event{e}))
+		}
+		if e.Count > 1 && !strings.Contains(e.Explanation, fmt.Sprintf("retransmitted %d times by connections retransmitting to it at once", e.Count)) {
+			t.Errorf("explanation: %s", e.Explanation)
+		}
+	}
+	if ranged == 0 {
+		t.Errorf("no line aggregated the clients' retransmits")
 	}
 }
 

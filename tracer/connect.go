@@ -66,6 +66,10 @@ type ConnState struct {
 	// Counted is how many of the kernel's SYN retransmits the line stands
 	// for: more than 1 when failed ones (before 6.17) went unseen.
 	Counted uint64
+	// AttemptLo, AttemptHi: a syn_retransmit line aggregated per destination
+	// (several connections retransmitting to it): the range of attempt
+	// numbers among the retransmits it counts. 0 on a line of its own.
+	AttemptLo, AttemptHi uint32
 
 	SynKnown    bool
 	SynRetries  uint8 // net.ipv4.tcp_syn_retries
@@ -210,6 +214,7 @@ func (d *decoder) decodeConn(r *tcptraceEvent, t tally) Event {
 	switch {
 	case typ == SynRetransmit:
 		c.TransmitErr, c.Counted = r.Ret, r.Count
+		c.AttemptLo, c.AttemptHi = t.attemptLo, t.attemptHi
 	case r.Ret < 0:
 		c.Errno = unix.Errno(-r.Ret)
 	}
@@ -269,6 +274,10 @@ func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
 			d["errno"] = errnoName(c.Errno)
 		} else if c.TransmitErr != 0 {
 			d["transmit_error"] = transmitErrName(c.TransmitErr)
+		}
+		if t == SynRetransmit && c.AttemptLo != 0 {
+			d["attempt_min"] = c.AttemptLo
+			d["attempt_max"] = c.AttemptHi
 		}
 		if c.SynKnown && t != ConnectRefused {
 			d["tcp_syn_retries"] = c.SynRetries

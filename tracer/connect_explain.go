@@ -12,6 +12,10 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 	var b strings.Builder
 	switch t {
 	case SynRetransmit:
+		if c.AttemptLo != 0 && count > 1 {
+			c.explainCrowdedSynRetransmit(&b, remote, count)
+			break
+		}
 		fmt.Fprintf(&b, "SYN to %s retransmitted", remote)
 		if c.SynRetransmits > 0 {
 			fmt.Fprintf(&b, " (retransmit %d", c.SynRetransmits)
@@ -156,6 +160,34 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 	}
 	b.WriteString(".")
 	return b.String()
+}
+
+// explainCrowdedSynRetransmit: the line of a destination that many
+// connections retransmit to at once (a frozen server, a dead backend): the
+// count, the attempts, the latest connection's numbers.
+func (c *ConnState) explainCrowdedSynRetransmit(b *strings.Builder, remote netip.AddrPort, count uint64) {
+	fmt.Fprintf(b, "SYN to %s retransmitted %d times by connections retransmitting to it at once", remote, count)
+	if c.AttemptLo == c.AttemptHi {
+		fmt.Fprintf(b, " (retransmit %d of each connect()", c.AttemptLo)
+	} else {
+		fmt.Fprintf(b, " (retransmits %d to %d of their connect()s", c.AttemptLo, c.AttemptHi)
+	}
+	if c.StartKnown {
+		fmt.Fprintf(b, "; the latest %s after its connect()", dur(c.Elapsed))
+	}
+	b.WriteString("): no SYN-ACK came back")
+	if c.TransmitErr != 0 {
+		fmt.Fprintf(b, "; the latest never left this host: the IP layer refused it with %s", transmitErrName(c.TransmitErr))
+	}
+	if c.SynKnown {
+		rtx, giveUp := c.synModel().schedule()
+		fmt.Fprintf(b, "; connect() gives up %s after the first SYN, after %s (%s)", dur(giveUp), plural(len(rtx), "retransmit"), c.limitClause())
+	}
+	if c.TransmitErr != 0 {
+		b.WriteString("; look at this host's output path: firewall rules (EPERM is a netfilter drop), qdiscs, a full device queue, routes")
+	} else {
+		b.WriteString("; the destination drops SYNs (firewall, host down, wrong address) or the path is broken; a refusing host would answer with a reset at once")
+	}
 }
 
 // giveUpClause says when connect() gives up and why then.

@@ -56,6 +56,9 @@ type tally struct {
 	wait       time.Duration
 	maxWait    time.Duration
 	inProgress bool // a send still blocked when the line was printed
+	// syn_retransmit aggregated per destination: the lowest and highest
+	// attempt number among the retransmits counted (0: a line of its own).
+	attemptLo, attemptHi uint32
 }
 
 // decode builds the public Event.

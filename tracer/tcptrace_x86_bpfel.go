@@ -118,6 +118,7 @@ type tcptraceConnSnapshot struct {
 type tcptraceConnStart struct {
 	_       structs.HostLayout
 	StartNs uint64
+	LastNs  uint64
 	Base    uint32
 	Last    uint32
 }
@@ -299,6 +300,17 @@ const (
 	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
 )
 
+type tcptraceSynAttempts struct {
+	_ structs.HostLayout
+	N [32]uint64
+}
+
+type tcptraceSynRtxLast struct {
+	_    structs.HostLayout
+	Sk   uint64
+	TsNs uint64
+}
+
 type tcptraceTcpSnapshot struct {
 	_            structs.HostLayout
 	Sk           uint64
@@ -374,6 +386,8 @@ const (
 	tcptraceMapScratch                         = "scratch"
 	tcptraceMapSendmsgSk                       = "sendmsg_sk"
 	tcptraceMapSnapScratch                     = "snap_scratch"
+	tcptraceMapSynRtxAttempts                  = "syn_rtx_attempts"
+	tcptraceMapSynRtxDest                      = "syn_rtx_dest"
 	tcptraceMapSynackCounts                    = "synack_counts"
 	tcptraceMapTwArmed                         = "tw_armed"
 	tcptraceMapWaitStarts                      = "wait_starts"
@@ -600,6 +614,8 @@ type tcptraceMapSpecs struct {
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
+	SynRtxAttempts *ebpf.MapSpec `ebpf:"syn_rtx_attempts"`
+	SynRtxDest     *ebpf.MapSpec `ebpf:"syn_rtx_dest"`
 	SynackCounts   *ebpf.MapSpec `ebpf:"synack_counts"`
 	TwArmed        *ebpf.MapSpec `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.MapSpec `ebpf:"wait_starts"`
@@ -678,6 +694,8 @@ type tcptraceMaps struct {
 	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
+	SynRtxAttempts *ebpf.Map `ebpf:"syn_rtx_attempts"`
+	SynRtxDest     *ebpf.Map `ebpf:"syn_rtx_dest"`
 	SynackCounts   *ebpf.Map `ebpf:"synack_counts"`
 	TwArmed        *ebpf.Map `ebpf:"tw_armed"`
 	WaitStarts     *ebpf.Map `ebpf:"wait_starts"`
@@ -704,6 +722,8 @@ func (m *tcptraceMaps) Close() error {
 		m.Scratch,
 		m.SendmsgSk,
 		m.SnapScratch,
+		m.SynRtxAttempts,
+		m.SynRtxDest,
 		m.SynackCounts,
 		m.TwArmed,
 		m.WaitStarts,
