@@ -41,6 +41,9 @@
  * (6.15, TSEcrRejected) and TCP_RFC7323_TW_PAWS (6.16, PAWSTimewait), all
  * resolved by name. The segment's addresses and TSval come from its headers;
  * the socket that refused it (rx_sk, 6.11+) gives the timestamp it holds.
+ * The segment's sequence number and the namespace's tcp_rfc1337 go with it:
+ * user space ties a SYN to the client's syn_retransmit by that number (the
+ * client's ISN, which NAT leaves alone).
  *
  * reset. tcp:tcp_send_reset and tcp:tcp_receive_reset on a connection past
  * its handshake. From 6.10 tcp_send_reset also fires without a socket (a
@@ -391,6 +394,15 @@ static __always_inline void syn_attempts_add(struct agg_key *key, __u32 attempt,
 	__sync_fetch_and_add(&a->n[slot], n);
 }
 
+/* The SYN's sequence number: tcp_connect_init() sets snd_una to the ISN,
+ * and it stays there until the SYN-ACK. NAT rewrites addresses and ports,
+ * not this: it ties a client's SYN to what a host behind the NAT did with
+ * it. */
+static __always_inline __u32 syn_isn(struct sock *sk)
+{
+	return BPF_CORE_READ((struct tcp_sock *)sk, snd_una);
+}
+
 static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 {
 	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
@@ -425,6 +437,7 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 		read_conn(sk, &t->ev.c);
 		read_syn_limits(sk, &t->ev.c);
 		conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns);
+		t->ev.c.seq = syn_isn(sk);
 		conn_submit(t);
 		return;
 	}
@@ -446,6 +459,7 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 	read_conn(sk, &t->ev.c);
 	read_syn_limits(sk, &t->ev.c);
 	conn_fill_start(&t->ev, cs, sk, now);
+	t->ev.c.seq = syn_isn(sk);
 	/* An existing entry counts this one in the table; a new one sends
 	 * the template as the destination's first line. */
 	counted = bpf_map_lookup_elem(&aggregates, &dest) != NULL;
@@ -926,6 +940,7 @@ static __always_inline bool read_segment(struct sk_buff *skb, struct conn_snapsh
 		return false;
 	c->sport = bpf_ntohs(t.dest);
 	c->dport = bpf_ntohs(t.source);
+	c->seq = bpf_ntohl(t.seq);
 	c->tcp_flags = ((__u8 *)&t)[13];
 	len = t.doff * 4 - (int)sizeof(t);
 	if (len <= 0 || len > 40)
@@ -1006,6 +1021,16 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 		net = skb_net(skb);
 		if (net)
 			c.netns = BPF_CORE_READ(net, ns.inum);
+	}
+	/* tcp_rfc1337 decides what the refused client's reset does to a
+	 * TIME_WAIT socket (tcp_timewait_state_process()): 0 kills it, so the
+	 * client's next SYN gets through; 1 ignores it. int before 6.1's
+	 * sysctl conversions, u8 since: the probed read takes either. */
+	if (net) {
+		struct netns_ipv4 *ipv4 = net_ipv4(net);
+
+		c.rfc1337 = BPF_CORE_READ_BITFIELD_PROBED(ipv4, sysctl_tcp_rfc1337);
+		c.rfc1337_known = 1;
 	}
 	/* A full socket is its owner's; a TIME_WAIT or request socket has
 	 * none left, and the process a SYN was for is the listener's. */

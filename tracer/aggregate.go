@@ -84,7 +84,14 @@ func monotonicNow() uint64 {
 func (a *aggregator) flush(emit func(Event), final bool) error {
 	now := monotonicNow()
 	var stale []tcptraceAggKey
-	err := a.each(func(key *tcptraceAggKey, val *tcptraceAggValue) {
+	// SYN retransmits last: the listener and PAWS lines of this flush tell
+	// a local client's line what happened to its SYNs (connect_cause.go).
+	type entry struct {
+		key tcptraceAggKey
+		val tcptraceAggValue
+	}
+	var later []entry
+	printOne := func(key *tcptraceAggKey, val *tcptraceAggValue) {
 		p := a.printed[*key]
 		if val.Count > p.count {
 			t := tally{
@@ -104,7 +111,17 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 		if !final && time.Duration(now-val.LastNs) > pruneAfter {
 			stale = append(stale, *key)
 		}
+	}
+	err := a.each(func(key *tcptraceAggKey, val *tcptraceAggValue) {
+		if EventType(key.Type) == SynRetransmit {
+			later = append(later, entry{*key, *val})
+			return
+		}
+		printOne(key, val)
 	})
+	for i := range later {
+		printOne(&later[i].key, &later[i].val)
+	}
 	if err != nil {
 		return fmt.Errorf("reading the aggregation table: %w", err)
 	}

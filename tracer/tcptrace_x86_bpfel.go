@@ -113,6 +113,10 @@ type tcptraceConnSnapshot struct {
 	RstReason         uint32
 	Unacked           uint32
 	Unread            uint32
+	Seq               uint32
+	Rfc1337           uint8
+	Rfc1337Known      uint8
+	Pad2              [2]uint8
 }
 
 type tcptraceConnStart struct {
