@@ -41,6 +41,9 @@
  * (6.15, TSEcrRejected) and TCP_RFC7323_TW_PAWS (6.16, PAWSTimewait), all
  * resolved by name. The segment's addresses and TSval come from its headers;
  * the socket that refused it (rx_sk, 6.11+) gives the timestamp it holds.
+ * The segment's sequence number and the namespace's tcp_rfc1337 go with it:
+ * user space ties a SYN to the client's syn_retransmit by that number (the
+ * client's ISN, which NAT leaves alone).
  *
  * reset. tcp:tcp_send_reset and tcp:tcp_receive_reset on a connection past
  * its handshake. From 6.10 tcp_send_reset also fires without a socket (a
@@ -76,6 +79,7 @@ const volatile __u64 cfg_tw_timer_handler = 0;
  * recycles the rest. */
 struct conn_start {
 	__u64 start_ns;
+	__u64 last_ns; /* when the last SYN went out (the first: start_ns) */
 	__u32 base;    /* tp->total_retrans at connect() */
 	__u32 last;    /* tp->total_retrans at the last SYN retransmit seen */
 };
@@ -86,6 +90,39 @@ struct {
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn_start);
 } conn_starts SEC(".maps");
+
+/* Per destination (the aggregation key of syn_retransmit): the connection
+ * that retransmitted a SYN to it last, and when. A connection whose SYN
+ * goes out while no other one retransmitted to its destination since its
+ * previous SYN is alone there: it gets a line per retransmit, at once. */
+struct syn_rtx_last {
+	__u64 sk;
+	__u64 ts_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct agg_key);
+	__type(value, struct syn_rtx_last);
+} syn_rtx_dest SEC(".maps");
+
+/* Per destination: SYN retransmits counted in the aggregation table, by
+ * attempt number (slot i: attempt i + 1; the last slot, that attempt and
+ * later ones). Like the table, the kernel only adds: user space prints the
+ * range of the slots that grew since its last line. */
+#define SYN_ATTEMPT_SLOTS 32
+
+struct syn_attempts {
+	__u64 n[SYN_ATTEMPT_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct agg_key);
+	__type(value, struct syn_attempts);
+} syn_rtx_attempts SEC(".maps");
 
 /* The TIME_WAIT socket whose timer this CPU armed last. */
 struct tw_armed {
@@ -293,34 +330,6 @@ static __always_inline void conn_fill_start(struct event *e, struct conn_start *
  * how many counted retransmits this call stands for: 0 (an attempt that
  * did not count), 1, or more when failed ones went unseen before it.
  */
-static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int err)
-{
-	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
-	__u64 key = (__u64)sk;
-	struct conn_start *cs;
-	SCRATCH_EVENT(t);
-	__u32 n = 1;
-
-	cs = bpf_map_lookup_elem(&conn_starts, &key);
-	if (cs) {
-		if (total == cs->last)
-			return;
-		n = total - cs->last;
-		cs->last = total; /* the socket's timer runs one at a time */
-	}
-	if (!owner_wanted(sk) || !conn_sock_wanted(sk))
-		return;
-	t = conn_template(EVENT_SYN_RETRANSMIT, path);
-	if (!t)
-		return;
-	t->ev.count = n;
-	t->ev.ret = err;
-	read_conn(sk, &t->ev.c);
-	read_syn_limits(sk, &t->ev.c);
-	conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns);
-	conn_submit(t);
-}
-
 /* The peer's address in an aggregation key (struct agg_key): events
  * aggregated per destination get one line per address. */
 static __always_inline void key_peer(struct agg_key *key, struct sock *sk)
@@ -329,6 +338,136 @@ static __always_inline void key_peer(struct agg_key *key, struct sock *sk)
 		BPF_CORE_READ_INTO(&key->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 	else
 		BPF_CORE_READ_INTO((__u32 *)key->addr, sk, __sk_common.skc_daddr);
+}
+
+/* The destination key of connect outcomes: namespace, port, address. */
+static __always_inline void key_dest(struct agg_key *key, struct sock *sk, __u32 type)
+{
+	key->type = type;
+	key->sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 |
+		  bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	key_peer(key, sk);
+}
+
+/* Whether another connection retransmitted a SYN to this one's destination
+ * since this one's previous SYN (prev_ns): then many connections wait on
+ * that destination (a frozen server, a dead backend behind a pool) and a
+ * line each would flood the output. */
+static __always_inline bool syn_rtx_crowded(struct agg_key *key, struct sock *sk, __u64 prev_ns, __u64 now)
+{
+	struct syn_rtx_last *l = bpf_map_lookup_elem(&syn_rtx_dest, key);
+	struct syn_rtx_last mine = { .sk = (__u64)sk, .ts_ns = now };
+	bool crowded = l && l->sk != (__u64)sk && l->ts_ns >= prev_ns;
+
+	if (l) {
+		l->sk = mine.sk;
+		l->ts_ns = now;
+	} else {
+		bpf_map_update_elem(&syn_rtx_dest, key, &mine, BPF_ANY);
+	}
+	return crowded;
+}
+
+/* n retransmits of attempt number `attempt` counted in the aggregation
+ * table, by attempt. */
+static __always_inline void syn_attempts_add(struct agg_key *key, __u32 attempt, __u32 n)
+{
+	struct syn_attempts *a = bpf_map_lookup_elem(&syn_rtx_attempts, key);
+	__u32 slot = attempt ? attempt - 1 : 0;
+
+	if (!n)
+		return;
+	if (!a) {
+		static const struct syn_attempts zero;
+
+		bpf_map_update_elem(&syn_rtx_attempts, key, &zero, BPF_NOEXIST);
+		a = bpf_map_lookup_elem(&syn_rtx_attempts, key);
+		if (!a)
+			return;
+	}
+	if (slot >= SYN_ATTEMPT_SLOTS)
+		slot = SYN_ATTEMPT_SLOTS - 1;
+	/* The verifier bounds the register it compared; clang may index with
+	 * a copy it did not. The mask bounds the one used. */
+	barrier_var(slot);
+	slot &= SYN_ATTEMPT_SLOTS - 1;
+	__sync_fetch_and_add(&a->n[slot], n);
+}
+
+/* The SYN's sequence number: tcp_connect_init() sets snd_una to the ISN,
+ * and it stays there until the SYN-ACK. NAT rewrites addresses and ports,
+ * not this: it ties a client's SYN to what a host behind the NAT did with
+ * it. */
+static __always_inline __u32 syn_isn(struct sock *sk)
+{
+	return BPF_CORE_READ((struct tcp_sock *)sk, snd_una);
+}
+
+static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int err)
+{
+	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
+	__u64 key = (__u64)sk, now = bpf_ktime_get_ns(), prev_ns;
+	struct agg_key dest = {};
+	struct conn_start *cs;
+	struct agg_value *v;
+	SCRATCH_EVENT(t);
+	bool counted;
+	__u32 n = 1;
+
+	cs = bpf_map_lookup_elem(&conn_starts, &key);
+	if (cs) {
+		if (total == cs->last)
+			return;
+		n = total - cs->last;
+		cs->last = total; /* the socket's timer runs one at a time */
+		prev_ns = cs->last_ns;
+		cs->last_ns = now;
+	} else {
+		prev_ns = now - 1000000000ULL; /* TCP_TIMEOUT_INIT: the shortest backoff */
+	}
+	if (!owner_wanted(sk) || !conn_sock_wanted(sk))
+		return;
+	key_dest(&dest, sk, EVENT_SYN_RETRANSMIT);
+	if (!syn_rtx_crowded(&dest, sk, prev_ns, now)) {
+		t = conn_template(EVENT_SYN_RETRANSMIT, path);
+		if (!t)
+			return;
+		t->ev.count = n;
+		t->ev.ret = err;
+		read_conn(sk, &t->ev.c);
+		read_syn_limits(sk, &t->ev.c);
+		conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns);
+		t->ev.c.seq = syn_isn(sk);
+		conn_submit(t);
+		return;
+	}
+	/* Aggregated per destination like connect_timeout; the table counts 1
+	 * per call, the rest of n (failed transmits unseen before 6.17) is
+	 * added here, and each attempt number is kept for the line's range. */
+	if (agg_hit(&dest, 0)) {
+		v = bpf_map_lookup_elem(&aggregates, &dest);
+		if (v && n > 1)
+			__sync_fetch_and_add(&v->count, n - 1);
+		syn_attempts_add(&dest, cs ? total - cs->base : BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits), n);
+		return;
+	}
+	t = agg_template(EVENT_SYN_RETRANSMIT);
+	if (!t)
+		return;
+	t->ev.path = path;
+	t->ev.ret = err;
+	read_conn(sk, &t->ev.c);
+	read_syn_limits(sk, &t->ev.c);
+	conn_fill_start(&t->ev, cs, sk, now);
+	t->ev.c.seq = syn_isn(sk);
+	/* An existing entry counts this one in the table; a new one sends
+	 * the template as the destination's first line. */
+	counted = bpf_map_lookup_elem(&aggregates, &dest) != NULL;
+	agg_commit(&dest, t, 0);
+	v = bpf_map_lookup_elem(&aggregates, &dest);
+	if (v && n > 1)
+		__sync_fetch_and_add(&v->count, n - 1);
+	syn_attempts_add(&dest, cs ? t->ev.c.syn_rtx : t->ev.c.retransmits, counted ? n : n - 1);
 }
 
 /* SYN_SENT -> CLOSE with an error set: how connect() ended. One line per
@@ -352,10 +491,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 		return;
 	if (!owner_wanted(sk) || !conn_sock_wanted(sk))
 		return;
-	key.type = type;
-	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 |
-		 bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	key_peer(&key, sk);
+	key_dest(&key, sk, type);
 	if (agg_hit(&key, 0))
 		return;
 	t = agg_template(type);
@@ -374,6 +510,8 @@ static __always_inline void on_connect_start(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct conn_start cs = { .start_ns = bpf_ktime_get_ns() };
+
+	cs.last_ns = cs.start_ns;
 
 	cs.base = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
 	cs.last = cs.base;
@@ -802,6 +940,7 @@ static __always_inline bool read_segment(struct sk_buff *skb, struct conn_snapsh
 		return false;
 	c->sport = bpf_ntohs(t.dest);
 	c->dport = bpf_ntohs(t.source);
+	c->seq = bpf_ntohl(t.seq);
 	c->tcp_flags = ((__u8 *)&t)[13];
 	len = t.doff * 4 - (int)sizeof(t);
 	if (len <= 0 || len > 40)
@@ -882,6 +1021,16 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 		net = skb_net(skb);
 		if (net)
 			c.netns = BPF_CORE_READ(net, ns.inum);
+	}
+	/* tcp_rfc1337 decides what the refused client's reset does to a
+	 * TIME_WAIT socket (tcp_timewait_state_process()): 0 kills it, so the
+	 * client's next SYN gets through; 1 ignores it. int before 6.1's
+	 * sysctl conversions, u8 since: the probed read takes either. */
+	if (net) {
+		struct netns_ipv4 *ipv4 = net_ipv4(net);
+
+		c.rfc1337 = BPF_CORE_READ_BITFIELD_PROBED(ipv4, sysctl_tcp_rfc1337);
+		c.rfc1337_known = 1;
 	}
 	/* A full socket is its owner's; a TIME_WAIT or request socket has
 	 * none left, and the process a SYN was for is the listener's. */

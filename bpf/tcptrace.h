@@ -226,6 +226,10 @@ struct conn_snapshot {
 	__u32 rst_reason;        /* reset sent, 6.10+: enum sk_rst_reason */
 	__u32 unacked;           /* reset: bytes sent and not acknowledged */
 	__u32 unread;            /* reset: bytes received and not read */
+	__u32 seq;               /* paws_reject: the segment's sequence number; syn_retransmit: the SYN's (the ISN) */
+	__u8 rfc1337;            /* paws_reject: net.ipv4.tcp_rfc1337 of the refusing socket's namespace */
+	__u8 rfc1337_known;
+	__u8 _pad2[2];
 };
 
 struct event {

@@ -23,6 +23,11 @@ type aggregator struct {
 	dec      *decoder
 	interval time.Duration
 	printed  map[tcptraceAggKey]printedCount
+	// attempts: syn_retransmit's per-destination counts by attempt number
+	// (bpf/connect.bpf.c, syn_rtx_attempts; nil when not loaded), and what
+	// the lines so far printed of them.
+	attempts        *ebpf.Map
+	printedAttempts map[tcptraceAggKey]synAttempts
 	// Batch buffers, and whether the kernel refused batch lookups (before
 	// 5.6 for hash maps): then entries are read one by one.
 	keys     []tcptraceAggKey
@@ -35,6 +40,29 @@ type aggregator struct {
 // second at 16k connections, measured at a quarter of tcptrace's CPU time
 // under a storm of new destinations).
 const aggBatch = 1024
+
+// synAttempts mirrors struct syn_attempts: slot i counts attempt i+1, the
+// last slot that attempt and later ones.
+type synAttempts [32]uint64
+
+// attemptRange is the range of attempt numbers whose counts grew from
+// printed to now (0, 0: none did). A slot that shrank was recycled by the
+// kernel's LRU: its whole count is new.
+func attemptRange(printed, now *synAttempts, latest uint32) (lo, hi uint32) {
+	for i := range now {
+		if now[i] == printed[i] {
+			continue
+		}
+		if lo == 0 {
+			lo = uint32(i + 1)
+		}
+		hi = uint32(i + 1)
+	}
+	if hi == uint32(len(now)) && latest > hi {
+		hi = latest // the last slot holds every later attempt too
+	}
+	return lo, hi
+}
 
 type printedCount struct {
 	count, waitNs uint64
@@ -56,14 +84,25 @@ func monotonicNow() uint64 {
 func (a *aggregator) flush(emit func(Event), final bool) error {
 	now := monotonicNow()
 	var stale []tcptraceAggKey
-	err := a.each(func(key *tcptraceAggKey, val *tcptraceAggValue) {
+	// SYN retransmits last: the listener and PAWS lines of this flush tell
+	// a local client's line what happened to its SYNs (connect_cause.go).
+	type entry struct {
+		key tcptraceAggKey
+		val tcptraceAggValue
+	}
+	var later []entry
+	printOne := func(key *tcptraceAggKey, val *tcptraceAggValue) {
 		p := a.printed[*key]
 		if val.Count > p.count {
-			e := a.dec.decode(&val.Ev, tally{
+			t := tally{
 				count:   val.Count - p.count,
 				wait:    time.Duration(val.WaitNs - p.waitNs),
 				maxWait: time.Duration(val.MaxWaitNs),
-			})
+			}
+			if EventType(key.Type) == SynRetransmit {
+				t.attemptLo, t.attemptHi = a.synAttempts(key, &val.Ev)
+			}
+			e := a.dec.decode(&val.Ev, t)
 			e.Time = a.dec.wall(val.LastNs)
 			emit(e)
 			a.printed[*key] = printedCount{count: val.Count, waitNs: val.WaitNs}
@@ -72,7 +111,17 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 		if !final && time.Duration(now-val.LastNs) > pruneAfter {
 			stale = append(stale, *key)
 		}
+	}
+	err := a.each(func(key *tcptraceAggKey, val *tcptraceAggValue) {
+		if EventType(key.Type) == SynRetransmit {
+			later = append(later, entry{*key, *val})
+			return
+		}
+		printOne(key, val)
 	})
+	for i := range later {
+		printOne(&later[i].key, &later[i].val)
+	}
 	if err != nil {
 		return fmt.Errorf("reading the aggregation table: %w", err)
 	}
@@ -81,8 +130,42 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 			return fmt.Errorf("pruning the aggregation table: %w", err)
 		}
 		delete(a.printed, k)
+		if EventType(k.Type) == SynRetransmit && a.attempts != nil {
+			if err := a.attempts.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("pruning the SYN attempt table: %w", err)
+			}
+			delete(a.printedAttempts, k)
+		}
 	}
 	return a.flushWaits(emit, now)
+}
+
+// synAttempts is the range of attempt numbers of the SYN retransmits a
+// syn_retransmit line counts: those the destination's slots gained since its
+// last line. Without the table (or a lost update) the latest attempt alone.
+func (a *aggregator) synAttempts(key *tcptraceAggKey, ev *tcptraceEvent) (lo, hi uint32) {
+	latest := ev.C.SynRtx
+	if ev.C.StartKnown == 0 {
+		latest = uint32(ev.C.Retransmits)
+	}
+	var now synAttempts
+	if a.attempts == nil || a.attempts.Lookup(key, &now) != nil {
+		return latest, latest
+	}
+	if a.printedAttempts == nil {
+		a.printedAttempts = map[tcptraceAggKey]synAttempts{}
+	}
+	printed := a.printedAttempts[*key]
+	for i := range printed {
+		if now[i] < printed[i] {
+			printed[i] = 0
+		}
+	}
+	a.printedAttempts[*key] = now
+	if lo, hi = attemptRange(&printed, &now, latest); lo == 0 {
+		return latest, latest
+	}
+	return lo, hi
 }
 
 // each calls fn for every entry of the aggregation table, in batches where

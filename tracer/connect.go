@@ -66,6 +66,10 @@ type ConnState struct {
 	// Counted is how many of the kernel's SYN retransmits the line stands
 	// for: more than 1 when failed ones (before 6.17) went unseen.
 	Counted uint64
+	// AttemptLo, AttemptHi: a syn_retransmit line aggregated per destination
+	// (several connections retransmitting to it): the range of attempt
+	// numbers among the retransmits it counts. 0 on a line of its own.
+	AttemptLo, AttemptHi uint32
 
 	SynKnown    bool
 	SynRetries  uint8 // net.ipv4.tcp_syn_retries
@@ -85,6 +89,14 @@ type ConnState struct {
 	// TwToDest is the number of TIME_WAIT sockets to the event's destination
 	// (-1: unknown), read from /proc/<pid>/net/tcp{,6} of the process.
 	TwToDest int
+
+	// Seq: paws_reject, the segment's sequence number; syn_retransmit, the
+	// SYN's (the connection's ISN).
+	Seq uint32
+	// RFC1337: paws_reject, net.ipv4.tcp_rfc1337 of the refusing socket's
+	// namespace (RFC1337Known: read).
+	RFC1337      uint8
+	RFC1337Known bool
 
 	DropReason string // paws_reject: the kernel's drop reason
 	// PawsRecomputed: before 6.16 (fentry, kprobe) a PAWS reject in
@@ -156,6 +168,9 @@ func newConnState(r *tcptraceConnSnapshot, hz uint64, names *connFacts) ConnStat
 		TSRecent:       r.TsRecent,
 		Unacked:        r.Unacked,
 		Unread:         r.Unread,
+		Seq:            r.Seq,
+		RFC1337:        r.Rfc1337,
+		RFC1337Known:   r.Rfc1337Known != 0,
 	}
 	if !c.StartKnown {
 		// Connect made before tcptrace started: the kernel's own count.
@@ -210,6 +225,7 @@ func (d *decoder) decodeConn(r *tcptraceEvent, t tally) Event {
 	switch {
 	case typ == SynRetransmit:
 		c.TransmitErr, c.Counted = r.Ret, r.Count
+		c.AttemptLo, c.AttemptHi = t.attemptLo, t.attemptHi
 	case r.Ret < 0:
 		c.Errno = unix.Errno(-r.Ret)
 	}
@@ -219,7 +235,17 @@ func (d *decoder) decodeConn(r *tcptraceEvent, t tally) Event {
 	e.Reason = classifyConn(typ, &c)
 	e.Conn = c
 	e.Details = connDetails(typ, &c, r)
-	e.Explanation = explainConn(typ, &c, e.Remote, t.count)
+	cause := ""
+	switch typ {
+	case PawsReject:
+		d.fates.note(&e)
+	case SynRetransmit:
+		if v, ok := d.fates.find(&e); ok {
+			v.details(e.Details, &e)
+			cause = v.sentence(&e)
+		}
+	}
+	e.Explanation = explainConn(typ, &c, e.Remote, t.count, cause)
 	return e
 }
 
@@ -270,6 +296,13 @@ func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
 		} else if c.TransmitErr != 0 {
 			d["transmit_error"] = transmitErrName(c.TransmitErr)
 		}
+		if t == SynRetransmit {
+			d["isn"] = c.Seq
+		}
+		if t == SynRetransmit && c.AttemptLo != 0 {
+			d["attempt_min"] = c.AttemptLo
+			d["attempt_max"] = c.AttemptHi
+		}
 		if c.SynKnown && t != ConnectRefused {
 			d["tcp_syn_retries"] = c.SynRetries
 			d["tcp_syncnt"] = c.SynCnt
@@ -312,6 +345,10 @@ func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
 		}
 		d["syn"] = c.SYN
 		d["state"] = c.State
+		d["seq"] = c.Seq
+		if c.RFC1337Known {
+			d["tcp_rfc1337"] = c.RFC1337
+		}
 		if c.TSSeen {
 			d["tsval"] = c.TSval
 			d["tsecr"] = c.TSecr

@@ -7,11 +7,17 @@ import (
 )
 
 // explainConn writes the one sentence of a connection event. Every number
-// in it is one of the event's details.
-func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64) string {
+// in it is one of the event's details. cause, for syn_retransmit: what a
+// socket on this host did to the connection's SYN (connect_cause.go), said
+// instead of suspecting the path.
+func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64, cause string) string {
 	var b strings.Builder
 	switch t {
 	case SynRetransmit:
+		if c.AttemptLo != 0 && count > 1 {
+			c.explainCrowdedSynRetransmit(&b, remote, count, cause)
+			break
+		}
 		fmt.Fprintf(&b, "SYN to %s retransmitted", remote)
 		if c.SynRetransmits > 0 {
 			fmt.Fprintf(&b, " (retransmit %d", c.SynRetransmits)
@@ -31,11 +37,7 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 		if c.SynKnown {
 			b.WriteString("; " + c.giveUpClause())
 		}
-		if c.TransmitErr != 0 {
-			b.WriteString("; look at this host's output path: firewall rules (EPERM is a netfilter drop), qdiscs, a full device queue, routes")
-		} else {
-			b.WriteString("; the destination drops SYNs (firewall, host down, wrong address) or the path is broken; a refusing host would answer with a reset at once")
-		}
+		c.synCauseClause(&b, cause)
 	case ConnectTimeout:
 		fmt.Fprintf(&b, "connect() to %s failed with ETIMEDOUT", remote)
 		if c.StartKnown {
@@ -113,7 +115,13 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 		}
 		switch reason {
 		case "TCP_RFC7323_TW_PAWS":
-			b.WriteString("; the 4-tuple is still in TIME_WAIT here and the new SYN's clock is older: typical of several clients behind one NAT address, whose timestamp clocks differ, reusing a source port; the client sees its connect() time out or stall; fix it on the NAT (keep per-client source ports apart) or let clients close first so TIME_WAIT stays on their side; tcp_tw_recycle, which made this far worse, was removed in 4.12")
+			b.WriteString("; the 4-tuple is still in TIME_WAIT here and the new SYN's clock is older: typical of several clients behind one NAT address, whose timestamp clocks differ, reusing a source port")
+			if c.SYN && c.RFC1337Known {
+				b.WriteString("; how long the client suffers: " + rfc1337Clause(c.RFC1337, "here"))
+			} else {
+				b.WriteString("; the client sees its connect() time out or stall")
+			}
+			b.WriteString("; fix it on the NAT (keep per-client source ports apart) or let clients close first so TIME_WAIT stays on their side; tcp_tw_recycle, which made this far worse, was removed in 4.12")
 		case "TCP_RFC7323_TSECR":
 			b.WriteString("; the final ACK echoed a timestamp this host never sent: a middlebox rewriting timestamps, or a spoofed or stale handshake")
 		case "TCP_RFC7323_PAWS_ACK":
@@ -122,8 +130,17 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 			b.WriteString("; the peer's timestamp clock went backwards on a live connection: a NAT mixing several clients into one 4-tuple, a middlebox rewriting timestamps, or a peer that restarted; the segment is discarded and the peer retransmits in vain")
 		}
 	case Reset:
+		// The line stands for every reset to or from the peer's address in
+		// the interval; the ports, state and bytes are the latest one's.
+		peer, latest := remote.String(), ""
+		if count > 1 {
+			peer, latest = fmt.Sprintf("%s and %d more", remote, count-1), "the latest "
+		}
 		if c.Side == "sent" {
-			fmt.Fprintf(&b, "reset sent to %s (state %s)", remote, c.State)
+			if count > 1 {
+				latest += "in "
+			}
+			fmt.Fprintf(&b, "reset sent to %s (%sstate %s)", peer, latest, c.State)
 			if c.RstReason != "" {
 				fmt.Fprintf(&b, ", reason %s", c.RstReason)
 			}
@@ -136,13 +153,56 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64)
 				b.WriteString(": this host aborted the connection (a segment it could not accept, or a timeout); the peer gets ECONNRESET")
 			}
 		} else {
-			fmt.Fprintf(&b, "reset received from %s in state %s", remote, c.State)
+			fmt.Fprintf(&b, "reset received from %s", peer)
+			if count > 1 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %sin state %s", latest, c.State)
 			fmt.Fprintf(&b, " with %d bytes unacknowledged and %d unread", c.Unacked, c.Unread)
 			b.WriteString(": the peer aborted the connection (its process exited or was killed with the socket open, closed with unread data, or used SO_LINGER 0), or a middlebox reset it; the application gets ECONNRESET (EPIPE on a later write) and data in flight is lost")
 		}
 	}
 	b.WriteString(".")
 	return b.String()
+}
+
+// explainCrowdedSynRetransmit: the line of a destination that many
+// connections retransmit to at once (a frozen server, a dead backend): the
+// count, the attempts, the latest connection's numbers.
+func (c *ConnState) explainCrowdedSynRetransmit(b *strings.Builder, remote netip.AddrPort, count uint64, cause string) {
+	fmt.Fprintf(b, "SYN to %s retransmitted %d times by connections retransmitting to it at once", remote, count)
+	if c.AttemptLo == c.AttemptHi {
+		fmt.Fprintf(b, " (retransmit %d of each connect()", c.AttemptLo)
+	} else {
+		fmt.Fprintf(b, " (retransmits %d to %d of their connect()s", c.AttemptLo, c.AttemptHi)
+	}
+	if c.StartKnown {
+		fmt.Fprintf(b, "; the latest %s after its connect()", dur(c.Elapsed))
+	}
+	b.WriteString("): no SYN-ACK came back")
+	if c.TransmitErr != 0 {
+		fmt.Fprintf(b, "; the latest never left this host: the IP layer refused it with %s", transmitErrName(c.TransmitErr))
+	}
+	if c.SynKnown {
+		rtx, giveUp := c.synModel().schedule()
+		fmt.Fprintf(b, "; connect() gives up %s after the first SYN, after %s (%s)", dur(giveUp), plural(len(rtx), "retransmit"), c.limitClause())
+	}
+	if cause != "" {
+		cause = "for the latest of them, " + cause
+	}
+	c.synCauseClause(b, cause)
+}
+
+// synCauseClause: why no SYN-ACK came back, as far as this host knows.
+func (c *ConnState) synCauseClause(b *strings.Builder, cause string) {
+	switch {
+	case c.TransmitErr != 0:
+		b.WriteString("; look at this host's output path: firewall rules (EPERM is a netfilter drop), qdiscs, a full device queue, routes")
+	case cause != "":
+		b.WriteString("; " + cause)
+	default:
+		b.WriteString("; the destination drops SYNs (firewall, host down, wrong address) or the path is broken; a refusing host would answer with a reset at once")
+	}
 }
 
 // giveUpClause says when connect() gives up and why then.
@@ -155,6 +215,12 @@ func (c *ConnState) giveUpClause() string {
 			s += fmt.Sprintf(", the next in %s", dur(rtx[n]-prev(rtx, n)))
 		}
 		s += "; "
+	}
+	if int(c.SynRetransmits) > len(rtx) {
+		// More than the timer makes: a segment the connecting socket could
+		// not use (a TIME_WAIT socket's duplicate ACK) made it retransmit
+		// at once, outside the count.
+		return s + fmt.Sprintf("connect() gives up %s after the first SYN (%s)", dur(giveUp), c.limitClause())
 	}
 	return s + fmt.Sprintf("connect() gives up %s after the first SYN, after %s (%s)", dur(giveUp), plural(len(rtx), "retransmit"), c.limitClause())
 }

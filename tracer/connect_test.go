@@ -179,6 +179,17 @@ func TestDecodePawsAndReset(t *testing.T) {
 	if e.Reason != ReasonResetReceived || e.Details["rst_reason"] != nil || !strings.Contains(e.Explanation, "in state ESTABLISHED") {
 		t.Errorf("reset received: %s %v", e.Explanation, e.Details)
 	}
+	// An aggregated line stands for every reset from the peer's address in
+	// the interval: it says so instead of naming one connection.
+	e = d.decode(&r, tally{count: 6})
+	if !strings.Contains(e.Explanation, "reset received from 10.0.0.2:5432 and 5 more, the latest in state ESTABLISHED with") {
+		t.Errorf("aggregated reset received: %s", e.Explanation)
+	}
+	r.C.Side, r.C.State = 1, 7
+	e = d.decode(&r, tally{count: 3})
+	if !strings.Contains(e.Explanation, "reset sent to 10.0.0.2:5432 and 2 more (the latest in state CLOSE)") {
+		t.Errorf("aggregated reset sent: %s", e.Explanation)
+	}
 }
 
 func TestCountTimeWait(t *testing.T) {
@@ -238,5 +249,49 @@ func TestDecodePawsRecomputed(t *testing.T) {
 	}
 	if strings.Contains(e.Explanation, "(TCP_RFC7323") || !strings.Contains(e.Explanation, "still in TIME_WAIT") {
 		t.Errorf("explanation: %s", e.Explanation)
+	}
+}
+
+// Many connections retransmitting to one destination: one line with the
+// count and the range of attempts, the latest connection's numbers beside.
+func TestDecodeSynRetransmitCrowded(t *testing.T) {
+	r := sampleConnRaw(SynRetransmit)
+	r.C.SynRtx, r.C.ElapsedNs, r.Count = 3, uint64(3*time.Second), 1
+	r.C.LimitsKnown = uint8(tcptraceConnLimitsLIMIT_SYN | tcptraceConnLimitsLIMIT_SYN_LINEAR)
+	r.C.SynRetries, r.C.SynLinearTimeouts = 2, 4
+	e := (&decoder{hz: 250}).decode(&r, tally{count: 37, attemptLo: 2, attemptHi: 3})
+	if e.Count != 37 || e.Details["attempt_min"] != uint32(2) || e.Details["attempt_max"] != uint32(3) || e.Details["syn_retransmits"] != uint32(3) {
+		t.Errorf("details %v", e.Details)
+	}
+	for _, want := range []string{"SYN to 10.0.0.2:5432 retransmitted 37 times by connections retransmitting to it at once (retransmits 2 to 3 of their connect()s; the latest 3.0 s after its connect())",
+		"gives up 7.0 s after the first SYN, after 5 retransmits (net.ipv4.tcp_syn_retries=2"} {
+		if !strings.Contains(e.Explanation, want) {
+			t.Errorf("explanation lacks %q: %s", want, e.Explanation)
+		}
+	}
+	if strings.Contains(e.Explanation, "this one") {
+		t.Errorf("the backoff of one connection is not the line's: %s", e.Explanation)
+	}
+	// A line of its own keeps its form, without the range keys.
+	e = (&decoder{hz: 250}).decode(&r, tally{count: 1})
+	if _, ok := e.Details["attempt_min"]; ok || !strings.Contains(e.Explanation, "(retransmit 3, 3.0 s after connect())") {
+		t.Errorf("lone line: %s %v", e.Explanation, e.Details)
+	}
+}
+
+func TestAttemptRange(t *testing.T) {
+	var printed, now synAttempts
+	printed[0], now[0] = 5, 5 // attempt 1: nothing new
+	now[1], now[2] = 4, 1     // attempts 2 and 3 grew
+	if lo, hi := attemptRange(&printed, &now, 3); lo != 2 || hi != 3 {
+		t.Errorf("range %d..%d, want 2..3", lo, hi)
+	}
+	printed = now
+	if lo, hi := attemptRange(&printed, &now, 3); lo != 0 || hi != 0 {
+		t.Errorf("nothing grew, range %d..%d", lo, hi)
+	}
+	now[len(now)-1]++ // the last slot holds later attempts too
+	if lo, hi := attemptRange(&printed, &now, 40); lo != 32 || hi != 40 {
+		t.Errorf("range %d..%d, want 32..40", lo, hi)
 	}
 }

@@ -36,12 +36,15 @@ type decoder struct {
 	owners *inodeOwners
 	// conn names the kernel's drop and reset reasons (connection events).
 	conn *connFacts
+	// fates: recent SYNs refused on this host, for syn_retransmit's cause
+	// (nil: not kept).
+	fates *synFates
 }
 
 func newDecoder(hz uint64) *decoder {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano()))}
+	return &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano())), fates: newSynFates()}
 }
 
 func (d *decoder) wall(ktimeNs uint64) time.Time {
@@ -56,12 +59,17 @@ type tally struct {
 	wait       time.Duration
 	maxWait    time.Duration
 	inProgress bool // a send still blocked when the line was printed
+	// syn_retransmit aggregated per destination: the lowest and highest
+	// attempt number among the retransmits counted (0: a line of its own).
+	attemptLo, attemptHi uint32
 }
 
 // decode builds the public Event.
 func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 	if EventType(r.Type).isListenerEvent() {
-		return d.decodeListener(r, t)
+		e := d.decodeListener(r, t)
+		d.fates.note(&e)
+		return e
 	}
 	if EventType(r.Type).isConnEvent() {
 		return d.decodeConn(r, t)

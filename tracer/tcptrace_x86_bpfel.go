@@ -114,11 +114,16 @@ type tcptraceConnSnapshot struct {
 	RstReason         uint32
 	Unacked           uint32
 	Unread            uint32
+	Seq               uint32
+	Rfc1337           uint8
+	Rfc1337Known      uint8
+	Pad2              [2]uint8
 }
 
 type tcptraceConnStart struct {
 	_       structs.HostLayout
 	StartNs uint64
+	LastNs  uint64
 	Base    uint32
 	Last    uint32
 }
@@ -305,6 +310,17 @@ const (
 	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
 )
 
+type tcptraceSynAttempts struct {
+	_ structs.HostLayout
+	N [32]uint64
+}
+
+type tcptraceSynRtxLast struct {
+	_    structs.HostLayout
+	Sk   uint64
+	TsNs uint64
+}
+
 type tcptraceSynackCount struct {
 	_   structs.HostLayout
 	N   uint32
@@ -387,6 +403,8 @@ const (
 	tcptraceMapScratch                         = "scratch"
 	tcptraceMapSendmsgSk                       = "sendmsg_sk"
 	tcptraceMapSnapScratch                     = "snap_scratch"
+	tcptraceMapSynRtxAttempts                  = "syn_rtx_attempts"
+	tcptraceMapSynRtxDest                      = "syn_rtx_dest"
 	tcptraceMapSynUnjudged                     = "syn_unjudged"
 	tcptraceMapSynackCounts                    = "synack_counts"
 	tcptraceMapTwArmed                         = "tw_armed"
@@ -621,6 +639,8 @@ type tcptraceMapSpecs struct {
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
+	SynRtxAttempts *ebpf.MapSpec `ebpf:"syn_rtx_attempts"`
+	SynRtxDest     *ebpf.MapSpec `ebpf:"syn_rtx_dest"`
 	SynUnjudged    *ebpf.MapSpec `ebpf:"syn_unjudged"`
 	SynackCounts   *ebpf.MapSpec `ebpf:"synack_counts"`
 	TwArmed        *ebpf.MapSpec `ebpf:"tw_armed"`
@@ -705,6 +725,8 @@ type tcptraceMaps struct {
 	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
+	SynRtxAttempts *ebpf.Map `ebpf:"syn_rtx_attempts"`
+	SynRtxDest     *ebpf.Map `ebpf:"syn_rtx_dest"`
 	SynUnjudged    *ebpf.Map `ebpf:"syn_unjudged"`
 	SynackCounts   *ebpf.Map `ebpf:"synack_counts"`
 	TwArmed        *ebpf.Map `ebpf:"tw_armed"`
@@ -733,6 +755,8 @@ func (m *tcptraceMaps) Close() error {
 		m.Scratch,
 		m.SendmsgSk,
 		m.SnapScratch,
+		m.SynRtxAttempts,
+		m.SynRtxDest,
 		m.SynUnjudged,
 		m.SynackCounts,
 		m.TwArmed,

@@ -194,6 +194,7 @@ func New(opts Options) (*Tracer, error) {
 	}
 	t.objs.kernelBTF = nil
 	t.agg = newAggregator(t.objs.mapByName("aggregates"), t.objs.mapByName("wait_starts"), t.dec, opts.Interval)
+	t.agg.attempts = t.objs.mapByName("syn_rtx_attempts")
 	t.startCounterChecks()
 	ok = true
 	return t, nil
