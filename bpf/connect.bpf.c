@@ -1036,7 +1036,7 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 	 * none left, and the process a SYN was for is the listener's. */
 	owner_sk = rx_sk;
 	if (!rx_sk || c.state == TCP_TIME_WAIT || c.state == TCP_NEW_SYN_RECV)
-		owner_sk = find_listener(c.netns, c.sport);
+		owner_sk = find_listener_for(c.netns, c.family, c.saddr, c.sport);
 	if (cfg_filter_pid && (!owner_sk || !owner_wanted(owner_sk)))
 		return;
 	key.sk = c.sk ? c.sk : ((__u64)c.netns << 32 | (__u32)c.sport << 16 | c.dport);

@@ -72,19 +72,6 @@ static __always_inline struct sock *listener_at(struct listener_key *k)
 	return sk ? (struct sock *)*sk : NULL;
 }
 
-/* Some listener on the port, for its owner: the IPv4 wildcard, else the
- * IPv6 one. */
-static __always_inline struct sock *find_listener(__u32 netns, __u16 port)
-{
-	struct listener_key k = { .netns = netns, .port = port, .family = AF_INET };
-	struct sock *l = listener_at(&k);
-
-	if (l)
-		return l;
-	k.family = AF_INET6;
-	return listener_at(&k);
-}
-
 static __always_inline bool v6only(struct sock *sk)
 {
 	return BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only);
