@@ -21,9 +21,13 @@ build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/tcptrace
 
 # The whole suite: unit tests, then the end-to-end tests against this
-# kernel. Installs what the tests need first.
+# kernel. Installs what the tests need first. Each test is named as it
+# passes; a failing test's output is shown whole (.ci/test-progress.awk);
+# pipefail keeps go test's exit status.
+test: SHELL := /bin/bash
+test: .SHELLFLAGS := -o pipefail -c
 test: deps-test
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -v ./... 2>&1 | awk -f .ci/test-progress.awk
 
 unit:
 	$(GO) test -count=1 ./tracer ./cmd/...

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Writer prints events in one of the output formats. Lines are buffered:
@@ -45,9 +47,68 @@ func (t *textWriter) Write(e Event) error {
 			return err
 		}
 	}
-	_, err := fmt.Fprintf(t.w, textHeader, e.Time.Format("15:04:05.000"), fmt.Sprint(e.PID), e.Comm, e.Type, e.Reason,
-		e.Local, e.Remote, fmt.Sprint(e.Count), e.Explanation)
+	// The explanation can quote a process name too (the peer's, in a
+	// nagle_delack_stall).
+	_, err := fmt.Fprintf(t.w, textHeader, e.Time.Format("15:04:05.000"), fmt.Sprint(e.PID), Printable(e.Comm), e.Type,
+		Printable(string(e.Reason)), e.Local, e.Remote, fmt.Sprint(e.Count), Printable(e.Explanation))
 	return err
+}
+
+// Printable returns s as it may be written to a terminal: printable
+// characters (UTF-8 included) as they are; every other byte (control
+// characters, DEL, bytes that are not UTF-8, and the bytes of a rune that
+// does not print, such as U+202E, which reverses the text after it) as
+// \xNN; a backslash as \\, so that the bytes of the original can be read
+// back without ambiguity. Everything text output and the summary print that
+// came from the kernel, /proc or a process must go through it: any process
+// names itself (prctl(PR_SET_NAME), /proc/self/comm) with up to 15 bytes
+// of its choice, and an ESC would otherwise reach the operator's terminal
+// as a control sequence, a newline forge a line of output. ps prints '?'
+// for such bytes instead, which loses them; JSON output escapes them its
+// own way and does not use this.
+func Printable(s string) string {
+	i := 0
+	for i < len(s) {
+		n, ok := printableAt(s, i)
+		if !ok {
+			break
+		}
+		i += n
+	}
+	if i == len(s) {
+		return s // the common case, without allocating
+	}
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(s)+16)
+	b = append(b, s[:i]...)
+	for i < len(s) {
+		n, ok := printableAt(s, i)
+		switch {
+		case ok:
+			b = append(b, s[i:i+n]...)
+		case s[i] == '\\':
+			b = append(b, '\\', '\\')
+		default:
+			for _, c := range []byte(s[i : i+n]) {
+				b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+			}
+		}
+		i += n
+	}
+	return string(b)
+}
+
+// printableAt says how many bytes the character at s[i] takes (1 for a
+// byte that is not UTF-8) and whether it can be printed as it is.
+func printableAt(s string, i int) (int, bool) {
+	if c := s[i]; c < utf8.RuneSelf {
+		return 1, c >= ' ' && c < 0x7f && c != '\\'
+	}
+	r, n := utf8.DecodeRuneInString(s[i:])
+	if r == utf8.RuneError && n == 1 {
+		return 1, false
+	}
+	return n, unicode.IsPrint(r)
 }
 
 // jsonEvent is the JSON contract, one object per line. Field names and

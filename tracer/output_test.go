@@ -106,3 +106,71 @@ func TestSummaryCountsAndLost(t *testing.T) {
 		t.Errorf("skipped runs, one line per program in name order:\n%s", got)
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"nginx", "nginx"},
+		{"kworker/u8:2", "kworker/u8:2"},
+		{"my proc", "my proc"},
+		{"", ""},
+		{"\x1b[31mred", `\x1b[31mred`},
+		{"a\nb", `a\x0ab`},
+		{"a\tb", `a\x09b`},
+		{"a\rb", `a\x0db`},
+		{"del\x7f", `del\x7f`},
+		{"nul\x00", `nul\x00`},
+		{`C:\x1b`, `C:\\x1b`}, // a backslash in the name is not read back as an escape
+		{"bad\xff\xfeutf8", `bad\xff\xfeutf8`},
+		{"cut\xe2\x82", `cut\xe2\x82`}, // a multi-byte character cut short (comm keeps 15 bytes)
+		{"\xc2\x9b31m", `\xc2\x9b31m`}, // U+009B, the C1 CSI: one character, not printable
+		{"évian-µs", "évian-µs"},
+		{"服务器", "服务器"},
+		{"abc\u202eexe.txt", `abc\xe2\x80\xaeexe.txt`}, // right-to-left override
+		{"\ufffd", "\ufffd"},                           // a real U+FFFD prints
+	} {
+		if got := Printable(c.in); got != c.want {
+			t.Errorf("Printable(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// A clean name is returned as it is: the text writer calls Printable on
+// every line.
+func TestPrintableDoesNotAllocateForCleanNames(t *testing.T) {
+	s := "send buffer full (46592 of 46080 bytes queued), srtt 36 µs"
+	if n := testing.AllocsPerRun(100, func() { Printable(s) }); n != 0 {
+		t.Errorf("%v allocations for a clean string", n)
+	}
+}
+
+// A process named with an escape sequence and a newline: the text line and
+// the summary show the name escaped, with no ESC byte and no second line.
+func TestTextAndSummaryEscapeNames(t *testing.T) {
+	r := sampleRaw()
+	copy(r.Comm[:], "\x1b[31mx\n00:00:00")
+	e := (&decoder{hz: 1000, bootWall: time.Unix(0, 0)}).decode(&r, tally{count: 1})
+	e.Explanation = "peer pid 7 \x1b]0;owned\x07, ACK held 40 ms"
+	var buf bytes.Buffer
+	w, _ := NewWriter("text", &buf)
+	w.Write(e)
+	w.Flush()
+	s := NewSummary()
+	s.Add(e)
+	s.Write(&buf, nil)
+	out := buf.String()
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("control characters in the output: %q", out)
+	}
+	lines := strings.Split(out, "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "00:00:00") {
+			t.Errorf("forged line %q in %q", l, out)
+		}
+	}
+	if !strings.Contains(lines[1], `4242 \x1b[31mx\x0a00:00:00 send_eagain`) || !strings.Contains(lines[1], `peer pid 7 \x1b]0;owned\x07, ACK held`) {
+		t.Errorf("event line does not show the name escaped: %q", lines[1])
+	}
+	if !strings.Contains(out, `4242 \x1b[31mx\x0a00:00:00 10.0.0.1:41000`) {
+		t.Errorf("summary does not show the name escaped: %q", out)
+	}
+}

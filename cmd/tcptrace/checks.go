@@ -34,6 +34,15 @@ func checkPrivileges() error {
 	return errors.New("needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
 }
 
+// checkBTF: CO-RE needs the kernel's own type information; without it
+// nothing loads, and the loader's error would not say why.
+func checkBTF() error {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return errors.New("no kernel BTF: /sys/kernel/btf/vmlinux is missing (tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)")
+	}
+	return nil
+}
+
 // checkPIDs refuses a pid that does not exist, rather than trace nothing.
 func checkPIDs(pids []uint32) error {
 	for _, pid := range pids {

@@ -31,14 +31,16 @@ Usage:
 Flags:
 `
 
-// parseFlags turns argv into options; any problem is one error line.
-func parseFlags(args []string, stderr io.Writer) (*options, error) {
+// parseFlags turns argv into options; any problem is one error line. The
+// help goes to stdout, as asked for, so that `tcptrace --help | less` works.
+func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	o := &options{}
 	fs := pflag.NewFlagSet("tcptrace", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
 	pids := fs.StringSliceP("pid", "p", nil, "only sockets of these processes, threads included (comma-separated)")
-	port := fs.Uint16("port", 0, "only connections with this local or remote port")
+	// A string, not a Uint16: pflag's own parse errors quote strconv.
+	port := fs.String("port", "", "only connections with local or remote port `N`, 1-65535")
 	v4 := fs.BoolP("ipv4", "4", false, "only IPv4 connections")
 	v6 := fs.BoolP("ipv6", "6", false, "only IPv6 connections")
 	events := fs.StringSliceP("events", "e", nil, "only these events (comma-separated): "+eventNames())
@@ -55,11 +57,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	if o.help {
-		fmt.Fprint(stderr, usageHead+fs.FlagUsages())
+		fmt.Fprint(stdout, usageHead+fs.FlagUsages())
 		return o, nil
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	// An empty list (-p '', -e '') would mean no filter at all: tracing
+	// the whole host is not what someone who typed the flag asked for.
+	if fs.Changed("pid") && len(*pids) == 0 {
+		return nil, errors.New("--pid needs at least one pid")
 	}
 	for _, p := range *pids {
 		n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 32)
@@ -68,7 +75,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.tracer.PIDs = append(o.tracer.PIDs, uint32(n))
 	}
-	o.tracer.Port = *port
+	if fs.Changed("port") {
+		n, err := strconv.ParseUint(strings.TrimSpace(*port), 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("invalid --port %q: want a port number, 1-65535", *port)
+		}
+		o.tracer.Port = uint16(n)
+	}
 	switch {
 	case *v4 && *v6:
 		return nil, errors.New("-4 and -6 exclude each other")
@@ -76,6 +89,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.tracer.Family = 4
 	case *v6:
 		o.tracer.Family = 6
+	}
+	if fs.Changed("events") && len(*events) == 0 {
+		return nil, fmt.Errorf("--events needs at least one event (known: %s)", eventNames())
 	}
 	for _, name := range *events {
 		t, err := tracer.ParseEventType(strings.TrimSpace(name))

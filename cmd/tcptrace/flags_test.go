@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -34,37 +35,57 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestParseFlagsErrors(t *testing.T) {
-	for args, want := range map[string]string{
-		"--bogus":             "unknown flag: --bogus",
-		"-p abc":              `invalid pid "abc"`,
-		"-p 0":                `invalid pid "0"`,
-		"-e nosuch":           `unknown event "nosuch"`,
-		"-4 -6":               "exclude each other",
-		"-o xml":              `unknown output format "xml"`,
-		"-d soon":             `invalid --duration "soon"`,
-		"--interval 0":        "--interval must be positive",
-		"--port 70000":        "invalid argument",
-		"--force-path uprobe": `unknown probe path "uprobe"`,
-		"extra":               `unexpected argument "extra"`,
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "unknown flag: --bogus"},
+		{[]string{"-p", "abc"}, `invalid pid "abc"`},
+		{[]string{"-p", "0"}, `invalid pid "0"`},
+		{[]string{"-p", ""}, "--pid needs at least one pid"},
+		{[]string{"-e", "nosuch"}, `unknown event "nosuch"`},
+		{[]string{"-e", ""}, "--events needs at least one event (known: send_eagain, "},
+		{[]string{"--events="}, "--events needs at least one event"},
+		{[]string{"-e", "send_eagain,"}, `unknown event ""`},
+		{[]string{"-4", "-6"}, "exclude each other"},
+		{[]string{"-o", "xml"}, `unknown output format "xml"`},
+		{[]string{"-d", "soon"}, `invalid --duration "soon"`},
+		{[]string{"--interval", "0"}, "--interval must be positive"},
+		{[]string{"--port", "0"}, `invalid --port "0": want a port number, 1-65535`},
+		{[]string{"--port", "70000"}, `invalid --port "70000": want a port number, 1-65535`},
+		{[]string{"--port", "-1"}, `invalid --port "-1"`},
+		{[]string{"--port", "http"}, `invalid --port "http"`},
+		{[]string{"--port", ""}, `invalid --port ""`},
+		{[]string{"--force-path", "uprobe"}, `unknown probe path "uprobe"`},
+		{[]string{"extra"}, `unexpected argument "extra"`},
 	} {
-		_, err := parseFlags(strings.Fields(args), io.Discard)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: got %v, want %q", args, err, want)
+		_, err := parseFlags(c.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.args, err, c.want)
 		}
-		if err != nil && strings.Contains(err.Error(), "\n") {
-			t.Errorf("%s: error is not one line: %q", args, err)
+		if err != nil && (strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "strconv")) {
+			t.Errorf("%q: error is not one line in the tool's words: %q", c.args, err)
+		}
+	}
+	for _, port := range []string{"1", "65535", " 443"} {
+		if o, err := parseFlags([]string{"--port", port}, io.Discard); err != nil || fmt.Sprint(o.tracer.Port) != strings.TrimSpace(port) {
+			t.Errorf("--port %q: %+v %v", port, o, err)
 		}
 	}
 }
 
+// The help is asked for, not an error: stdout, so that it can be paged.
 func TestHelpAndVersionNeedNoPrivileges(t *testing.T) {
-	var out strings.Builder
-	if err := mainErr([]string{"--version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "tcptrace ") {
+	var out, errOut strings.Builder
+	if err := mainErr([]string{"--version"}, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "tcptrace ") {
 		t.Errorf("--version: %q %v", out.String(), err)
 	}
-	var help strings.Builder
-	if err := mainErr([]string{"-h"}, io.Discard, &help); err != nil || !strings.Contains(help.String(), "--pid") {
-		t.Errorf("-h: %v\n%s", err, help.String())
+	for _, h := range []string{"-h", "--help"} {
+		out.Reset()
+		errOut.Reset()
+		if err := mainErr([]string{h}, &out, &errOut); err != nil || !strings.Contains(out.String(), "--pid") || errOut.Len() != 0 {
+			t.Errorf("%s: %v\nstdout:\n%s\nstderr:\n%s", h, err, out.String(), errOut.String())
+		}
 	}
 }
 

@@ -10,13 +10,17 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..." (make
+// build does); a plain go build leaves it empty and versionString reads
+// what Go recorded in the binary instead.
+var version string
 
 // usageError is a problem with what the user asked for: exit code 2.
 type usageError struct{ error }
@@ -38,7 +42,7 @@ func exitCode(err error) int {
 }
 
 func mainErr(args []string, stdout, stderr io.Writer) error {
-	o, err := parseFlags(args, stderr)
+	o, err := parseFlags(args, stdout)
 	if err != nil {
 		return usageError{err}
 	}
@@ -46,10 +50,14 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	case o.help:
 		return nil
 	case o.version:
-		fmt.Fprintln(stdout, "tcptrace", version)
+		bi, _ := debug.ReadBuildInfo()
+		fmt.Fprintln(stdout, "tcptrace", versionString(version, bi))
 		return nil
 	}
 	if err := checkPrivileges(); err != nil {
+		return usageError{err}
+	}
+	if err := checkBTF(); err != nil {
 		return usageError{err}
 	}
 	if err := checkPIDs(o.tracer.PIDs); err != nil {
@@ -72,9 +80,12 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 
 // run traces until a signal, --duration, or the traced processes exit.
 func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
+	// What the user can get wrong was checked above; a failure now (a
+	// verifier rejection, no probe path for any event, a map the kernel
+	// refuses) is not bad input.
 	t, err := tracer.New(o.tracer)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	defer t.Close()
 	printUnsupported(stderr, t.Status())
@@ -127,20 +138,69 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	return t.Close()
 }
 
-// describe lists the events traced and the path each uses, for the
-// `tracing` line.
+// describe says what is traced and the probe path of each event, grouped by
+// path, in one short line; --list-probes shows the hooks.
 func describe(st []tracer.ProbeStatus) string {
-	s := ""
+	var paths []tracer.ProbePath
+	names := map[tracer.ProbePath][]string{}
+	n := 0
 	for _, p := range st {
 		if p.Path == 0 {
 			continue
 		}
-		if s != "" {
-			s += ", "
+		if names[p.Path] == nil {
+			paths = append(paths, p.Path)
 		}
-		s += fmt.Sprintf("%s via %s (%s)", p.Names(), p.Path, p.Hooks)
+		for _, e := range p.Events {
+			names[p.Path] = append(names[p.Path], e.String())
+			n++
+		}
 	}
-	return s
+	const hooks = " (the hooks: tcptrace --list-probes)"
+	if len(paths) == 1 && n == len(tracer.AllEventTypes()) {
+		return fmt.Sprintf("all %d events via %s%s", n, paths[0], hooks)
+	}
+	var groups []string
+	for _, p := range paths {
+		groups = append(groups, strings.Join(names[p], ", ")+" via "+p.String())
+	}
+	return strings.Join(groups, "; ") + hooks
+}
+
+// versionString is the version set with -ldflags, or else the one Go
+// recorded: a go build in a git checkout stamps the main module's version
+// (a pseudo-version made of the commit's time and hash, or its tag) and the
+// commit, marked modified when the work tree had changes.
+func versionString(ldflags string, bi *debug.BuildInfo) string {
+	if ldflags != "" {
+		return ldflags
+	}
+	v := "dev"
+	if bi == nil {
+		return v + " (no build information in the binary)"
+	}
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	rev, modified := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return v + " (no commit recorded: built outside a git checkout, or with -buildvcs=false)"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified {
+		return v + " (commit " + rev + ", modified)"
+	}
+	return v + " (commit " + rev + ")"
 }
 
 func printUnsupported(w io.Writer, st []tracer.ProbeStatus) {
