@@ -369,6 +369,8 @@ const (
 	tcptraceMapLost                            = "lost"
 	tcptraceMapMibBaseline                     = "mib_baseline"
 	tcptraceMapNagleHolds                      = "nagle_holds"
+	tcptraceMapOwnerStore                      = "owner_store"
+	tcptraceMapOwnerUnknown                    = "owner_unknown"
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
 	tcptraceMapScratch                         = "scratch"
@@ -423,6 +425,8 @@ const (
 	tcptraceProgKretprobeTcpSendmsg            = "kretprobe_tcp_sendmsg"
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
+	tcptraceProgProbeOwnerStorage              = "probe_owner_storage"
+	tcptraceProgProbeOwnerStorageIter          = "probe_owner_storage_iter"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
@@ -452,6 +456,8 @@ const (
 	tcptraceVarCfgFamily                       = "cfg_family"
 	tcptraceVarCfgFilterPid                    = "cfg_filter_pid"
 	tcptraceVarCfgMibOk                        = "cfg_mib_ok"
+	tcptraceVarCfgOwnerStorage                 = "cfg_owner_storage"
+	tcptraceVarCfgOwnerStorageIter             = "cfg_owner_storage_iter"
 	tcptraceVarCfgPort                         = "cfg_port"
 	tcptraceVarCfgRecordPeer                   = "cfg_record_peer"
 	tcptraceVarCfgRspEnd                       = "cfg_rsp_end"
@@ -558,6 +564,8 @@ type tcptraceProgramSpecs struct {
 	KretprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	ProbeOwnerStorage              *ebpf.ProgramSpec `ebpf:"probe_owner_storage"`
+	ProbeOwnerStorageIter          *ebpf.ProgramSpec `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
@@ -595,6 +603,8 @@ type tcptraceMapSpecs struct {
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
 	NagleHolds     *ebpf.MapSpec `ebpf:"nagle_holds"`
+	OwnerStore     *ebpf.MapSpec `ebpf:"owner_store"`
+	OwnerUnknown   *ebpf.MapSpec `ebpf:"owner_unknown"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -621,6 +631,8 @@ type tcptraceVariableSpecs struct {
 	CfgFamily             *ebpf.VariableSpec `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.VariableSpec `ebpf:"cfg_mib_ok"`
+	CfgOwnerStorage       *ebpf.VariableSpec `ebpf:"cfg_owner_storage"`
+	CfgOwnerStorageIter   *ebpf.VariableSpec `ebpf:"cfg_owner_storage_iter"`
 	CfgPort               *ebpf.VariableSpec `ebpf:"cfg_port"`
 	CfgRecordPeer         *ebpf.VariableSpec `ebpf:"cfg_record_peer"`
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
@@ -673,6 +685,8 @@ type tcptraceMaps struct {
 	Lost           *ebpf.Map `ebpf:"lost"`
 	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
 	NagleHolds     *ebpf.Map `ebpf:"nagle_holds"`
+	OwnerStore     *ebpf.Map `ebpf:"owner_store"`
+	OwnerUnknown   *ebpf.Map `ebpf:"owner_unknown"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -699,6 +713,8 @@ func (m *tcptraceMaps) Close() error {
 		m.Lost,
 		m.MibBaseline,
 		m.NagleHolds,
+		m.OwnerStore,
+		m.OwnerUnknown,
 		m.Owners,
 		m.PidFilter,
 		m.Scratch,
@@ -726,6 +742,8 @@ type tcptraceVariables struct {
 	CfgFamily             *ebpf.Variable `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.Variable `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.Variable `ebpf:"cfg_mib_ok"`
+	CfgOwnerStorage       *ebpf.Variable `ebpf:"cfg_owner_storage"`
+	CfgOwnerStorageIter   *ebpf.Variable `ebpf:"cfg_owner_storage_iter"`
 	CfgPort               *ebpf.Variable `ebpf:"cfg_port"`
 	CfgRecordPeer         *ebpf.Variable `ebpf:"cfg_record_peer"`
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
@@ -794,6 +812,8 @@ type tcptracePrograms struct {
 	KretprobeTcpSendmsg            *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
+	ProbeOwnerStorage              *ebpf.Program `ebpf:"probe_owner_storage"`
+	ProbeOwnerStorageIter          *ebpf.Program `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
@@ -861,6 +881,8 @@ func (p *tcptracePrograms) Close() error {
 		p.KretprobeTcpSendmsg,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
+		p.ProbeOwnerStorage,
+		p.ProbeOwnerStorageIter,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
