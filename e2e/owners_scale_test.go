@@ -179,17 +179,22 @@ func ownersUnknown(stderr string) uint64 {
 	return 0
 }
 
-// raiseNofile lets a helper hold n sockets, within its hard limit.
+// raiseNofile lets a helper hold n sockets: the hard limit is raised if
+// needed (CAP_SYS_RESOURCE; some containers refuse it, hence four pairs of
+// processes rather than one).
 func raiseNofile(n int) error {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return err
 	}
-	if uint64(n)+64 > lim.Max {
-		return fmt.Errorf("%d sockets: the hard limit of open files is %d", n, lim.Max)
+	if need := uint64(n) + 64; need > lim.Max {
+		lim.Max = need
 	}
 	lim.Cur = lim.Max
-	return unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("%d sockets: raising the open files limit to %d: %w", n, lim.Max, err)
+	}
+	return nil
 }
 
 func helperCount() int {
