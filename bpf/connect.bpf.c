@@ -1136,6 +1136,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	struct agg_key key = { .type = EVENT_RESET };
 	SCRATCH_EVENT(t);
 	__u32 states = RST_STATES;
+	bool in_close;
 	__u8 state;
 
 	if (!sk)
@@ -1145,7 +1146,12 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		states |= TCPF(TCP_CLOSE);
 	if (!(TCPF(state) & states) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return;
-	if (!conn_sock_wanted(sk) || !owner_wanted(sk))
+	/* A reset sent from CLOSE is an abort in a system call on the socket
+	 * (close() with unread data or SO_LINGER 0, connect(AF_UNSPEC): they
+	 * set CLOSE, then send); timers and softirq send from the state the
+	 * connection is in. */
+	in_close = side == RST_SENT && state == TCP_CLOSE;
+	if (!conn_sock_wanted(sk) || !sock_owner_wanted(sk, in_close))
 		return;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 | side;
 	key_peer(&key, sk);
@@ -1161,7 +1167,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	t->ev.c.rst_reason_known = reason_known;
 	t->ev.c.unacked = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
 	t->ev.c.unread = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
-	conn_owner(&t->ev, sk);
+	t->ev.c.owner_known = fill_sock_owner(&t->ev, sk, in_close);
 	agg_commit(&key, t, 0);
 }
 

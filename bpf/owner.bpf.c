@@ -5,11 +5,21 @@
  * whoever was interrupted; --pid and the pid/comm of an event must come from
  * the socket, not from the task.
  *
- * owners:    socket -> the process that made it. Filled in process context
- *            when a socket starts listening (inet_sock_set_state to LISTEN)
- *            and, for sockets made before tcptrace started, by the iterator
- *            below from a socket-inode -> process table that user space
- *            builds out of /proc/<pid>/fd.
+ * owner_store: socket -> the process that made it, in the socket's own
+ *            local storage (BPF_MAP_TYPE_SK_STORAGE): the kernel frees the
+ *            record with the socket, so a live socket never loses it however
+ *            many there are. Tracing programs may use it from 5.11
+ *            (bpf_sk_storage_tracing_allowed), on a socket pointer the kernel
+ *            passed them; user space tries before setting cfg_owner_storage.
+ * owners:    the same, keyed by the socket's address, for what cannot use
+ *            the storage: kprobe programs, sockets known only by an address
+ *            kept in a map (a listener, a delayed-ACK timer's socket), and
+ *            kernels before 5.11. An LRU table sized by user space from the
+ *            host's socket count; past that it forgets the oldest records.
+ * Both are filled in process context when a socket starts listening or
+ * connecting (inet_sock_set_state to LISTEN or SYN_SENT) and, for sockets
+ * made before tcptrace started, by the iterator below from a socket-inode ->
+ * process table that user space builds out of /proc/<pid>/fd.
  * listeners: (netns, port, family, bound address) -> listening socket: a
  *            dropped SYN carries only addresses, and the listener's queues
  *            explain the drop. Keyed like the kernel's own lookup, because
@@ -35,15 +45,49 @@ struct listener_key {
 	__u8 addr[16]; /* IPv4 in the first 4 bytes; zero: the wildcard */
 };
 
-/* LRU lists per CPU (BPF_F_NO_COMMON_LRU): an insert at every connect()
- * and accepted connection takes no global lock. */
+/* bpf_sk_storage_get works in tp_btf programs (and in the iterator): set by
+ * user space after loading a program that uses it (tracer/load.go). */
+const volatile __u8 cfg_owner_storage = 0;
+const volatile __u8 cfg_owner_storage_iter = 0;
+
+/* BPF_F_CLONE: inet_csk_clone_lock() -> sk_clone_lock() copies the
+ * listener's record into every passive connection it makes, before the
+ * connection exists anywhere else: accept()ed sockets are the listener
+ * owner's. NO_PREALLOC: required for socket storage. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct owner);
+} owner_store SEC(".maps");
+
+/* max_entries is set by user space from the host's socket count. One LRU
+ * for all CPUs: with per-CPU lists (BPF_F_NO_COMMON_LRU) each CPU gets
+ * max_entries / nr_cpus records, and a CPU that makes most connections
+ * evicts its own live ones while the table is far from full. The common
+ * list takes its global lock once per 128 inserts on a CPU (the CPU's
+ * local free list is refilled 128 at a time, LOCAL_FREE_TARGET). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct owner);
 } owners SEC(".maps");
+
+/* Events whose socket had no known owner (enum owner_unknown), per CPU:
+ * the summary reports them. */
+enum owner_unknown {
+	OWNER_UNKNOWN_REPORTED = 0, /* reported with owner_known false */
+	OWNER_UNKNOWN_FILTERED = 1, /* left out by --pid: whose they were is unknown */
+	OWNER_UNKNOWN_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OWNER_UNKNOWN_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} owner_unknown SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -152,14 +196,25 @@ static __always_inline void listener_key_of(struct sock *sk, struct listener_key
 		BPF_CORE_READ_INTO((__u32 *)k->addr, sk, __sk_common.skc_rcv_saddr);
 }
 
-/* The owner of sk into the event's pid and comm; false if unknown. */
+static __always_inline void count_owner_unknown(__u32 what)
+{
+	__u64 *n = bpf_map_lookup_elem(&owner_unknown, &what);
+
+	if (n)
+		*n += 1;
+}
+
+/* The owner of sk into the event's pid and comm; false if unknown. sk may
+ * be any socket address (from a map, a kprobe's registers). */
 static __always_inline bool fill_owner(struct event *e, struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct owner *o = bpf_map_lookup_elem(&owners, &key);
 
-	if (!o)
+	if (!o) {
+		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
 		return false;
+	}
 	e->pid = o->tgid;
 	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
 	return true;
@@ -175,7 +230,11 @@ static __always_inline bool owner_wanted(struct sock *sk)
 	if (!cfg_filter_pid)
 		return true;
 	o = bpf_map_lookup_elem(&owners, &key);
-	return o && pid_wanted(o->tgid);
+	if (!o) {
+		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		return false;
+	}
+	return pid_wanted(o->tgid);
 }
 
 static __always_inline void set_owner_current(struct sock *sk)
@@ -188,6 +247,76 @@ static __always_inline void set_owner_current(struct sock *sk)
 }
 
 /*
+ * The owner of sk, a socket the kernel passed to a tp_btf, fentry or fexit
+ * program (bpf_sk_storage_get takes no other pointer): its own storage,
+ * else the table. in_task says the event happens in a system call on the
+ * socket (a close() that aborts it): its caller is then the owner when
+ * neither has a record (a kernel without the storage, a table that evicted
+ * it). False: unknown.
+ */
+static __always_inline bool sock_owner(struct sock *sk, bool in_task, struct owner *out)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o = NULL;
+
+	if (cfg_owner_storage)
+		o = bpf_sk_storage_get(&owner_store, sk, NULL, 0);
+	if (!o)
+		o = bpf_map_lookup_elem(&owners, &key);
+	if (o) {
+		__builtin_memcpy(out, o, sizeof(*out));
+		return true;
+	}
+	if (!in_task)
+		return false;
+	out->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&out->comm, sizeof(out->comm));
+	return true;
+}
+
+/* fill_owner and owner_wanted for such a socket. */
+static __always_inline bool fill_sock_owner(struct event *e, struct sock *sk, bool in_task)
+{
+	struct owner o;
+
+	if (!sock_owner(sk, in_task, &o)) {
+		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
+		return false;
+	}
+	e->pid = o.tgid;
+	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
+	return true;
+}
+
+static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)
+{
+	struct owner o;
+
+	if (!cfg_filter_pid)
+		return true;
+	if (!sock_owner(sk, in_task, &o)) {
+		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		return false;
+	}
+	return pid_wanted(o.tgid);
+}
+
+/* set_owner_current, in the socket's storage too. */
+static __always_inline void set_sock_owner_current(struct sock *sk)
+{
+	struct owner *o;
+
+	set_owner_current(sk);
+	if (!cfg_owner_storage)
+		return;
+	o = bpf_sk_storage_get(&owner_store, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return;
+	o->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+/*
  * sock:inet_sock_set_state fires on every TCP state change, in the context
  * that made it. Three changes name an owner:
  *  - to LISTEN: listen() runs in the owner's process;
@@ -195,7 +324,8 @@ static __always_inline void set_owner_current(struct sock *sk)
  *  - LISTEN to SYN_RECV: inet_csk_clone_lock() makes a passive connection's
  *    socket as a copy of the listener (sk_state included) and then sets
  *    SYN_RECV on it, in softirq; it will be accept()ed by the listener's
- *    owner, whose entry it inherits.
+ *    owner, whose table entry it inherits (its storage record the kernel
+ *    copied at the clone: BPF_F_CLONE).
  * Timer and softirq events of connections (delayed ACKs, SYN retransmits)
  * are attributed through these entries. Every other state change of every
  * connection on the host leaves after three compares.
@@ -217,7 +347,7 @@ static __always_inline void owner_set_state(struct sock *sk, int oldstate, int n
 
 	if (newstate == TCP_SYN_SENT) {
 		if (sk->sk_protocol == IPPROTO_TCP)
-			set_owner_current(sk);
+			set_sock_owner_current(sk);
 		return;
 	}
 	if (newstate != TCP_LISTEN && oldstate != TCP_LISTEN)
@@ -226,7 +356,7 @@ static __always_inline void owner_set_state(struct sock *sk, int oldstate, int n
 		return;
 	listener_key_of(sk, &lk);
 	if (newstate == TCP_LISTEN) {
-		set_owner_current(sk);
+		set_sock_owner_current(sk);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
 		return;
 	}
@@ -287,14 +417,48 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	key = (__u64)sk;
 	ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 	o = bpf_map_lookup_elem(&inode_owners, &ino);
-	if (o)
+	if (o) {
 		bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST);
+		if (cfg_owner_storage_iter) {
+			struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+
+			/* A record the tracepoint made meanwhile is newer. */
+			if (s && !s->tgid)
+				__builtin_memcpy(s, o, sizeof(*s));
+		}
+	}
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
 		struct listener_key lk;
 
 		listener_key_of(sk, &lk);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_NOEXIST);
 	}
+	return 0;
+}
+
+/*
+ * Loaded and never attached: whether this kernel lets a tp_btf program, and
+ * an iterator, use socket storage (tracer/load.go sets cfg_owner_storage*
+ * from the verifier's answer).
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(probe_owner_storage, struct sock *sk)
+{
+	bpf_sk_storage_get(&owner_store, sk, NULL, 0);
+	return 0;
+}
+
+SEC("iter/tcp")
+int probe_owner_storage_iter(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (tp)
+		bpf_sk_storage_get(&owner_store, tp, NULL, 0);
 	return 0;
 }
 

@@ -171,6 +171,9 @@ func withPrograms(spec *ebpf.CollectionSpec, names ...string) *ebpf.CollectionSp
 
 // createMaps makes every map once, before any program.
 func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collection, error) {
+	if err := prepareOwners(spec, kernelBTF); err != nil {
+		return nil, err
+	}
 	c, err := ebpf.NewCollectionWithOptions(withPrograms(spec), ebpf.CollectionOptions{Cache: kernelBTF})
 	if err != nil {
 		return nil, fmt.Errorf("creating BPF maps: %w", explainLoad(err))
@@ -323,7 +326,7 @@ func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) e
 		return fmt.Errorf("loading the socket iterator: %w", explainLoad(err))
 	}
 	defer iter.Close()
-	return learnExistingSockets(iter.Programs[ownerIterProg], o.mapByName("inode_owners"), pids)
+	return errors.Join(ownerStorageNote(spec), learnExistingSockets(iter.Programs[ownerIterProg], o.mapByName("inode_owners"), pids))
 }
 
 func containsEvent(list []EventType, t EventType) bool {

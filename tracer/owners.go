@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -139,4 +140,151 @@ func readIterIn(it *link.Iter, path string) error {
 		r.Close()
 		return err
 	})
+}
+
+// Socket owners are kept in the socket's own storage where tracing programs
+// may use it (5.11+), else in a table keyed by the socket's address whose
+// size is fixed at load time (bpf/owner.bpf.c).
+const (
+	// ownersFloor is the table's size on a host with few sockets.
+	ownersFloor = 65536
+	// ownersHeadroom: the table holds this many times the TCP sockets the
+	// host has at start, for the ones made while tcptrace runs.
+	ownersHeadroom = 2
+	// ownersCeiling bounds the table's memory (about 80 bytes a record,
+	// allocated at load: 320 MiB here).
+	ownersCeiling = 1 << 22
+)
+
+// prepareOwners sets, before the maps are made, where socket owners are
+// kept: cfg_owner_storage and cfg_owner_storage_iter say whether the kernel
+// let a tp_btf program and an iterator use socket storage (found by loading
+// one that does), and the owners table gets a size from the host's socket
+// count.
+func prepareOwners(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) error {
+	tp := boolByte(loadOwnerProbe(spec, "probe_owner_storage", kernelBTF) == nil)
+	iter := boolByte(loadOwnerProbe(spec, "probe_owner_storage_iter", kernelBTF) == nil)
+	for name, v := range map[string]uint8{"cfg_owner_storage": tp, "cfg_owner_storage_iter": iter} {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("BPF object has no variable %s", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return err
+		}
+	}
+	m, ok := spec.Maps["owners"]
+	if !ok {
+		return errors.New("BPF object has no map owners")
+	}
+	m.MaxEntries = ownersTableSize(tcpSocketsAllocated())
+	return nil
+}
+
+// loadOwnerProbe loads one of the programs that only try socket storage,
+// with the storage map alone.
+func loadOwnerProbe(spec *ebpf.CollectionSpec, prog string, kernelBTF *btf.Cache) error {
+	s := withPrograms(spec, prog)
+	s.Maps = map[string]*ebpf.MapSpec{"owner_store": spec.Maps["owner_store"]}
+	s.Variables = nil
+	c, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{Cache: kernelBTF})
+	if err != nil {
+		return err
+	}
+	c.Close()
+	return nil
+}
+
+func ownersTableSize(sockets uint64) uint32 {
+	n := sockets * ownersHeadroom
+	if n < ownersFloor {
+		return ownersFloor
+	}
+	if n > ownersCeiling {
+		return ownersCeiling
+	}
+	return uint32(n)
+}
+
+// tcpSocketsAllocated is the host's TCP sockets (all namespaces: the
+// counter behind "alloc" in /proc/net/sockstat's TCP line is tcp_prot's,
+// shared by IPv4 and IPv6 and by every namespace), 0 if unreadable.
+func tcpSocketsAllocated() uint64 {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return 0
+	}
+	n, _ := parseSockstatAlloc(string(b))
+	return n
+}
+
+func parseSockstatAlloc(sockstat string) (uint64, bool) {
+	for _, line := range strings.Split(sockstat, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TCP:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i += 2 {
+			if f[i] == "alloc" {
+				n, err := strconv.ParseUint(f[i+1], 10, 64)
+				return n, err == nil
+			}
+		}
+	}
+	return 0, false
+}
+
+// ownerStorageNote says, when the kernel keeps no owner in the sockets
+// themselves, what that means for this run; nil otherwise.
+func ownerStorageNote(spec *ebpf.CollectionSpec) error {
+	var on uint8
+	if vs, ok := spec.Variables["cfg_owner_storage"]; ok && vs.Get(&on) == nil && on != 0 {
+		return nil
+	}
+	return fmt.Errorf("this kernel does not let tracing programs use socket storage (5.11+): owners are kept in a table of %d sockets; past that the oldest are forgotten (counted in the summary)", spec.Maps["owners"].MaxEntries)
+}
+
+// Indexes of the owner_unknown counters (enum owner_unknown in
+// bpf/owner.bpf.c).
+const (
+	ownerUnknownReported = 0
+	ownerUnknownFiltered = 1
+)
+
+// OwnerCounts is how many events had a socket whose owner tcptrace did not
+// know.
+type OwnerCounts struct {
+	// Reported: events printed with owner_known false.
+	Reported uint64
+	// Filtered: events --pid left out, as it could not tell whose they were.
+	Filtered uint64
+}
+
+// OwnersUnknown reads the counts; zero if they cannot be read.
+func (t *Tracer) OwnersUnknown() OwnerCounts {
+	var c OwnerCounts
+	m := t.objs.mapByName("owner_unknown")
+	if m == nil {
+		return c
+	}
+	sum := func(i uint32) uint64 {
+		var per []uint64
+		var n uint64
+		if m.Lookup(i, &per) == nil {
+			for _, v := range per {
+				n += v
+			}
+		}
+		return n
+	}
+	c.Reported, c.Filtered = sum(ownerUnknownReported), sum(ownerUnknownFiltered)
+	return c
+}
+
+// WriteOwnersUnknown adds the counts to the summary; nothing when both are 0.
+func WriteOwnersUnknown(w io.Writer, c OwnerCounts) {
+	if c.Reported == 0 && c.Filtered == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  owner unknown: %d events (%d printed with owner_known false, %d left out by --pid, which could not tell whose they were)\n", c.Reported+c.Filtered, c.Reported, c.Filtered)
 }

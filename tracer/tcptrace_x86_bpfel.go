@@ -398,6 +398,8 @@ const (
 	tcptraceMapMibBaseline                     = "mib_baseline"
 	tcptraceMapMibWatermark                    = "mib_watermark"
 	tcptraceMapNagleHolds                      = "nagle_holds"
+	tcptraceMapOwnerStore                      = "owner_store"
+	tcptraceMapOwnerUnknown                    = "owner_unknown"
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
 	tcptraceMapScratch                         = "scratch"
@@ -456,6 +458,8 @@ const (
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
 	tcptraceProgMibBaselineInit                = "mib_baseline_init"
+	tcptraceProgProbeOwnerStorage              = "probe_owner_storage"
+	tcptraceProgProbeOwnerStorageIter          = "probe_owner_storage_iter"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
@@ -489,6 +493,8 @@ const (
 	tcptraceVarCfgFamily                       = "cfg_family"
 	tcptraceVarCfgFilterPid                    = "cfg_filter_pid"
 	tcptraceVarCfgMibOk                        = "cfg_mib_ok"
+	tcptraceVarCfgOwnerStorage                 = "cfg_owner_storage"
+	tcptraceVarCfgOwnerStorageIter             = "cfg_owner_storage_iter"
 	tcptraceVarCfgPort                         = "cfg_port"
 	tcptraceVarCfgRecordPeer                   = "cfg_record_peer"
 	tcptraceVarCfgRspEnd                       = "cfg_rsp_end"
@@ -596,6 +602,8 @@ type tcptraceProgramSpecs struct {
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	MibBaselineInit                *ebpf.ProgramSpec `ebpf:"mib_baseline_init"`
+	ProbeOwnerStorage              *ebpf.ProgramSpec `ebpf:"probe_owner_storage"`
+	ProbeOwnerStorageIter          *ebpf.ProgramSpec `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
@@ -634,6 +642,8 @@ type tcptraceMapSpecs struct {
 	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
 	MibWatermark   *ebpf.MapSpec `ebpf:"mib_watermark"`
 	NagleHolds     *ebpf.MapSpec `ebpf:"nagle_holds"`
+	OwnerStore     *ebpf.MapSpec `ebpf:"owner_store"`
+	OwnerUnknown   *ebpf.MapSpec `ebpf:"owner_unknown"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -667,6 +677,8 @@ type tcptraceVariableSpecs struct {
 	CfgFamily             *ebpf.VariableSpec `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.VariableSpec `ebpf:"cfg_mib_ok"`
+	CfgOwnerStorage       *ebpf.VariableSpec `ebpf:"cfg_owner_storage"`
+	CfgOwnerStorageIter   *ebpf.VariableSpec `ebpf:"cfg_owner_storage_iter"`
 	CfgPort               *ebpf.VariableSpec `ebpf:"cfg_port"`
 	CfgRecordPeer         *ebpf.VariableSpec `ebpf:"cfg_record_peer"`
 	CfgRspEnd             *ebpf.VariableSpec `ebpf:"cfg_rsp_end"`
@@ -720,6 +732,8 @@ type tcptraceMaps struct {
 	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
 	MibWatermark   *ebpf.Map `ebpf:"mib_watermark"`
 	NagleHolds     *ebpf.Map `ebpf:"nagle_holds"`
+	OwnerStore     *ebpf.Map `ebpf:"owner_store"`
+	OwnerUnknown   *ebpf.Map `ebpf:"owner_unknown"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -750,6 +764,8 @@ func (m *tcptraceMaps) Close() error {
 		m.MibBaseline,
 		m.MibWatermark,
 		m.NagleHolds,
+		m.OwnerStore,
+		m.OwnerUnknown,
 		m.Owners,
 		m.PidFilter,
 		m.Scratch,
@@ -784,6 +800,8 @@ type tcptraceVariables struct {
 	CfgFamily             *ebpf.Variable `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.Variable `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.Variable `ebpf:"cfg_mib_ok"`
+	CfgOwnerStorage       *ebpf.Variable `ebpf:"cfg_owner_storage"`
+	CfgOwnerStorageIter   *ebpf.Variable `ebpf:"cfg_owner_storage_iter"`
 	CfgPort               *ebpf.Variable `ebpf:"cfg_port"`
 	CfgRecordPeer         *ebpf.Variable `ebpf:"cfg_record_peer"`
 	CfgRspEnd             *ebpf.Variable `ebpf:"cfg_rsp_end"`
@@ -853,6 +871,8 @@ type tcptracePrograms struct {
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	MibBaselineInit                *ebpf.Program `ebpf:"mib_baseline_init"`
+	ProbeOwnerStorage              *ebpf.Program `ebpf:"probe_owner_storage"`
+	ProbeOwnerStorageIter          *ebpf.Program `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
@@ -921,6 +941,8 @@ func (p *tcptracePrograms) Close() error {
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
 		p.MibBaselineInit,
+		p.ProbeOwnerStorage,
+		p.ProbeOwnerStorageIter,
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
