@@ -135,14 +135,8 @@ func concurrentConnects(time.Duration) error {
 // TCP_USER_TIMEOUT of $TCPTRACE_E2E_USER_TIMEOUT_MS and reports its errno
 // and local port.
 func fullQueueConnect(time.Duration) error {
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	ln, err := listenTCP4(loopback, 0, 0)
 	if err != nil {
-		return err
-	}
-	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: loopback}); err != nil {
-		return err
-	}
-	if err := unix.Listen(ln, 0); err != nil {
 		return err
 	}
 	port, _ := localPort(ln)
@@ -188,14 +182,8 @@ const natPort = 40000
 // writes and closes first, so the TIME_WAIT is the server's; then waits
 // (SO_RCVTIMEO, 12 s) for a second connection and reports from where it came.
 func timeWaitServer(time.Duration) error {
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	ln, err := listenTCP4(natServer, envInt(helperPortEnv), 8)
 	if err != nil {
-		return err
-	}
-	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: natServer, Port: envInt(helperPortEnv)}); err != nil {
-		return err
-	}
-	if err := unix.Listen(ln, 8); err != nil {
 		return err
 	}
 	port, _ := localPort(ln)
@@ -372,14 +360,8 @@ func shortConns(time.Duration) error {
 // a second client behind the same NAT address, with its own timestamp
 // clock, sends when it reuses the source port.
 func pawsSYN(time.Duration) error {
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	ln, err := listenTCP4(loopback, 0, 8)
 	if err != nil {
-		return err
-	}
-	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: loopback}); err != nil {
-		return err
-	}
-	if err := unix.Listen(ln, 8); err != nil {
 		return err
 	}
 	port, _ := localPort(ln)

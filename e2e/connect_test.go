@@ -250,14 +250,7 @@ func TestSynRetransmitLocalSynDrop(t *testing.T) {
 // client namespace's TCPSynRetrans.
 func TestSynRetransmitPawsNAT(t *testing.T) {
 	requireEvents(t, "syn_retransmit", "paws_reject")
-	chosen, _, _ := strings.Cut(probeHooks(t, "paws_reject"), "\n")
-	if strings.Contains(chosen, "not in TIME_WAIT") {
-		why := "before 6.16 a TIME_WAIT PAWS reject has no drop reason, and this path reads drop reasons only: " + chosen
-		if !inMatrix() {
-			t.Fatal(why)
-		}
-		t.Skip(why)
-	}
+	requireTimeWaitPaws(t)
 	for _, rfc1337 := range []string{"0", "1"} {
 		t.Run("tcp_rfc1337="+rfc1337, func(t *testing.T) {
 			srvNS, cliNS := newNetns(t), newNetns(t)
@@ -631,14 +624,7 @@ func TestTimeWaitOverflow(t *testing.T) {
 // alive through the resets its own duplicate ACKs draw.
 func TestPawsRejectTimeWait(t *testing.T) {
 	requireEvents(t, "paws_reject")
-	chosen, _, _ := strings.Cut(probeHooks(t, "paws_reject"), "\n")
-	if strings.Contains(chosen, "not in TIME_WAIT") {
-		why := "before 6.16 a TIME_WAIT PAWS reject has no drop reason, and this path reads drop reasons only: " + chosen
-		if !inMatrix() {
-			t.Fatal(why)
-		}
-		t.Skip(why)
-	}
+	chosen := requireTimeWaitPaws(t)
 	ns := newNetns(t)
 	ns.sysctl("net.ipv4.tcp_rfc1337", "1")
 	// 6.16 gave TIME_WAIT rejects a counter of their own; before, PAWSEstab.
@@ -778,3 +764,19 @@ func TestResetEstablished(t *testing.T) {
 
 // inMatrix: the VM matrix, where a kernel may lack what a test needs.
 func inMatrix() bool { return forcePath != "" || os.Getenv("TCPTRACE_E2E_KERNEL_MATRIX") != "" }
+
+// requireTimeWaitPaws skips (in the kernel matrix only) where the chosen
+// paws_reject path cannot see a TIME_WAIT socket's rejects; it returns the
+// path's line of --list-probes.
+func requireTimeWaitPaws(t *testing.T) string {
+	t.Helper()
+	chosen, _, _ := strings.Cut(probeHooks(t, "paws_reject"), "\n")
+	if strings.Contains(chosen, "not in TIME_WAIT") {
+		why := "before 6.16 a TIME_WAIT PAWS reject has no drop reason, and this path reads drop reasons only: " + chosen
+		if !inMatrix() {
+			t.Fatal(why)
+		}
+		t.Skip(why)
+	}
+	return chosen
+}

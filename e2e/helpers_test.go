@@ -382,3 +382,20 @@ func (h *helperProc) resultUint(key string) uint64 {
 	}
 	return v
 }
+
+// listenTCP4 is a listening IPv4 socket bound to addr:port (0: any port).
+func listenTCP4(addr [4]byte, port, backlog int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: addr, Port: port}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}

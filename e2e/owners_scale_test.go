@@ -217,14 +217,8 @@ func manyServer(time.Duration) error {
 	if err := raiseNofile(n); err != nil {
 		return err
 	}
-	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	ln, err := listenTCP4(loopback, 0, 4096)
 	if err != nil {
-		return err
-	}
-	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: loopback}); err != nil {
-		return err
-	}
-	if err := unix.Listen(ln, 4096); err != nil {
 		return err
 	}
 	port, _ := localPort(ln)
