@@ -140,9 +140,13 @@ func TestNagleDelayedACKStall(t *testing.T) {
 	}
 	holds := sumCounts(plain)
 	extra := float64(holds) - float64(n)
-	if holds < n || holds > requests || plainMs-stallMs > 30*extra+float64(holds) {
-		t.Errorf("-e nagle_stall: %d stalls (%.0f ms), the full run %d nagle_delack_stall (%.0f ms): the %v more must be short holds:\n%s",
-			holds, plainMs, n, stallMs, extra, dump(plain))
+	// On the kprobe path the two tracers' programs share one guard per
+	// CPU (bpf_prog_active), so one can be skipped while the other runs;
+	// a shortfall is accepted only within the skips tcptrace reported.
+	seenAll := holds >= n || countAgrees(t, "-e nagle_stall vs nagle_delack_stall", holds, n, nagleOnly.skippedRuns())
+	if !seenAll || holds > requests || plainMs-stallMs > 30*extra+float64(holds) {
+		t.Errorf("-e nagle_stall: %d stalls (%.0f ms), the full run %d nagle_delack_stall (%.0f ms): the %v more must be short holds:\n%s\nstderr of -e nagle_stall:\n%s",
+			holds, plainMs, n, stallMs, extra, dump(plain), nagleOnly.stderrText())
 	}
 	for _, e := range plain {
 		if e.Reason != "unacked_small_segment" || detail(e, "release_ack_payload_bytes") != 0 || e.RPort != cl.LPort {
