@@ -301,17 +301,31 @@ static __always_inline void conn_submit(struct agg_value *t)
 		count_lost(t->ev.type);
 }
 
-/* Owner of a connection in timer or softirq context. */
-static __always_inline void conn_owner(struct event *e, struct sock *sk)
+/* Owner of a connection in timer or softirq context. A socket the kernel
+ * passed to a tracing program (every path but kprobes) has its owner in its
+ * own storage, kept however many sockets the host holds; kprobes have only
+ * the table. path is a constant at every call site, so the kprobe programs
+ * hold no storage call the verifier would refuse them. */
+static __always_inline void conn_owner(struct event *e, struct sock *sk, __u8 path)
 {
-	e->c.owner_known = fill_owner(e, sk);
+	if (path == PATH_KPROBE)
+		e->c.owner_known = fill_owner(e, sk);
+	else
+		e->c.owner_known = fill_sock_owner(e, sk, false);
+}
+
+static __always_inline bool conn_owner_wanted(struct sock *sk, __u8 path)
+{
+	if (path == PATH_KPROBE)
+		return owner_wanted(sk);
+	return sock_owner_wanted(sk, false);
 }
 
 /* ---- syn_retransmit, connect_timeout, connect_refused ---------------- */
 
-static __always_inline void conn_fill_start(struct event *e, struct conn_start *cs, struct sock *sk, __u64 now)
+static __always_inline void conn_fill_start(struct event *e, struct conn_start *cs, struct sock *sk, __u64 now, __u8 path)
 {
-	conn_owner(e, sk);
+	conn_owner(e, sk, path);
 	if (cs) {
 		e->c.elapsed_ns = now - cs->start_ns;
 		e->c.syn_rtx = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans) - cs->base;
@@ -425,7 +439,7 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 	} else {
 		prev_ns = now - 1000000000ULL; /* TCP_TIMEOUT_INIT: the shortest backoff */
 	}
-	if (!owner_wanted(sk) || !conn_sock_wanted(sk))
+	if (!conn_owner_wanted(sk, path) || !conn_sock_wanted(sk))
 		return;
 	key_dest(&dest, sk, EVENT_SYN_RETRANSMIT);
 	if (!syn_rtx_crowded(&dest, sk, prev_ns, now)) {
@@ -436,7 +450,7 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 		t->ev.ret = err;
 		read_conn(sk, &t->ev.c);
 		read_syn_limits(sk, &t->ev.c);
-		conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns);
+		conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns, path);
 		t->ev.c.seq = syn_isn(sk);
 		conn_submit(t);
 		return;
@@ -458,7 +472,7 @@ static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int er
 	t->ev.ret = err;
 	read_conn(sk, &t->ev.c);
 	read_syn_limits(sk, &t->ev.c);
-	conn_fill_start(&t->ev, cs, sk, now);
+	conn_fill_start(&t->ev, cs, sk, now, path);
 	t->ev.c.seq = syn_isn(sk);
 	/* An existing entry counts this one in the table; a new one sends
 	 * the template as the destination's first line. */
@@ -489,7 +503,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 		type = EVENT_CONNECT_TIMEOUT;
 	else
 		return;
-	if (!owner_wanted(sk) || !conn_sock_wanted(sk))
+	if (!conn_owner_wanted(sk, path) || !conn_sock_wanted(sk))
 		return;
 	key_dest(&key, sk, type);
 	if (agg_hit(&key, 0))
@@ -502,7 +516,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	cs = bpf_map_lookup_elem(&conn_starts, &skey);
 	read_conn(sk, &t->ev.c);
 	read_syn_limits(sk, &t->ev.c);
-	conn_fill_start(&t->ev, cs, sk, bpf_ktime_get_ns());
+	conn_fill_start(&t->ev, cs, sk, bpf_ktime_get_ns(), path);
 	agg_commit(&key, t, 0);
 }
 
@@ -517,6 +531,20 @@ static __always_inline void on_connect_start(struct sock *sk)
 	cs.last = cs.base;
 
 	bpf_map_update_elem(&conn_starts, &key, &cs, BPF_ANY);
+}
+
+/* A connect() start is wanted only while the socket is in SYN_SENT: its
+ * retransmits and how it ends. Dropped when the socket leaves SYN_SENT, after
+ * the handlers of that change (on_connect_end() reads it), so the table holds
+ * connections being made, not every connection the host ever made. Called
+ * from the owner-tracking program (bpf/shared_hooks.bpf.c), which runs
+ * whenever connection events are traced, on every path. */
+static __always_inline void conn_forget(struct sock *sk, int oldstate)
+{
+	__u64 key = (__u64)sk;
+
+	if (oldstate == TCP_SYN_SENT)
+		bpf_map_delete_elem(&conn_starts, &key);
 }
 
 /* inet_sock_set_state (bpf/shared_hooks.bpf.c), every TCP state change of
@@ -776,7 +804,7 @@ static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_
 	SCRATCH_EVENT(t);
 	struct net *net;
 
-	if (!conn_sock_wanted(sk) || !owner_wanted(sk))
+	if (!conn_sock_wanted(sk) || !conn_owner_wanted(sk, path))
 		return;
 	key.sk = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (agg_hit(&key, 0))
@@ -792,7 +820,7 @@ static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_
 		net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 		read_tw_limits(net, &t->ev.c);
 	}
-	conn_owner(&t->ev, sk);
+	conn_owner(&t->ev, sk, path);
 	agg_commit(&key, t, 0);
 }
 
@@ -1049,7 +1077,7 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 	t->ev.path = path;
 	__builtin_memcpy(&t->ev.c, &c, sizeof(c));
 	if (owner_sk)
-		conn_owner(&t->ev, owner_sk);
+		t->ev.c.owner_known = fill_owner(&t->ev, owner_sk);
 	agg_commit(&key, t, 0);
 }
 

@@ -15,7 +15,9 @@
  *            the storage: kprobe programs, sockets known only by an address
  *            kept in a map (a listener, a delayed-ACK timer's socket), and
  *            kernels before 5.11. An LRU table sized by user space from the
- *            host's socket count; past that it forgets the oldest records.
+ *            host's socket count; a record is dropped when its socket
+ *            closes (owner_forget()), so only more live sockets than that
+ *            make it forget the least recently used ones.
  * Both are filled in process context when a socket starts listening or
  * connecting (inet_sock_set_state to LISTEN or SYN_SENT) and, for sockets
  * made before tcptrace started, by the iterator below from a socket-inode ->
@@ -390,7 +392,24 @@ static __always_inline void owner_set_state(struct sock *sk, int oldstate, int n
 		} else
 			bpf_map_delete_elem(&listeners, &lk);
 	}
-	bpf_map_delete_elem(&owners, &key);
+}
+
+/*
+ * A full socket ends in CLOSE whatever its path (tcp_done(), tcp_close(),
+ * tcp_disconnect(), a listener's close): its table record goes with it, so
+ * the table holds live sockets only and a host that churns connections does
+ * not push an idle connection's owner out of the LRU. Run after every
+ * detector's handler of the same change, which may still read the owner
+ * (connect_timeout at SYN_SENT -> CLOSE). A reset that close() sends after
+ * setting CLOSE is named by the calling task (sock_owner()); the socket's
+ * storage record lives until the socket is freed.
+ */
+static __always_inline void owner_forget(struct sock *sk, int newstate)
+{
+	__u64 key = (__u64)sk;
+
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&owners, &key);
 }
 
 /*

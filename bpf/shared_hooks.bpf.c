@@ -10,7 +10,8 @@
  */
 
 /* Owners (bpf/owner.bpf.c) run first: a connection's owner is recorded at
- * SYN_SENT before connect()'s own handler may need it. */
+ * SYN_SENT before connect()'s own handler may need it; and their records of
+ * a socket that ends are dropped last. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -24,6 +25,11 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 		port_set_state(sk, oldstate, newstate);
 	if (on & HOOK_TIMEWAIT)
 		tw_set_state(sk, oldstate, newstate);
+	/* Last: the handlers above may read what a socket that ends leaves. */
+	if (on & HOOK_OWNERS) {
+		owner_forget(sk, newstate);
+		conn_forget(sk, oldstate);
+	}
 	return 0;
 }
 

@@ -33,30 +33,42 @@ func init() {
 // reset and leave the server's out. Where the kernel keeps no owner in the
 // sockets (before 5.11), tcptrace says so at start, and an owner it lost
 // must show in the summary's count of events without one.
+//
+// A timer event too: before the others, the first client starts a connect()
+// whose SYNs are dropped, and its SYN retransmits (the socket's timer, in
+// softirq) after all the connections are made must name that client,
+// --pid included. The kprobe path has no socket storage (kprobes get the
+// socket as a bare address) and keeps the table's limit.
 func TestOwnersManySockets(t *testing.T) {
-	requireEvents(t, "reset")
+	requireEvents(t, "reset", "syn_retransmit")
 	needMemory(t, scaleConns)
 	ns := newNetns(t)
 	ns.sysctl("net.core.somaxconn", "4096")
+	const hangPort = 9
+	ns.dropToPort(hangPort)
+	rtxChosen, _, _ := strings.Cut(probeHooks(t, "syn_retransmit"), "\n")
 	const pairs = 4
 	count := fmt.Sprintf("TCPTRACE_E2E_COUNT=%d", scaleConns/pairs)
 	var servers, clients []*helperProc
 	for i := 0; i < pairs; i++ {
 		s := startHelper(t, ns, "manyserver", 0, count)
-		abort := fmt.Sprintf("TCPTRACE_E2E_ABORT=%t", i == 0)
+		env := []string{count, fmt.Sprintf("TCPTRACE_E2E_ABORT=%t", i == 0), fmt.Sprintf("TCPTRACE_E2E_PORT=%d", s.Port)}
+		if i == 0 {
+			env = append(env, fmt.Sprintf("TCPTRACE_E2E_HANGPORT=%d", hangPort))
+		}
 		servers = append(servers, s)
-		clients = append(clients, startHelper(t, ns, "manyclient", 0, count, abort, fmt.Sprintf("TCPTRACE_E2E_PORT=%d", s.Port)))
+		clients = append(clients, startHelper(t, ns, "manyclient", 0, env...))
 	}
 	server, client := servers[0], clients[0]
 	slabBefore := kernelMemory(t)
-	args := []string{"-e", "reset", "--interval", "500ms"}
+	args := []string{"-e", "reset,syn_retransmit", "--interval", "500ms"}
 	tr := startTracer(t, args...)
 	byPID := startTracer(t, append(args, "--pid", strconv.Itoa(client.PID))...)
 
 	start := time.Now()
 	// The first client's oldest connection is made before the others'.
 	fmt.Fprintln(client.stdin, "GO")
-	client.line("FIRST")
+	hangLocal, _ := strconv.Atoi(client.line("FIRST")["hang_port"])
 	for _, c := range clients[1:] {
 		fmt.Fprintln(c.stdin, "GO")
 	}
@@ -72,6 +84,19 @@ func TestOwnersManySockets(t *testing.T) {
 	// reset has been received (and traced) when it answers.
 	fmt.Fprintf(server.stdin, "GO %d\n", oldest)
 	srv := server.line("RESULT")
+	// A SYN retransmit after every connection is made (1, 3, 7, 15... s
+	// after the connect() began).
+	rtx := func() int {
+		fmt.Fprintln(client.stdin, "RTX")
+		n, _ := strconv.Atoi(client.line("RTX")["n"])
+		return n
+	}
+	made := rtx()
+	for deadline := time.Now().Add(70 * time.Second); rtx() == made; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hanging connect() retransmitted no SYN in 70 s after %d", made)
+		}
+	}
 	stopAll(t, tr, byPID)
 	if srv["errno"] != strconv.Itoa(int(unix.ECONNRESET)) {
 		t.Fatalf("the server's oldest connection ended with errno %s, want ECONNRESET (%d)", srv["errno"], unix.ECONNRESET)
@@ -109,6 +134,8 @@ func TestOwnersManySockets(t *testing.T) {
 		t.Errorf("reset received by the server (pid %d): %s%v\nstderr:\n%s", server.PID, dump(received), details(received), tr.stderrText())
 	}
 
+	checkHangingConnect(t, tr, byPID, client.PID, ino, hangLocal, hangPort, table || strings.Contains(rtxChosen, "kprobe"))
+
 	var pidSent []event
 	for _, e := range byPID.eventsFor("reset", 0) {
 		if e.NetNS != ino {
@@ -122,6 +149,49 @@ func TestOwnersManySockets(t *testing.T) {
 	}
 	if sumCounts(pidSent) != 1 {
 		t.Errorf("--pid %d printed %d resets sent from port %d, want 1; stderr:\n%s", client.PID, sumCounts(pidSent), oldest, byPID.stderrText())
+	}
+}
+
+// checkHangingConnect: every syn_retransmit of the client's hanging
+// connect() names the client, and --pid of the client prints as many. With
+// owners in a table only (tableOnly), an owner it forgot must be counted in
+// the summary instead.
+func checkHangingConnect(t *testing.T, tr, byPID *tracerRun, pid int, ino uint32, lport, rport int, tableOnly bool) {
+	t.Helper()
+	var all []event
+	for _, e := range inNetns(tr.eventsFor("syn_retransmit", 0), ino) {
+		if e.LPort == lport && e.RPort == rport {
+			all = append(all, e)
+		}
+	}
+	if len(all) == 0 {
+		t.Fatalf("no syn_retransmit for the hanging connect() from port %d; stderr:\n%s", lport, tr.stderrText())
+	}
+	var forgotten uint64
+	for _, e := range all {
+		switch {
+		case e.PID == pid && e.Details["owner_known"] == true:
+		case tableOnly && e.Details["owner_known"] == false:
+			forgotten += e.Count
+		default:
+			t.Errorf("syn_retransmit of the hanging connect(): want pid %d, owner known: %s%v", pid, dump([]event{e}), details([]event{e}))
+		}
+	}
+	if forgotten > 0 {
+		if n := ownersUnknown(tr.stderrText()); n < forgotten {
+			t.Errorf("%d SYN retransmits without an owner, the summary counts %d:\n%s", forgotten, n, tr.stderrText())
+		}
+		t.Logf("table of owners: %d SYN retransmits of the hanging connect() without an owner, counted in the summary", forgotten)
+		return
+	}
+	var mine uint64
+	for _, e := range inNetns(byPID.eventsFor("syn_retransmit", 0), ino) {
+		if e.LPort == lport && e.RPort == rport {
+			mine += e.Count
+		}
+	}
+	if want := sumCounts(all); mine != want {
+		t.Errorf("--pid %d printed %d SYN retransmits of its hanging connect(), the unfiltered tracer %d; stderr:\n%s", pid, mine, want, byPID.stderrText())
 	}
 }
 
@@ -279,13 +349,25 @@ func manyClient(time.Duration) error {
 		}
 		return fd, nil
 	}
+	// A connect() to a port whose SYNs are dropped, left retransmitting.
+	hang, hangLocal := -1, 0
+	var err error
+	if hp, _ := strconv.Atoi(os.Getenv("TCPTRACE_E2E_HANGPORT")); hp != 0 {
+		if hang, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0); err != nil {
+			return err
+		}
+		if err := unix.Connect(hang, &unix.SockaddrInet4{Addr: loopback, Port: hp}); err != unix.EINPROGRESS {
+			return fmt.Errorf("connect to the dropped port %d: %v", hp, err)
+		}
+		hangLocal, _ = localPort(hang)
+	}
 	first, err := dial()
 	if err != nil {
 		return err
 	}
 	oldest, _ := localPort(first)
 	if abort {
-		fmt.Println("FIRST")
+		fmt.Printf("FIRST hang_port=%d\n", hangLocal)
 	}
 	const workers = 8
 	var wg sync.WaitGroup
@@ -319,7 +401,19 @@ func manyClient(time.Duration) error {
 		}
 	}
 	fmt.Printf("RESULT oldest_port=%d conns=%d\n", oldest, n)
-	// Hold the connections until the test has its events.
-	time.Sleep(time.Hour)
-	return nil
+	// Hold the connections until the test has its events; RTX: the
+	// hanging connect()'s SYN retransmits so far.
+	for {
+		line, err := in.ReadString('\n')
+		if err != nil {
+			time.Sleep(time.Hour)
+		}
+		if strings.TrimSpace(line) == "RTX" && hang >= 0 {
+			info, err := unix.GetsockoptTCPInfo(hang, unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("RTX n=%d\n", info.Total_retrans)
+		}
+	}
 }
