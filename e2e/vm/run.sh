@@ -7,9 +7,11 @@
 #           default: tracepoint fentry kprobe if the e2e package exists,
 #           none (smoke step only) otherwise. "smoke" alone means smoke only.
 #
-# Why a VM: the host kernel refuses fentry (EPERM) and has no kprobes, so
-# those probe paths can only be exercised on other kernels. KVM guests hang on
-# this host, hence TCG (slow but works).
+# Why a VM: a kernel offers only the probe paths its build and lockdown allow
+# (the development machine's 6.18 refuses fentry with EPERM and has no
+# kprobes), and each path must be exercised on the kernels that may pick it.
+# Why TCG, not KVM: KVM guests hang on the development machine, itself a
+# guest; TCG needs no /dev/kvm (slow but works).
 #
 # Everything downloaded or built lives under $TCPTRACE_VM_CACHE
 # (default /var/cache/tcptrace-vmtest), never in the repository.
@@ -334,9 +336,9 @@ set +e
 # thread=single: one host thread runs both vCPUs in turn. With a host thread
 # per vCPU (multi), a vCPU can run code another one is live-patching (a
 # tracepoint's static branch, text_poke_bp's int3): "Oops: int3" in
-# call_timer_fn, once in three runs on 6.12. Single is also faster here (a
-# 6.12 smoke step and two tests in 28 s of guest time; 36 s for the smoke
-# step alone with multi).
+# call_timer_fn, once in three runs on 6.12. Single was also faster on the
+# 2-core development machine (a 6.12 smoke step and two tests in 28 s of guest
+# time; 36 s for the smoke step alone with multi).
 timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-accel "tcg,thread=${TCPTRACE_VM_TCG_THREAD:-single}" -cpu max -m "${TCPTRACE_VM_MEM:-1024}" -smp 2 \
 	-nographic -no-reboot -nic none \
