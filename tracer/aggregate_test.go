@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,19 +105,12 @@ func (f *fakeTable[K, V]) BatchLookup(_ *ebpf.MapBatchCursor, keysOut, valuesOut
 }
 
 func (f *fakeTable[K, V]) iterate(key, value any, fn func()) error {
-	type kv struct {
-		k K
-		v V
-	}
-	var all []kv
-	for _, k := range f.keys {
-		all = append(all, kv{k, f.vals[k]})
-	}
+	keys, vals := slices.Clone(f.keys), maps.Clone(f.vals)
 	if f.afterRead != nil {
 		f.afterRead()
 	}
-	for _, e := range all {
-		*key.(*K), *value.(*V) = e.k, e.v
+	for _, k := range keys {
+		*key.(*K), *value.(*V) = k, vals[k]
 		fn()
 	}
 	return nil
@@ -138,8 +133,7 @@ func newFakeAggregator() *aggFakes {
 		attempts: newFakeTable[tcptraceAggKey, synAttempts](),
 	}
 	dec := &decoder{hz: 250, bootWall: aggBoot}
-	f.a = &aggregator{aggs: f.aggs, waits: f.waits, dec: dec, interval: time.Second, printed: map[tcptraceAggKey]printedCount{}}
-	f.a.attempts = f.attempts
+	f.a = &aggregator{aggs: f.aggs, waits: f.waits, attempts: f.attempts, dec: dec, interval: time.Second, printed: map[tcptraceAggKey]printedCount{}}
 	return f
 }
 
@@ -162,13 +156,10 @@ func (f *aggFakes) flush(t *testing.T, final bool) []map[string]any {
 		t.Fatal(err)
 	}
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
+	for d := json.NewDecoder(&buf); d.More(); {
 		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("line %q: %v", l, err)
+		if err := d.Decode(&m); err != nil {
+			t.Fatal(err)
 		}
 		out = append(out, m)
 	}
@@ -176,13 +167,13 @@ func (f *aggFakes) flush(t *testing.T, final bool) []map[string]any {
 }
 
 // One connection's entry, as agg_commit() makes it: the first occurrence
-// went through the ring buffer, so the table's count starts at 0.
+// went through the ring buffer, so the table's count (and last_ns) start
+// at 0.
 func sendKey(sk uint64) (tcptraceAggKey, tcptraceAggValue) {
 	k := tcptraceAggKey{Sk: sk, Type: uint32(SendEAGAIN)}
 	var v tcptraceAggValue
 	v.Ev.Type = uint8(SendEAGAIN)
-	v.Ev.S.Sk = sk
-	v.Ev.S.Family = 2
+	v.Ev.S.Sk, v.Ev.S.Family = sk, 2
 	return k, v
 }
 
@@ -193,15 +184,19 @@ func synKey(dest byte, synRtx uint32) (tcptraceAggKey, tcptraceAggValue) {
 	k.Addr[0], k.Addr[3] = 10, dest
 	var v tcptraceAggValue
 	v.Ev.Type = uint8(SynRetransmit)
-	v.Ev.C.Family = 2
-	v.Ev.C.StartKnown = 1
-	v.Ev.C.SynRtx = synRtx
+	v.Ev.C.Family, v.Ev.C.StartKnown, v.Ev.C.SynRtx = 2, 1, synRtx
 	return k, v
 }
 
 // hit counts n occurrences into an entry, as agg_add() does.
 func (f *aggFakes) hit(k tcptraceAggKey, n uint64) {
 	f.aggs.update(k, func(v *tcptraceAggValue) { v.Count += n; v.LastNs = monotonicNow() })
+}
+
+// A send blocked since ts (wait_starts' value).
+func blockedSince(ts uint64) (ev tcptraceEvent) {
+	ev.Type, ev.S.Family, ev.TsNs = uint8(SendBlocked), 2, ts
+	return ev
 }
 
 func lineCounts(lines []map[string]any) []float64 {
@@ -423,11 +418,7 @@ func TestAggregatorFinalFlushPrintsTheRest(t *testing.T) {
 		}
 	}
 	f.hit(k, 5)
-	var b tcptraceEvent
-	b.Type = uint8(SendBlocked)
-	b.S.Family = 2
-	b.TsNs = monotonicNow() - uint64(3*time.Second)
-	f.waits.put(7, b)
+	f.waits.put(7, blockedSince(monotonicNow()-uint64(3*time.Second)))
 	lines := f.flush(t, true)
 	if len(lines) != 2 || lines[0]["event"] != "send_eagain" || lines[1]["event"] != "send_blocked" {
 		t.Fatalf("final flush: %v", lines)
@@ -446,15 +437,9 @@ func TestAggregatorFinalFlushPrintsTheRest(t *testing.T) {
 func TestAggregatorBlockedSends(t *testing.T) {
 	f := newFakeAggregator()
 	now := monotonicNow()
-	var ev tcptraceEvent
-	ev.Type = uint8(SendBlocked)
-	ev.S.Family = 2
-	ev.TsNs = now - uint64(3*time.Second)
-	f.waits.put(1, ev)
-	ev.TsNs = now - uint64(f.a.interval/2)
-	f.waits.put(2, ev)
-	ev.TsNs = now + uint64(time.Second) // began after the flush's clock read
-	f.waits.put(3, ev)
+	f.waits.put(1, blockedSince(now-uint64(3*time.Second)))
+	f.waits.put(2, blockedSince(now-uint64(f.a.interval/2)))
+	f.waits.put(3, blockedSince(now+uint64(time.Second))) // began after the flush read the clock
 	lines := f.flush(t, false)
 	if len(lines) != 1 {
 		t.Fatalf("%d lines, want 1 (the wait longer than an interval): %v", len(lines), lines)
@@ -481,11 +466,7 @@ func TestAggregatorReadsWholeTable(t *testing.T) {
 			f.aggs.put(k, v)
 		}
 		for round := 0; round < 2; round++ {
-			lines := f.flush(t, false)
-			want := n
-			if round == 1 {
-				want = 0
-			}
+			lines, want := f.flush(t, false), n*(1-round)
 			if len(lines) != want {
 				t.Fatalf("refused %v, round %d: %d lines, want %d", refuse, round, len(lines), want)
 			}
