@@ -18,21 +18,47 @@ const pruneAfter = 30 * time.Second
 // ring buffer; this side remembers how much of each entry it has printed and
 // prints the growth, once per interval.
 type aggregator struct {
-	aggs     *ebpf.Map
-	waits    *ebpf.Map
+	aggs     aggTable
+	waits    aggTable
 	dec      *decoder
 	interval time.Duration
 	printed  map[tcptraceAggKey]printedCount
 	// attempts: syn_retransmit's per-destination counts by attempt number
-	// (bpf/connect.bpf.c, syn_rtx_attempts; nil when not loaded), and what
+	// (bpf/connect.bpf.c, syn_rtx_attempts; nil: not kept), and what
 	// the lines so far printed of them.
-	attempts        *ebpf.Map
+	attempts        keyTable
 	printedAttempts map[tcptraceAggKey]synAttempts
 	// Batch buffers, and whether the kernel refused batch lookups (before
 	// 5.6 for hash maps): then entries are read one by one.
 	keys     []tcptraceAggKey
 	vals     []tcptraceAggValue
 	oneByOne bool
+}
+
+// keyTable is what the aggregator asks of a BPF map by key. *ebpf.Map has
+// it; the unit tests give a fake, since making a kernel map needs privileges.
+type keyTable interface {
+	Lookup(key, valueOut any) error
+	Delete(key any) error
+}
+
+// aggTable is a keyTable read whole: a kernelTable, or the tests' fake.
+type aggTable interface {
+	keyTable
+	BatchLookup(cursor *ebpf.MapBatchCursor, keysOut, valuesOut any, opts *ebpf.BatchOptions) (int, error)
+	// iterate fills key and value with each entry in turn and calls fn.
+	iterate(key, value any, fn func()) error
+}
+
+// kernelTable is a kernel map as an aggTable.
+type kernelTable struct{ *ebpf.Map }
+
+func (m kernelTable) iterate(key, value any, fn func()) error {
+	it := m.Iterate()
+	for it.Next(key, value) {
+		fn()
+	}
+	return it.Err()
 }
 
 // aggBatch is how many entries one batch lookup reads: 16 system calls for a
@@ -69,7 +95,7 @@ type printedCount struct {
 }
 
 func newAggregator(aggs, waits *ebpf.Map, dec *decoder, interval time.Duration) *aggregator {
-	return &aggregator{aggs: aggs, waits: waits, dec: dec, interval: interval, printed: map[tcptraceAggKey]printedCount{}}
+	return &aggregator{aggs: kernelTable{aggs}, waits: kernelTable{waits}, dec: dec, interval: interval, printed: map[tcptraceAggKey]printedCount{}}
 }
 
 func monotonicNow() uint64 {
@@ -198,11 +224,7 @@ func (a *aggregator) each(fn func(*tcptraceAggKey, *tcptraceAggValue)) error {
 		key tcptraceAggKey
 		val tcptraceAggValue
 	)
-	it := a.aggs.Iterate()
-	for it.Next(&key, &val) {
-		fn(&key, &val)
-	}
-	return it.Err()
+	return a.aggs.iterate(&key, &val, func() { fn(&key, &val) })
 }
 
 // flushWaits reports sends that are blocked right now, longer than an
@@ -212,17 +234,16 @@ func (a *aggregator) flushWaits(emit func(Event), now uint64) error {
 		tid uint64
 		ev  tcptraceEvent
 	)
-	it := a.waits.Iterate()
-	for it.Next(&tid, &ev) {
+	err := a.waits.iterate(&tid, &ev, func() {
 		if now < ev.TsNs || time.Duration(now-ev.TsNs) < a.interval {
-			continue
+			return
 		}
 		waited := time.Duration(now - ev.TsNs)
 		e := a.dec.decode(&ev, tally{count: 1, wait: waited, maxWait: waited, inProgress: true})
 		e.Time = a.dec.wall(now)
 		emit(e)
-	}
-	if err := it.Err(); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("reading blocked senders: %w", err)
 	}
 	return nil
