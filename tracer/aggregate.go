@@ -134,7 +134,10 @@ func (a *aggregator) flush(emit func(Event), final bool) error {
 			a.printed[*key] = printedCount{count: val.Count, waitNs: val.WaitNs}
 			return
 		}
-		if !final && time.Duration(now-val.LastNs) > pruneAfter {
+		// Idle since the latest occurrence, or since the entry was
+		// made: agg_commit() makes it with its first occurrence (sent
+		// through the ring buffer) and no last_ns.
+		if !final && time.Duration(now-max(val.LastNs, val.SnapNs)) > pruneAfter {
 			stale = append(stale, *key)
 		}
 	}

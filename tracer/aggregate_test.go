@@ -352,6 +352,25 @@ func TestAggregatorSynAttemptRange(t *testing.T) {
 // An entry idle for pruneAfter, fully printed, is freed (with its attempts
 // entry); printed state goes with it, so that the entry the kernel makes
 // next for the key counts from zero again. Grown or recent entries stay.
+// A new entry, as agg_commit() makes it: its first occurrence went through
+// the ring buffer, count 0, last_ns never set (only a later occurrence sets
+// it), snap_ns now. It is not idle: pruning it at the next flush would send
+// the key's next occurrence as a line of its own, and lose one counted into
+// the entry between the read and the delete.
+func TestAggregatorKeepsNewEntries(t *testing.T) {
+	now := monotonicNow()
+	f := newFakeAggregator()
+	k, v := sendKey(1)
+	v.SnapNs = now
+	f.aggs.put(k, v)
+	if lines := f.flush(t, false); len(lines) != 0 {
+		t.Fatalf("a new entry printed %v", lines)
+	}
+	if !f.aggs.has(k) {
+		t.Fatal("a new entry (count 0, no occurrence since) was pruned at the first flush")
+	}
+}
+
 func TestAggregatorPrunesIdleEntries(t *testing.T) {
 	now := monotonicNow()
 	if now < uint64(2*pruneAfter) {
