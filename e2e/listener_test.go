@@ -420,9 +420,11 @@ func TestSynCookieFirstOnCPU(t *testing.T) {
 //   - dualstack: 0.0.0.0 (backlog 2) and a v6only [::] (backlog 8): IPv4
 //     clients reach only the first. The server starts after tcptrace (its
 //     listeners are learnt at listen()).
-//   - reuseport: two SO_REUSEPORT sockets on 127.0.0.1 (backlogs 1 and 8):
-//     the kernel hashes each client to one of them. The server starts
-//     before tcptrace (its listeners are learnt from the socket iterator).
+//   - reuseport: two SO_REUSEPORT sockets on 127.0.0.1 (backlogs 1 and 8),
+//     12 clients to each: the group's program sends the SYNs of CPU 0 to
+//     the first, of CPU 1 to the second, so both overflow. The server
+//     starts before tcptrace (its listeners are learnt from the socket
+//     iterator).
 func TestSynDropSharedPort(t *testing.T) {
 	requireEvents(t, "syn_drop")
 	for _, tc := range []struct {
@@ -432,7 +434,7 @@ func TestSynDropSharedPort(t *testing.T) {
 		tracerUp bool // tcptrace starts before the server
 	}{
 		{"dualstack", 2, 6, true},
-		{"reuseport", 1, 20, false},
+		{"reuseport", 1, 12, false},
 	} {
 		t.Run(tc.layout, func(t *testing.T) {
 			ns := newNetns(t)
@@ -445,8 +447,20 @@ func TestSynDropSharedPort(t *testing.T) {
 				tr = startTracer(t, listenerEvents...)
 			}
 			before := ns.netstat()
-			cl := startClients(t, ns, srv.Port, tc.clients, 0)
+			var env []string
+			if tc.layout == "reuseport" {
+				env = []string{helperCPUEnv + "=0"}
+			}
+			cl := startClients(t, ns, srv.Port, tc.clients, 0, env...)
 			cl.send()
+			if tc.layout == "reuseport" {
+				// The second member gets the SYNs handled on CPU 1.
+				cl2 := startClients(t, ns, srv.Port, tc.clients, 0, helperCPUEnv+"=1")
+				cl2.send()
+				for p := range cl2.ports {
+					cl.ports[p] = true
+				}
+			}
 			delta := counterDelta(before, ns.netstat(), listenCounters...)
 			if err := tr.stop(syscall.SIGINT); err != nil {
 				t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
@@ -456,7 +470,7 @@ func TestSynDropSharedPort(t *testing.T) {
 				t.Fatalf("no syn_drop; counters %v; stderr:\n%s", delta, tr.stderrText())
 			}
 			limit := map[uint64]float64{ino: float64(tc.backlog), ino2: 8}
-			fromFirst := false
+			fromFirst, fromSecond := false, false
 			for _, e := range drops {
 				got := uint64(e.Details["listener_inode"].(float64))
 				max, known := limit[got]
@@ -470,9 +484,13 @@ func TestSynDropSharedPort(t *testing.T) {
 						got, e.Details["accept_queue"], e.Details["accept_queue_max"], max, dump([]event{e}))
 				}
 				fromFirst = fromFirst || got == ino
+				fromSecond = fromSecond || got == ino2
 			}
 			if !fromFirst {
 				t.Errorf("no syn_drop names the small listener (inode %d):\n%s", ino, dump(drops))
+			}
+			if tc.layout == "reuseport" && !fromSecond {
+				t.Errorf("no syn_drop names the second member (inode %d):\n%s", ino2, dump(drops))
 			}
 			checkListenCounters(t, tr, srv.PID, delta)
 			t.Logf("listeners %d %d, counters %v:\n%s", ino, ino2, delta, dump(drops))
