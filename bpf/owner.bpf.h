@@ -20,16 +20,16 @@
  *            make it forget the least recently used ones.
  * Both are filled in process context when a socket starts listening or
  * connecting (inet_sock_set_state to LISTEN or SYN_SENT) and, for sockets
- * made before tcptrace started, by the iterator below from a socket-inode ->
- * process table that user space builds out of /proc/<pid>/fd.
+ * made before tcptrace started, by the iterator (owner.bpf.c) from a
+ * socket-inode -> process table that user space builds out of /proc/<pid>/fd.
  * listeners: (netns, port, family, bound address) -> listening socket: a
  *            dropped SYN carries only addresses, and the listener's queues
  *            explain the drop. Keyed like the kernel's own lookup, because
  *            one port often has several listeners: 0.0.0.0 and a v6only
  *            [::] (nginx, Redis), or one address per interface.
  */
-#ifndef OWNER_BPF_C
-#define OWNER_BPF_C
+#ifndef OWNER_BPF_H
+#define OWNER_BPF_H
 
 #include "common.bpf.h"
 
@@ -48,7 +48,8 @@ struct listener_key {
 };
 
 /* bpf_sk_storage_get works in tp_btf programs (and in the iterator): set by
- * user space after loading a program that uses it (tracer/load.go). */
+ * the loader after the verifier accepted a program that uses it
+ * (probe_owner_storage*, owner.bpf.c). */
 const volatile __u8 cfg_owner_storage = 0;
 const volatile __u8 cfg_owner_storage_iter = 0;
 
@@ -130,7 +131,7 @@ static __always_inline bool v6only(struct sock *sk)
  * AF_INET6 one that is not IPV6_V6ONLY at the same rank (compute_score()
  * adds one for AF_INET), the v4-mapped address being the IPv6 socket's
  * bound address. A SO_REUSEPORT group is found through any member
- * (pick_member() in listen.bpf.c).
+ * (pick_member() in listen.bpf.h).
  */
 static __always_inline struct sock *find_listener_for(__u32 netns, __u16 family, const __u8 *laddr, __u16 port)
 {
@@ -330,22 +331,13 @@ static __always_inline void set_sock_owner_current(struct sock *sk)
  *    copied at the clone: BPF_F_CLONE).
  * Timer and softirq events of connections (delayed ACKs, SYN retransmits)
  * are attributed through these entries. Every other state change of every
- * connection on the host leaves after three compares.
+ * connection on the host leaves after a few compares.
  */
-/* bpf/nagle.bpf.c: a connection that leaves ESTABLISHED is no longer
- * followed by tcp_probe, so a hold on it will never be released. */
-static __always_inline void nagle_leave_established(struct sock *sk);
-
-static __always_inline void owner_set_state(struct sock *sk, int oldstate, int newstate)
+static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int newstate)
 {
 	struct listener_key lk;
 	__u64 key = (__u64)sk;
 	__u64 *cur;
-
-	if (oldstate == TCP_ESTABLISHED) {
-		nagle_leave_established(sk);
-		return;
-	}
 
 	if (newstate == TCP_SYN_SENT) {
 		if (sk->sk_protocol == IPPROTO_TCP)
@@ -404,7 +396,7 @@ static __always_inline void owner_set_state(struct sock *sk, int oldstate, int n
  * setting CLOSE is named by the calling task (sock_owner()); the socket's
  * storage record lives until the socket is freed.
  */
-static __always_inline void owner_forget(struct sock *sk, int newstate)
+static __shared_hook void owner_forget(struct sock *sk, int newstate)
 {
 	__u64 key = (__u64)sk;
 
@@ -412,73 +404,4 @@ static __always_inline void owner_forget(struct sock *sk, int newstate)
 		bpf_map_delete_elem(&owners, &key);
 }
 
-/*
- * Sockets made before tcptrace started. iter/tcp walks the TCP sockets of
- * the network namespace of whoever reads it, so user space reads it once
- * from within each namespace in use (tracer/owners.go).
- */
-SEC("iter/tcp")
-int iter_tcp_owners(struct bpf_iter__tcp *ctx)
-{
-	struct sock_common *skc = ctx->sk_common;
-	struct tcp_sock *tp;
-	struct sock *sk;
-	struct owner *o;
-	__u32 ino;
-	__u64 key;
-
-	if (!skc)
-		return 0;
-	tp = bpf_skc_to_tcp_sock(skc);
-	if (!tp)
-		return 0; /* TIME_WAIT and request sockets: no owner */
-	sk = (struct sock *)tp;
-	key = (__u64)sk;
-	ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
-	o = bpf_map_lookup_elem(&inode_owners, &ino);
-	if (o) {
-		bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST);
-		if (cfg_owner_storage_iter) {
-			struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-
-			/* A record the tracepoint made meanwhile is newer. */
-			if (s && !s->tgid)
-				__builtin_memcpy(s, o, sizeof(*s));
-		}
-	}
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
-		struct listener_key lk;
-
-		listener_key_of(sk, &lk);
-		bpf_map_update_elem(&listeners, &lk, &key, BPF_NOEXIST);
-	}
-	return 0;
-}
-
-/*
- * Loaded and never attached: whether this kernel lets a tp_btf program, and
- * an iterator, use socket storage (tracer/load.go sets cfg_owner_storage*
- * from the verifier's answer).
- */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(probe_owner_storage, struct sock *sk)
-{
-	bpf_sk_storage_get(&owner_store, sk, NULL, 0);
-	return 0;
-}
-
-SEC("iter/tcp")
-int probe_owner_storage_iter(struct bpf_iter__tcp *ctx)
-{
-	struct sock_common *skc = ctx->sk_common;
-	struct tcp_sock *tp;
-
-	if (!skc)
-		return 0;
-	tp = bpf_skc_to_tcp_sock(skc);
-	if (tp)
-		bpf_sk_storage_get(&owner_store, tp, NULL, 0);
-	return 0;
-}
-
-#endif /* OWNER_BPF_C */
+#endif /* OWNER_BPF_H */

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The programs of socket owners (owner.bpf.h): the owners of sockets made
+ * before tcptrace started, and the probes that tell whether this kernel
+ * lets tracing programs use socket storage. Owners of sockets made later
+ * are recorded by the inet_sock_set_state program (tcptrace.bpf.c).
+ */
+#include "owner.bpf.h"
+
+/*
+ * Sockets made before tcptrace started. iter/tcp walks the TCP sockets of
+ * the network namespace of whoever reads it, so user space reads it once
+ * from within each namespace in use, after filling inode_owners.
+ */
+SEC("iter/tcp")
+int iter_tcp_owners(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+	struct sock *sk;
+	struct owner *o;
+	__u32 ino;
+	__u64 key;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0; /* TIME_WAIT and request sockets: no owner */
+	sk = (struct sock *)tp;
+	key = (__u64)sk;
+	ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	o = bpf_map_lookup_elem(&inode_owners, &ino);
+	if (o) {
+		bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST);
+		if (cfg_owner_storage_iter) {
+			struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+
+			/* A record the tracepoint made meanwhile is newer. */
+			if (s && !s->tgid)
+				__builtin_memcpy(s, o, sizeof(*s));
+		}
+	}
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
+		struct listener_key lk;
+
+		listener_key_of(sk, &lk);
+		bpf_map_update_elem(&listeners, &lk, &key, BPF_NOEXIST);
+	}
+	return 0;
+}
+
+/*
+ * Loaded and never attached: whether this kernel lets a tp_btf program, and
+ * an iterator, use socket storage (the loader sets cfg_owner_storage* from
+ * the verifier's answer).
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(probe_owner_storage, struct sock *sk)
+{
+	bpf_sk_storage_get(&owner_store, sk, NULL, 0);
+	return 0;
+}
+
+SEC("iter/tcp")
+int probe_owner_storage_iter(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (tp)
+		bpf_sk_storage_get(&owner_store, tp, NULL, 0);
+	return 0;
+}
