@@ -8,15 +8,15 @@
  * Why one object. A send's return, a TCP state change and a timer's arming
  * happen all the time on a busy host, and several detectors need each. So
  * each of these hooks has one program, below, that calls the handler of
- * every detector in use, inline: the hook pays the tracepoint's dispatch
- * (trampoline, program entry and exit) once however many detectors run, and
- * a detector not in use costs a bit test of hooks_on. Handlers in separate
- * objects, linked statically (bpftool gen object), could only be global
- * functions, which the linker does not inline: a BPF-to-BPF call each, and
- * each function verified on its own from its declared argument types, so
- * the trusted struct sock * that socket storage (bpf_sk_storage_get) and
- * direct loads need cannot be passed to one before 6.9, and only with the
- * arg:trusted tag since.
+ * every detector in use, inline: the hook pays the dispatch into BPF (the
+ * tracepoint's or trampoline's call, program entry and exit) once however
+ * many detectors run, and a detector not in use costs a bit test of
+ * hooks_on. Handlers in separate objects, linked statically (bpftool gen
+ * object), could only be global functions, which the linker does not
+ * inline: a BPF-to-BPF call each, and each function verified on its own
+ * from its declared argument types, so the trusted struct sock * that
+ * socket storage (bpf_sk_storage_get) and direct loads need cannot be
+ * passed to one before 6.9, and only with the arg:trusted tag since.
  */
 #include "common.bpf.h"
 
