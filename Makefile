@@ -13,7 +13,7 @@ BUILD_DEPS = clang llvm libbpf-dev bpftool
 # What the end-to-end tests need: ip netns, nft.
 TEST_DEPS = iproute2 nftables
 
-.PHONY: all build test unit e2e vmtest generate check-generated vmlinux deps-build deps-test bench fmt-check vet clean
+.PHONY: all build test unit e2e vmtest generate check-generated bpf-check vmlinux deps-build deps-test bench fmt-check vet clean
 
 all: build
 
@@ -49,6 +49,17 @@ generate: deps-build
 check-generated: generate
 	@git diff --exit-code --stat -- tracer/ || { echo "generated files are not up to date: run make generate and commit the result"; exit 1; }
 	@test -z "$$(git status --porcelain -- tracer/)" || { git status --porcelain -- tracer/; echo "make generate produced files that are not committed"; exit 1; }
+
+# Every BPF source compiles on its own, with the flags `make generate` uses
+# (tracer/gen.go's -cflags and what bpf2go adds): a detector file or header
+# that leans on what another file included before it fails here, as it
+# would in an editor. bpf2go builds only bpf/tcptrace.bpf.c, which includes
+# the detectors. A header is checked as a file of its own, where its
+# functions have no caller.
+BPF_CHECK_FLAGS = $(shell sed -n 's/.*-cflags "\([^"]*\)".*/\1/p' tracer/gen.go) -mcpu=v1 -target bpfel -D__TARGET_ARCH_x86 -Ibpf -fsyntax-only
+bpf-check: deps-build
+	@for f in bpf/*.bpf.c; do clang $(BPF_CHECK_FLAGS) $$f || { echo "bpf-check: $$f does not compile on its own"; exit 1; }; done
+	@for f in bpf/*.bpf.h; do clang $(BPF_CHECK_FLAGS) -Wno-unused-function -x c $$f || { echo "bpf-check: $$f does not compile on its own"; exit 1; }; done
 
 # bpf/vmlinux.h: every type of the running kernel, from its BTF. CO-RE
 # relocates field offsets at load time, so one header serves every kernel.

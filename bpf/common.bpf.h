@@ -14,9 +14,14 @@
 #include "tcptrace.h"
 
 /* Which detectors the shared programs work for (enum shared_hook), written
- * by the loader (tracer/load.go) once the programs are attached: a program
- * on a hook that several detectors need is loaded and attached once. */
+ * by the loader once the programs are attached: a program on a hook that
+ * several detectors need is loaded and attached once (tcptrace.bpf.c). */
 __u32 hooks_on = 0;
+
+/* A detector's handler for one of those hooks, called by the shared program
+ * (tcptrace.bpf.c). The detector's file compiled alone has no caller for it,
+ * which is expected: `unused` keeps -Wall quiet there. */
+#define __shared_hook __always_inline __attribute__((unused))
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -24,8 +29,8 @@ __u32 hooks_on = 0;
 #define SOCK_STREAM 1
 #define SOCK_SNDBUF_LOCK 1
 
-/* Set by user space before load (tracer/load.go); constant to the verifier,
- * so a disabled filter costs nothing. */
+/* Set by user space before load; constant to the verifier, so a disabled
+ * filter costs nothing. */
 const volatile __u8 cfg_filter_pid = 0;   /* only tgids in pid_filter */
 const volatile __u16 cfg_port = 0;        /* local or remote port, 0 = any */
 const volatile __u16 cfg_family = 0;      /* AF_INET, AF_INET6, 0 = both */
@@ -145,6 +150,26 @@ static __always_inline __u16 read_addrs(struct sock *sk, __u8 (*saddr)[16], __u8
 	return family;
 }
 
+/* The namespace a received skb belongs to. skb->dev may be gone by the time
+ * TCP is done with a segment (a consumed SYN has none); the input route
+ * (skb->_skb_refdst, low bit a no-reference flag) still names the receiving
+ * device. */
+static __always_inline struct net *skb_net(struct sk_buff *skb)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct dst_entry *dst;
+
+	if (!dev) {
+		dst = (struct dst_entry *)(BPF_CORE_READ(skb, _skb_refdst) & ~1UL);
+		if (!dst)
+			return NULL;
+		dev = BPF_CORE_READ(dst, dev);
+		if (!dev)
+			return NULL;
+	}
+	return BPF_CORE_READ(dev, nd_net.net);
+}
+
 /*
  * Every read goes through BPF_CORE_READ: struct tcp_sock was reorganised into
  * cache-line groups in 6.8 and fields moved in struct sock in 6.x, and a
@@ -231,18 +256,12 @@ static __always_inline int submit(struct event *src)
 }
 
 /*
- * Counts one occurrence of `type` on `sk` and decides whether it goes out now.
- * The first occurrence on a socket goes out at once through the ring buffer,
- * with a full snapshot. Later ones only add to the entry's count (and refresh
- * its snapshot now and then); user space reads the table once per interval and
- * prints one line per entry whose count grew. The map counts only what did
- * not go through the ring buffer, so the two never overlap and no ordering
- * between them matters: the printed counts add up exactly. A record that the
- * full ring buffer refused is counted in the map instead, so it is printed a
- * little later rather than lost (it still shows in the `lost` counter).
- */
-/*
- * Aggregation, in two steps so that the common case reads nothing:
+ * Aggregation: the first occurrence of an event on a key (a socket, a
+ * destination, a listener) goes out at once through the ring buffer with a
+ * full snapshot; later ones only add to the key's entry in `aggregates`
+ * (and refresh its snapshot now and then), and user space prints one line
+ * per entry whose count grew, once per interval. Two steps, so that the
+ * common case reads nothing:
  *
  * agg_hit() counts an occurrence on an existing entry whose snapshot is
  * fresh enough, and says so; the caller is done. Otherwise the caller fills
@@ -251,10 +270,10 @@ static __always_inline int submit(struct event *src)
  * through the ring buffer as the first line of its kind on that key.
  *
  * The map counts only occurrences that did not go through the ring buffer,
- * so user space, which prints the growth of `count` once per interval, never
- * counts one twice whatever the order of the two channels. A record that the
- * full ring buffer refused is counted in the map instead: printed a little
- * later rather than lost (it still shows in the `lost` counter).
+ * so user space never counts one twice whatever the order of the two
+ * channels. A record that the full ring buffer refused is counted in the
+ * map instead: printed a little later rather than lost (it still shows in
+ * the `lost` counter).
  */
 static __always_inline void agg_add(struct agg_value *v, __u64 now, __u64 wait_ns)
 {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Detector: delayed-ACK timers that fired and sent the ACK they held.
+ * Detector delack: delayed_ack, a delayed-ACK timer that fired and sent the
+ * ACK it held.
  *
  * A receiver that has nothing to send back does not ACK every segment:
  * __tcp_ack_snd_check() calls tcp_send_delayed_ack(), which arms
@@ -13,7 +14,7 @@
  * is still scheduled: one sent meanwhile with data, or a timer 6.18 finds
  * idle (early exit), sends nothing. So "fired and sent" is decided the way
  * the kernel counts it: this CPU's DelayedACKs counter before and after the
- * handler (bpf/mib.bpf.h). tcptrace's count then equals the kernel's.
+ * handler (mib.bpf.h). tcptrace's count then equals the kernel's.
  *
  * Paths:
  *   tracepoint  timer:timer_start, timer:timer_expire_entry/_exit (tp_btf),
@@ -24,17 +25,19 @@
  *   fentry      fentry/tcp_send_delayed_ack, fentry+fexit/tcp_delack_timer_handler
  *   kprobe      the same with kprobes
  */
-#include "owner.bpf.c"
+#include "common.bpf.h"
+#include "owner.bpf.h"
 #include "mib.bpf.h"
+#include "delack.bpf.h"
 
 #define ICSK_ACK_TIMER 2
 
-/* Set from /proc/kallsyms and BTF (tracer/kernel.go). */
+/* Set by user space from /proc/kallsyms and BTF. */
 const volatile __u64 cfg_delack_fn = 0;    /* address of tcp_delack_timer() */
 const volatile __u32 mib_delayed_acks = 0; /* LINUX_MIB_DELAYEDACKS */
-/* Which of the detector's results the run wants (tracer/load.go). */
+/* Which of the detector's results the run wants. */
 const volatile __u8 cfg_emit_delack = 1;   /* delayed_ack events */
-const volatile __u8 cfg_record_peer = 0;   /* firings for nagle_delack_stall */
+const volatile __u8 cfg_record_peer = 0;   /* firings for nagle_delack_stall (delack_recent) */
 
 /* When each socket's delayed ACK was (re)armed, for the time it was held. */
 struct {
@@ -83,60 +86,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct delack_firing);
 } delack_firings SEC(".maps");
-
-/* A connection's latest delayed ACK, by its addresses: the Nagle detector
- * looks up the peer of a connection whose held write an ACK released, to
- * prove that the ACK was the peer's delayed one (both ends on this host). */
-struct conn_tuple {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u16 sport;
-	__u16 dport;
-	__u32 _pad;
-};
-
-struct peer_delack {
-	__u64 fired_ns;
-	__u64 held_ns;
-	__u32 ato;
-	__u32 pid;
-	__u8 comm[TASK_COMM_LEN];
-	__u8 in_pingpong;
-	__u8 owner_known;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct conn_tuple);
-	__type(value, struct peer_delack);
-} delack_recent SEC(".maps");
-
-/* A v4-mapped IPv6 address in the IPv4 layout of read_snapshot(), so that a
- * dual-stack server and an IPv4 client name the same connection alike. */
-static __always_inline void tuple_addr(__u8 *dst, const __u8 *src, __u16 family)
-{
-	const __u32 *w = (const __u32 *)src;
-
-	__builtin_memset(dst, 0, 16);
-	if (family == AF_INET6 && w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
-		__builtin_memcpy(dst, src + 12, 4);
-	} else if (family == AF_INET6) {
-		__builtin_memcpy(dst, src, 16);
-	} else {
-		__builtin_memcpy(dst, src, 4);
-	}
-}
-
-/* The connection as seen from this end (reverse = from the peer's end). */
-static __always_inline void conn_tuple_of(const struct tcp_snapshot *s, struct conn_tuple *t, bool reverse)
-{
-	__builtin_memset(t, 0, sizeof(*t));
-	tuple_addr(reverse ? t->daddr : t->saddr, s->saddr, s->family);
-	tuple_addr(reverse ? t->saddr : t->daddr, s->daddr, s->family);
-	t->sport = reverse ? s->dport : s->sport;
-	t->dport = reverse ? s->sport : s->dport;
-}
 
 static __always_inline struct delack_firing *firing_slot(void)
 {
@@ -299,7 +248,8 @@ static __always_inline struct sock *delack_timer_sock(struct timer_list *timer)
  * The three timer tracepoints run for every timer_list of the kernel: each
  * leaves after one load (the callback, a direct read of the trusted
  * argument) and one compare unless the timer is a delayed-ACK timer
- * (timer_start is bpf/shared_hooks.bpf.c's, which calls the function below).
+ * (timer_start's program is shared, in tcptrace.bpf.c, and calls the
+ * function below).
  *
  * timer_start fires when the timer is queued, not
  * when mod_timer() finds it already pending at that deadline, so it marks
@@ -307,15 +257,14 @@ static __always_inline struct sock *delack_timer_sock(struct timer_list *timer)
  * deadline moved: icsk_ack.timeout or, 6.15+, the timer's own expires, is
  * still ahead) continues the same wait and keeps its start.
  */
-static __always_inline void delack_timer_start(struct timer_list *timer)
+static __shared_hook void delack_timer_start(struct timer_list *timer)
 {
 	struct delack_firing *f;
 
 	f = firing_slot();
-	/* A re-arm from inside the handler comes microseconds after its
-	 * entry. An older slot is one whose exit was never seen (none in the
-	 * measurements on 6.18, but a lost exit must not make every later
-	 * arming look like a re-arm). */
+	/* A re-arm from inside the handler comes right after its entry. An
+	 * older slot is one whose exit was never seen: a lost exit must not
+	 * make every later arming look like a re-arm. */
 	if (f && f->timer == (__u64)timer && bpf_ktime_get_ns() - f->entry_ns < 5000000ULL)
 		return;
 	mark_armed((__u64)delack_timer_sock(timer));

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Detector: a small write that Nagle held back behind an unacknowledged small
- * segment, and (nagle_delack_stall) the peer's delayed ACK that released it.
+ * Detector nagle: nagle_stall, a small write that Nagle held back behind an
+ * unacknowledged small segment, and nagle_delack_stall, the same released
+ * by the peer's delayed ACK.
  *
  * Linux's Nagle is Minshall's variant (tcp_nagle_check() in tcp_output.c): a
  * segment shorter than the MSS waits while TCP_NODELAY and TCP_CORK are off
@@ -23,20 +24,21 @@
  *    application filled a segment, set TCP_NODELAY) ends the hold without a
  *    line.
  *
- * If the peer is on this host and its delayed-ACK timer sent that ACK
- * (bpf/delack.bpf.c records each firing by connection) after the hold
- * began, the stall is a nagle_delack_stall: the classic 40 ms.
+ * If the peer is on this host and its delayed-ACK timer sent that ACK after
+ * the hold began (delack.bpf.c records each firing by connection in
+ * delack_recent), the stall is a nagle_delack_stall: the classic 40 ms.
  *
  * Limits: a hold that starts inside the kernel's own push (a send that
  * returns with nothing unsent) is not seen; corked data (TCP_CORK) is not
  * Nagle's and is left out; connections outside ESTABLISHED (no tcp_probe)
  * are not followed to the release.
  */
-#include "delack.bpf.c"
+#include "common.bpf.h"
+#include "delack.bpf.h"
 
 #define TCP_FLAG_ACK 0x10
 
-/* Which results the run wants (tracer/load.go). */
+/* Which results the run wants. */
 const volatile __u8 cfg_emit_nagle = 1;        /* nagle_stall */
 const volatile __u8 cfg_emit_nagle_delack = 1; /* nagle_delack_stall */
 
@@ -68,7 +70,7 @@ static __always_inline bool seq_after(__u32 a, __u32 b)
 }
 
 /* A send returned with bytes unsent: is Nagle what holds them? */
-static __always_inline void nagle_check(struct sock *sk, __u8 path)
+static __shared_hook void nagle_check(struct sock *sk, __u8 path)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__u32 write_seq, snd_nxt, snd_una, snd_sml, mss, unsent;
@@ -120,7 +122,10 @@ static __always_inline void nagle_forget(__u64 key)
 		__sync_fetch_and_add(&nagle_holders, -1);
 }
 
-static __always_inline void nagle_leave_established(struct sock *sk)
+/* inet_sock_set_state (tcptrace.bpf.c): a connection that leaves ESTABLISHED
+ * is no longer followed by tcp_probe, so a hold on it will never be
+ * released. */
+static __shared_hook void nagle_leave_established(struct sock *sk)
 {
 	if (nagle_holders)
 		nagle_forget((__u64)sk);

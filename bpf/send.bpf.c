@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Detector: a send on a TCP socket that hit a full send buffer.
+ * Detector send: send_eagain, send_blocked, a send on a TCP socket that hit
+ * a full send buffer.
  *
  * send_eagain: tcp_sendmsg_locked() jumps to wait_for_space when
  * sk_stream_memory_free() fails (sk_wmem_queued >= sk_sndbuf, or the
@@ -12,12 +13,12 @@
  * send_blocked: a blocking send sleeps in sk_stream_wait_memory() until ACKs
  * free space; the fentry/kprobe paths time that call.
  *
- * Paths (tracer/probes.go picks the first that loads and attaches):
+ * Paths (the probe table picks the first that loads and attaches):
  *   tracepoint  tp_btf/sock_send_length (6.3+): every sendmsg's return value
  *   fentry      fexit/tcp_sendmsg; fentry+fexit on sk_stream_wait_memory
  *   kprobe      kprobe+kretprobe on the same functions
- * The hooks on a send's return are shared with the Nagle detector and live
- * in send_return.bpf.c.
+ * The programs on a send's return are shared with the Nagle detector and
+ * live in tcptrace.bpf.c; they call on_send_return() and wait_end().
  */
 #include "common.bpf.h"
 
@@ -27,7 +28,7 @@
  * Runs on every send of every socket on the host: the test of `ret` comes
  * first, so that all but the failing sends leave after a compare.
  */
-static __always_inline int on_send_return(struct sock *sk, int ret, __u8 path)
+static __shared_hook int on_send_return(struct sock *sk, int ret, __u8 path)
 {
 	__u32 tgid;
 
@@ -88,7 +89,7 @@ static __always_inline void wait_begin(struct sock *sk, __u8 path)
 		__sync_fetch_and_add(&waiters, 1);
 }
 
-static __always_inline void wait_end(int ret, __u8 path)
+static __shared_hook void wait_end(int ret, __u8 path)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct event *w = bpf_map_lookup_elem(&wait_starts, &id);

@@ -1,15 +1,188 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The one compilation unit: bpf2go builds one object, so every detector
- * shares the same maps (ring buffer, filters, aggregation) and one event
- * definition. Each detector lives in a file of its own, included here.
+ * The one compilation unit bpf2go builds: every detector, one file each and
+ * named like it, then the programs on the hooks that several detectors
+ * share. A detector file holds its maps, its handlers and the programs on
+ * hooks only it uses; what two of them share is in a header.
+ *
+ * Why one object. A send's return, a TCP state change and a timer's arming
+ * happen all the time on a busy host, and several detectors need each. So
+ * each of these hooks has one program, below, that calls the handler of
+ * every detector in use, inline: the hook pays the dispatch into BPF (the
+ * tracepoint's or trampoline's call, program entry and exit) once however
+ * many detectors run, and a detector not in use costs a bit test of
+ * hooks_on. Handlers in separate objects, linked statically (bpftool gen
+ * object), could only be global functions, which the linker does not
+ * inline: a BPF-to-BPF call each, and each function verified on its own
+ * from its declared argument types, so the trusted struct sock * that
+ * socket storage (bpf_sk_storage_get) and direct loads need cannot be
+ * passed to one before 6.9, and only with the arg:trusted tag since.
  */
-#include "listen.bpf.c"
-#include "send_return.bpf.c" /* send.bpf.c, nagle.bpf.c, delack.bpf.c */
-#include "connect.bpf.c"
-#include "shared_hooks.bpf.c" /* inet_sock_set_state, timer_start */
+#include "common.bpf.h"
 
-/* Unused by the programs: they keep the two enums in the object's BTF so that
+#include "owner.bpf.c"
+#include "listen.bpf.c"
+#include "send.bpf.c"
+#include "delack.bpf.c"
+#include "nagle.bpf.c"
+#include "connect.bpf.c"
+#include "ports.bpf.c"
+#include "timewait.bpf.c"
+#include "paws.bpf.c"
+#include "reset.bpf.c"
+
+/* ---- A send's return: send (send_eagain, send_blocked), nagle ---------- */
+
+/* A verifier-only cast (6.2+; sock_send_length is 6.3+): the kernel
+ * rewrites the call into a register move, and loads through the result are
+ * fault-safe BTF loads. No helper call on the hot path. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/*
+ * sock:sock_send_length(sk, ret, flags) fires in sock_sendmsg_nosec() after
+ * ->sendmsg returns, for send, sendto, sendmsg, write and writev alike. A
+ * successful send to a socket that sent everything (the common case), and
+ * any send on another protocol, leave after direct loads.
+ */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	__u32 on = hooks_on;
+	struct tcp_sock *tp;
+
+	/* A wait that tcp_sendmsg_locked's tracepoint saw begin ends here
+	 * when the call returns without another pass of the copy loop (the
+	 * wait failed: timeout, signal, error). */
+	if (waiters && (on & HOOK_SEND_WAIT))
+		wait_end(ret, PATH_TRACEPOINT);
+	if (ret == -EAGAIN) {
+		if (on & HOOK_SEND_EAGAIN)
+			on_send_return(sk, ret, PATH_TRACEPOINT);
+		return 0;
+	}
+	if (ret <= 0 || !(on & HOOK_NAGLE))
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
+		return 0;
+	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	if (tp->write_seq == tp->snd_nxt)
+		return 0;
+	nagle_check(sk, PATH_TRACEPOINT);
+	return 0;
+}
+
+/* fentry and kprobe paths (before 6.3): tcp_sendmsg's return. */
+static __always_inline void on_tcp_sendmsg_return(struct sock *sk, int ret, __u8 path)
+{
+	__u32 on = hooks_on;
+
+	if (ret == -EAGAIN) {
+		if (on & HOOK_SEND_EAGAIN)
+			on_send_return(sk, ret, path);
+		return;
+	}
+	if (ret > 0 && (on & HOOK_NAGLE))
+		nagle_check(sk, path);
+}
+
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size, int ret)
+{
+	on_tcp_sendmsg_return(sk, ret, PATH_FENTRY);
+	return 0;
+}
+
+/* kretprobes do not see arguments: the entry probe parks sk per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} sendmsg_sk SEC(".maps");
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 v = (__u64)sk;
+
+	bpf_map_update_elem(&sendmsg_sk, &id, &v, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/tcp_sendmsg")
+int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *skp = bpf_map_lookup_elem(&sendmsg_sk, &id);
+	struct sock *sk;
+
+	if (!skp)
+		return 0;
+	sk = (struct sock *)*skp;
+	bpf_map_delete_elem(&sendmsg_sk, &id);
+	on_tcp_sendmsg_return(sk, ret, PATH_KPROBE);
+	return 0;
+}
+
+/* ---- A TCP state change: owner, nagle, connect, ports, timewait -------- */
+
+/*
+ * sock:inet_sock_set_state, every TCP state change of the host. Owners run
+ * first: a connection's owner is recorded at SYN_SENT before connect's own
+ * handler may need it; and their records of a socket that ends are dropped
+ * last. A connection that leaves ESTABLISHED names no owner; it ends a
+ * Nagle hold, which tcp_probe no longer follows.
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	__u32 on = hooks_on;
+
+	if (on & HOOK_OWNERS) {
+		if (oldstate == TCP_ESTABLISHED)
+			nagle_leave_established(sk);
+		else
+			owner_set_state(sk, oldstate, newstate);
+	}
+	if (on & HOOK_CONNECT)
+		conn_set_state(sk, oldstate, newstate);
+	if (on & HOOK_PORTS)
+		port_set_state(sk, oldstate, newstate);
+	if (on & HOOK_TIMEWAIT)
+		tw_set_state(sk, oldstate, newstate);
+	/* Last: the handlers above may read what a socket that ends leaves. */
+	if (on & HOOK_OWNERS) {
+		owner_forget(sk, newstate);
+		conn_forget(sk, oldstate);
+	}
+	return 0;
+}
+
+/* ---- A timer armed: delack, timewait ----------------------------------- */
+
+/*
+ * timer_start: (timer, expires, flags) up to 6.7, (timer, bucket_expiry)
+ * from 6.8; only the timer is used. Every other timer of the kernel leaves
+ * after one load (the callback, a direct read of the trusted argument) and
+ * two compares.
+ */
+SEC("tp_btf/timer_start")
+int BPF_PROG(tp_timer_start, struct timer_list *timer)
+{
+	__u64 fn = (__u64)timer->function;
+
+	if (fn == cfg_delack_fn) {
+		if (hooks_on & HOOK_DELACK)
+			delack_timer_start(timer);
+	} else if (fn == cfg_tw_timer_handler) {
+		if (hooks_on & HOOK_TIMEWAIT)
+			tw_timer_start(timer);
+	}
+	return 0;
+}
+
+/* Unused by the programs: they keep the enums in the object's BTF so that
  * bpf2go -type generates their Go constants from this one definition. */
 const volatile enum event_type btf_anchor_event_type;
 const volatile enum probe_path btf_anchor_probe_path;

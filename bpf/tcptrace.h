@@ -48,7 +48,7 @@ enum listen_reason {
 /* Bits of hooks_on (bpf/common.bpf.h): which detectors the programs on the
  * busiest hooks work for. Those hooks run on every send, every TCP state
  * change and every timer of the host, so one program per hook serves every
- * detector that needs it (bpf/send_return.bpf.c, bpf/shared_hooks.bpf.c). */
+ * detector that needs it (bpf/tcptrace.bpf.c). */
 enum shared_hook {
 	HOOK_SEND_EAGAIN = 1, /* send_eagain, any path */
 	HOOK_SEND_WAIT = 2,   /* send_blocked's tracepoint path: a wait ends with the call */
@@ -71,7 +71,7 @@ enum probe_path {
 /*
  * Everything read from one TCP socket at the moment of an event. Raw kernel
  * units (jiffies, sequence numbers): conversion to milliseconds and bytes in
- * flight happens once, in Go (tracer/decode.go), where HZ is known.
+ * flight happens once, in Go, where HZ is known.
  */
 struct tcp_snapshot {
 	__u64 sk;            /* kernel address of struct sock: the connection key */

@@ -1,0 +1,407 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Who owns a socket. Listener events happen in softirq (a SYN, a final ACK)
+ * or timer context (a SYN-ACK retransmit), where the running task is
+ * whoever was interrupted; --pid and the pid/comm of an event must come from
+ * the socket, not from the task.
+ *
+ * owner_store: socket -> the process that made it, in the socket's own
+ *            local storage (BPF_MAP_TYPE_SK_STORAGE): the kernel frees the
+ *            record with the socket, so a live socket never loses it however
+ *            many there are. Tracing programs may use it from 5.11
+ *            (bpf_sk_storage_tracing_allowed), on a socket pointer the kernel
+ *            passed them; user space tries before setting cfg_owner_storage.
+ * owners:    the same, keyed by the socket's address, for what cannot use
+ *            the storage: kprobe programs, sockets known only by an address
+ *            kept in a map (a listener, a delayed-ACK timer's socket), and
+ *            kernels before 5.11. An LRU table sized by user space from the
+ *            host's socket count; a record is dropped when its socket
+ *            closes (owner_forget()), so only more live sockets than that
+ *            make it forget the least recently used ones.
+ * Both are filled in process context when a socket starts listening or
+ * connecting (inet_sock_set_state to LISTEN or SYN_SENT) and, for sockets
+ * made before tcptrace started, by the iterator (owner.bpf.c) from a
+ * socket-inode -> process table that user space builds out of /proc/<pid>/fd.
+ * listeners: (netns, port, family, bound address) -> listening socket: a
+ *            dropped SYN carries only addresses, and the listener's queues
+ *            explain the drop. Keyed like the kernel's own lookup, because
+ *            one port often has several listeners: 0.0.0.0 and a v6only
+ *            [::] (nginx, Redis), or one address per interface.
+ */
+#ifndef OWNER_BPF_H
+#define OWNER_BPF_H
+
+#include "common.bpf.h"
+
+#define TCP_LISTEN 10
+
+struct owner {
+	__u32 tgid;
+	__u8 comm[TASK_COMM_LEN];
+};
+
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 family;
+	__u8 addr[16]; /* IPv4 in the first 4 bytes; zero: the wildcard */
+};
+
+/* bpf_sk_storage_get works in tp_btf programs (and in the iterator): set by
+ * the loader after the verifier accepted a program that uses it
+ * (probe_owner_storage*, owner.bpf.c). */
+const volatile __u8 cfg_owner_storage = 0;
+const volatile __u8 cfg_owner_storage_iter = 0;
+
+/* BPF_F_CLONE: inet_csk_clone_lock() -> sk_clone_lock() copies the
+ * listener's record into every passive connection it makes, before the
+ * connection exists anywhere else: accept()ed sockets are the listener
+ * owner's. NO_PREALLOC: required for socket storage. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct owner);
+} owner_store SEC(".maps");
+
+/* max_entries is set by user space from the host's socket count. One LRU
+ * for all CPUs: with per-CPU lists (BPF_F_NO_COMMON_LRU) each CPU gets
+ * max_entries / nr_cpus records, and a CPU that makes most connections
+ * evicts its own live ones while the table is far from full. The common
+ * list takes its global lock once per 128 inserts on a CPU (the CPU's
+ * local free list is refilled 128 at a time, LOCAL_FREE_TARGET). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+/* Events whose socket had no known owner (enum owner_unknown), per CPU:
+ * the summary reports them. */
+enum owner_unknown {
+	OWNER_UNKNOWN_REPORTED = 0, /* reported with owner_known false */
+	OWNER_UNKNOWN_FILTERED = 1, /* left out by --pid: whose they were is unknown */
+	OWNER_UNKNOWN_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OWNER_UNKNOWN_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} owner_unknown SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct listener_key);
+	__type(value, __u64); /* struct sock * */
+} listeners SEC(".maps");
+
+/* Filled by user space before the iterator runs: socket inode -> owner. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct owner);
+} inode_owners SEC(".maps");
+
+static __always_inline __u32 sk_netns(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline struct sock *listener_at(struct listener_key *k)
+{
+	__u64 *sk = bpf_map_lookup_elem(&listeners, k);
+
+	return sk ? (struct sock *)*sk : NULL;
+}
+
+static __always_inline bool v6only(struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only);
+}
+
+/*
+ * The listener that takes a segment to laddr:port, in the kernel's order
+ * (__inet_lookup_listener, inet6_lookup_listener): a socket bound to the
+ * address before a wildcard one; for IPv4 an AF_INET socket before an
+ * AF_INET6 one that is not IPV6_V6ONLY at the same rank (compute_score()
+ * adds one for AF_INET), the v4-mapped address being the IPv6 socket's
+ * bound address. A SO_REUSEPORT group is found through any member
+ * (pick_member() in listen.bpf.h).
+ */
+static __always_inline struct sock *find_listener_for(__u32 netns, __u16 family, const __u8 *laddr, __u16 port)
+{
+	struct listener_key k = { .netns = netns, .port = port, .family = family };
+	struct sock *l;
+
+	if (family == AF_INET6) {
+		__builtin_memcpy(k.addr, laddr, 16);
+		l = listener_at(&k);
+		if (l)
+			return l;
+		__builtin_memset(k.addr, 0, 16);
+		return listener_at(&k);
+	}
+	__builtin_memcpy(k.addr, laddr, 4);
+	l = listener_at(&k);
+	if (l)
+		return l;
+	k.family = AF_INET6;
+	__builtin_memset(k.addr, 0, 4);
+	k.addr[10] = 0xff;
+	k.addr[11] = 0xff;
+	__builtin_memcpy(&k.addr[12], laddr, 4);
+	l = listener_at(&k);
+	if (l && !v6only(l))
+		return l;
+	k.family = AF_INET;
+	__builtin_memset(k.addr, 0, 16);
+	l = listener_at(&k);
+	if (l)
+		return l;
+	k.family = AF_INET6;
+	l = listener_at(&k);
+	return l && !v6only(l) ? l : NULL;
+}
+
+/* Members of a SO_REUSEPORT group looked at, at most: the kernel picks one
+ * per connection by hash, and the caller looks for the one whose state
+ * matches what the counters say happened. */
+#define REUSEPORT_SCAN 16
+
+/* Member i of sk's SO_REUSEPORT group, or NULL past the end (or no group). */
+static __always_inline struct sock *reuseport_member(struct sock *sk, __u32 i)
+{
+	struct sock_reuseport *reuse = BPF_CORE_READ(sk, sk_reuseport_cb);
+	struct sock *m = NULL;
+
+	if (!reuse || i >= BPF_CORE_READ(reuse, num_socks))
+		return NULL;
+	bpf_probe_read_kernel(&m, sizeof(m), (void *)reuse + bpf_core_field_offset(struct sock_reuseport, socks) +
+						     i * sizeof(m));
+	return m;
+}
+
+/* The key a listening socket is found by. */
+static __always_inline void listener_key_of(struct sock *sk, struct listener_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = sk_netns(sk);
+	k->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (k->family == AF_INET6)
+		BPF_CORE_READ_INTO(&k->addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	else
+		BPF_CORE_READ_INTO((__u32 *)k->addr, sk, __sk_common.skc_rcv_saddr);
+}
+
+static __always_inline void count_owner_unknown(__u32 what)
+{
+	__u64 *n = bpf_map_lookup_elem(&owner_unknown, &what);
+
+	if (n)
+		*n += 1;
+}
+
+/* The owner of sk into the event's pid and comm; false if unknown. sk may
+ * be any socket address (from a map, a kprobe's registers). */
+static __always_inline bool fill_owner(struct event *e, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o = bpf_map_lookup_elem(&owners, &key);
+
+	if (!o) {
+		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
+		return false;
+	}
+	e->pid = o->tgid;
+	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	return true;
+}
+
+/* --pid for events outside process context: by the socket's owner. A socket
+ * whose owner is unknown is left out when a filter is set. */
+static __always_inline bool owner_wanted(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o;
+
+	if (!cfg_filter_pid)
+		return true;
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (!o) {
+		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		return false;
+	}
+	return pid_wanted(o->tgid);
+}
+
+static __always_inline void set_owner_current(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner o = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+
+	bpf_get_current_comm(&o.comm, sizeof(o.comm));
+	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
+}
+
+/*
+ * The owner of sk, a socket the kernel passed to a tp_btf, fentry or fexit
+ * program (bpf_sk_storage_get takes no other pointer): its own storage,
+ * else the table. in_task says the event happens in a system call on the
+ * socket (a close() that aborts it): its caller is then the owner when
+ * neither has a record (a kernel without the storage, a table that evicted
+ * it). False: unknown.
+ */
+static __always_inline bool sock_owner(struct sock *sk, bool in_task, struct owner *out)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o = NULL;
+
+	if (cfg_owner_storage)
+		o = bpf_sk_storage_get(&owner_store, sk, NULL, 0);
+	if (!o)
+		o = bpf_map_lookup_elem(&owners, &key);
+	if (o) {
+		__builtin_memcpy(out, o, sizeof(*out));
+		return true;
+	}
+	if (!in_task)
+		return false;
+	out->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&out->comm, sizeof(out->comm));
+	return true;
+}
+
+/* fill_owner and owner_wanted for such a socket. */
+static __always_inline bool fill_sock_owner(struct event *e, struct sock *sk, bool in_task)
+{
+	struct owner o;
+
+	if (!sock_owner(sk, in_task, &o)) {
+		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
+		return false;
+	}
+	e->pid = o.tgid;
+	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
+	return true;
+}
+
+static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)
+{
+	struct owner o;
+
+	if (!cfg_filter_pid)
+		return true;
+	if (!sock_owner(sk, in_task, &o)) {
+		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		return false;
+	}
+	return pid_wanted(o.tgid);
+}
+
+/* set_owner_current, in the socket's storage too. */
+static __always_inline void set_sock_owner_current(struct sock *sk)
+{
+	struct owner *o;
+
+	set_owner_current(sk);
+	if (!cfg_owner_storage)
+		return;
+	o = bpf_sk_storage_get(&owner_store, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return;
+	o->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+/*
+ * sock:inet_sock_set_state fires on every TCP state change, in the context
+ * that made it. Three changes name an owner:
+ *  - to LISTEN: listen() runs in the owner's process;
+ *  - to SYN_SENT: connect() runs in the owner's process;
+ *  - LISTEN to SYN_RECV: inet_csk_clone_lock() makes a passive connection's
+ *    socket as a copy of the listener (sk_state included) and then sets
+ *    SYN_RECV on it, in softirq; it will be accept()ed by the listener's
+ *    owner, whose table entry it inherits (its storage record the kernel
+ *    copied at the clone: BPF_F_CLONE).
+ * Timer and softirq events of connections (delayed ACKs, SYN retransmits)
+ * are attributed through these entries. Every other state change of every
+ * connection on the host leaves after a few compares.
+ */
+static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int newstate)
+{
+	struct listener_key lk;
+	__u64 key = (__u64)sk;
+	__u64 *cur;
+
+	if (newstate == TCP_SYN_SENT) {
+		if (sk->sk_protocol == IPPROTO_TCP)
+			set_sock_owner_current(sk);
+		return;
+	}
+	if (newstate != TCP_LISTEN && oldstate != TCP_LISTEN)
+		return;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
+	listener_key_of(sk, &lk);
+	if (newstate == TCP_LISTEN) {
+		set_sock_owner_current(sk);
+		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
+		return;
+	}
+	if (newstate == TCP_SYN_RECV) {
+		struct owner *o;
+
+		cur = bpf_map_lookup_elem(&listeners, &lk);
+		if (!cur)
+			return;
+		o = bpf_map_lookup_elem(&owners, cur);
+		if (o)
+			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
+		return;
+	}
+	cur = bpf_map_lookup_elem(&listeners, &lk);
+	if (cur && *cur == key) {
+		/* The group's other members stay behind the same key: the
+		 * trace fires before the kernel unhashes the socket, so the
+		 * group still lists them. */
+		struct sock *m = NULL;
+
+		for (__u32 i = 0; i < REUSEPORT_SCAN; i++) {
+			m = reuseport_member(sk, i);
+			if (!m || m != sk)
+				break;
+		}
+		if (m && m != sk) {
+			__u64 other = (__u64)m;
+
+			bpf_map_update_elem(&listeners, &lk, &other, BPF_ANY);
+		} else
+			bpf_map_delete_elem(&listeners, &lk);
+	}
+}
+
+/*
+ * A full socket ends in CLOSE whatever its path (tcp_done(), tcp_close(),
+ * tcp_disconnect(), a listener's close): its table record goes with it, so
+ * the table holds live sockets only and a host that churns connections does
+ * not push an idle connection's owner out of the LRU. Run after every
+ * detector's handler of the same change, which may still read the owner
+ * (connect_timeout at SYN_SENT -> CLOSE). A reset that close() sends after
+ * setting CLOSE is named by the calling task (sock_owner()); the socket's
+ * storage record lives until the socket is freed.
+ */
+static __shared_hook void owner_forget(struct sock *sk, int newstate)
+{
+	__u64 key = (__u64)sk;
+
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&owners, &key);
+}
+
+#endif /* OWNER_BPF_H */
