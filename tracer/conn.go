@@ -1,56 +1,19 @@
 package tracer
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// isConnEvent: connection set-up and teardown events (bpf/connect.bpf.c),
-// which carry a conn_snapshot.
-func (t EventType) isConnEvent() bool {
-	return t >= SynRetransmit && t <= Reset
-}
+// What the connection detectors (connect, ports, timewait, paws, reset)
+// share: their records carry a struct conn_snapshot (bpf/conn.bpf.h), decoded here
+// into a connState; each detector adds its own numbers and explanation.
 
-func wantsConnEvents(events []EventType) bool {
-	for _, e := range events {
-		if e.isConnEvent() {
-			return true
-		}
-	}
-	return false
-}
-
-// Reasons of connection events.
-const (
-	ReasonNoSynAck        Reason = "no_syn_ack"         // syn_retransmit, connect_timeout
-	ReasonResetAnswer     Reason = "reset_answered_syn" // connect_refused
-	ReasonNoFreePort      Reason = "no_free_local_port" // port_exhaustion
-	ReasonTimewaitLimit   Reason = "tw_buckets_full"    // timewait_overflow
-	ReasonResetSent       Reason = "sent"               // reset
-	ReasonResetReceived   Reason = "received"           // reset
-	ReasonPawsTimewait    Reason = "timewait_paws"      // paws_reject by reason
-	ReasonPawsEstablished Reason = "established_paws"
-	ReasonPawsOldAck      Reason = "old_ack"
-	ReasonPawsTSecr       Reason = "bad_tsecr"
-)
-
-// pawsRecomputed is the drop_reason bpf/connect.bpf.c gives a PAWS reject in
-// TIME_WAIT that it recognised itself (PAWS_RECOMPUTED).
-const pawsRecomputed = 0xffffffff
-
-var pawsReasonOf = map[string]Reason{
-	"TCP_RFC7323_PAWS":     ReasonPawsEstablished,
-	"TCP_RFC7323_TW_PAWS":  ReasonPawsTimewait,
-	"TCP_RFC7323_PAWS_ACK": ReasonPawsOldAck,
-	"TCP_RFC7323_TSECR":    ReasonPawsTSecr,
-}
-
-// ConnState is a connection's state at a set-up or teardown event, in
+// connState is a connection's state at a set-up or teardown event, in
 // natural units, with what the kernel's settings mean for it.
-type ConnState struct {
+type connState struct {
 	State      string
 	OwnerKnown bool
 	// StartKnown: tcptrace saw the connect(), so Elapsed and SynRetransmits
@@ -112,35 +75,14 @@ type ConnState struct {
 	RstReason string // reset sent, 6.10+
 	Unacked   uint32
 	Unread    uint32
+
+	// cause, syn_retransmit: what a socket on this host did to the SYN
+	// (connect_cause.go), said instead of suspecting the path.
+	cause string
 }
 
-// RetryLimit is the retry count that applies: TCP_SYNCNT, else the sysctl.
-func (c *ConnState) RetryLimit() int {
-	if c.SynCnt != 0 {
-		return int(c.SynCnt)
-	}
-	return int(c.SynRetries)
-}
-
-func (c *ConnState) synModel() synModel {
-	m := synModel{retries: c.RetryLimit(), userTimeout: c.UserTimeout, rtoMax: c.RTOMax}
-	if c.LinearKnown {
-		m.linear = int(c.Linear)
-	}
-	return m
-}
-
-// PortCount is the size of ip_local_port_range (connect() uses every port
-// of it; bind(0) the other half since 4.6, but both exhaust it).
-func (c *ConnState) PortCount() int {
-	if c.PortHi < c.PortLo {
-		return 0
-	}
-	return int(c.PortHi-c.PortLo) + 1
-}
-
-func newConnState(r *tcptraceConnSnapshot, hz uint64, names *connFacts) ConnState {
-	c := ConnState{
+func newConnState(r *tcptraceConnSnapshot, hz uint64, names *connFacts) connState {
+	c := connState{
 		State:          stateName(r.State),
 		OwnerKnown:     r.OwnerKnown != 0,
 		StartKnown:     r.StartKnown != 0,
@@ -205,16 +147,18 @@ func connAddrs(r *tcptraceConnSnapshot) (family int, local, remote netip.AddrPor
 		netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Daddr[:4])), r.Dport)
 }
 
-func (d *decoder) decodeConn(r *tcptraceEvent, t tally) Event {
+// decodeConn is what every connection event carries: the owner, the
+// addresses, the connection's state, and the details every one has. The
+// owner is the task in the record only when the kernel knew it was (socket
+// storage); otherwise the socket's inode names it.
+func decodeConn(d *decoder, r *tcptraceEvent, t tally) Event {
 	c := newConnState(&r.C, d.hz, d.conn)
-	typ := EventType(r.Type)
 	e := Event{
-		Time:   d.wall(r.TsNs),
-		Type:   typ,
-		NetNS:  r.C.Netns,
-		Count:  t.count,
-		Path:   ProbePath(r.Path),
-		Socket: r.C.Sk,
+		Time:  d.wall(r.TsNs),
+		Type:  EventType(r.Type),
+		NetNS: r.C.Netns,
+		Count: t.count,
+		Path:  ProbePath(r.Path),
 	}
 	if c.OwnerKnown {
 		e.PID, e.TID, e.Comm = r.Pid, r.Tid, cString(r.Comm[:])
@@ -222,183 +166,16 @@ func (d *decoder) decodeConn(r *tcptraceEvent, t tally) Event {
 		e.PID, e.Comm = d.owners.lookup(r.C.Ino)
 	}
 	e.Family, e.Local, e.Remote = connAddrs(&r.C)
-	switch {
-	case typ == SynRetransmit:
-		c.TransmitErr, c.Counted = r.Ret, r.Count
-		c.AttemptLo, c.AttemptHi = t.attemptLo, t.attemptHi
-	case r.Ret < 0:
+	if r.Ret < 0 {
 		c.Errno = unix.Errno(-r.Ret)
 	}
-	if typ == PortExhaustion && e.PID != 0 {
-		c.TwToDest = timeWaitTo(e.PID, e.Remote)
-	}
-	e.Reason = classifyConn(typ, &c)
-	e.Conn = c
-	e.Details = connDetails(typ, &c, r)
-	cause := ""
-	switch typ {
-	case PawsReject:
-		d.fates.note(&e)
-	case SynRetransmit:
-		if v, ok := d.fates.find(&e); ok {
-			v.details(e.Details, &e)
-			cause = v.sentence(&e)
-		}
-	}
-	e.Explanation = explainConn(typ, &c, e.Remote, t.count, cause)
-	return e
-}
-
-func classifyConn(t EventType, c *ConnState) Reason {
-	switch t {
-	case SynRetransmit, ConnectTimeout:
-		return ReasonNoSynAck
-	case ConnectRefused:
-		return ReasonResetAnswer
-	case PortExhaustion:
-		return ReasonNoFreePort
-	case TimewaitOverflow:
-		return ReasonTimewaitLimit
-	case PawsReject:
-		if c.PawsRecomputed {
-			return ReasonPawsTimewait
-		}
-		if r, ok := pawsReasonOf[c.DropReason]; ok {
-			return r
-		}
-	case Reset:
-		if c.Side == "sent" {
-			return ReasonResetSent
-		}
-		return ReasonResetReceived
-	}
-	return ReasonUnknown
-}
-
-// connDetails lists every number read, with its unit in the key.
-func connDetails(t EventType, c *ConnState, r *tcptraceEvent) map[string]any {
-	d := map[string]any{
+	e.conn = c
+	e.Details = map[string]any{
 		"probe":       ProbePath(r.Path).String(),
 		"owner_known": c.OwnerKnown,
 	}
 	if r.C.Ino != 0 {
-		d["socket_inode"] = r.C.Ino
+		e.Details["socket_inode"] = r.C.Ino
 	}
-	switch t {
-	case SynRetransmit, ConnectTimeout, ConnectRefused:
-		d["state"] = c.State
-		if c.StartKnown {
-			d["since_connect_ms"] = ms(c.Elapsed)
-		}
-		d["syn_retransmits"] = c.SynRetransmits
-		if t != SynRetransmit {
-			d["errno"] = errnoName(c.Errno)
-		} else if c.TransmitErr != 0 {
-			d["transmit_error"] = transmitErrName(c.TransmitErr)
-		}
-		if t == SynRetransmit {
-			d["isn"] = c.Seq
-		}
-		if t == SynRetransmit && c.AttemptLo != 0 {
-			d["attempt_min"] = c.AttemptLo
-			d["attempt_max"] = c.AttemptHi
-		}
-		if c.SynKnown && t != ConnectRefused {
-			d["tcp_syn_retries"] = c.SynRetries
-			d["tcp_syncnt"] = c.SynCnt
-			d["tcp_user_timeout_ms"] = c.UserTimeout.Milliseconds()
-			if c.LinearKnown {
-				d["tcp_syn_linear_timeouts"] = c.Linear
-			}
-			rtx, giveUp := c.synModel().schedule()
-			d["syn_retransmits_max"] = len(rtx)
-			d["gives_up_after_ms"] = giveUp.Milliseconds()
-			if t == SynRetransmit {
-				if n := int(c.SynRetransmits); n > 0 && n <= len(rtx) {
-					d["backoff_ms"] = (rtx[n-1] - prev(rtx, n-1)).Milliseconds()
-				}
-				if n := int(c.SynRetransmits); n < len(rtx) {
-					d["next_retransmit_in_ms"] = (rtx[n] - prev(rtx, n)).Milliseconds()
-				}
-			}
-		}
-	case PortExhaustion:
-		d["errno"] = "EADDRNOTAVAIL"
-		if c.PortsKnown {
-			d["ip_local_port_range"] = fmt.Sprintf("%d %d", c.PortLo, c.PortHi)
-			d["local_ports"] = c.PortCount()
-			d["tcp_tw_reuse"] = c.TwReuse
-		}
-		if c.TwToDest >= 0 {
-			d["timewait_to_destination"] = c.TwToDest
-		}
-		fallthrough
-	case TimewaitOverflow:
-		if c.TwKnown {
-			d["timewait_in_netns"] = c.TwCount
-			d["tcp_max_tw_buckets"] = c.MaxTw
-		}
-	case PawsReject:
-		d["drop_reason"] = c.DropReason
-		if c.PawsRecomputed {
-			d["drop_reason"] = "none (TIME_WAIT before 6.16: PAWS test applied by tcptrace)"
-		}
-		d["syn"] = c.SYN
-		d["state"] = c.State
-		d["seq"] = c.Seq
-		if c.RFC1337Known {
-			d["tcp_rfc1337"] = c.RFC1337
-		}
-		if c.TSSeen {
-			d["tsval"] = c.TSval
-			d["tsecr"] = c.TSecr
-		}
-		if c.TSRecentKnown {
-			d["ts_recent"] = c.TSRecent
-			if c.TSSeen {
-				d["tsval_behind_by"] = int32(c.TSRecent - c.TSval)
-			}
-		}
-	case Reset:
-		d["side"] = c.Side
-		d["state"] = c.State
-		d["unacked_bytes"] = c.Unacked
-		d["unread_bytes"] = c.Unread
-		if c.RstReason != "" {
-			d["rst_reason"] = c.RstReason
-		}
-	}
-	return d
-}
-
-// transmitErrName names what the IP layer returned for a failed transmit:
-// a negative errno, or a positive NET_XMIT_* code (include/linux/netdevice.h).
-func transmitErrName(v int32) string {
-	switch {
-	case v < 0:
-		return errnoName(unix.Errno(-v))
-	case v == 1:
-		return "NET_XMIT_DROP"
-	case v == 2:
-		return "NET_XMIT_CN"
-	}
-	return fmt.Sprintf("NET_XMIT %d", v)
-}
-
-// prev is the time of the retransmit before index i (0: the first SYN).
-func prev(rtx []time.Duration, i int) time.Duration {
-	if i == 0 {
-		return 0
-	}
-	return rtx[i-1]
-}
-
-func errnoName(e unix.Errno) string {
-	if e == 0 {
-		return ""
-	}
-	if n := unix.ErrnoName(e); n != "" {
-		return n
-	}
-	return fmt.Sprintf("errno %d", int(e))
+	return e
 }

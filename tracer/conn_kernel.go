@@ -79,8 +79,6 @@ func setConnFacts(spec *ebpf.CollectionSpec, f *connFacts) error {
 	return vs.Set(f.twTimerHandler)
 }
 
-// The probe table's preconditions for the connection detectors.
-
 func connFactsOf(k *kernelFacts) (*connFacts, error) {
 	if k.conn == nil {
 		return nil, errors.New("kernel facts for connection events not read")
@@ -89,97 +87,4 @@ func connFactsOf(k *kernelFacts) (*connFacts, error) {
 		return nil, k.conn.err
 	}
 	return k.conn, nil
-}
-
-// needRetransmitErr: tcp:tcp_retransmit_skb gained an `err` argument in 6.17
-// and fires for failed attempts too; each prototype has its program.
-func needRetransmitErr(want bool) func(*kernelFacts) error {
-	return func(k *kernelFacts) error {
-		f, err := connFactsOf(k)
-		if err != nil {
-			return err
-		}
-		if f.rtxErrArg != want {
-			if want {
-				return errors.New("tcp:tcp_retransmit_skb has no err argument (added in 6.17)")
-			}
-			return errors.New("for kernels whose tcp:tcp_retransmit_skb has no err argument (before 6.17)")
-		}
-		return nil
-	}
-}
-
-func needSendResetReason(want bool) func(*kernelFacts) error {
-	return func(k *kernelFacts) error {
-		f, err := connFactsOf(k)
-		if err != nil {
-			return err
-		}
-		if f.sendResetReason != want {
-			if want {
-				return errors.New("tcp:tcp_send_reset passes no reset reason (added in 6.10)")
-			}
-			return errors.New("for kernels whose tcp:tcp_send_reset passes no reason (before 6.10)")
-		}
-		return nil
-	}
-}
-
-func needTwTimer(k *kernelFacts) error {
-	f, err := connFactsOf(k)
-	if err != nil {
-		return err
-	}
-	if f.twTimerHandler == 0 {
-		return fmt.Errorf("the TIME_WAIT timer's address is unknown: %v", f.twTimerErr)
-	}
-	return nil
-}
-
-// needPaws: the full tracepoint path needs TIME_WAIT's own reason (6.16+);
-// the partial ones see PAWS on established and SYN_RECV sockets only.
-func needPaws(twPaws, rxSk bool) func(*kernelFacts) error {
-	return func(k *kernelFacts) error {
-		f, err := connFactsOf(k)
-		if err != nil {
-			return err
-		}
-		if len(f.pawsReasons) == 0 {
-			return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_RFC7323_PAWS (added in 5.19)")
-		}
-		if twPaws && !f.hasPawsReason("TCP_RFC7323_TW_PAWS") {
-			return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_RFC7323_TW_PAWS (added in 6.16): PAWS rejects in TIME_WAIT are not visible")
-		}
-		if f.kfreeRxSk != rxSk {
-			if rxSk {
-				return errors.New("skb:kfree_skb does not pass rx_sk (added in 6.11)")
-			}
-			return errors.New("for kernels whose skb:kfree_skb has no rx_sk (before 6.11)")
-		}
-		return nil
-	}
-}
-
-// needTimewaitPaws: before 6.16 a PAWS reject in TIME_WAIT has no drop
-// reason, and the fentry/kprobe paths apply the kernel's test themselves;
-// from 6.16 the tracepoint has it and these paths would count it twice.
-// reasons: the path also takes the other rejects from skb:kfree_skb (5.19+),
-// rxSk: with the 6.11+ prototype.
-func needTimewaitPaws(reasons, rxSk bool) func(*kernelFacts) error {
-	return func(k *kernelFacts) error {
-		f, err := connFactsOf(k)
-		if err != nil {
-			return err
-		}
-		if f.hasPawsReason("TCP_RFC7323_TW_PAWS") {
-			return errors.New("for kernels without the drop reason TCP_RFC7323_TW_PAWS (before 6.16): the tracepoint path sees every PAWS reject")
-		}
-		if !reasons {
-			if len(f.pawsReasons) != 0 {
-				return errors.New("for kernels without PAWS drop reasons (before 5.19)")
-			}
-			return nil
-		}
-		return needPaws(false, rxSk)(k)
-	}
 }

@@ -24,12 +24,12 @@ func ackRaw(typ EventType) tcptraceEvent {
 
 func TestClassifyDelayedACK(t *testing.T) {
 	for _, c := range []struct {
-		a    ACKState
+		a    delackState
 		want Reason
 	}{
-		{ACKState{Interactive: true, QuickLeft: 3}, ReasonPingpong},
-		{ACKState{Pingpong: 1}, ReasonQuickackExhausted}, // below the threshold: the kernel did not treat it as interactive
-		{ACKState{QuickLeft: 2}, ReasonOther},
+		{delackState{interactive: true, quickLeft: 3}, ReasonPingpong},
+		{delackState{pingpong: 1}, ReasonQuickackExhausted}, // below the threshold: the kernel did not treat it as interactive
+		{delackState{quickLeft: 2}, ReasonOther},
 	} {
 		if got := classifyDelayedACK(&c.a); got != c.want {
 			t.Errorf("%+v: %s, want %s", c.a, got, c.want)

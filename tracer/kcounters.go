@@ -20,17 +20,12 @@ import (
 //
 // The check is made only where tcptrace's count and the counter mean the same
 // thing: an event the kernel bumps the counter for exactly once, and no filter
-// (--pid, --port, -4/-6) in the run.
+// (--pid, --port, -4/-6) in the run. Each detector lists its checks
+// (detector.counters).
 type counterCheck struct {
 	event   EventType
 	counter string   // TcpExt field
 	related []string // printed beside it: counters that explain a shortfall
-}
-
-var counterChecks = []counterCheck{
-	// tcp_delack_timer_handler() counts LINUX_MIB_DELAYEDACKS once per ACK it
-	// sends, and the detector reports exactly those firings.
-	{DelayedACK, "DelayedACKs", []string{"DelayedACKLocked"}},
 }
 
 // netstats is the TcpExt counters of each network namespace, by inode.
@@ -160,9 +155,11 @@ func counterChecksFor(opts Options) []counterCheck {
 		return nil
 	}
 	var out []counterCheck
-	for _, c := range counterChecks {
-		if containsEvent(opts.Events, c.event) {
-			out = append(out, c)
+	for _, d := range detectors {
+		for _, c := range d.counters {
+			if containsEvent(opts.Events, c.event) {
+				out = append(out, c)
+			}
 		}
 	}
 	return out

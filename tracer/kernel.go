@@ -106,6 +106,13 @@ func readKernelFacts(kernelBTF *btf.Cache) *kernelFacts {
 	return f
 }
 
+func needCounters(f *kernelFacts) error {
+	if f.err != nil {
+		return fmt.Errorf("cannot read the SNMP counters per CPU: %w", f.err)
+	}
+	return nil
+}
+
 // tracepointArgs counts the arguments a BTF tracepoint passes (its typedef's
 // prototype, the first being the probe's data pointer), 0 if not found.
 func tracepointArgs(spec *btf.Spec, typedef string) int {

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,9 +11,169 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ListenerState is a listener's queues and its namespace's settings at a
+// The listen detector (bpf/listen.bpf.c): what a listener did to a client's
+// handshake. Each event is about a listener and one client, seen in softirq
+// or timer context, so its pid is the listener's owner.
+const (
+	SynDrop          EventType = EventType(tcptraceEventTypeEVENT_SYN_DROP)
+	SynCookie        EventType = EventType(tcptraceEventTypeEVENT_SYN_COOKIE)
+	ListenOverflow   EventType = EventType(tcptraceEventTypeEVENT_LISTEN_OVERFLOW)
+	SynackRetransmit EventType = EventType(tcptraceEventTypeEVENT_SYNACK_RETRANSMIT)
+)
+
+// The reasons, as bpf/listen.bpf.c judges them (enum listen_reason).
+const (
+	ReasonAcceptQueueFull  Reason = "accept_queue_full"
+	ReasonSynQueueFull     Reason = "syn_queue_full"
+	ReasonUnprovenPeer     Reason = "unproven_peer"
+	ReasonSyncookiesAlways Reason = "syncookies_always"
+	ReasonNoFinalACK       Reason = "no_final_ack"
+)
+
+var listenReasons = map[uint8]Reason{
+	uint8(tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL): ReasonAcceptQueueFull,
+	uint8(tcptraceListenReasonLISTEN_SYN_QUEUE_FULL):    ReasonSynQueueFull,
+	uint8(tcptraceListenReasonLISTEN_UNPROVEN_PEER):     ReasonUnprovenPeer,
+	uint8(tcptraceListenReasonLISTEN_OTHER):             ReasonOther,
+	uint8(tcptraceListenReasonLISTEN_SYNCOOKIES_ALWAYS): ReasonSyncookiesAlways,
+	uint8(tcptraceListenReasonLISTEN_NO_FINAL_ACK):      ReasonNoFinalACK,
+}
+
+var listenDetector = &detector{
+	name: "listen",
+	events: []eventSpec{{SynDrop, "syn_drop"}, {SynCookie, "syn_cookie"}, {ListenOverflow, "listen_overflow"},
+		{SynackRetransmit, "synack_retransmit"}},
+	reasons: []Reason{ReasonAcceptQueueFull, ReasonSynQueueFull, ReasonUnprovenPeer, ReasonOther,
+		ReasonSyncookiesAlways, ReasonNoFinalACK},
+	probes: []probeSet{
+		{
+			events: []EventType{SynDrop, SynCookie},
+			paths: []pathSpec{
+				{path: PathTracepoint, hooks: "tp_btf/consume_skb (6.3+) from tcp_rcv_state_process, per-CPU SNMP counters", progs: []progAttach{
+					{prog: "tp_consume_skb", kind: attachTracing},
+				}, requires: needSynDropTracepoint, baselines: true},
+				{path: PathFentry, hooks: "fentry+fexit/tcp_conn_request, per-CPU SNMP counters", progs: []progAttach{
+					{prog: "fentry_tcp_conn_request", kind: attachTracing},
+					{prog: "fexit_tcp_conn_request", kind: attachTracing},
+				}, requires: needCounters},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_conn_request, per-CPU SNMP counters", progs: []progAttach{
+					{prog: "kprobe_tcp_conn_request", kind: attachKprobe, symbol: "tcp_conn_request"},
+					{prog: "kretprobe_tcp_conn_request", kind: attachKretprobe, symbol: "tcp_conn_request"},
+				}, requires: needCounters},
+			},
+		},
+		{
+			events: []EventType{ListenOverflow},
+			paths: []pathSpec{
+				{path: PathTracepoint, hooks: "tp_btf/kfree_skb: reason TCP_LISTEN_OVERFLOW (6.15+), and drops in cookie_v4_check/cookie_v6_check told by per-CPU SNMP counters", progs: []progAttach{
+					{prog: "tp_kfree_skb", kind: attachTracing},
+				}, requires: needListenOverflowTracepoint, baselines: true},
+				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", progs: []progAttach{
+					{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
+					{prog: "fexit_tcp_v4_syn_recv_sock", kind: attachTracing},
+					{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
+					{prog: "fexit_tcp_v6_syn_recv_sock", kind: attachTracing},
+				}, requires: needSynRecvArgs(7)},
+				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock (6 arguments)", progs: []progAttach{
+					{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
+					{prog: "fexit_tcp_v4_syn_recv_sock_6args", kind: attachTracing},
+					{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
+					{prog: "fexit_tcp_v6_syn_recv_sock_6args", kind: attachTracing},
+				}, requires: needSynRecvArgs(6)},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", progs: []progAttach{
+					{prog: "kprobe_tcp_v4_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v4_syn_recv_sock"},
+					{prog: "kretprobe_tcp_v4_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v4_syn_recv_sock"},
+					{prog: "kprobe_tcp_v6_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v6_syn_recv_sock"},
+					{prog: "kretprobe_tcp_v6_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v6_syn_recv_sock"},
+				}, requires: needCounters},
+			},
+		},
+		{
+			events: []EventType{SynackRetransmit},
+			paths: []pathSpec{
+				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_synack", progs: []progAttach{
+					{prog: "tp_tcp_retransmit_synack", kind: attachTracing},
+				}},
+			},
+		},
+	},
+	needs:  needs{owners: true, kernelFacts: true},
+	decode: decodeListen,
+	explain: func(e *Event, t tally) string {
+		return explainListener(e.Type, e.Reason, &e.listen, e.Remote, t.count)
+	},
+}
+
+// needListenOverflowTracepoint: the drop reason names the overflows of
+// requests in the SYN queue; those of ACKs carrying a syncookie are told by
+// the counters, from drops in cookie_v4_check()/cookie_v6_check(), whose
+// text must be known when the kernel has them (no cookie path otherwise).
+func needListenOverflowTracepoint(f *kernelFacts) error {
+	if !f.listenOverflow {
+		return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (added in 6.15)")
+	}
+	if err := needCounters(f); err != nil {
+		return err
+	}
+	if f.cookie4Start == 0 {
+		return errors.New("cookie_v4_check not found in /proc/kallsyms: overflows of ACKs carrying a syncookie would not be seen")
+	}
+	return nil
+}
+
+func needSynDropTracepoint(f *kernelFacts) error {
+	if !f.consumeLocation {
+		return errors.New("skb:consume_skb does not pass its caller's address (added in 6.3)")
+	}
+	if err := needCounters(f); err != nil {
+		return err
+	}
+	if f.rspStart == 0 {
+		return errors.New("tcp_rcv_state_process not found in /proc/kallsyms")
+	}
+	return nil
+}
+
+// needSynRecvArgs: fexit reads the return value after the last argument,
+// so each argument count has its own program.
+func needSynRecvArgs(n uint32) func(*kernelFacts) error {
+	return func(f *kernelFacts) error {
+		if err := needCounters(f); err != nil {
+			return err
+		}
+		if f.synRecvNargs != n {
+			return fmt.Errorf("for kernels whose tcp_v4_syn_recv_sock takes %d arguments (this one: %d)", n, f.synRecvNargs)
+		}
+		return nil
+	}
+}
+
+func decodeListen(d *decoder, r *tcptraceEvent, t tally) Event {
+	l := newListenerState(&r.L)
+	e := Event{
+		Time:   d.wall(r.TsNs),
+		Type:   EventType(r.Type),
+		Reason: listenReasons[r.L.Reason],
+		NetNS:  r.L.Netns,
+		Count:  t.count,
+		Path:   ProbePath(r.Path),
+		listen: l,
+	}
+	if l.OwnerKnown {
+		e.PID, e.Comm = r.Pid, cString(r.Comm[:])
+	} else if d.owners != nil {
+		e.PID, e.Comm = d.owners.lookup(r.L.Ino)
+	}
+	e.Family, e.Local, e.Remote = listenAddrs(&r.L)
+	e.Details = listenerDetails(&l, r)
+	// A local client's syn_retransmit line names this drop as its cause.
+	d.fates.note(&e)
+	return e
+}
+
+// listenState is a listener's queues and its namespace's settings at a
 // listener event.
-type ListenerState struct {
+type listenState struct {
 	Found           bool // the listener was known; the numbers below are real
 	AcceptQueue     uint32
 	AcceptQueueMax  uint32 // min(listen() backlog, net.core.somaxconn)
@@ -31,12 +192,12 @@ type ListenerState struct {
 // cappedBySomaxconn: the kernel keeps only min(backlog, somaxconn), so a
 // limit equal to somaxconn means somaxconn capped it (or the application
 // asked for exactly that).
-func (l *ListenerState) cappedBySomaxconn() bool {
+func (l *listenState) cappedBySomaxconn() bool {
 	return l.AcceptQueueMax == l.Somaxconn
 }
 
-func newListenerState(r *tcptraceListenSnapshot) ListenerState {
-	return ListenerState{
+func newListenerState(r *tcptraceListenSnapshot) listenState {
+	return listenState{
 		Found:           r.Listening != 0,
 		AcceptQueue:     r.AcceptQueue,
 		AcceptQueueMax:  r.AcceptQueueMax,
@@ -62,7 +223,7 @@ func listenAddrs(r *tcptraceListenSnapshot) (family int, local, remote netip.Add
 		netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Raddr[:4])), r.Rport)
 }
 
-func listenerDetails(l *ListenerState, r *tcptraceEvent) map[string]any {
+func listenerDetails(l *listenState, r *tcptraceEvent) map[string]any {
 	// Sized for every key a line can carry: a map that grows while it is
 	// filled costs more than the rest of the line.
 	d := make(map[string]any, detailsCap)
@@ -102,14 +263,14 @@ func listenerDetails(l *ListenerState, r *tcptraceEvent) map[string]any {
 
 // acceptQueueFix names what raises the accept queue's limit, depending on
 // what set it.
-func (l *ListenerState) acceptQueueLimit() string {
+func (l *listenState) acceptQueueLimit() string {
 	if l.cappedBySomaxconn() {
 		return "the limit is net.core.somaxconn, which caps the listen() backlog"
 	}
 	return fmt.Sprintf("the limit is the listen() backlog, not capped by net.core.somaxconn %d", l.Somaxconn)
 }
 
-func (l *ListenerState) acceptQueueFix() string {
+func (l *listenState) acceptQueueFix() string {
 	fix := "call accept() sooner or from more threads, raise the listen() backlog"
 	if l.cappedBySomaxconn() {
 		fix += " and net.core.somaxconn (which caps it)"
@@ -119,7 +280,7 @@ func (l *ListenerState) acceptQueueFix() string {
 
 // explainListener writes the one sentence of a listener event. Every number
 // in it is also in the details.
-func explainListener(t EventType, r Reason, l *ListenerState, client netip.AddrPort, count uint64) string {
+func explainListener(t EventType, r Reason, l *listenState, client netip.AddrPort, count uint64) string {
 	var b strings.Builder
 	q := func() string {
 		return fmt.Sprintf("accept queue %d of %d, %s; SYN queue %d", l.AcceptQueue, l.AcceptQueueMax, l.acceptQueueLimit(), l.SynQueue)

@@ -47,7 +47,7 @@ func TestDecodeListenerEvent(t *testing.T) {
 }
 
 func TestExplainListener(t *testing.T) {
-	base := ListenerState{Found: true, AcceptQueue: 4097, AcceptQueueMax: 4096, Somaxconn: 4096, SynQueue: 10, MaxSynBacklog: 8}
+	base := listenState{Found: true, AcceptQueue: 4097, AcceptQueueMax: 4096, Somaxconn: 4096, SynQueue: 10, MaxSynBacklog: 8}
 	client := netip.MustParseAddrPort("192.0.2.1:40000")
 	abort := base
 	abort.AbortOnOverflow = 1
@@ -63,7 +63,7 @@ func TestExplainListener(t *testing.T) {
 		name  string
 		typ   EventType
 		r     Reason
-		l     ListenerState
+		l     listenState
 		count uint64
 		want  []string
 		not   []string
@@ -77,7 +77,7 @@ func TestExplainListener(t *testing.T) {
 		{"cookies always", SynCookie, ReasonSyncookiesAlways, base, 1, []string{"tcp_syncookies=2"}, nil},
 		{"synack, ACK missing", SynackRetransmit, ReasonNoFinalACK, rtx, 1, []string{"2 retransmits", "has not arrived"}, nil},
 		{"synack, ACK dropped", SynackRetransmit, ReasonAcceptQueueFull, rtx, 1, []string{"came but was dropped because the accept queue was full"}, nil},
-		{"listener unknown", SynDrop, ReasonOther, ListenerState{}, 1, []string{"listener not known to tcptrace"}, nil},
+		{"listener unknown", SynDrop, ReasonOther, listenState{}, 1, []string{"listener not known to tcptrace"}, nil},
 		// A cookie ACK has no request: no SYN-ACK retransmit, and
 		// tcp_abort_on_overflow (read by tcp_check_req() only) sends no reset.
 		{"overflow of a cookie ACK", ListenOverflow, ReasonAcceptQueueFull, cookieACK, 1,
@@ -110,7 +110,7 @@ func TestExplainListener(t *testing.T) {
 func TestListenerDetailsWithoutListener(t *testing.T) {
 	r := sampleListenRaw(SynDrop, uint8(tcptraceListenReasonLISTEN_OTHER))
 	r.L.Listening = 0
-	d := listenerDetails(&ListenerState{}, &r)
+	d := listenerDetails(&listenState{}, &r)
 	if _, ok := d["accept_queue"]; ok || d["listener_found"] != false {
 		t.Errorf("numbers reported for an unknown listener: %v", d)
 	}

@@ -131,17 +131,16 @@ func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
 	case 6:
 		family = unix.AF_INET6
 	}
+	vars := detectorSettings(opts.Events)
 	for name, v := range map[string]any{
 		"cfg_filter_pid":  boolByte(len(opts.PIDs) > 0),
 		"cfg_port":        opts.Port,
 		"cfg_family":      family,
 		"cfg_snapshot_ns": uint64(snapshotRefresh(opts.Interval)),
-		// Work the delayed-ACK and Nagle programs skip when not asked for.
-		"cfg_emit_delack":       boolByte(containsEvent(opts.Events, DelayedACK)),
-		"cfg_record_peer":       boolByte(containsEvent(opts.Events, NagleDelackStall)),
-		"cfg_emit_nagle":        boolByte(containsEvent(opts.Events, NagleStall)),
-		"cfg_emit_nagle_delack": boolByte(containsEvent(opts.Events, NagleDelackStall)),
 	} {
+		vars[name] = v
+	}
+	for name, v := range vars {
 		if err := set(name, v); err != nil {
 			return nil, err
 		}
@@ -184,7 +183,7 @@ func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collecti
 // loadPath loads and attaches one path's programs into o, or nothing.
 // Programs in o.attached (shared with a detector loaded before) are in place
 // already.
-func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) error {
+func loadPath(spec *ebpf.CollectionSpec, o *objects, p *pathSpec) error {
 	s := withPrograms(spec)
 	var todo []progAttach
 	for _, pa := range p.progs {
@@ -237,54 +236,80 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) error {
 	return nil
 }
 
-// attachAll picks a path for every wanted detector. A detector no path
+// pathLoader is what attachAll needs from the kernel: load and attach a
+// path's programs (all or none), and turn shared programs on.
+type pathLoader interface {
+	loadPath(p *pathSpec) error
+	setHooks(bits uint32) error
+}
+
+// kernelLoader loads into the kernel, sharing o's maps.
+type kernelLoader struct {
+	spec *ebpf.CollectionSpec
+	o    *objects
+}
+
+func (k kernelLoader) loadPath(p *pathSpec) error { return loadPath(k.spec, k.o, p) }
+func (k kernelLoader) setHooks(bits uint32) error { return setHooks(k.o, bits) }
+
+// attachAll picks a path for every wanted set of programs. A set no path
 // supports is reported in its ProbeStatus and skipped; the others go on.
-func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force ProbePath, facts *kernelFacts) []ProbeStatus {
+func attachAll(l pathLoader, dets []*detector, events []EventType, force ProbePath, facts *kernelFacts) []ProbeStatus {
 	var (
 		out    []ProbeStatus
-		shared []int // indexes in out of detectors whose path shares programs
+		shared []int // indexes in out of sets whose path shares programs
 		hooks  uint32
 	)
-	for _, d := range detectors {
-		if !wantsAny(events, d.events) {
-			continue
-		}
-		st := ProbeStatus{Events: d.events}
-		for _, p := range d.paths {
-			if force != 0 && p.path != force {
+	for _, det := range dets {
+		for _, set := range det.probes {
+			if !wantsAny(events, set.events) {
 				continue
 			}
-			if p.requires != nil {
-				if err := p.requires(facts); err != nil {
-					st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: true})
-					continue
-				}
-			}
-			if err := loadPath(spec, o, p); err != nil {
-				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
-				continue
-			}
-			if p.enable != 0 {
-				hooks |= p.enable
+			st := attachSet(l, set, force, facts)
+			if st.using != nil && st.using.enable != 0 {
+				hooks |= st.using.enable
 				shared = append(shared, len(out))
 			}
-			st.Path, st.Hooks = p.path, p.hooks
-			break
+			out = append(out, st)
 		}
-		if force != 0 && st.Path == 0 && len(st.Tried) == 0 {
-			st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", st.Names(), force), Unsupported: true})
-		}
-		out = append(out, st)
 	}
-	if err := setHooks(o, hooks); err != nil {
+	if err := l.setHooks(hooks); err != nil {
 		// The shared programs would do nothing for them: say so on every
-		// detector that relies on them.
+		// set that relies on them.
 		for _, i := range shared {
 			out[i].Tried = append(out[i].Tried, PathFailure{Path: out[i].Path, Hooks: out[i].Hooks, Err: err})
-			out[i].Path = 0
+			out[i].Path, out[i].using = 0, nil
 		}
 	}
 	return out
+}
+
+// attachSet loads the first of the set's paths that the kernel takes (only
+// the forced one, if any).
+func attachSet(l pathLoader, set probeSet, force ProbePath, facts *kernelFacts) ProbeStatus {
+	st := ProbeStatus{Events: set.events}
+	for i := range set.paths {
+		p := &set.paths[i]
+		if force != 0 && p.path != force {
+			continue
+		}
+		if p.requires != nil {
+			if err := p.requires(facts); err != nil {
+				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: true})
+				continue
+			}
+		}
+		if err := l.loadPath(p); err != nil {
+			st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
+			continue
+		}
+		st.Path, st.Hooks, st.using = p.path, p.hooks, p
+		return st
+	}
+	if force != 0 && len(st.Tried) == 0 {
+		st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", st.Names(), force), Unsupported: true})
+	}
+	return st
 }
 
 // setHooks turns the shared programs on for more detectors.
@@ -313,7 +338,7 @@ func wantsAny(wanted, have []EventType) bool {
 // owner, then teaches it the sockets that already exist. Failure is not
 // fatal: events then name the owner from /proc where they can.
 func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) error {
-	if err := loadPath(spec, o, ownerTracking); err != nil {
+	if err := loadPath(spec, o, &ownerTracking); err != nil {
 		return fmt.Errorf("socket owner tracking (%s): %w", ownerTracking.hooks, err)
 	}
 	if err := setHooks(o, ownerTracking.enable); err != nil {

@@ -288,3 +288,12 @@ func WriteOwnersUnknown(w io.Writer, c OwnerCounts) {
 	}
 	fmt.Fprintf(w, "  owner unknown: %d events (%d printed with owner_known false, %d left out by --pid, which could not tell whose they were)\n", c.Reported+c.Filtered, c.Reported, c.Filtered)
 }
+
+// ownerTracking is what the detectors that need socket owners load besides
+// their own hooks: who owns each socket, and where the listeners are
+// (bpf/owner.bpf.c).
+var ownerTracking = pathSpec{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state", progs: []progAttach{
+	{prog: "tp_inet_sock_set_state", kind: attachTracing},
+}, enable: hookOwners}
+
+const ownerIterProg = "iter_tcp_owners"

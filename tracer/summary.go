@@ -32,7 +32,7 @@ func NewSummary() *Summary {
 // Add counts one printed line. A send still blocked is not a finished wait
 // and is left out, so the totals count each wait once.
 func (s *Summary) Add(e Event) {
-	if ip, ok := e.Details["in_progress"].(bool); ok && ip {
+	if e.inProgress {
 		return
 	}
 	s.byReason[summaryKey{e.Type, e.Reason}] += e.Count

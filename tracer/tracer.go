@@ -59,30 +59,6 @@ type Tracer struct {
 	counters []CounterCheck
 }
 
-func wantsListenerEvents(events []EventType) bool {
-	for _, e := range events {
-		if e.isListenerEvent() {
-			return true
-		}
-	}
-	return false
-}
-
-// attachedEvents is what must be traced to give the wanted events:
-// nagle_delack_stall is proven by the peer's delayed-ACK firing, which the
-// delayed-ACK detector records.
-func attachedEvents(wanted []EventType) []EventType {
-	out := append([]EventType(nil), wanted...)
-	if containsEvent(wanted, NagleDelackStall) && !containsEvent(wanted, DelayedACK) {
-		out = append(out, DelayedACK)
-	}
-	return out
-}
-
-func wantsAnyOf(events []EventType, of ...EventType) bool {
-	return wantsAny(events, of)
-}
-
 // OwnerError says why listener events may lack their owner, or nil.
 func (t *Tracer) OwnerError() error { return t.ownerErr }
 
@@ -90,10 +66,11 @@ func (t *Tracer) OwnerError() error { return t.ownerErr }
 // listener's state rather than by the counters, or nil.
 func (t *Tracer) BaselineError() error { return t.baselineErr }
 
-// usesPath: one of these events' detectors is attached on path p.
-func (t *Tracer) usesPath(p ProbePath, events ...EventType) bool {
+// needsBaselines: a path that judges by the per-CPU counters' movement is
+// attached (mibbaseline.go).
+func (t *Tracer) needsBaselines() bool {
 	for _, s := range t.status {
-		if s.Path == p && wantsAny(s.Events, events) {
+		if s.using != nil && s.using.baselines {
 			return true
 		}
 	}
@@ -127,19 +104,14 @@ func New(opts Options) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
 	}
-	listeners := wantsListenerEvents(opts.Events)
 	attach := attachedEvents(opts.Events)
-	// Socket owners: listener events and delayed ACKs happen in softirq
-	// and timer context; a Nagle stall is released there.
-	owners := listeners || wantsAnyOf(attach, DelayedACK, NagleStall, NagleDelackStall)
-	conns := wantsConnEvents(opts.Events)
-	needFacts := listeners || containsEvent(attach, DelayedACK)
+	need := neededBy(attach)
 	// The slow reads of start-up run side by side: the kernel generating
 	// /proc/kallsyms (~60 ms of system time), decoding the kernel's BTF
 	// (~20 ms) and parsing the embedded object (~20 ms). Both readers are
 	// safe to call again: later callers wait for the first.
 	kernelBTF := btf.NewCache()
-	if needFacts || conns {
+	if need.kernelFacts || need.connFacts {
 		go kernelSymbols()
 		go kernelBTF.Kernel()
 	}
@@ -148,13 +120,13 @@ func New(opts Options) (*Tracer, error) {
 		return nil, err
 	}
 	facts := &kernelFacts{err: errors.New("not needed")}
-	if needFacts {
+	if need.kernelFacts {
 		facts = readKernelFacts(kernelBTF)
 		if err := setKernelFacts(spec, facts); err != nil {
 			return nil, err
 		}
 	}
-	if conns {
+	if need.connFacts {
 		facts.conn = readConnFacts(kernelBTF)
 		if err := setConnFacts(spec, facts.conn); err != nil {
 			return nil, err
@@ -175,16 +147,16 @@ func New(opts Options) (*Tracer, error) {
 	if err := t.fillPIDFilter(); err != nil {
 		return nil, err
 	}
-	t.status = attachAll(spec, t.objs, attach, opts.ForcePath, facts)
+	t.status = attachAll(kernelLoader{spec, t.objs}, detectors, attach, opts.ForcePath, facts)
 	if len(t.objs.links) == 0 {
 		return nil, &NoProbeError{Status: t.status}
 	}
-	if owners || conns {
+	if need.owners {
 		// Owners after the detectors: a socket made in between is seen
 		// by the tracepoint, and the iterator does not overwrite it.
 		t.ownerErr = attachOwnerTracking(spec, t.objs, opts.PIDs)
 	}
-	if t.usesPath(PathTracepoint, SynDrop, ListenOverflow) {
+	if t.needsBaselines() {
 		if _, err := takeMibBaselines(spec, t.objs); err != nil {
 			t.baselineErr = err
 		}

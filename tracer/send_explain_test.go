@@ -27,7 +27,7 @@ func TestExplainSendCarriesItsNumbers(t *testing.T) {
 		name    string
 		typ     EventType
 		reason  Reason
-		s       Snapshot
+		s       snapshot
 		n       tally
 		want    []string
 		notWant []string

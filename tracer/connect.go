@@ -1,0 +1,188 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The connect detector (bpf/connect.bpf.c): a connect() whose SYN got no
+// answer (syn_retransmit, connect_timeout) or a reset (connect_refused).
+const (
+	SynRetransmit  EventType = EventType(tcptraceEventTypeEVENT_SYN_RETRANSMIT)
+	ConnectTimeout EventType = EventType(tcptraceEventTypeEVENT_CONNECT_TIMEOUT)
+	ConnectRefused EventType = EventType(tcptraceEventTypeEVENT_CONNECT_REFUSED)
+)
+
+const (
+	ReasonNoSynAck    Reason = "no_syn_ack"         // syn_retransmit, connect_timeout
+	ReasonResetAnswer Reason = "reset_answered_syn" // connect_refused
+)
+
+var connectDetector = &detector{
+	name: "connect",
+	events: []eventSpec{{SynRetransmit, "syn_retransmit"}, {ConnectTimeout, "connect_timeout"},
+		{ConnectRefused, "connect_refused"}},
+	reasons: []Reason{ReasonNoSynAck, ReasonResetAnswer},
+	probes: []probeSet{
+		{
+			events: []EventType{SynRetransmit, ConnectTimeout, ConnectRefused},
+			paths: []pathSpec{
+				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb (with err, 6.17+)", progs: []progAttach{
+					{prog: "tp_inet_sock_set_state", kind: attachTracing},
+					{prog: "tp_tcp_retransmit_skb_err", kind: attachTracing},
+				}, requires: needRetransmitErr(true), enable: hookConnect},
+				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb", progs: []progAttach{
+					{prog: "tp_inet_sock_set_state", kind: attachTracing},
+					{prog: "tp_tcp_retransmit_skb", kind: attachTracing},
+				}, requires: needRetransmitErr(false), enable: hookConnect},
+				{path: PathFentry, hooks: "fentry/tcp_connect + fexit/tcp_retransmit_skb + fentry/tcp_done", progs: []progAttach{
+					{prog: "fentry_tcp_connect", kind: attachTracing},
+					{prog: "fexit_tcp_retransmit_skb", kind: attachTracing},
+					{prog: "fentry_tcp_done", kind: attachTracing},
+				}},
+				{path: PathKprobe, hooks: "kprobe/tcp_connect + kprobe+kretprobe/tcp_retransmit_skb + kprobe/tcp_done", progs: []progAttach{
+					{prog: "kprobe_tcp_connect", kind: attachKprobe, symbol: "tcp_connect"},
+					{prog: "kprobe_tcp_retransmit_skb", kind: attachKprobe, symbol: "tcp_retransmit_skb"},
+					{prog: "kretprobe_tcp_retransmit_skb", kind: attachKretprobe, symbol: "tcp_retransmit_skb"},
+					{prog: "kprobe_tcp_done", kind: attachKprobe, symbol: "tcp_done"},
+				}},
+			},
+		},
+	},
+	needs:   needs{owners: true, connFacts: true},
+	decode:  decodeConnect,
+	explain: func(e *Event, t tally) string { return explainConnect(e.Type, &e.conn, e.Remote, t.count) },
+}
+
+// needRetransmitErr: tcp:tcp_retransmit_skb gained an `err` argument in 6.17
+// and fires for failed attempts too; each prototype has its program.
+func needRetransmitErr(want bool) func(*kernelFacts) error {
+	return func(k *kernelFacts) error {
+		f, err := connFactsOf(k)
+		if err != nil {
+			return err
+		}
+		if f.rtxErrArg != want {
+			if want {
+				return errors.New("tcp:tcp_retransmit_skb has no err argument (added in 6.17)")
+			}
+			return errors.New("for kernels whose tcp:tcp_retransmit_skb has no err argument (before 6.17)")
+		}
+		return nil
+	}
+}
+
+func decodeConnect(d *decoder, r *tcptraceEvent, t tally) Event {
+	e := decodeConn(d, r, t)
+	c := &e.conn
+	e.Reason = ReasonNoSynAck
+	if e.Type == ConnectRefused {
+		e.Reason = ReasonResetAnswer
+	}
+	if e.Type == SynRetransmit {
+		c.Errno = 0
+		c.TransmitErr, c.Counted = r.Ret, r.Count
+		c.AttemptLo, c.AttemptHi = t.attemptLo, t.attemptHi
+	}
+	connectDetails(e.Details, e.Type, c)
+	if e.Type == SynRetransmit {
+		// What a socket on this host did to the SYN (connect_cause.go),
+		// said instead of suspecting the path.
+		if v, ok := d.fates.find(&e); ok {
+			v.details(e.Details, &e)
+			c.cause = v.sentence(&e)
+		}
+	}
+	return e
+}
+
+// connectDetails adds every number read, with its unit in the key.
+func connectDetails(d map[string]any, t EventType, c *connState) {
+	d["state"] = c.State
+	if c.StartKnown {
+		d["since_connect_ms"] = ms(c.Elapsed)
+	}
+	d["syn_retransmits"] = c.SynRetransmits
+	if t != SynRetransmit {
+		d["errno"] = errnoName(c.Errno)
+	} else if c.TransmitErr != 0 {
+		d["transmit_error"] = transmitErrName(c.TransmitErr)
+	}
+	if t == SynRetransmit {
+		d["isn"] = c.Seq
+	}
+	if t == SynRetransmit && c.AttemptLo != 0 {
+		d["attempt_min"] = c.AttemptLo
+		d["attempt_max"] = c.AttemptHi
+	}
+	if c.SynKnown && t != ConnectRefused {
+		d["tcp_syn_retries"] = c.SynRetries
+		d["tcp_syncnt"] = c.SynCnt
+		d["tcp_user_timeout_ms"] = c.UserTimeout.Milliseconds()
+		if c.LinearKnown {
+			d["tcp_syn_linear_timeouts"] = c.Linear
+		}
+		rtx, giveUp := c.synModel().schedule()
+		d["syn_retransmits_max"] = len(rtx)
+		d["gives_up_after_ms"] = giveUp.Milliseconds()
+		if t == SynRetransmit {
+			if n := int(c.SynRetransmits); n > 0 && n <= len(rtx) {
+				d["backoff_ms"] = (rtx[n-1] - prev(rtx, n-1)).Milliseconds()
+			}
+			if n := int(c.SynRetransmits); n < len(rtx) {
+				d["next_retransmit_in_ms"] = (rtx[n] - prev(rtx, n)).Milliseconds()
+			}
+		}
+	}
+}
+
+// retryLimit is the retry count that applies: TCP_SYNCNT, else the sysctl.
+func (c *connState) retryLimit() int {
+	if c.SynCnt != 0 {
+		return int(c.SynCnt)
+	}
+	return int(c.SynRetries)
+}
+
+func (c *connState) synModel() synModel {
+	m := synModel{retries: c.retryLimit(), userTimeout: c.UserTimeout, rtoMax: c.RTOMax}
+	if c.LinearKnown {
+		m.linear = int(c.Linear)
+	}
+	return m
+}
+
+// transmitErrName names what the IP layer returned for a failed transmit:
+// a negative errno, or a positive NET_XMIT_* code (include/linux/netdevice.h).
+func transmitErrName(v int32) string {
+	switch {
+	case v < 0:
+		return errnoName(unix.Errno(-v))
+	case v == 1:
+		return "NET_XMIT_DROP"
+	case v == 2:
+		return "NET_XMIT_CN"
+	}
+	return fmt.Sprintf("NET_XMIT %d", v)
+}
+
+// prev is the time of the retransmit before index i (0: the first SYN).
+func prev(rtx []time.Duration, i int) time.Duration {
+	if i == 0 {
+		return 0
+	}
+	return rtx[i-1]
+}
+
+func errnoName(e unix.Errno) string {
+	if e == 0 {
+		return ""
+	}
+	if n := unix.ErrnoName(e); n != "" {
+		return n
+	}
+	return fmt.Sprintf("errno %d", int(e))
+}
