@@ -19,8 +19,8 @@ import (
 //
 // "kvserver" listens on 127.0.0.1, prints READY with its port, accepts one
 // connection and answers every 32-byte request with a 64-byte header and a
-// 200-byte body: two write() calls, Nagle on (the HTTP server of the
-// issue), unless $TCPTRACE_E2E_NODELAY=1 (TCP_NODELAY) or
+// 200-byte body: two write() calls, Nagle on (an HTTP server's
+// habit), unless $TCPTRACE_E2E_NODELAY=1 (TCP_NODELAY) or
 // $TCPTRACE_E2E_ONEWRITE=1 (header and body in one write).
 //
 // "kvclient" connects to $TCPTRACE_E2E_PORT, prints READY, and on GO sends

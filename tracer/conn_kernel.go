@@ -25,7 +25,8 @@ type connFacts struct {
 	err             error             // BTF unreadable
 }
 
-// The timestamp-check drop reasons, oldest first (shared/KERNEL.md §6).
+// The timestamp-check drop reasons, oldest first: TCP_RFC7323_PAWS came in
+// 5.19, TCP_RFC7323_TW_PAWS in 6.16.
 var pawsReasonNames = []string{"TCP_RFC7323_PAWS", "TCP_RFC7323_PAWS_ACK", "TCP_RFC7323_TSECR", "TCP_RFC7323_TW_PAWS"}
 
 func readConnFacts(kernelBTF *btf.Cache) *connFacts {

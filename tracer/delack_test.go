@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-func ackRaw(typ EventType) tcptraceEvent {
+// delackRaw is a record of the snapshot a delayed ACK and a Nagle hold
+// share (struct ack_snapshot), for event typ.
+func delackRaw(typ EventType) tcptraceEvent {
 	r := sampleRaw()
 	r.Type = uint8(typ)
 	r.S.SrttUs = 50 << 3
@@ -38,7 +40,7 @@ func TestClassifyDelayedACK(t *testing.T) {
 }
 
 func TestDecodeDelayedACK(t *testing.T) {
-	r := ackRaw(DelayedACK)
+	r := delackRaw(DelayedACK)
 	e := (&decoder{hz: 250}).decode(&r, tally{count: 1, wait: 43 * time.Millisecond, maxWait: 43 * time.Millisecond})
 	if e.Type != DelayedACK || e.Reason != ReasonPingpong || e.PID != 4242 {
 		t.Fatalf("got %s %s pid %d", e.Type, e.Reason, e.PID)
@@ -61,7 +63,7 @@ func TestDecodeDelayedACK(t *testing.T) {
 // A timer armed before tcptrace started has no known start: no held time
 // is claimed, and without HZ no ato in milliseconds.
 func TestDecodeDelayedACKUnknowns(t *testing.T) {
-	r := ackRaw(DelayedACK)
+	r := delackRaw(DelayedACK)
 	r.A.HeldNs = 0
 	r.A.OwnerKnown = 0
 	e := (&decoder{}).decode(&r, tally{count: 1})
@@ -75,35 +77,5 @@ func TestDecodeDelayedACKUnknowns(t *testing.T) {
 	}
 	if e.PID != 0 || e.Comm != "" {
 		t.Errorf("timer-context task taken for the owner: pid %d %q", e.PID, e.Comm)
-	}
-}
-
-func TestExplainNagle(t *testing.T) {
-	r := ackRaw(NagleDelackStall)
-	e := (&decoder{hz: 250}).decode(&r, tally{count: 3, wait: 129 * time.Millisecond, maxWait: 44 * time.Millisecond})
-	if e.Reason != ReasonPeerDelayedACK || e.Details["peer_pid"] != uint32(777) || e.Details["peer_comm"] != "client" {
-		t.Fatalf("reason %s details %v", e.Reason, e.Details)
-	}
-	for _, s := range []string{"Nagle held 200 bytes for 43 ms on average over 3 (longest 44 ms)", "64 bytes", "peer pid 777 client",
-		"ACK held 42 ms", "writev", "TCP_NODELAY", "TCP_QUICKACK"} {
-		if !strings.Contains(e.Explanation, s) {
-			t.Errorf("explanation lacks %q: %s", s, e.Explanation)
-		}
-	}
-
-	plain := ackRaw(NagleStall)
-	p := (&decoder{hz: 250}).decode(&plain, tally{count: 1, wait: 41 * time.Millisecond, maxWait: 41 * time.Millisecond})
-	if p.Reason != ReasonUnackedSmall || p.Details["release_ack_payload_bytes"] != uint32(0) || p.Details["stall_ms"] != 41.0 {
-		t.Fatalf("reason %s details %v", p.Reason, p.Details)
-	}
-	if !strings.Contains(p.Explanation, "released by a pure ACK") || !strings.Contains(p.Explanation, "40 ms more than the round trip") {
-		t.Errorf("explanation: %s", p.Explanation)
-	}
-	// Released by the peer's reply after about a round trip: no claim
-	// about the peer holding its ACK.
-	plain.A.AckPayload = 300
-	q := (&decoder{hz: 250}).decode(&plain, tally{count: 1, wait: time.Millisecond, maxWait: time.Millisecond})
-	if strings.Contains(q.Explanation, "held its ACK") || !strings.Contains(q.Explanation, "released by the peer's reply (300 bytes") {
-		t.Errorf("explanation: %s", q.Explanation)
 	}
 }

@@ -8,9 +8,13 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// kernelFacts is what the listener detector needs to know about the running
-// kernel beyond CO-RE: addresses from /proc/kallsyms and values that only
-// the kernel's BTF holds by name.
+// kernelFacts is what detectors need to know about the running kernel beyond
+// CO-RE, read once for all of them (detector.needs): addresses from
+// /proc/kallsyms and values that only the kernel's BTF holds by name. The
+// listen detector reads most of them (function ranges, hook prototypes),
+// the delack detector its timer's callback; both read the kernel's SNMP
+// counters per CPU, through the MIB indexes and per-CPU offsets. The
+// connection detectors' own facts are in conn (conn_kernel.go).
 type kernelFacts struct {
 	rspStart, rspEnd uint64 // tcp_rcv_state_process's text
 	// cookie_v4_check's and cookie_v6_check's text (zero: not in
@@ -24,10 +28,9 @@ type kernelFacts struct {
 	synRecvNargs             uint32 // arguments of tcp_v4_syn_recv_sock (6, or 7 with opt_child_init)
 	consumeLocation          bool   // skb:consume_skb passes the caller's address (6.3+)
 	delackTimer              uint64 // tcp_delack_timer(), the delayed-ACK timer's callback (static)
-	// err says why the counters cannot be read per CPU; the SYN detector
-	// is unavailable on its counter-based paths then.
-	err error
-	// conn: for the connection set-up and teardown detectors (connect_kernel.go).
+	// err says why the counters cannot be read per CPU; the paths that
+	// judge by them (listen, delack: needCounters) are unavailable then.
+	err  error
 	conn *connFacts
 }
 

@@ -100,7 +100,7 @@ var listenDetector = &detector{
 	needs:  needs{owners: true, kernelFacts: true},
 	decode: decodeListen,
 	explain: func(e *Event, t tally) string {
-		return explainListener(e.Type, e.Reason, &e.listen, e.Remote, t.count)
+		return explainListen(e.Type, e.Reason, &e.listen, e.Remote, t.count)
 	},
 }
 
@@ -149,7 +149,7 @@ func needSynRecvArgs(n uint32) func(*kernelFacts) error {
 }
 
 func decodeListen(d *decoder, r *tcptraceEvent, t tally) Event {
-	l := newListenerState(&r.L)
+	l := newListenState(&r.L)
 	e := Event{
 		Time:   d.wall(r.TsNs),
 		Type:   EventType(r.Type),
@@ -165,7 +165,7 @@ func decodeListen(d *decoder, r *tcptraceEvent, t tally) Event {
 		e.PID, e.Comm = d.owners.lookup(r.L.Ino)
 	}
 	e.Family, e.Local, e.Remote = listenAddrs(&r.L)
-	e.Details = listenerDetails(&l, r)
+	e.Details = listenDetails(&l, r)
 	// A local client's syn_retransmit line names this drop as its cause.
 	d.fates.note(&e)
 	return e
@@ -196,7 +196,7 @@ func (l *listenState) cappedBySomaxconn() bool {
 	return l.AcceptQueueMax == l.Somaxconn
 }
 
-func newListenerState(r *tcptraceListenSnapshot) listenState {
+func newListenState(r *tcptraceListenSnapshot) listenState {
 	return listenState{
 		Found:           r.Listening != 0,
 		AcceptQueue:     r.AcceptQueue,
@@ -223,7 +223,7 @@ func listenAddrs(r *tcptraceListenSnapshot) (family int, local, remote netip.Add
 		netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Raddr[:4])), r.Rport)
 }
 
-func listenerDetails(l *listenState, r *tcptraceEvent) map[string]any {
+func listenDetails(l *listenState, r *tcptraceEvent) map[string]any {
 	// Sized for every key a line can carry: a map that grows while it is
 	// filled costs more than the rest of the line.
 	d := make(map[string]any, detailsCap)
@@ -278,9 +278,9 @@ func (l *listenState) acceptQueueFix() string {
 	return fix + ", or spread the load over more listeners with SO_REUSEPORT"
 }
 
-// explainListener writes the one sentence of a listener event. Every number
+// explainListen writes the one sentence of a listener event. Every number
 // in it is also in the details.
-func explainListener(t EventType, r Reason, l *listenState, client netip.AddrPort, count uint64) string {
+func explainListen(t EventType, r Reason, l *listenState, client netip.AddrPort, count uint64) string {
 	var b strings.Builder
 	q := func() string {
 		return fmt.Sprintf("accept queue %d of %d, %s; SYN queue %d", l.AcceptQueue, l.AcceptQueueMax, l.acceptQueueLimit(), l.SynQueue)

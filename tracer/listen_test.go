@@ -24,7 +24,7 @@ func sampleListenRaw(t EventType, reason uint8) tcptraceEvent {
 	return r
 }
 
-func TestDecodeListenerEvent(t *testing.T) {
+func TestDecodeListen(t *testing.T) {
 	r := sampleListenRaw(SynDrop, uint8(tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL))
 	e := (&decoder{hz: 1000, bootWall: time.Unix(0, 0)}).decode(&r, tally{count: 3})
 	if e.Type != SynDrop || e.Reason != ReasonAcceptQueueFull || e.PID != 777 || e.Comm != "nginx" || e.Count != 3 {
@@ -46,7 +46,7 @@ func TestDecodeListenerEvent(t *testing.T) {
 	}
 }
 
-func TestExplainListener(t *testing.T) {
+func TestExplainListen(t *testing.T) {
 	base := listenState{Found: true, AcceptQueue: 4097, AcceptQueueMax: 4096, Somaxconn: 4096, SynQueue: 10, MaxSynBacklog: 8}
 	client := netip.MustParseAddrPort("192.0.2.1:40000")
 	abort := base
@@ -89,7 +89,7 @@ func TestExplainListener(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := explainListener(tt.typ, tt.r, &tt.l, client, tt.count)
+			got := explainListen(tt.typ, tt.r, &tt.l, client, tt.count)
 			for _, w := range tt.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("lacks %q:\n%s", w, got)
@@ -107,20 +107,11 @@ func TestExplainListener(t *testing.T) {
 	}
 }
 
-func TestListenerDetailsWithoutListener(t *testing.T) {
+func TestListenDetailsWithoutListener(t *testing.T) {
 	r := sampleListenRaw(SynDrop, uint8(tcptraceListenReasonLISTEN_OTHER))
 	r.L.Listening = 0
-	d := listenerDetails(&listenState{}, &r)
+	d := listenDetails(&listenState{}, &r)
 	if _, ok := d["accept_queue"]; ok || d["listener_found"] != false {
 		t.Errorf("numbers reported for an unknown listener: %v", d)
-	}
-}
-
-func TestEventNamesRoundTrip(t *testing.T) {
-	for _, e := range AllEventTypes() {
-		got, err := ParseEventType(e.String())
-		if err != nil || got != e {
-			t.Errorf("%s: %v %v", e, got, err)
-		}
 	}
 }

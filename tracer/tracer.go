@@ -45,7 +45,7 @@ type Tracer struct {
 	closed   bool
 	lost     map[EventType]uint64
 	skipped  map[string]uint64 // program runs the kernel skipped (recursion guard)
-	unjudged uint64            // SYNs whose outcome could not be told (listener.go)
+	unjudged uint64            // SYNs whose outcome could not be told (listen.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 	// baselineErr says why some SYNs may be judged by the listener's state
