@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
@@ -72,12 +71,8 @@ func (f *connFacts) hasPawsReason(name string) bool {
 	return false
 }
 
-func setConnFacts(spec *ebpf.CollectionSpec, f *connFacts) error {
-	vs, ok := spec.Variables["cfg_tw_timer_handler"]
-	if !ok {
-		return errors.New("BPF object has no variable cfg_tw_timer_handler")
-	}
-	return vs.Set(f.twTimerHandler)
+func setConnFacts(v *tcptraceVariableSpecs, f *connFacts) error {
+	return set(setting{v.CfgTwTimerHandler, f.twTimerHandler})
 }
 
 func connFactsOf(k *kernelFacts) (*connFacts, error) {

@@ -49,8 +49,8 @@ var delackDetector = &detector{
 	needs: needs{owners: true, kernelFacts: true},
 	// The programs also run for nagle_delack_stall (they record each
 	// firing for the peer): emit lines only when asked.
-	settings: func(wanted []EventType) map[string]any {
-		return map[string]any{"cfg_emit_delack": boolByte(containsEvent(wanted, DelayedACK))}
+	settings: func(wanted []EventType, v *tcptraceVariableSpecs) []setting {
+		return []setting{{v.CfgEmitDelack, boolByte(containsEvent(wanted, DelayedACK))}}
 	},
 	// tcp_delack_timer_handler() counts LINUX_MIB_DELAYEDACKS once per ACK
 	// it sends, and the detector reports exactly those firings.

@@ -21,9 +21,8 @@ type detector struct {
 	probes []probeSet
 	needs  needs
 	// settings are the BPF constants the detector sets from the wanted
-	// events: work its programs skip when not asked for. Every detector's
-	// names must be distinct.
-	settings func(wanted []EventType) map[string]any
+	// events: work its programs skip when not asked for.
+	settings func(wanted []EventType, v *tcptraceVariableSpecs) []setting
 	// companions: when the key is wanted, the value's detector runs too
 	// (it records what the key's detector reads).
 	companions map[EventType]EventType
@@ -141,14 +140,11 @@ func neededBy(events []EventType) needs {
 }
 
 // detectorSettings is every detector's BPF constants for the wanted events.
-func detectorSettings(wanted []EventType) map[string]any {
-	out := map[string]any{}
+func detectorSettings(wanted []EventType, v *tcptraceVariableSpecs) []setting {
+	var out []setting
 	for _, d := range detectors {
-		if d.settings == nil {
-			continue
-		}
-		for k, v := range d.settings(wanted) {
-			out[k] = v
+		if d.settings != nil {
+			out = append(out, d.settings(wanted, v)...)
 		}
 	}
 	return out

@@ -127,14 +127,6 @@ func TestDescriptorsMatchTheObject(t *testing.T) {
 				}
 			}
 		}
-		if d.settings == nil {
-			continue
-		}
-		for name := range d.settings(AllEventTypes()) {
-			if _, ok := spec.Variables[name]; !ok {
-				t.Errorf("%s: setting %s is not a variable of the object", d.name, name)
-			}
-		}
 	}
 	if err := checkPath(spec, &ownerTracking, hookBits); err != nil {
 		t.Errorf("owner tracking: %v", err)
@@ -144,18 +136,22 @@ func TestDescriptorsMatchTheObject(t *testing.T) {
 			t.Errorf("no program %s", prog)
 		}
 	}
-	// Settings of different detectors must not collide: the loader merges
-	// them into one map.
-	seen := map[string]string{}
+	// Settings of different detectors must not collide: each sets its
+	// own work on or off.
+	var v tcptraceVariableSpecs
+	if err := spec.Assign(&v); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[*ebpf.VariableSpec]string{}
 	for _, d := range detectors {
 		if d.settings == nil {
 			continue
 		}
-		for name := range d.settings(nil) {
-			if o, dup := seen[name]; dup {
-				t.Errorf("setting %s set by %s and %s", name, o, d.name)
+		for _, s := range d.settings(AllEventTypes(), &v) {
+			if o, dup := seen[s.v]; dup {
+				t.Errorf("%s set by %s and %s", s.v.Name, o, d.name)
 			}
-			seen[name] = d.name
+			seen[s.v] = d.name
 		}
 	}
 }

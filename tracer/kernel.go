@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
@@ -148,32 +147,22 @@ func enumHas(spec *btf.Spec, enum, value string) bool {
 }
 
 // setKernelFacts writes the facts into the object's constants.
-func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
-	vars := map[string]any{
-		"cfg_rsp_start":         f.rspStart,
-		"cfg_rsp_end":           f.rspEnd,
-		"cfg_cookie4_start":     f.cookie4Start,
-		"cfg_cookie4_end":       f.cookie4End,
-		"cfg_cookie6_start":     f.cookie6Start,
-		"cfg_cookie6_end":       f.cookie6End,
-		"mib_listen_overflows":  f.mib["LINUX_MIB_LISTENOVERFLOWS"],
-		"mib_listen_drops":      f.mib["LINUX_MIB_LISTENDROPS"],
-		"mib_reqq_full_drop":    f.mib["LINUX_MIB_TCPREQQFULLDROP"],
-		"mib_reqq_full_cookies": f.mib["LINUX_MIB_TCPREQQFULLDOCOOKIES"],
-		"mib_delayed_acks":      f.mib["LINUX_MIB_DELAYEDACKS"],
-		"cfg_delack_fn":         f.delackTimer,
-		"pcpu_runqueues_off":    f.pcpuRunqueues,
-		"pcpu_fw_alloc_off":     f.pcpuFwAlloc,
-		"cfg_mib_ok":            boolByte(f.err == nil),
-	}
-	for name, v := range vars {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("BPF object has no variable %s", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
-		}
-	}
-	return nil
+func setKernelFacts(v *tcptraceVariableSpecs, f *kernelFacts) error {
+	return set(
+		setting{v.CfgRspStart, f.rspStart},
+		setting{v.CfgRspEnd, f.rspEnd},
+		setting{v.CfgCookie4Start, f.cookie4Start},
+		setting{v.CfgCookie4End, f.cookie4End},
+		setting{v.CfgCookie6Start, f.cookie6Start},
+		setting{v.CfgCookie6End, f.cookie6End},
+		setting{v.MibListenOverflows, f.mib["LINUX_MIB_LISTENOVERFLOWS"]},
+		setting{v.MibListenDrops, f.mib["LINUX_MIB_LISTENDROPS"]},
+		setting{v.MibReqqFullDrop, f.mib["LINUX_MIB_TCPREQQFULLDROP"]},
+		setting{v.MibReqqFullCookies, f.mib["LINUX_MIB_TCPREQQFULLDOCOOKIES"]},
+		setting{v.MibDelayedAcks, f.mib["LINUX_MIB_DELAYEDACKS"]},
+		setting{v.CfgDelackFn, f.delackTimer},
+		setting{v.PcpuRunqueuesOff, f.pcpuRunqueues},
+		setting{v.PcpuFwAllocOff, f.pcpuFwAlloc},
+		setting{v.CfgMibOk, boolByte(f.err == nil)},
+	)
 }

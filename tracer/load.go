@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 
@@ -23,6 +24,9 @@ type objects struct {
 	// again. Dropped once loading is done (New), so the memory goes with it.
 	kernelBTF *btf.Cache
 	maps      *ebpf.Collection // every map of the object, no programs
+	// m and v are maps's maps and variables, by field (typed).
+	m tcptraceMaps
+	v tcptraceVariables
 	// attached: programs in place, by name. A program shared by several
 	// detectors (enum shared_hook) is attached once.
 	attached map[string]bool
@@ -63,7 +67,17 @@ func (o *objects) close() error {
 	return errors.Join(errs...)
 }
 
-func (o *objects) mapByName(name string) *ebpf.Map { return o.maps.Maps[name] }
+// typed fills m and v: the objects of maps, by field. Assign takes what it
+// fills out of the collection it is given, so it is given a copy: maps
+// keeps every map, for the programs loaded later (MapReplacements), and
+// closes them.
+func (o *objects) typed() error {
+	c := &ebpf.Collection{Maps: maps.Clone(o.maps.Maps), Variables: maps.Clone(o.maps.Variables)}
+	if err := c.Assign(&o.m); err != nil {
+		return err
+	}
+	return c.Assign(&o.v)
+}
 
 // skippedRuns is, per program, how many times the kernel did not run it on
 // a hit of its hook. Each one is an event tcptrace may have missed.
@@ -111,18 +125,16 @@ func (o *objects) kprobeMissed() map[string]uint64 {
 	return out
 }
 
-// loadSpec returns the compiled object with the run's configuration set.
-func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
+// loadSpec returns the compiled object with the run's configuration set,
+// and its variables by field.
+func loadSpec(opts *Options) (*ebpf.CollectionSpec, *tcptraceVariableSpecs, error) {
 	spec, err := loadTcptrace()
 	if err != nil {
-		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	set := func(name string, v any) error {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("BPF object has no variable %s", name)
-		}
-		return vs.Set(v)
+	var v tcptraceVariableSpecs
+	if err := spec.Assign(&v); err != nil {
+		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
 	family := uint16(0)
 	switch opts.Family {
@@ -131,21 +143,31 @@ func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
 	case 6:
 		family = unix.AF_INET6
 	}
-	vars := detectorSettings(opts.Events)
-	for name, v := range map[string]any{
-		"cfg_filter_pid":  boolByte(len(opts.PIDs) > 0),
-		"cfg_port":        opts.Port,
-		"cfg_family":      family,
-		"cfg_snapshot_ns": uint64(snapshotRefresh(opts.Interval)),
-	} {
-		vars[name] = v
+	err = set(append(detectorSettings(opts.Events, &v),
+		setting{v.CfgFilterPid, boolByte(len(opts.PIDs) > 0)},
+		setting{v.CfgPort, opts.Port},
+		setting{v.CfgFamily, family},
+		setting{v.CfgSnapshotNs, uint64(snapshotRefresh(opts.Interval))},
+	)...)
+	if err != nil {
+		return nil, nil, err
 	}
-	for name, v := range vars {
-		if err := set(name, v); err != nil {
-			return nil, err
+	return spec, &v, nil
+}
+
+// setting is a value for one of the object's variables.
+type setting struct {
+	v     *ebpf.VariableSpec
+	value any
+}
+
+func set(settings ...setting) error {
+	for _, s := range settings {
+		if err := s.v.Set(s.value); err != nil {
+			return fmt.Errorf("setting %s: %w", s.v.Name, err)
 		}
 	}
-	return spec, nil
+	return nil
 }
 
 func boolByte(b bool) uint8 {
@@ -169,8 +191,8 @@ func withPrograms(spec *ebpf.CollectionSpec, names ...string) *ebpf.CollectionSp
 }
 
 // createMaps makes every map once, before any program.
-func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collection, error) {
-	if err := prepareOwners(spec, kernelBTF); err != nil {
+func createMaps(spec *ebpf.CollectionSpec, v *tcptraceVariableSpecs, kernelBTF *btf.Cache) (*ebpf.Collection, error) {
+	if err := prepareOwners(spec, v, kernelBTF); err != nil {
 		return nil, err
 	}
 	c, err := ebpf.NewCollectionWithOptions(withPrograms(spec), ebpf.CollectionOptions{Cache: kernelBTF})
@@ -314,11 +336,7 @@ func attachSet(l pathLoader, set probeSet, force ProbePath, facts *kernelFacts) 
 
 // setHooks turns the shared programs on for more detectors.
 func setHooks(o *objects, bits uint32) error {
-	v, ok := o.maps.Variables["hooks_on"]
-	if !ok {
-		return errors.New("BPF object has no variable hooks_on")
-	}
-	if err := v.Set(o.hooks | bits); err != nil {
+	if err := o.v.HooksOn.Set(o.hooks | bits); err != nil {
 		return fmt.Errorf("enabling the shared programs (hooks_on): %w", err)
 	}
 	o.hooks |= bits
@@ -351,7 +369,7 @@ func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) e
 		return fmt.Errorf("loading the socket iterator: %w", explainLoad(err))
 	}
 	defer iter.Close()
-	return errors.Join(ownerStorageNote(spec), learnExistingSockets(iter.Programs[ownerIterProg], o.mapByName("inode_owners"), pids))
+	return errors.Join(ownerStorageNote(o), learnExistingSockets(iter.Programs[ownerIterProg], o.m.InodeOwners, pids))
 }
 
 func containsEvent(list []EventType, t EventType) bool {

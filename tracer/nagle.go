@@ -45,13 +45,13 @@ var nagleDetector = &detector{
 	},
 	// A stall is released in softirq context, by the peer's ACK.
 	needs: needs{owners: true},
-	settings: func(wanted []EventType) map[string]any {
-		return map[string]any{
+	settings: func(wanted []EventType, v *tcptraceVariableSpecs) []setting {
+		return []setting{
 			// The delayed-ACK programs record each firing for the peer
 			// only when a nagle_delack_stall may read it.
-			"cfg_record_peer":       boolByte(containsEvent(wanted, NagleDelackStall)),
-			"cfg_emit_nagle":        boolByte(containsEvent(wanted, NagleStall)),
-			"cfg_emit_nagle_delack": boolByte(containsEvent(wanted, NagleDelackStall)),
+			{v.CfgRecordPeer, boolByte(containsEvent(wanted, NagleDelackStall))},
+			{v.CfgEmitNagle, boolByte(containsEvent(wanted, NagleStall))},
+			{v.CfgEmitNagleDelack, boolByte(containsEvent(wanted, NagleDelackStall))},
 		}
 	},
 	// nagle_delack_stall is proven by the peer's delayed-ACK firing, which

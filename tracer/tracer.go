@@ -115,20 +115,20 @@ func New(opts Options) (*Tracer, error) {
 		go kernelSymbols()
 		go kernelBTF.Kernel()
 	}
-	spec, err := loadSpec(&opts)
+	spec, vars, err := loadSpec(&opts)
 	if err != nil {
 		return nil, err
 	}
 	facts := &kernelFacts{err: errors.New("not needed")}
 	if need.kernelFacts {
 		facts = readKernelFacts(kernelBTF)
-		if err := setKernelFacts(spec, facts); err != nil {
+		if err := setKernelFacts(vars, facts); err != nil {
 			return nil, err
 		}
 	}
 	if need.connFacts {
 		facts.conn = readConnFacts(kernelBTF)
-		if err := setConnFacts(spec, facts.conn); err != nil {
+		if err := setConnFacts(vars, facts.conn); err != nil {
 			return nil, err
 		}
 	}
@@ -141,8 +141,11 @@ func New(opts Options) (*Tracer, error) {
 			t.objs.close()
 		}
 	}()
-	if t.objs.maps, err = createMaps(spec, kernelBTF); err != nil {
+	if t.objs.maps, err = createMaps(spec, vars, kernelBTF); err != nil {
 		return nil, err
+	}
+	if err := t.objs.typed(); err != nil {
+		return nil, fmt.Errorf("the embedded BPF object: %w", err)
 	}
 	if err := t.fillPIDFilter(); err != nil {
 		return nil, err
@@ -161,12 +164,12 @@ func New(opts Options) (*Tracer, error) {
 			t.baselineErr = err
 		}
 	}
-	if t.reader, err = ringbuf.NewReader(t.objs.mapByName("events")); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.objs.m.Events); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
 	t.objs.kernelBTF = nil
-	t.agg = newAggregator(t.objs.mapByName("aggregates"), t.objs.mapByName("wait_starts"), t.dec, opts.Interval)
-	t.agg.attempts = t.objs.mapByName("syn_rtx_attempts")
+	t.agg = newAggregator(t.objs.m.Aggregates, t.objs.m.WaitStarts, t.dec, opts.Interval)
+	t.agg.attempts = t.objs.m.SynRtxAttempts
 	t.startCounterChecks()
 	ok = true
 	return t, nil
@@ -198,7 +201,7 @@ func (e *NoProbeError) Error() string {
 }
 
 func (t *Tracer) fillPIDFilter() error {
-	m := t.objs.mapByName("pid_filter")
+	m := t.objs.m.PidFilter
 	for _, pid := range t.opts.PIDs {
 		if err := m.Put(pid, uint8(1)); err != nil {
 			return fmt.Errorf("setting the pid filter: %w", err)
@@ -295,11 +298,11 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		return err
 	}
 	idle()
-	if err := checkScratchReturned(t.objs.mapByName("scratch")); err != nil {
+	if err := checkScratchReturned(t.objs.m.Scratch); err != nil {
 		return err
 	}
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
-	t.unjudged = sumPerCPU(t.objs.mapByName("syn_unjudged"))
+	t.unjudged = sumPerCPU(t.objs.m.SynUnjudged)
 	if kend != nil {
 		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
 	}
@@ -309,7 +312,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 // readLost sums the per-CPU counters of records the kernel could not hand
 // over (ring buffer or aggregation table full).
 func (t *Tracer) readLost() error {
-	m := t.objs.mapByName("lost")
+	m := t.objs.m.Lost
 	for _, et := range AllEventTypes() {
 		var per []uint64
 		if err := m.Lookup(uint32(et), &per); err != nil {
