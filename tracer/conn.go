@@ -161,7 +161,7 @@ func decodeConn(d *decoder, r *tcptraceEvent, t tally) Event {
 		Path:  ProbePath(r.Path),
 	}
 	if c.OwnerKnown {
-		e.PID, e.TID, e.Comm = r.Pid, r.Tid, cString(r.Comm[:])
+		e.PID, e.Comm = r.Pid, cString(r.Comm[:])
 	} else if d.owners != nil && r.C.Ino != 0 {
 		e.PID, e.Comm = d.owners.lookup(r.C.Ino)
 	}

@@ -17,15 +17,15 @@ const (
 )
 
 const (
-	ReasonNoSynAck    Reason = "no_syn_ack"         // syn_retransmit, connect_timeout
-	ReasonResetAnswer Reason = "reset_answered_syn" // connect_refused
+	reasonNoSynAck    Reason = "no_syn_ack"         // syn_retransmit, connect_timeout
+	reasonResetAnswer Reason = "reset_answered_syn" // connect_refused
 )
 
 var connectDetector = &detector{
 	name: "connect",
 	events: []eventSpec{{SynRetransmit, "syn_retransmit"}, {ConnectTimeout, "connect_timeout"},
 		{ConnectRefused, "connect_refused"}},
-	reasons: []Reason{ReasonNoSynAck, ReasonResetAnswer},
+	reasons: []Reason{reasonNoSynAck, reasonResetAnswer},
 	probes: []probeSet{
 		{
 			events: []EventType{SynRetransmit, ConnectTimeout, ConnectRefused},
@@ -78,9 +78,9 @@ func needRetransmitErr(want bool) func(*kernelFacts) error {
 func decodeConnect(d *decoder, r *tcptraceEvent, t tally) Event {
 	e := decodeConn(d, r, t)
 	c := &e.conn
-	e.Reason = ReasonNoSynAck
+	e.Reason = reasonNoSynAck
 	if e.Type == ConnectRefused {
-		e.Reason = ReasonResetAnswer
+		e.Reason = reasonResetAnswer
 	}
 	if e.Type == SynRetransmit {
 		c.Errno = 0

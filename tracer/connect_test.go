@@ -79,7 +79,7 @@ func TestDecodeSynRetransmit(t *testing.T) {
 	r.C.LimitsKnown = uint8(tcptraceConnLimitsLIMIT_SYN | tcptraceConnLimitsLIMIT_SYN_LINEAR)
 	r.C.SynRetries, r.C.SynLinearTimeouts = 6, 4
 	e := (&decoder{hz: 250, bootWall: time.Unix(0, 0)}).decode(&r, tally{count: 1})
-	if e.Type != SynRetransmit || e.Reason != ReasonNoSynAck || e.PID != 4242 || e.Comm != "proxy" {
+	if e.Type != SynRetransmit || e.Reason != reasonNoSynAck || e.PID != 4242 || e.Comm != "proxy" {
 		t.Fatalf("event %+v", e)
 	}
 	if e.Remote != netip.MustParseAddrPort("10.0.0.2:5432") {
@@ -110,7 +110,7 @@ func TestDecodeConnectOutcome(t *testing.T) {
 	r.Ret = -int32(unix.ECONNREFUSED)
 	r.C.ElapsedNs = uint64(300 * time.Microsecond)
 	e := (&decoder{hz: 250}).decode(&r, tally{count: 1})
-	if e.Reason != ReasonResetAnswer || e.Details["errno"] != "ECONNREFUSED" || !strings.Contains(e.Explanation, "nothing listens on port 5432") {
+	if e.Reason != reasonResetAnswer || e.Details["errno"] != "ECONNREFUSED" || !strings.Contains(e.Explanation, "nothing listens on port 5432") {
 		t.Errorf("refused: %s %v", e.Explanation, e.Details)
 	}
 	if _, ok := e.Details["gives_up_after_ms"]; ok {

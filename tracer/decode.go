@@ -84,7 +84,6 @@ func (d *decoder) connEvent(r *tcptraceEvent, t tally) Event {
 		Time:  d.wall(r.TsNs),
 		Type:  EventType(r.Type),
 		PID:   r.Pid,
-		TID:   r.Tid,
 		Comm:  cString(r.Comm[:]),
 		NetNS: r.S.Netns,
 		Count: t.count,

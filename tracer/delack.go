@@ -13,14 +13,14 @@ const DelayedACK EventType = EventType(tcptraceEventTypeEVENT_DELAYED_ACK)
 
 // Why the receiver held its ACK (classifyDelayedACK).
 const (
-	ReasonPingpong          Reason = "pingpong"           // the receiver judged the connection interactive
-	ReasonQuickackExhausted Reason = "quickack_exhausted" // no quick ACKs left, less than two segments to ACK
+	reasonPingpong          Reason = "pingpong"           // the receiver judged the connection interactive
+	reasonQuickackExhausted Reason = "quickack_exhausted" // no quick ACKs left, less than two segments to ACK
 )
 
 var delackDetector = &detector{
 	name:    "delack",
 	events:  []eventSpec{{DelayedACK, "delayed_ack"}},
-	reasons: []Reason{ReasonPingpong, ReasonQuickackExhausted, ReasonOther},
+	reasons: []Reason{reasonPingpong, reasonQuickackExhausted, reasonOther},
 	probes: []probeSet{
 		{
 			events: []EventType{DelayedACK},
@@ -111,11 +111,11 @@ func newDelackState(r *tcptraceAckSnapshot, hz uint64) delackState {
 func classifyDelayedACK(a *delackState) Reason {
 	switch {
 	case a.interactive:
-		return ReasonPingpong
+		return reasonPingpong
 	case a.quickLeft == 0:
-		return ReasonQuickackExhausted
+		return reasonQuickackExhausted
 	}
-	return ReasonOther
+	return reasonOther
 }
 
 func decodeDelack(d *decoder, r *tcptraceEvent, t tally) Event {
@@ -123,7 +123,7 @@ func decodeDelack(d *decoder, r *tcptraceEvent, t tally) Event {
 	e.delack = newDelackState(&r.A, d.hz)
 	if !e.delack.ownerKnown {
 		// The timer fired in another task's context.
-		e.PID, e.TID, e.Comm = 0, 0, ""
+		e.PID, e.Comm = 0, ""
 		if d.owners != nil {
 			e.PID, e.Comm = d.owners.lookup(r.S.Ino)
 		}

@@ -29,9 +29,9 @@ func TestClassifyDelayedACK(t *testing.T) {
 		a    delackState
 		want Reason
 	}{
-		{delackState{interactive: true, quickLeft: 3}, ReasonPingpong},
-		{delackState{pingpong: 1}, ReasonQuickackExhausted}, // below the threshold: the kernel did not treat it as interactive
-		{delackState{quickLeft: 2}, ReasonOther},
+		{delackState{interactive: true, quickLeft: 3}, reasonPingpong},
+		{delackState{pingpong: 1}, reasonQuickackExhausted}, // below the threshold: the kernel did not treat it as interactive
+		{delackState{quickLeft: 2}, reasonOther},
 	} {
 		if got := classifyDelayedACK(&c.a); got != c.want {
 			t.Errorf("%+v: %s, want %s", c.a, got, c.want)
@@ -42,7 +42,7 @@ func TestClassifyDelayedACK(t *testing.T) {
 func TestDecodeDelayedACK(t *testing.T) {
 	r := delackRaw(DelayedACK)
 	e := (&decoder{hz: 250}).decode(&r, tally{count: 1, wait: 43 * time.Millisecond, maxWait: 43 * time.Millisecond})
-	if e.Type != DelayedACK || e.Reason != ReasonPingpong || e.PID != 4242 {
+	if e.Type != DelayedACK || e.Reason != reasonPingpong || e.PID != 4242 {
 		t.Fatalf("got %s %s pid %d", e.Type, e.Reason, e.PID)
 	}
 	for k, v := range map[string]any{

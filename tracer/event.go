@@ -57,8 +57,8 @@ type Reason string
 // Reasons more than one detector gives; each detector names its own
 // beside its events.
 const (
-	ReasonUnknown Reason = "unknown"
-	ReasonOther   Reason = "other"
+	reasonUnknown Reason = "unknown"
+	reasonOther   Reason = "other"
 )
 
 // ProbePath says which kind of kernel hook produced an event.
@@ -99,7 +99,6 @@ type Event struct {
 	Type   EventType
 	Reason Reason
 	PID    uint32
-	TID    uint32
 	Comm   string
 	Family int // 4 or 6
 	Local  netip.AddrPort

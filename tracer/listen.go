@@ -23,28 +23,28 @@ const (
 
 // The reasons, as bpf/listen.bpf.c judges them (enum listen_reason).
 const (
-	ReasonAcceptQueueFull  Reason = "accept_queue_full"
-	ReasonSynQueueFull     Reason = "syn_queue_full"
-	ReasonUnprovenPeer     Reason = "unproven_peer"
-	ReasonSyncookiesAlways Reason = "syncookies_always"
-	ReasonNoFinalACK       Reason = "no_final_ack"
+	reasonAcceptQueueFull  Reason = "accept_queue_full"
+	reasonSynQueueFull     Reason = "syn_queue_full"
+	reasonUnprovenPeer     Reason = "unproven_peer"
+	reasonSyncookiesAlways Reason = "syncookies_always"
+	reasonNoFinalACK       Reason = "no_final_ack"
 )
 
 var listenReasons = map[uint8]Reason{
-	uint8(tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL): ReasonAcceptQueueFull,
-	uint8(tcptraceListenReasonLISTEN_SYN_QUEUE_FULL):    ReasonSynQueueFull,
-	uint8(tcptraceListenReasonLISTEN_UNPROVEN_PEER):     ReasonUnprovenPeer,
-	uint8(tcptraceListenReasonLISTEN_OTHER):             ReasonOther,
-	uint8(tcptraceListenReasonLISTEN_SYNCOOKIES_ALWAYS): ReasonSyncookiesAlways,
-	uint8(tcptraceListenReasonLISTEN_NO_FINAL_ACK):      ReasonNoFinalACK,
+	uint8(tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL): reasonAcceptQueueFull,
+	uint8(tcptraceListenReasonLISTEN_SYN_QUEUE_FULL):    reasonSynQueueFull,
+	uint8(tcptraceListenReasonLISTEN_UNPROVEN_PEER):     reasonUnprovenPeer,
+	uint8(tcptraceListenReasonLISTEN_OTHER):             reasonOther,
+	uint8(tcptraceListenReasonLISTEN_SYNCOOKIES_ALWAYS): reasonSyncookiesAlways,
+	uint8(tcptraceListenReasonLISTEN_NO_FINAL_ACK):      reasonNoFinalACK,
 }
 
 var listenDetector = &detector{
 	name: "listen",
 	events: []eventSpec{{SynDrop, "syn_drop"}, {SynCookie, "syn_cookie"}, {ListenOverflow, "listen_overflow"},
 		{SynackRetransmit, "synack_retransmit"}},
-	reasons: []Reason{ReasonAcceptQueueFull, ReasonSynQueueFull, ReasonUnprovenPeer, ReasonOther,
-		ReasonSyncookiesAlways, ReasonNoFinalACK},
+	reasons: []Reason{reasonAcceptQueueFull, reasonSynQueueFull, reasonUnprovenPeer, reasonOther,
+		reasonSyncookiesAlways, reasonNoFinalACK},
 	probes: []probeSet{
 		{
 			events: []EventType{SynDrop, SynCookie},
@@ -297,18 +297,18 @@ func explainListen(t EventType, r Reason, l *listenState, client netip.AddrPort,
 		}
 		switch {
 		case !l.Found:
-		case r == ReasonAcceptQueueFull:
+		case r == reasonAcceptQueueFull:
 			fmt.Fprintf(&b, ": the accept queue is full (%s); the client retransmits its SYN and its connect() stalls or times out; %s", q(), l.acceptQueueFix())
-		case r == ReasonSynQueueFull:
+		case r == reasonSynQueueFull:
 			fmt.Fprintf(&b, ": the SYN queue is full (%d requests waiting for their final ACK, limit %d, the accept queue's; %s) and net.ipv4.tcp_syncookies=%d, so no cookie can stand in: a SYN flood or clients that never complete the handshake; set net.ipv4.tcp_syncookies=1 and raise the listen() backlog", l.SynQueue, l.AcceptQueueMax, q(), l.Syncookies)
-		case r == ReasonUnprovenPeer:
+		case r == reasonUnprovenPeer:
 			fmt.Fprintf(&b, ": with net.ipv4.tcp_syncookies=0 the last quarter of net.ipv4.tcp_max_syn_backlog (%d) is kept for peers this host has talked to before, and %d requests are queued (%s); raise net.ipv4.tcp_max_syn_backlog or set net.ipv4.tcp_syncookies=1", l.MaxSynBacklog, l.SynQueue, q())
 		default:
 			fmt.Fprintf(&b, " with no queue full (%s): no memory for the request, no route back to the client, or a security module refused it", q())
 		}
 	case SynCookie:
 		fmt.Fprintf(&b, "SYN from %s answered with a syncookie", from)
-		if r == ReasonSyncookiesAlways {
+		if r == reasonSyncookiesAlways {
 			b.WriteString(": net.ipv4.tcp_syncookies=2 sends a cookie for every SYN")
 		} else if l.Found {
 			fmt.Fprintf(&b, ": the SYN queue is full (%s); the connection still succeeds, without TCP options that timestamps cannot carry: a SYN flood or a backlog too small for the connection rate; raise the listen() backlog", q())
@@ -344,7 +344,7 @@ func explainListen(t EventType, r Reason, l *listenState, client netip.AddrPort,
 		} else {
 			fmt.Fprintf(&b, "SYN-ACK to %s retransmitted (%s to this client's request)", from, plural(int(l.Retransmits), "retransmit"))
 		}
-		if r == ReasonAcceptQueueFull {
+		if r == reasonAcceptQueueFull {
 			fmt.Fprintf(&b, ": the client's final ACK came but was dropped because the accept queue was full (%s); %s", q(), l.acceptQueueFix())
 		} else {
 			fmt.Fprintf(&b, ": the client's final ACK has not arrived (lost, filtered, or the client is gone); SYN queue %d", l.SynQueue)

@@ -27,7 +27,7 @@ func sampleListenRaw(t EventType, reason uint8) tcptraceEvent {
 func TestDecodeListen(t *testing.T) {
 	r := sampleListenRaw(SynDrop, uint8(tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL))
 	e := (&decoder{hz: 1000, bootWall: time.Unix(0, 0)}).decode(&r, tally{count: 3})
-	if e.Type != SynDrop || e.Reason != ReasonAcceptQueueFull || e.PID != 777 || e.Comm != "nginx" || e.Count != 3 {
+	if e.Type != SynDrop || e.Reason != reasonAcceptQueueFull || e.PID != 777 || e.Comm != "nginx" || e.Count != 3 {
 		t.Errorf("event: %+v", e)
 	}
 	if e.Local != netip.MustParseAddrPort("10.0.0.1:443") || e.Remote != netip.MustParseAddrPort("10.0.0.9:51000") {
@@ -68,23 +68,23 @@ func TestExplainListen(t *testing.T) {
 		want  []string
 		not   []string
 	}{
-		{"capped by somaxconn", SynDrop, ReasonAcceptQueueFull, base, 1, []string{"net.core.somaxconn, which caps the listen() backlog", "and net.core.somaxconn (which caps it)"}, nil},
-		{"overflow, client thinks it is connected", ListenOverflow, ReasonAcceptQueueFull, base, 1, []string{"final ACK from 192.0.2.1:40000 dropped", "tcp_abort_on_overflow=0 the client believes it is connected"}, nil},
-		{"overflow with abort", ListenOverflow, ReasonAcceptQueueFull, abort, 1, []string{"tcp_abort_on_overflow=1", "gets a reset"}, nil},
-		{"syn queue full", SynDrop, ReasonSynQueueFull, noCookies, 1, []string{"SYN queue is full (10 requests waiting for their final ACK, limit 4096", "tcp_syncookies=0", "set net.ipv4.tcp_syncookies=1"}, nil},
-		{"unproven peer", SynDrop, ReasonUnprovenPeer, noCookies, 1, []string{"last quarter of net.ipv4.tcp_max_syn_backlog (8)", "10 requests are queued"}, nil},
-		{"cookie", SynCookie, ReasonSynQueueFull, base, 1, []string{"answered with a syncookie", "SYN queue is full"}, nil},
-		{"cookies always", SynCookie, ReasonSyncookiesAlways, base, 1, []string{"tcp_syncookies=2"}, nil},
-		{"synack, ACK missing", SynackRetransmit, ReasonNoFinalACK, rtx, 1, []string{"2 retransmits", "has not arrived"}, nil},
-		{"synack, ACK dropped", SynackRetransmit, ReasonAcceptQueueFull, rtx, 1, []string{"came but was dropped because the accept queue was full"}, nil},
-		{"listener unknown", SynDrop, ReasonOther, listenState{}, 1, []string{"listener not known to tcptrace"}, nil},
+		{"capped by somaxconn", SynDrop, reasonAcceptQueueFull, base, 1, []string{"net.core.somaxconn, which caps the listen() backlog", "and net.core.somaxconn (which caps it)"}, nil},
+		{"overflow, client thinks it is connected", ListenOverflow, reasonAcceptQueueFull, base, 1, []string{"final ACK from 192.0.2.1:40000 dropped", "tcp_abort_on_overflow=0 the client believes it is connected"}, nil},
+		{"overflow with abort", ListenOverflow, reasonAcceptQueueFull, abort, 1, []string{"tcp_abort_on_overflow=1", "gets a reset"}, nil},
+		{"syn queue full", SynDrop, reasonSynQueueFull, noCookies, 1, []string{"SYN queue is full (10 requests waiting for their final ACK, limit 4096", "tcp_syncookies=0", "set net.ipv4.tcp_syncookies=1"}, nil},
+		{"unproven peer", SynDrop, reasonUnprovenPeer, noCookies, 1, []string{"last quarter of net.ipv4.tcp_max_syn_backlog (8)", "10 requests are queued"}, nil},
+		{"cookie", SynCookie, reasonSynQueueFull, base, 1, []string{"answered with a syncookie", "SYN queue is full"}, nil},
+		{"cookies always", SynCookie, reasonSyncookiesAlways, base, 1, []string{"tcp_syncookies=2"}, nil},
+		{"synack, ACK missing", SynackRetransmit, reasonNoFinalACK, rtx, 1, []string{"2 retransmits", "has not arrived"}, nil},
+		{"synack, ACK dropped", SynackRetransmit, reasonAcceptQueueFull, rtx, 1, []string{"came but was dropped because the accept queue was full"}, nil},
+		{"listener unknown", SynDrop, reasonOther, listenState{}, 1, []string{"listener not known to tcptrace"}, nil},
 		// A cookie ACK has no request: no SYN-ACK retransmit, and
 		// tcp_abort_on_overflow (read by tcp_check_req() only) sends no reset.
-		{"overflow of a cookie ACK", ListenOverflow, ReasonAcceptQueueFull, cookieACK, 1,
+		{"overflow of a cookie ACK", ListenOverflow, reasonAcceptQueueFull, cookieACK, 1,
 			[]string{"carried a syncookie", "no SYN-ACK retransmit", "accept queue 4097 of 4096"}, []string{"server retransmits its SYN-ACK"}},
-		{"overflow of a cookie ACK, abort set", ListenOverflow, ReasonAcceptQueueFull, cookieACKAbort, 1,
+		{"overflow of a cookie ACK, abort set", ListenOverflow, reasonAcceptQueueFull, cookieACKAbort, 1,
 			[]string{"sends no reset"}, []string{"gets a reset"}},
-		{"synack, a round of several requests", SynackRetransmit, ReasonNoFinalACK, rtx, 4,
+		{"synack, a round of several requests", SynackRetransmit, reasonNoFinalACK, rtx, 4,
 			[]string{"192.0.2.1:40000 and 3 more", "retransmit 2 of each of these requests"}, []string{"this client's request"}},
 	}
 	for _, tt := range tests {

@@ -15,14 +15,14 @@ const (
 )
 
 const (
-	ReasonUnackedSmall   Reason = "unacked_small_segment"
-	ReasonPeerDelayedACK Reason = "peer_delayed_ack"
+	reasonUnackedSmall   Reason = "unacked_small_segment"
+	reasonPeerDelayedACK Reason = "peer_delayed_ack"
 )
 
 var nagleDetector = &detector{
 	name:    "nagle",
 	events:  []eventSpec{{NagleStall, "nagle_stall"}, {NagleDelackStall, "nagle_delack_stall"}},
-	reasons: []Reason{ReasonUnackedSmall, ReasonPeerDelayedACK},
+	reasons: []Reason{reasonUnackedSmall, reasonPeerDelayedACK},
 	probes: []probeSet{
 		{
 			events: []EventType{NagleStall, NagleDelackStall},
@@ -100,9 +100,9 @@ func newNagleState(r *tcptraceAckSnapshot, hz uint64) nagleState {
 func decodeNagle(d *decoder, r *tcptraceEvent, t tally) Event {
 	e := d.connEvent(r, t)
 	e.nagle = newNagleState(&r.A, d.hz)
-	e.Reason = ReasonUnackedSmall
+	e.Reason = reasonUnackedSmall
 	if e.Type == NagleDelackStall {
-		e.Reason = ReasonPeerDelayedACK
+		e.Reason = reasonPeerDelayedACK
 	}
 	e.Details = nagleDetails(e.Type, &e.nagle, &e.snap, r, t)
 	return e

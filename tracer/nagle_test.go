@@ -9,7 +9,7 @@ import (
 func TestExplainNagle(t *testing.T) {
 	r := delackRaw(NagleDelackStall)
 	e := (&decoder{hz: 250}).decode(&r, tally{count: 3, wait: 129 * time.Millisecond, maxWait: 44 * time.Millisecond})
-	if e.Reason != ReasonPeerDelayedACK || e.Details["peer_pid"] != uint32(777) || e.Details["peer_comm"] != "client" {
+	if e.Reason != reasonPeerDelayedACK || e.Details["peer_pid"] != uint32(777) || e.Details["peer_comm"] != "client" {
 		t.Fatalf("reason %s details %v", e.Reason, e.Details)
 	}
 	for _, s := range []string{"Nagle held 200 bytes for 43 ms on average over 3 (longest 44 ms)", "64 bytes", "peer pid 777 client",
@@ -21,7 +21,7 @@ func TestExplainNagle(t *testing.T) {
 
 	plain := delackRaw(NagleStall)
 	p := (&decoder{hz: 250}).decode(&plain, tally{count: 1, wait: 41 * time.Millisecond, maxWait: 41 * time.Millisecond})
-	if p.Reason != ReasonUnackedSmall || p.Details["release_ack_payload_bytes"] != uint32(0) || p.Details["stall_ms"] != 41.0 {
+	if p.Reason != reasonUnackedSmall || p.Details["release_ack_payload_bytes"] != uint32(0) || p.Details["stall_ms"] != 41.0 {
 		t.Fatalf("reason %s details %v", p.Reason, p.Details)
 	}
 	if !strings.Contains(p.Explanation, "released by a pure ACK") || !strings.Contains(p.Explanation, "40 ms more than the round trip") {

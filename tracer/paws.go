@@ -13,17 +13,17 @@ const PawsReject EventType = EventType(tcptraceEventTypeEVENT_PAWS_REJECT)
 
 // The reasons, by the kernel's drop reason.
 const (
-	ReasonPawsTimewait    Reason = "timewait_paws"
-	ReasonPawsEstablished Reason = "established_paws"
-	ReasonPawsOldAck      Reason = "old_ack"
-	ReasonPawsTSecr       Reason = "bad_tsecr"
+	reasonPawsTimewait    Reason = "timewait_paws"
+	reasonPawsEstablished Reason = "established_paws"
+	reasonPawsOldAck      Reason = "old_ack"
+	reasonPawsTSecr       Reason = "bad_tsecr"
 )
 
 var pawsReasonOf = map[string]Reason{
-	"TCP_RFC7323_PAWS":     ReasonPawsEstablished,
-	"TCP_RFC7323_TW_PAWS":  ReasonPawsTimewait,
-	"TCP_RFC7323_PAWS_ACK": ReasonPawsOldAck,
-	"TCP_RFC7323_TSECR":    ReasonPawsTSecr,
+	"TCP_RFC7323_PAWS":     reasonPawsEstablished,
+	"TCP_RFC7323_TW_PAWS":  reasonPawsTimewait,
+	"TCP_RFC7323_PAWS_ACK": reasonPawsOldAck,
+	"TCP_RFC7323_TSECR":    reasonPawsTSecr,
 }
 
 // pawsRecomputed is the drop_reason the BPF side gives a PAWS reject in
@@ -33,7 +33,7 @@ const pawsRecomputed = 0xffffffff
 var pawsDetector = &detector{
 	name:    "paws",
 	events:  []eventSpec{{PawsReject, "paws_reject"}},
-	reasons: []Reason{ReasonPawsTimewait, ReasonPawsEstablished, ReasonPawsOldAck, ReasonPawsTSecr, ReasonUnknown},
+	reasons: []Reason{reasonPawsTimewait, reasonPawsEstablished, reasonPawsOldAck, reasonPawsTSecr, reasonUnknown},
 	probes: []probeSet{
 		{
 			events: []EventType{PawsReject},
@@ -128,9 +128,9 @@ func needTimewaitPaws(reasons, rxSk bool) func(*kernelFacts) error {
 func decodePaws(dec *decoder, r *tcptraceEvent, t tally) Event {
 	e := decodeConn(dec, r, t)
 	c := &e.conn
-	e.Reason = ReasonUnknown
+	e.Reason = reasonUnknown
 	if c.PawsRecomputed {
-		e.Reason = ReasonPawsTimewait
+		e.Reason = reasonPawsTimewait
 	} else if reason, ok := pawsReasonOf[c.DropReason]; ok {
 		e.Reason = reason
 	}

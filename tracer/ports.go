@@ -14,12 +14,12 @@ import (
 // (EADDRNOTAVAIL).
 const PortExhaustion EventType = EventType(tcptraceEventTypeEVENT_PORT_EXHAUSTION)
 
-const ReasonNoFreePort Reason = "no_free_local_port"
+const reasonNoFreePort Reason = "no_free_local_port"
 
 var portsDetector = &detector{
 	name:    "ports",
 	events:  []eventSpec{{PortExhaustion, "port_exhaustion"}},
-	reasons: []Reason{ReasonNoFreePort},
+	reasons: []Reason{reasonNoFreePort},
 	probes: []probeSet{
 		{
 			events: []EventType{PortExhaustion},
@@ -47,7 +47,7 @@ var portsDetector = &detector{
 
 func decodePorts(d *decoder, r *tcptraceEvent, t tally) Event {
 	e := decodeConn(d, r, t)
-	e.Reason = ReasonNoFreePort
+	e.Reason = reasonNoFreePort
 	if e.PID != 0 {
 		e.conn.TwToDest = timeWaitTo(e.PID, e.Remote)
 	}

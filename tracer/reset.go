@@ -12,14 +12,14 @@ import (
 const Reset EventType = EventType(tcptraceEventTypeEVENT_RESET)
 
 const (
-	ReasonResetSent     Reason = "sent"
-	ReasonResetReceived Reason = "received"
+	reasonResetSent     Reason = "sent"
+	reasonResetReceived Reason = "received"
 )
 
 var resetDetector = &detector{
 	name:    "reset",
 	events:  []eventSpec{{Reset, "reset"}},
-	reasons: []Reason{ReasonResetSent, ReasonResetReceived},
+	reasons: []Reason{reasonResetSent, reasonResetReceived},
 	probes: []probeSet{
 		{
 			events: []EventType{Reset},
@@ -59,9 +59,9 @@ func needSendResetReason(want bool) func(*kernelFacts) error {
 func decodeReset(dec *decoder, r *tcptraceEvent, t tally) Event {
 	e := decodeConn(dec, r, t)
 	c, d := &e.conn, e.Details
-	e.Reason = ReasonResetReceived
+	e.Reason = reasonResetReceived
 	if c.Side == "sent" {
-		e.Reason = ReasonResetSent
+		e.Reason = reasonResetSent
 	}
 	d["side"] = c.Side
 	d["state"] = c.State

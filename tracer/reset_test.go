@@ -10,12 +10,12 @@ func TestDecodeReset(t *testing.T) {
 	r := sampleConnRaw(Reset)
 	r.C.Side, r.C.State, r.C.Unread, r.C.RstReasonKnown, r.C.RstReason = 1, 7, 32, 1, 3
 	e := d.decode(&r, tally{count: 1})
-	if e.Reason != ReasonResetSent || e.Details["rst_reason"] != "TCP_ABORT_ON_CLOSE" || !strings.Contains(e.Explanation, "32 bytes unread") {
+	if e.Reason != reasonResetSent || e.Details["rst_reason"] != "TCP_ABORT_ON_CLOSE" || !strings.Contains(e.Explanation, "32 bytes unread") {
 		t.Errorf("reset sent: %s %v", e.Explanation, e.Details)
 	}
 	r.C.Side, r.C.State, r.C.RstReasonKnown = 2, 1, 0
 	e = d.decode(&r, tally{count: 1})
-	if e.Reason != ReasonResetReceived || e.Details["rst_reason"] != nil || !strings.Contains(e.Explanation, "in state ESTABLISHED") {
+	if e.Reason != reasonResetReceived || e.Details["rst_reason"] != nil || !strings.Contains(e.Explanation, "in state ESTABLISHED") {
 		t.Errorf("reset received: %s %v", e.Explanation, e.Details)
 	}
 	// An aggregated line stands for every reset from the peer's address in

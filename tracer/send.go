@@ -16,18 +16,18 @@ const (
 
 // Why the buffer was full (classifySend).
 const (
-	ReasonPeerZeroWindow        Reason = "peer_zero_window"
-	ReasonUnackedRetransmitting Reason = "unacked_retransmitting"
-	ReasonCwndLimited           Reason = "cwnd_limited"
-	ReasonSndbufLimited         Reason = "sndbuf_limited"
-	ReasonMemoryPressure        Reason = "memory_pressure"
-	ReasonNotsentLowat          Reason = "notsent_lowat"
+	reasonPeerZeroWindow        Reason = "peer_zero_window"
+	reasonUnackedRetransmitting Reason = "unacked_retransmitting"
+	reasonCwndLimited           Reason = "cwnd_limited"
+	reasonSndbufLimited         Reason = "sndbuf_limited"
+	reasonMemoryPressure        Reason = "memory_pressure"
+	reasonNotsentLowat          Reason = "notsent_lowat"
 )
 
 var sendDetector = &detector{
 	name:    "send",
 	events:  []eventSpec{{SendEAGAIN, "send_eagain"}, {SendBlocked, "send_blocked"}},
-	reasons: []Reason{ReasonPeerZeroWindow, ReasonUnackedRetransmitting, ReasonCwndLimited, ReasonSndbufLimited, ReasonMemoryPressure, ReasonNotsentLowat, ReasonUnknown},
+	reasons: []Reason{reasonPeerZeroWindow, reasonUnackedRetransmitting, reasonCwndLimited, reasonSndbufLimited, reasonMemoryPressure, reasonNotsentLowat, reasonUnknown},
 	probes: []probeSet{
 		{
 			events: []EventType{SendEAGAIN},
@@ -97,28 +97,28 @@ func decodeSend(d *decoder, r *tcptraceEvent, t tally) Event {
 //     of those, and the buffer the application fixed is simply small.
 func classifySend(s *snapshot) Reason {
 	if s.MemPressure {
-		return ReasonMemoryPressure
+		return reasonMemoryPressure
 	}
 	full := s.WmemQueued >= s.SndbufBytes
 	if !full {
 		if s.NotsentLowat > 0 && s.NotsentBytes >= s.NotsentLowat {
-			return ReasonNotsentLowat
+			return reasonNotsentLowat
 		}
-		return ReasonUnknown
+		return reasonUnknown
 	}
 	switch {
 	case s.PeerWindow == 0:
-		return ReasonPeerZeroWindow
+		return reasonPeerZeroWindow
 	case s.RTORetransmits > 0 && s.UnackedBytes > 0:
-		return ReasonUnackedRetransmitting
+		return reasonUnackedRetransmitting
 	case s.peerWindowClosed():
-		return ReasonPeerZeroWindow
+		return reasonPeerZeroWindow
 	case s.Cwnd > 0 && s.InFlight >= s.Cwnd && s.NotsentBytes > 0:
-		return ReasonCwndLimited
+		return reasonCwndLimited
 	case s.SndbufLocked:
-		return ReasonSndbufLimited
+		return reasonSndbufLimited
 	}
-	return ReasonUnknown
+	return reasonUnknown
 }
 
 // peerWindowClosed: the peer advertises no window, or its window is full of
@@ -229,15 +229,15 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 	b.WriteString(")")
 
 	switch r {
-	case ReasonMemoryPressure:
+	case reasonMemoryPressure:
 		b.Reset()
 		blocked()
 		fmt.Fprintf(&b, "TCP is under global memory pressure (%d pages charged to TCP; %d of %d bytes queued on this socket): the kernel shrinks send buffers and refuses new memory host-wide; raise net.ipv4.tcp_mem or find the sockets holding memory (ss -tm)", s.MemAllocated, s.WmemQueued, s.SndbufBytes)
-	case ReasonNotsentLowat:
+	case reasonNotsentLowat:
 		b.Reset()
 		blocked()
 		fmt.Fprintf(&b, "%d bytes not yet sent reach TCP_NOTSENT_LOWAT (%d bytes), so the socket counts as full until they drain below it; raise or remove TCP_NOTSENT_LOWAT if that is not intended", s.NotsentBytes, s.NotsentLowat)
-	case ReasonPeerZeroWindow:
+	case reasonPeerZeroWindow:
 		if s.PeerWindow == 0 {
 			fmt.Fprintf(&b, "; the peer advertises a zero window and %d bytes wait unsent", s.NotsentBytes)
 		} else {
@@ -248,7 +248,7 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 			fmt.Fprintf(&b, ", %s unanswered", plural(int(s.ProbesOut), "zero-window probe"))
 		}
 		b.WriteString(": the peer application is not reading its socket; fix the reader (slow or stuck), not the sender")
-	case ReasonUnackedRetransmitting:
+	case reasonUnackedRetransmitting:
 		fmt.Fprintf(&b, "; %d bytes unacknowledged", s.UnackedBytes)
 		if s.HZKnown {
 			fmt.Fprintf(&b, " for %s", dur(s.SinceLastACK))
@@ -262,7 +262,7 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 			fmt.Fprintf(&b, ", next in %s", dur(s.TimerIn))
 		}
 		b.WriteString(": the peer is not acknowledging (path down or peer gone); check the path and the peer, and set TCP_USER_TIMEOUT to fail sooner than net.ipv4.tcp_retries2 allows")
-	case ReasonCwndLimited:
+	case reasonCwndLimited:
 		fmt.Fprintf(&b, "; %d packets in flight fill the congestion window (%d packets of %d bytes", s.InFlight, s.Cwnd, s.MSS)
 		if s.SRTT > 0 {
 			fmt.Fprintf(&b, ", srtt %s", dur(s.SRTT))
@@ -272,7 +272,7 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 			fmt.Fprintf(&b, " (%d segments retransmitted so far: look for loss)", s.TotalRetrans)
 		}
 		b.WriteString("; a larger send buffer will not help")
-	case ReasonSndbufLimited:
+	case reasonSndbufLimited:
 		fmt.Fprintf(&b, "; the congestion window (%d of %d packets in flight) and the peer's window (%d bytes) have room: the %d-byte SO_SNDBUF is the limit; remove setsockopt(SO_SNDBUF) so the kernel autotunes it (net.ipv4.tcp_wmem), or raise it to the bandwidth-delay product", s.InFlight, s.Cwnd, s.PeerWindow, s.SndbufBytes)
 	default:
 		if s.localTransmitStuck() {

@@ -25,27 +25,27 @@ func TestClassifySend(t *testing.T) {
 		mod  func(*snapshot)
 		want Reason
 	}{
-		{"memory pressure wins over everything", func(s *snapshot) { s.MemPressure = true; s.PeerWindow = 0 }, ReasonMemoryPressure},
-		{"zero window", func(s *snapshot) { s.PeerWindow = 0 }, ReasonPeerZeroWindow},
-		{"probe timer with an open window is not the peer", func(s *snapshot) { s.TimerPending = true; s.Timer = "zero_window_probe"; s.PacketsOut = 0 }, ReasonUnknown},
+		{"memory pressure wins over everything", func(s *snapshot) { s.MemPressure = true; s.PeerWindow = 0 }, reasonMemoryPressure},
+		{"zero window", func(s *snapshot) { s.PeerWindow = 0 }, reasonPeerZeroWindow},
+		{"probe timer with an open window is not the peer", func(s *snapshot) { s.TimerPending = true; s.Timer = "zero_window_probe"; s.PacketsOut = 0 }, reasonUnknown},
 		{"window full, peer acknowledging", func(s *snapshot) {
 			s.PeerWindow, s.UnackedBytes, s.HZKnown, s.SinceLastACK = 20500, 20000, true, 4*time.Millisecond
-		}, ReasonPeerZeroWindow},
+		}, reasonPeerZeroWindow},
 		{"window full, no ACK for long: not the peer's reading", func(s *snapshot) {
 			s.PeerWindow, s.UnackedBytes, s.HZKnown, s.SinceLastACK = 20500, 20000, true, 150*time.Millisecond
-		}, ReasonUnknown},
+		}, reasonUnknown},
 		{"window full, RTO fired", func(s *snapshot) {
 			s.PeerWindow, s.UnackedBytes, s.RTORetransmits = 20500, 20000, 2
-		}, ReasonUnackedRetransmitting},
-		{"zero window before RTO backoff", func(s *snapshot) { s.PeerWindow = 0; s.RTORetransmits = 2 }, ReasonPeerZeroWindow},
-		{"RTO backoff", func(s *snapshot) { s.RTORetransmits = 7; s.Backoff = 7; s.InFlight = 10 }, ReasonUnackedRetransmitting},
-		{"retransmits without unacked data is not a stall", func(s *snapshot) { s.RTORetransmits = 1; s.UnackedBytes = 0 }, ReasonUnknown},
-		{"cwnd full", func(s *snapshot) { s.InFlight = 10 }, ReasonCwndLimited},
-		{"cwnd full but nothing unsent", func(s *snapshot) { s.InFlight = 10; s.NotsentBytes = 0 }, ReasonUnknown},
-		{"small fixed SO_SNDBUF", func(s *snapshot) { s.SndbufLocked = true }, ReasonSndbufLimited},
-		{"autotuned buffer, nothing limiting", func(s *snapshot) {}, ReasonUnknown},
-		{"notsent_lowat", func(s *snapshot) { s.WmemQueued = 1000; s.NotsentLowat = 16384; s.NotsentBytes = 16384 }, ReasonNotsentLowat},
-		{"room in the buffer, no lowat", func(s *snapshot) { s.WmemQueued = 1000 }, ReasonUnknown},
+		}, reasonUnackedRetransmitting},
+		{"zero window before RTO backoff", func(s *snapshot) { s.PeerWindow = 0; s.RTORetransmits = 2 }, reasonPeerZeroWindow},
+		{"RTO backoff", func(s *snapshot) { s.RTORetransmits = 7; s.Backoff = 7; s.InFlight = 10 }, reasonUnackedRetransmitting},
+		{"retransmits without unacked data is not a stall", func(s *snapshot) { s.RTORetransmits = 1; s.UnackedBytes = 0 }, reasonUnknown},
+		{"cwnd full", func(s *snapshot) { s.InFlight = 10 }, reasonCwndLimited},
+		{"cwnd full but nothing unsent", func(s *snapshot) { s.InFlight = 10; s.NotsentBytes = 0 }, reasonUnknown},
+		{"small fixed SO_SNDBUF", func(s *snapshot) { s.SndbufLocked = true }, reasonSndbufLimited},
+		{"autotuned buffer, nothing limiting", func(s *snapshot) {}, reasonUnknown},
+		{"notsent_lowat", func(s *snapshot) { s.WmemQueued = 1000; s.NotsentLowat = 16384; s.NotsentBytes = 16384 }, reasonNotsentLowat},
+		{"room in the buffer, no lowat", func(s *snapshot) { s.WmemQueued = 1000 }, reasonUnknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,7 +72,7 @@ func TestDecodeSendEAGAIN(t *testing.T) {
 	if e.PID != 4242 || e.Comm != "proxy" || e.Count != 1 || e.Type != SendEAGAIN {
 		t.Errorf("task fields: %+v", e)
 	}
-	if e.Reason != ReasonUnackedRetransmitting {
+	if e.Reason != reasonUnackedRetransmitting {
 		t.Errorf("reason %s", e.Reason)
 	}
 	want := map[string]any{
@@ -139,18 +139,18 @@ func TestExplainSendCarriesItsNumbers(t *testing.T) {
 		want    []string
 		notWant []string
 	}{
-		{"cut path", SendEAGAIN, ReasonUnackedRetransmitting, cut, tally{count: 1},
+		{"cut path", SendEAGAIN, reasonUnackedRetransmitting, cut, tally{count: 1},
 			[]string{"send buffer full (212992 of 212992 bytes queued)", "184320 bytes unacknowledged for 5.2 s",
 				"7 consecutive retransmission timeouts", "next in 13 s", "path down or peer gone", "TCP_USER_TIMEOUT", "TCP_NODELAY is set."}, nil},
-		{"durations left out without HZ", SendEAGAIN, ReasonUnackedRetransmitting, noHZ, tally{count: 1},
+		{"durations left out without HZ", SendEAGAIN, reasonUnackedRetransmitting, noHZ, tally{count: 1},
 			[]string{"184320 bytes unacknowledged,"}, []string{" for ", "next in"}},
-		{"zero window", SendEAGAIN, ReasonPeerZeroWindow, zero, tally{count: 1},
+		{"zero window", SendEAGAIN, reasonPeerZeroWindow, zero, tally{count: 1},
 			[]string{"zero window", "65536 bytes wait unsent", "4 zero-window probes unanswered", "not reading"}, []string{"TCP_NODELAY"}},
-		{"fixed sndbuf", SendEAGAIN, ReasonSndbufLimited, locked, tally{count: 1},
+		{"fixed sndbuf", SendEAGAIN, reasonSndbufLimited, locked, tally{count: 1},
 			[]string{"SO_SNDBUF set by the application", "4608-byte SO_SNDBUF is the limit", "tcp_wmem"}, nil},
-		{"blocked, several waits", SendBlocked, ReasonPeerZeroWindow, zero, tally{count: 3, wait: 2500 * time.Millisecond, maxWait: 2 * time.Second},
+		{"blocked, several waits", SendBlocked, reasonPeerZeroWindow, zero, tally{count: 3, wait: 2500 * time.Millisecond, maxWait: 2 * time.Second},
 			[]string{"send() slept 2.5 s in 3 waits for send-buffer space (longest 2.0 s)"}, nil},
-		{"blocked, still waiting", SendBlocked, ReasonPeerZeroWindow, zero, tally{count: 1, wait: 42 * time.Second, inProgress: true},
+		{"blocked, still waiting", SendBlocked, reasonPeerZeroWindow, zero, tally{count: 1, wait: 42 * time.Second, inProgress: true},
 			[]string{"has been blocked for 42 s", "still waiting"}, nil},
 	}
 	for _, tt := range tests {

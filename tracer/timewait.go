@@ -11,12 +11,12 @@ import (
 // net.ipv4.tcp_max_tw_buckets.
 const TimewaitOverflow EventType = EventType(tcptraceEventTypeEVENT_TIMEWAIT_OVERFLOW)
 
-const ReasonTimewaitLimit Reason = "tw_buckets_full"
+const reasonTimewaitLimit Reason = "tw_buckets_full"
 
 var timewaitDetector = &detector{
 	name:    "timewait",
 	events:  []eventSpec{{TimewaitOverflow, "timewait_overflow"}},
-	reasons: []Reason{ReasonTimewaitLimit},
+	reasons: []Reason{reasonTimewaitLimit},
 	probes: []probeSet{
 		{
 			events: []EventType{TimewaitOverflow},
@@ -53,7 +53,7 @@ func needTwTimer(k *kernelFacts) error {
 
 func decodeTimewait(d *decoder, r *tcptraceEvent, t tally) Event {
 	e := decodeConn(d, r, t)
-	e.Reason = ReasonTimewaitLimit
+	e.Reason = reasonTimewaitLimit
 	timewaitDetails(e.Details, &e.conn)
 	return e
 }
