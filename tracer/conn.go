@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -138,15 +137,6 @@ func newConnState(r *tcptraceConnSnapshot, hz uint64, names *connFacts) connStat
 	return c
 }
 
-func connAddrs(r *tcptraceConnSnapshot) (family int, local, remote netip.AddrPort) {
-	if r.Family == unix.AF_INET6 {
-		return 6, netip.AddrPortFrom(netip.AddrFrom16(r.Saddr).Unmap(), r.Sport),
-			netip.AddrPortFrom(netip.AddrFrom16(r.Daddr).Unmap(), r.Dport)
-	}
-	return 4, netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Saddr[:4])), r.Sport),
-		netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Daddr[:4])), r.Dport)
-}
-
 // decodeConn is what every connection event carries: the owner, the
 // addresses, the connection's state, and the details every one has. The
 // owner is the task in the record only when the kernel knew it was (socket
@@ -165,7 +155,7 @@ func decodeConn(d *decoder, r *tcptraceEvent, t tally) Event {
 	} else if d.owners != nil && r.C.Ino != 0 {
 		e.PID, e.Comm = d.owners.lookup(r.C.Ino)
 	}
-	e.Family, e.Local, e.Remote = connAddrs(&r.C)
+	e.Family, e.Local, e.Remote = addrPair(r.C.Family, r.C.Saddr, r.C.Daddr, r.C.Sport, r.C.Dport)
 	if r.Ret < 0 {
 		c.Errno = unix.Errno(-r.Ret)
 	}

@@ -90,19 +90,20 @@ func (d *decoder) connEvent(r *tcptraceEvent, t tally) Event {
 		Path:  ProbePath(r.Path),
 		snap:  newSnapshot(&r.S, d.hz),
 	}
-	e.Family, e.Local, e.Remote = addrs(&r.S)
+	e.Family, e.Local, e.Remote = addrPair(r.S.Family, r.S.Saddr, r.S.Daddr, r.S.Sport, r.S.Dport)
 	return e
 }
 
-func addrs(s *tcptraceTcpSnapshot) (family int, local, remote netip.AddrPort) {
-	if s.Family == unix.AF_INET6 {
-		l := netip.AddrFrom16(s.Saddr).Unmap()
-		r := netip.AddrFrom16(s.Daddr).Unmap()
-		return 6, netip.AddrPortFrom(l, s.Sport), netip.AddrPortFrom(r, s.Dport)
+// addrPair reads a pair of addresses as the BPF side stores them: an IPv4
+// address in the first 4 bytes, an IPv6 one (v4-mapped for an IPv4 peer of
+// a dual-stack socket) in all 16.
+func addrPair(family uint16, local, remote [16]byte, lport, rport uint16) (int, netip.AddrPort, netip.AddrPort) {
+	if family == unix.AF_INET6 {
+		return 6, netip.AddrPortFrom(netip.AddrFrom16(local).Unmap(), lport),
+			netip.AddrPortFrom(netip.AddrFrom16(remote).Unmap(), rport)
 	}
-	l := netip.AddrFrom4([4]byte(s.Saddr[:4]))
-	r := netip.AddrFrom4([4]byte(s.Daddr[:4]))
-	return 4, netip.AddrPortFrom(l, s.Sport), netip.AddrPortFrom(r, s.Dport)
+	return 4, netip.AddrPortFrom(netip.AddrFrom4([4]byte(local[:4])), lport),
+		netip.AddrPortFrom(netip.AddrFrom4([4]byte(remote[:4])), rport)
 }
 
 // ms keeps sub-millisecond precision: 0.25 ms matters on loopback.

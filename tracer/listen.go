@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // The listen detector (bpf/listen.bpf.c): what a listener did to a client's
@@ -164,7 +163,7 @@ func decodeListen(d *decoder, r *tcptraceEvent, t tally) Event {
 	} else if d.owners != nil {
 		e.PID, e.Comm = d.owners.lookup(r.L.Ino)
 	}
-	e.Family, e.Local, e.Remote = listenAddrs(&r.L)
+	e.Family, e.Local, e.Remote = addrPair(r.L.Family, r.L.Laddr, r.L.Raddr, r.L.Lport, r.L.Rport)
 	e.Details = listenDetails(&l, r)
 	// A local client's syn_retransmit line names this drop as its cause.
 	d.fates.note(&e)
@@ -212,15 +211,6 @@ func newListenState(r *tcptraceListenSnapshot) listenState {
 		CookieACK:       r.CookieAck != 0,
 		OwnerKnown:      r.OwnerKnown != 0,
 	}
-}
-
-func listenAddrs(r *tcptraceListenSnapshot) (family int, local, remote netip.AddrPort) {
-	if r.Family == unix.AF_INET6 {
-		return 6, netip.AddrPortFrom(netip.AddrFrom16(r.Laddr).Unmap(), r.Lport),
-			netip.AddrPortFrom(netip.AddrFrom16(r.Raddr).Unmap(), r.Rport)
-	}
-	return 4, netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Laddr[:4])), r.Lport),
-		netip.AddrPortFrom(netip.AddrFrom4([4]byte(r.Raddr[:4])), r.Rport)
 }
 
 func listenDetails(l *listenState, r *tcptraceEvent) map[string]any {
