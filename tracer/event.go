@@ -7,7 +7,8 @@ import (
 )
 
 // EventType names what happened; its String is the `event` field of the JSON
-// contract and the name --events takes.
+// contract and the name --events takes. Its values are the BPF side's enum
+// event_type; each detector declares its own (tracer/<name>.go).
 type EventType uint8
 
 func (t EventType) String() string {

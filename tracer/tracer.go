@@ -59,7 +59,8 @@ type Tracer struct {
 	counters []CounterCheck
 }
 
-// OwnerError says why listener events may lack their owner, or nil.
+// OwnerError says why events seen outside their owner's context (softirq,
+// timers: detector.needs.owners) may lack their owner, or nil.
 func (t *Tracer) OwnerError() error { return t.ownerErr }
 
 // BaselineError says why some first SYNs on a CPU may be judged by the
