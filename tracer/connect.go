@@ -54,7 +54,7 @@ var connectDetector = &detector{
 	},
 	needs:   needs{owners: true, connFacts: true},
 	decode:  decodeConnect,
-	explain: func(e *Event, t tally) string { return explainConnect(e.Type, &e.conn, e.Remote, t.count) },
+	explain: func(e Event, t tally) string { return explainConnect(e.Type, &e.conn, e.Remote, t.count) },
 }
 
 // needRetransmitErr: tcp:tcp_retransmit_skb gained an `err` argument in 6.17

@@ -73,7 +73,7 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 			Details: map[string]any{"probe": ProbePath(r.Path).String()}}
 	}
 	e := det.decode(d, r, t)
-	e.Explanation = det.explain(&e, t)
+	e.Explanation = det.explain(e, t)
 	return e
 }
 

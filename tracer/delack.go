@@ -56,7 +56,7 @@ var delackDetector = &detector{
 	// it sends, and the detector reports exactly those firings.
 	counters: []counterCheck{{DelayedACK, "DelayedACKs", []string{"DelayedACKLocked"}}},
 	decode:   decodeDelack,
-	explain: func(e *Event, t tally) string {
+	explain: func(e Event, t tally) string {
 		return explainDelack(&e.delack, &e.snap, t)
 	},
 }

@@ -33,7 +33,7 @@ type detector struct {
 	// details. explain writes its sentence; every figure in it is one of
 	// the details.
 	decode  func(d *decoder, r *tcptraceEvent, t tally) Event
-	explain func(e *Event, t tally) string
+	explain func(e Event, t tally) string
 }
 
 // eventSpec is one event: its type (the C enum's value) and its name (the

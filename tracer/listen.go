@@ -98,7 +98,7 @@ var listenDetector = &detector{
 	},
 	needs:  needs{owners: true, kernelFacts: true},
 	decode: decodeListen,
-	explain: func(e *Event, t tally) string {
+	explain: func(e Event, t tally) string {
 		return explainListen(e.Type, e.Reason, &e.listen, e.Remote, t.count)
 	},
 }

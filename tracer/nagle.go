@@ -58,7 +58,7 @@ var nagleDetector = &detector{
 	// the delack detector records.
 	companions: map[EventType]EventType{NagleDelackStall: DelayedACK},
 	decode:     decodeNagle,
-	explain: func(e *Event, t tally) string {
+	explain: func(e Event, t tally) string {
 		return explainNagle(e.Type, &e.nagle, &e.snap, t)
 	},
 }

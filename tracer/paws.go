@@ -74,7 +74,7 @@ var pawsDetector = &detector{
 	},
 	needs:   needs{owners: true, connFacts: true},
 	decode:  decodePaws,
-	explain: func(e *Event, t tally) string { return explainPaws(&e.conn, e.Remote, t.count) },
+	explain: func(e Event, t tally) string { return explainPaws(&e.conn, e.Remote, t.count) },
 }
 
 // needPaws: the full tracepoint path needs TIME_WAIT's own reason (6.16+);

@@ -42,7 +42,7 @@ var portsDetector = &detector{
 	},
 	needs:   needs{owners: true, connFacts: true},
 	decode:  decodePorts,
-	explain: func(e *Event, t tally) string { return explainPorts(&e.conn, e.Remote, t.count) },
+	explain: func(e Event, t tally) string { return explainPorts(&e.conn, e.Remote, t.count) },
 }
 
 func decodePorts(d *decoder, r *tcptraceEvent, t tally) Event {

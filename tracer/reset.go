@@ -37,7 +37,7 @@ var resetDetector = &detector{
 	},
 	needs:   needs{owners: true, connFacts: true},
 	decode:  decodeReset,
-	explain: func(e *Event, t tally) string { return explainReset(&e.conn, e.Remote, t.count) },
+	explain: func(e Event, t tally) string { return explainReset(&e.conn, e.Remote, t.count) },
 }
 
 func needSendResetReason(want bool) func(*kernelFacts) error {

@@ -63,7 +63,7 @@ var sendDetector = &detector{
 		},
 	},
 	decode:  decodeSend,
-	explain: func(e *Event, t tally) string { return explainSend(e.Type, e.Reason, &e.snap, t) },
+	explain: func(e Event, t tally) string { return explainSend(e.Type, e.Reason, &e.snap, t) },
 }
 
 // decodeSend: the sender's own task and socket, read in its send().

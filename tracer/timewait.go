@@ -37,7 +37,7 @@ var timewaitDetector = &detector{
 	},
 	needs:   needs{owners: true, connFacts: true},
 	decode:  decodeTimewait,
-	explain: func(e *Event, t tally) string { return explainTimewait(&e.conn, e.Remote, t.count) },
+	explain: func(e Event, t tally) string { return explainTimewait(&e.conn, e.Remote, t.count) },
 }
 
 func needTwTimer(k *kernelFacts) error {
