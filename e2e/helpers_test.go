@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -398,4 +399,24 @@ func listenTCP4(addr [4]byte, port, backlog int) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// inode of the namespace, as events report it.
+func (n *netns) inode() uint32 {
+	n.t.Helper()
+	fi, err := os.Stat("/run/netns/" + n.name)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return uint32(fi.Sys().(*syscall.Stat_t).Ino)
+}
+
+func inNetns(evs []event, ino uint32) []event {
+	var out []event
+	for _, e := range evs {
+		if e.NetNS == ino {
+			out = append(out, e)
+		}
+	}
+	return out
 }

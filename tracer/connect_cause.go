@@ -41,8 +41,8 @@ type synFate struct {
 	reason   Reason
 	refuser  netip.AddrPort // the listener, or the TIME_WAIT socket's local end
 	client   netip.AddrPort // the client as the refusing socket saw it
-	listener ListenerState  // syn_drop
-	conn     ConnState      // paws_reject
+	listener listenState    // syn_drop
+	conn     connState      // paws_reject
 }
 
 // fateTTL: a SYN retransmit comes at most TCP_RTO_MAX (120 s) after the
@@ -61,12 +61,12 @@ func (f *synFates) note(e *Event) {
 	}
 	switch {
 	case e.Type == SynDrop:
-		fate := synFate{at: e.Time, typ: SynDrop, reason: e.Reason, refuser: e.Local, client: e.Remote, listener: e.Listener}
+		fate := synFate{at: e.Time, typ: SynDrop, reason: e.Reason, refuser: e.Local, client: e.Remote, listener: e.listen}
 		f.byTuple[newFateTuple(e.NetNS, e.Remote, e.Local)] = fate
-	case e.Type == PawsReject && e.Conn.SYN:
-		fate := synFate{at: e.Time, typ: PawsReject, reason: e.Reason, refuser: e.Local, client: e.Remote, conn: e.Conn}
+	case e.Type == PawsReject && e.conn.SYN:
+		fate := synFate{at: e.Time, typ: PawsReject, reason: e.Reason, refuser: e.Local, client: e.Remote, conn: e.conn}
 		f.byTuple[newFateTuple(e.NetNS, e.Remote, e.Local)] = fate
-		f.bySeq[e.Conn.Seq] = fate
+		f.bySeq[e.conn.Seq] = fate
 	default:
 		return
 	}
@@ -96,14 +96,14 @@ func (f *synFates) find(e *Event) (synFate, bool) {
 		return synFate{}, false
 	}
 	since := e.Time.Add(-fateTTL)
-	if e.Conn.StartKnown {
-		since = e.Time.Add(-e.Conn.Elapsed)
+	if e.conn.StartKnown {
+		since = e.Time.Add(-e.conn.Elapsed)
 	}
 	ok := func(v synFate) bool { return !v.at.Before(since) && !v.at.After(e.Time.Add(time.Second)) }
 	if v, found := f.byTuple[newFateTuple(e.NetNS, e.Local, e.Remote)]; found && ok(v) {
 		return v, true
 	}
-	if v, found := f.bySeq[e.Conn.Seq]; found && ok(v) && v.refuser.Port() != 0 {
+	if v, found := f.bySeq[e.conn.Seq]; found && ok(v) && v.refuser.Port() != 0 {
 		return v, true
 	}
 	return synFate{}, false
@@ -153,7 +153,7 @@ func (v *synFate) sentence(e *Event) string {
 	case PawsReject:
 		s := fmt.Sprintf("a TIME_WAIT socket on this host (%s, from %s", v.refuser, v.client)
 		if v.natted(e.Local) {
-			s += fmt.Sprintf(", the client as NAT rewrote it; matched by the SYN's sequence number %d", e.Conn.Seq)
+			s += fmt.Sprintf(", the client as NAT rewrote it; matched by the SYN's sequence number %d", e.conn.Seq)
 		}
 		s += fmt.Sprintf(") rejected this connection's SYN %s before this retransmit: paws_reject %s", ago, v.reason)
 		if v.conn.TSSeen && v.conn.TSRecentKnown {

@@ -6,11 +6,10 @@ import (
 	"strings"
 )
 
-// explainConn writes the one sentence of a connection event. Every number
-// in it is one of the event's details. cause, for syn_retransmit: what a
-// socket on this host did to the connection's SYN (connect_cause.go), said
-// instead of suspecting the path.
-func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64, cause string) string {
+// explainConnect writes the one sentence of a connect event. Every number
+// in it is one of the event's details.
+func explainConnect(t EventType, c *connState, remote netip.AddrPort, count uint64) string {
+	cause := c.cause
 	var b strings.Builder
 	switch t {
 	case SynRetransmit:
@@ -57,110 +56,6 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64,
 			fmt.Fprintf(&b, " and %s", plural(int(c.SynRetransmits), "SYN retransmit"))
 		}
 		fmt.Fprintf(&b, ": the host answered the SYN with a reset: nothing listens on port %d there (service down or wrong port), or a firewall rejects with a TCP reset", remote.Port())
-	case PortExhaustion:
-		fmt.Fprintf(&b, "connect() to %s failed with EADDRNOTAVAIL", remote)
-		if count > 1 {
-			fmt.Fprintf(&b, " (%d times)", count)
-		}
-		b.WriteString(": no free local port")
-		if c.PortsKnown {
-			fmt.Fprintf(&b, " in net.ipv4.ip_local_port_range %d-%d (%d ports)", c.PortLo, c.PortHi, c.PortCount())
-		}
-		if c.TwKnown {
-			fmt.Fprintf(&b, "; %d sockets in TIME_WAIT in the namespace", c.TwCount)
-			if c.TwToDest >= 0 {
-				fmt.Fprintf(&b, ", %d of them to %s", c.TwToDest, remote)
-			}
-			b.WriteString(", each holding its port for 60 s after an active close")
-		}
-		if c.PortsKnown {
-			fmt.Fprintf(&b, "; net.ipv4.tcp_tw_reuse=%d", c.TwReuse)
-			switch c.TwReuse {
-			case 0:
-				b.WriteString(" (off)")
-			case 2:
-				b.WriteString(" (loopback only)")
-			}
-		}
-		b.WriteString(". What helps: reuse connections (keep-alive, pooling) instead of one per request, a wider ip_local_port_range, net.ipv4.tcp_tw_reuse=1 (outgoing connections, needs TCP timestamps), more destination addresses or ports, or let the server close first so TIME_WAIT lands there. What does not: tcp_tw_recycle (removed in Linux 4.12), lowering tcp_max_tw_buckets (it destroys TIME_WAIT state early and risks mixing old segments into new connections)")
-	case TimewaitOverflow:
-		fmt.Fprintf(&b, "connection to %s closed without TIME_WAIT", remote)
-		if count > 1 {
-			fmt.Fprintf(&b, " (and %d more)", count-1)
-		}
-		if c.TwKnown {
-			fmt.Fprintf(&b, ": the namespace holds %d TIME_WAIT sockets, net.ipv4.tcp_max_tw_buckets=%d", c.TwCount, c.MaxTw)
-		} else {
-			b.WriteString(": the TIME_WAIT bucket limit net.ipv4.tcp_max_tw_buckets is reached")
-		}
-		b.WriteString("; a late segment of the old connection can now be taken for data of a new one with the same ports; raise tcp_max_tw_buckets, and reduce TIME_WAIT at its source: reuse connections, or have the peer close first")
-	case PawsReject:
-		what := "segment"
-		if c.SYN {
-			what = "SYN"
-		}
-		fmt.Fprintf(&b, "%s from %s dropped by the PAWS timestamp check", what, remote)
-		if c.DropReason != "" {
-			fmt.Fprintf(&b, " (%s)", c.DropReason)
-		}
-		if count > 1 {
-			fmt.Fprintf(&b, ", %d times", count)
-		}
-		if c.TSSeen && c.TSRecentKnown {
-			fmt.Fprintf(&b, ": its timestamp %d is %d behind the %d this host last saw from that address and port", c.TSval, int32(c.TSRecent-c.TSval), c.TSRecent)
-		}
-		reason := c.DropReason
-		if c.PawsRecomputed {
-			reason = "TCP_RFC7323_TW_PAWS"
-		}
-		switch reason {
-		case "TCP_RFC7323_TW_PAWS":
-			b.WriteString("; the 4-tuple is still in TIME_WAIT here and the new SYN's clock is older: typical of several clients behind one NAT address, whose timestamp clocks differ, reusing a source port")
-			if c.SYN && c.RFC1337Known {
-				b.WriteString("; how long the client suffers: " + rfc1337Clause(c.RFC1337, "here"))
-			} else {
-				b.WriteString("; the client sees its connect() time out or stall")
-			}
-			b.WriteString("; fix it on the NAT (keep per-client source ports apart) or let clients close first so TIME_WAIT stays on their side; tcp_tw_recycle, which made this far worse, was removed in 4.12")
-		case "TCP_RFC7323_TSECR":
-			b.WriteString("; the final ACK echoed a timestamp this host never sent: a middlebox rewriting timestamps, or a spoofed or stale handshake")
-		case "TCP_RFC7323_PAWS_ACK":
-			b.WriteString("; an old duplicate ACK, harmless in small numbers; many point to a peer or middlebox resending stale segments")
-		default:
-			b.WriteString("; the peer's timestamp clock went backwards on a live connection: a NAT mixing several clients into one 4-tuple, a middlebox rewriting timestamps, or a peer that restarted; the segment is discarded and the peer retransmits in vain")
-		}
-	case Reset:
-		// The line stands for every reset to or from the peer's address in
-		// the interval; the ports, state and bytes are the latest one's.
-		peer, latest := remote.String(), ""
-		if count > 1 {
-			peer, latest = fmt.Sprintf("%s and %d more", remote, count-1), "the latest "
-		}
-		if c.Side == "sent" {
-			if count > 1 {
-				latest += "in "
-			}
-			fmt.Fprintf(&b, "reset sent to %s (%sstate %s)", peer, latest, c.State)
-			if c.RstReason != "" {
-				fmt.Fprintf(&b, ", reason %s", c.RstReason)
-			}
-			switch {
-			case c.Unread > 0:
-				fmt.Fprintf(&b, ": the application closed the socket with %d bytes unread, which aborts the connection (read everything before close())", c.Unread)
-			case c.State == "CLOSE":
-				b.WriteString(": the application aborted the connection (SO_LINGER with a zero timeout, or shutdown of a socket with pending data); the peer gets ECONNRESET")
-			default:
-				b.WriteString(": this host aborted the connection (a segment it could not accept, or a timeout); the peer gets ECONNRESET")
-			}
-		} else {
-			fmt.Fprintf(&b, "reset received from %s", peer)
-			if count > 1 {
-				b.WriteString(",")
-			}
-			fmt.Fprintf(&b, " %sin state %s", latest, c.State)
-			fmt.Fprintf(&b, " with %d bytes unacknowledged and %d unread", c.Unacked, c.Unread)
-			b.WriteString(": the peer aborted the connection (its process exited or was killed with the socket open, closed with unread data, or used SO_LINGER 0), or a middlebox reset it; the application gets ECONNRESET (EPIPE on a later write) and data in flight is lost")
-		}
 	}
 	b.WriteString(".")
 	return b.String()
@@ -169,7 +64,7 @@ func explainConn(t EventType, c *ConnState, remote netip.AddrPort, count uint64,
 // explainCrowdedSynRetransmit: the line of a destination that many
 // connections retransmit to at once (a frozen server, a dead backend): the
 // count, the attempts, the latest connection's numbers.
-func (c *ConnState) explainCrowdedSynRetransmit(b *strings.Builder, remote netip.AddrPort, count uint64, cause string) {
+func (c *connState) explainCrowdedSynRetransmit(b *strings.Builder, remote netip.AddrPort, count uint64, cause string) {
 	fmt.Fprintf(b, "SYN to %s retransmitted %d times by connections retransmitting to it at once", remote, count)
 	if c.AttemptLo == c.AttemptHi {
 		fmt.Fprintf(b, " (retransmit %d of each connect()", c.AttemptLo)
@@ -194,7 +89,7 @@ func (c *ConnState) explainCrowdedSynRetransmit(b *strings.Builder, remote netip
 }
 
 // synCauseClause: why no SYN-ACK came back, as far as this host knows.
-func (c *ConnState) synCauseClause(b *strings.Builder, cause string) {
+func (c *connState) synCauseClause(b *strings.Builder, cause string) {
 	switch {
 	case c.TransmitErr != 0:
 		b.WriteString("; look at this host's output path: firewall rules (EPERM is a netfilter drop), qdiscs, a full device queue, routes")
@@ -206,7 +101,7 @@ func (c *ConnState) synCauseClause(b *strings.Builder, cause string) {
 }
 
 // giveUpClause says when connect() gives up and why then.
-func (c *ConnState) giveUpClause() string {
+func (c *connState) giveUpClause() string {
 	rtx, giveUp := c.synModel().schedule()
 	s := ""
 	if n := int(c.SynRetransmits); n > 0 && n <= len(rtx) {
@@ -226,7 +121,7 @@ func (c *ConnState) giveUpClause() string {
 }
 
 // limitClause names the settings that set the retry limit.
-func (c *ConnState) limitClause() string {
+func (c *connState) limitClause() string {
 	var parts []string
 	if c.SynCnt != 0 {
 		parts = append(parts, fmt.Sprintf("TCP_SYNCNT=%d (net.ipv4.tcp_syn_retries=%d does not apply)", c.SynCnt, c.SynRetries))

@@ -64,29 +64,16 @@ type tally struct {
 	attemptLo, attemptHi uint32
 }
 
-// decode builds the public Event.
+// decode builds the public Event: its detector's decode, then its
+// explanation. A type no detector reports gets the record's own fields.
 func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
-	if EventType(r.Type).isListenerEvent() {
-		e := d.decodeListener(r, t)
-		d.fates.note(&e)
-		return e
+	det := detectorOf(EventType(r.Type))
+	if det == nil {
+		return Event{Time: d.wall(r.TsNs), Type: EventType(r.Type), Count: t.count, Path: ProbePath(r.Path),
+			Details: map[string]any{"probe": ProbePath(r.Path).String()}}
 	}
-	if EventType(r.Type).isConnEvent() {
-		return d.decodeConn(r, t)
-	}
-	if EventType(r.Type).isAckEvent() {
-		return d.decodeACK(r, t)
-	}
-	e := d.connEvent(r, t)
-	s := e.Snapshot
-	e.Reason = classifySend(&s)
-	e.Explanation = explainSend(e.Type, e.Reason, &s, t)
-	e.Details = sendDetails(&s, r, e.Path)
-	if e.Type == SendBlocked {
-		e.Details["wait_ms"] = ms(t.wait)
-		e.Details["max_wait_ms"] = ms(t.maxWait)
-		e.Details["in_progress"] = t.inProgress
-	}
+	e := det.decode(d, r, t)
+	e.Explanation = det.explain(e, t)
 	return e
 }
 
@@ -94,96 +81,29 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 // the addresses and the socket's snapshot.
 func (d *decoder) connEvent(r *tcptraceEvent, t tally) Event {
 	e := Event{
-		Time:     d.wall(r.TsNs),
-		Type:     EventType(r.Type),
-		PID:      r.Pid,
-		TID:      r.Tid,
-		Comm:     cString(r.Comm[:]),
-		NetNS:    r.S.Netns,
-		Count:    t.count,
-		Path:     ProbePath(r.Path),
-		Socket:   r.S.Sk,
-		Snapshot: newSnapshot(&r.S, d.hz),
+		Time:  d.wall(r.TsNs),
+		Type:  EventType(r.Type),
+		PID:   r.Pid,
+		Comm:  cString(r.Comm[:]),
+		NetNS: r.S.Netns,
+		Count: t.count,
+		Path:  ProbePath(r.Path),
+		snap:  newSnapshot(&r.S, d.hz),
 	}
-	e.Family, e.Local, e.Remote = addrs(&r.S)
+	e.Family, e.Local, e.Remote = addrPair(r.S.Family, r.S.Saddr, r.S.Daddr, r.S.Sport, r.S.Dport)
 	return e
 }
 
-func (d *decoder) decodeListener(r *tcptraceEvent, t tally) Event {
-	l := newListenerState(&r.L)
-	e := Event{
-		Time:     d.wall(r.TsNs),
-		Type:     EventType(r.Type),
-		Reason:   listenReasons[r.L.Reason],
-		NetNS:    r.L.Netns,
-		Count:    t.count,
-		Path:     ProbePath(r.Path),
-		Socket:   r.L.Sk,
-		Listener: l,
+// addrPair reads a pair of addresses as the BPF side stores them: an IPv4
+// address in the first 4 bytes, an IPv6 one (v4-mapped for an IPv4 peer of
+// a dual-stack socket) in all 16.
+func addrPair(family uint16, local, remote [16]byte, lport, rport uint16) (int, netip.AddrPort, netip.AddrPort) {
+	if family == unix.AF_INET6 {
+		return 6, netip.AddrPortFrom(netip.AddrFrom16(local).Unmap(), lport),
+			netip.AddrPortFrom(netip.AddrFrom16(remote).Unmap(), rport)
 	}
-	if l.OwnerKnown {
-		e.PID, e.Comm = r.Pid, cString(r.Comm[:])
-	} else if d.owners != nil {
-		e.PID, e.Comm = d.owners.lookup(r.L.Ino)
-	}
-	e.Family, e.Local, e.Remote = listenAddrs(&r.L)
-	e.Explanation = explainListener(e.Type, e.Reason, &l, e.Remote, t.count)
-	e.Details = listenerDetails(&l, r)
-	return e
-}
-
-func addrs(s *tcptraceTcpSnapshot) (family int, local, remote netip.AddrPort) {
-	if s.Family == unix.AF_INET6 {
-		l := netip.AddrFrom16(s.Saddr).Unmap()
-		r := netip.AddrFrom16(s.Daddr).Unmap()
-		return 6, netip.AddrPortFrom(l, s.Sport), netip.AddrPortFrom(r, s.Dport)
-	}
-	l := netip.AddrFrom4([4]byte(s.Saddr[:4]))
-	r := netip.AddrFrom4([4]byte(s.Daddr[:4]))
-	return 4, netip.AddrPortFrom(l, s.Sport), netip.AddrPortFrom(r, s.Dport)
-}
-
-// sendDetails lists every number read, with its unit in the key.
-func sendDetails(s *Snapshot, r *tcptraceEvent, path ProbePath) map[string]any {
-	// Sized for every key a line can carry: a map that grows while it is
-	// filled costs more than the rest of the line.
-	d := make(map[string]any, detailsCap)
-	d["probe"] = path.String()
-	d["ret"] = r.Ret
-	d["state"] = s.State
-	d["sndbuf_bytes"] = s.SndbufBytes
-	d["sndbuf_set_by_app"] = s.SndbufLocked
-	d["wmem_queued_bytes"] = s.WmemQueued
-	d["unacked_bytes"] = s.UnackedBytes
-	d["notsent_bytes"] = s.NotsentBytes
-	d["peer_window_bytes"] = s.PeerWindow
-	d["cwnd_packets"] = s.Cwnd
-	d["mss_bytes"] = s.MSS
-	d["packets_out"] = s.PacketsOut
-	d["packets_in_flight"] = s.InFlight
-	d["retrans_out_packets"] = s.RetransOut
-	d["lost_packets"] = s.LostOut
-	d["sacked_packets"] = s.SackedOut
-	d["total_retrans_packets"] = s.TotalRetrans
-	d["rto_retransmits"] = s.RTORetransmits
-	d["backoff"] = s.Backoff
-	d["zero_window_probes"] = s.ProbesOut
-	d["timer"] = s.Timer
-	d["srtt_us"] = s.SRTT.Microseconds()
-	d["nodelay"] = s.NoDelay
-	d["cork"] = s.Cork
-	d["notsent_lowat_bytes"] = s.NotsentLowat
-	d["tcp_memory_pressure"] = s.MemPressure
-	d["tcp_memory_pages"] = s.MemAllocated
-	d["socket_inode"] = r.S.Ino
-	if s.HZKnown {
-		d["rto_ms"] = ms(s.RTO)
-		d["since_last_ack_ms"] = ms(s.SinceLastACK)
-		if s.TimerPending {
-			d["timer_in_ms"] = ms(s.TimerIn)
-		}
-	}
-	return d
+	return 4, netip.AddrPortFrom(netip.AddrFrom4([4]byte(local[:4])), lport),
+		netip.AddrPortFrom(netip.AddrFrom4([4]byte(remote[:4])), rport)
 }
 
 // ms keeps sub-millisecond precision: 0.25 ms matters on loopback.
@@ -200,3 +120,28 @@ func cString(b []byte) string {
 
 // detailsCap is the most keys any event's details hold.
 const detailsCap = 48
+
+// dur prints a duration the way people read them in an incident: 40 ms,
+// 5.2 s, 800 µs.
+func dur(d time.Duration) string {
+	neg := ""
+	if d < 0 {
+		neg, d = "-", -d
+	}
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%s%.0f s", neg, d.Seconds())
+	case d >= time.Second:
+		return fmt.Sprintf("%s%.1f s", neg, d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%s%d ms", neg, d.Milliseconds())
+	}
+	return fmt.Sprintf("%s%d µs", neg, d.Microseconds())
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

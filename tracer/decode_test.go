@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 	"unsafe"
@@ -50,57 +49,16 @@ func TestParseRawChecksSize(t *testing.T) {
 	}
 }
 
-func TestDecodeSendEAGAIN(t *testing.T) {
-	r := sampleRaw()
-	d := &decoder{hz: 1000, bootWall: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
-	e := d.decode(&r, tally{count: 1})
-
-	if want := time.Date(2026, 1, 2, 3, 0, 5, 0, time.UTC); !e.Time.Equal(want) {
-		t.Errorf("time %v, want %v", e.Time, want)
-	}
-	if e.Local != netip.MustParseAddrPort("10.0.0.1:41000") || e.Remote != netip.MustParseAddrPort("10.0.0.2:8080") || e.Family != 4 {
-		t.Errorf("addresses %v -> %v family %d", e.Local, e.Remote, e.Family)
-	}
-	if e.PID != 4242 || e.Comm != "proxy" || e.Count != 1 || e.Type != SendEAGAIN {
-		t.Errorf("task fields: %+v", e)
-	}
-	if e.Reason != ReasonUnackedRetransmitting {
-		t.Errorf("reason %s", e.Reason)
-	}
-	want := map[string]any{
-		"unacked_bytes": uint32(1500), "notsent_bytes": uint32(1000), "since_last_ack_ms": 5000.0,
-		"rto_ms": 3200.0, "timer_in_ms": 12800.0, "timer": "retransmit", "srtt_us": int64(1500),
-		"packets_in_flight": uint32(1), "nodelay": true, "cork": false, "rto_retransmits": uint8(4),
-		"sndbuf_bytes": 46080, "probe": "tracepoint", "ret": int32(-11),
-	}
-	for k, v := range want {
-		if e.Details[k] != v {
-			t.Errorf("details[%s] = %#v, want %#v", k, e.Details[k], v)
-		}
-	}
-}
-
-func TestDecodeIPv6AndMapped(t *testing.T) {
-	r := sampleRaw()
-	r.S.Family = unix.AF_INET6
-	r.S.Saddr = netip.MustParseAddr("2001:db8::1").As16()
-	r.S.Daddr = netip.MustParseAddr("::ffff:192.0.2.7").As16()
-	d := &decoder{hz: 250}
-	e := d.decode(&r, tally{count: 1})
-	if e.Family != 6 || e.Local.Addr().String() != "2001:db8::1" || e.Remote.Addr().String() != "192.0.2.7" {
-		t.Errorf("got family %d %v -> %v", e.Family, e.Local, e.Remote)
-	}
-	if e.Details["rto_ms"] != 12800.0 { // 3200 jiffies at HZ=250
-		t.Errorf("rto_ms at HZ=250: %v", e.Details["rto_ms"])
-	}
-}
-
-func TestDecodeWithoutHZLeavesDurationsOut(t *testing.T) {
-	r := sampleRaw()
-	e := (&decoder{}).decode(&r, tally{count: 1})
-	for _, k := range []string{"rto_ms", "since_last_ack_ms", "timer_in_ms"} {
-		if _, ok := e.Details[k]; ok {
-			t.Errorf("details has %s without HZ", k)
+func TestDur(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		800 * time.Microsecond:  "800 µs",
+		40 * time.Millisecond:   "40 ms",
+		5200 * time.Millisecond: "5.2 s",
+		63 * time.Second:        "63 s",
+		-2 * time.Second:        "-2.0 s",
+	} {
+		if got := dur(d); got != want {
+			t.Errorf("dur(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

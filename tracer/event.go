@@ -7,59 +7,9 @@ import (
 )
 
 // EventType names what happened; its String is the `event` field of the JSON
-// contract and the name --events takes.
+// contract and the name --events takes. Its values are the BPF side's enum
+// event_type; each detector declares its own (tracer/<name>.go).
 type EventType uint8
-
-const (
-	SendEAGAIN       EventType = EventType(tcptraceEventTypeEVENT_SEND_EAGAIN)
-	SendBlocked      EventType = EventType(tcptraceEventTypeEVENT_SEND_BLOCKED)
-	SynDrop          EventType = EventType(tcptraceEventTypeEVENT_SYN_DROP)
-	SynCookie        EventType = EventType(tcptraceEventTypeEVENT_SYN_COOKIE)
-	ListenOverflow   EventType = EventType(tcptraceEventTypeEVENT_LISTEN_OVERFLOW)
-	SynackRetransmit EventType = EventType(tcptraceEventTypeEVENT_SYNACK_RETRANSMIT)
-	DelayedACK       EventType = EventType(tcptraceEventTypeEVENT_DELAYED_ACK)
-	NagleStall       EventType = EventType(tcptraceEventTypeEVENT_NAGLE_STALL)
-	NagleDelackStall EventType = EventType(tcptraceEventTypeEVENT_NAGLE_DELACK_STALL)
-
-	// Connection set-up and teardown (connect.go).
-	SynRetransmit    EventType = EventType(tcptraceEventTypeEVENT_SYN_RETRANSMIT)
-	ConnectTimeout   EventType = EventType(tcptraceEventTypeEVENT_CONNECT_TIMEOUT)
-	ConnectRefused   EventType = EventType(tcptraceEventTypeEVENT_CONNECT_REFUSED)
-	PortExhaustion   EventType = EventType(tcptraceEventTypeEVENT_PORT_EXHAUSTION)
-	TimewaitOverflow EventType = EventType(tcptraceEventTypeEVENT_TIMEWAIT_OVERFLOW)
-	PawsReject       EventType = EventType(tcptraceEventTypeEVENT_PAWS_REJECT)
-	Reset            EventType = EventType(tcptraceEventTypeEVENT_RESET)
-)
-
-var eventNames = map[EventType]string{
-	SendEAGAIN:       "send_eagain",
-	SendBlocked:      "send_blocked",
-	SynDrop:          "syn_drop",
-	SynCookie:        "syn_cookie",
-	ListenOverflow:   "listen_overflow",
-	SynackRetransmit: "synack_retransmit",
-	DelayedACK:       "delayed_ack",
-	NagleStall:       "nagle_stall",
-	NagleDelackStall: "nagle_delack_stall",
-	SynRetransmit:    "syn_retransmit",
-	ConnectTimeout:   "connect_timeout",
-	ConnectRefused:   "connect_refused",
-	PortExhaustion:   "port_exhaustion",
-	TimewaitOverflow: "timewait_overflow",
-	PawsReject:       "paws_reject",
-	Reset:            "reset",
-}
-
-// isListenerEvent: the event is about a listener and one client, seen in
-// softirq or timer context, and its pid is the listener's owner.
-func (t EventType) isListenerEvent() bool {
-	return t >= SynDrop && t <= SynackRetransmit
-}
-
-// isAckEvent: a delayed ACK or a Nagle hold (tracer/ack.go).
-func (t EventType) isAckEvent() bool {
-	return t >= DelayedACK && t <= NagleDelackStall
-}
 
 func (t EventType) String() string {
 	if n, ok := eventNames[t]; ok {
@@ -70,19 +20,25 @@ func (t EventType) String() string {
 
 // ParseEventType maps a name given to --events back to its type.
 func ParseEventType(name string) (EventType, error) {
-	for t, n := range eventNames {
-		if n == name {
-			return t, nil
+	for _, d := range detectors {
+		for _, e := range d.events {
+			if e.name == name {
+				return e.typ, nil
+			}
 		}
 	}
 	return 0, fmt.Errorf("unknown event %q (known: %s)", name, eventList())
 }
 
-// AllEventTypes lists every event in a stable order.
+// AllEventTypes lists every event, detector by detector.
 func AllEventTypes() []EventType {
-	return []EventType{SendEAGAIN, SendBlocked, SynDrop, SynCookie, ListenOverflow, SynackRetransmit,
-		DelayedACK, NagleStall, NagleDelackStall,
-		SynRetransmit, ConnectTimeout, ConnectRefused, PortExhaustion, TimewaitOverflow, PawsReject, Reset}
+	var out []EventType
+	for _, d := range detectors {
+		for _, e := range d.events {
+			out = append(out, e.typ)
+		}
+	}
+	return out
 }
 
 func eventList() string {
@@ -99,38 +55,12 @@ func eventList() string {
 // Reason is the machine-readable cause of an event.
 type Reason string
 
+// Reasons more than one detector gives; each detector names its own
+// beside its events.
 const (
-	ReasonPeerZeroWindow        Reason = "peer_zero_window"
-	ReasonUnackedRetransmitting Reason = "unacked_retransmitting"
-	ReasonCwndLimited           Reason = "cwnd_limited"
-	ReasonSndbufLimited         Reason = "sndbuf_limited"
-	ReasonMemoryPressure        Reason = "memory_pressure"
-	ReasonNotsentLowat          Reason = "notsent_lowat"
-	ReasonUnknown               Reason = "unknown"
-
-	// Listener events.
-	ReasonAcceptQueueFull  Reason = "accept_queue_full"
-	ReasonSynQueueFull     Reason = "syn_queue_full"
-	ReasonUnprovenPeer     Reason = "unproven_peer"
-	ReasonOther            Reason = "other"
-	ReasonSyncookiesAlways Reason = "syncookies_always"
-	ReasonNoFinalACK       Reason = "no_final_ack"
-
-	// Delayed ACKs and Nagle.
-	ReasonPingpong          Reason = "pingpong"           // the receiver judged the connection interactive
-	ReasonQuickackExhausted Reason = "quickack_exhausted" // no quick ACKs left, less than two segments to ACK
-	ReasonUnackedSmall      Reason = "unacked_small_segment"
-	ReasonPeerDelayedACK    Reason = "peer_delayed_ack"
+	reasonUnknown Reason = "unknown"
+	reasonOther   Reason = "other"
 )
-
-var listenReasons = map[uint8]Reason{
-	uint8(tcptraceListenReasonLISTEN_ACCEPT_QUEUE_FULL): ReasonAcceptQueueFull,
-	uint8(tcptraceListenReasonLISTEN_SYN_QUEUE_FULL):    ReasonSynQueueFull,
-	uint8(tcptraceListenReasonLISTEN_UNPROVEN_PEER):     ReasonUnprovenPeer,
-	uint8(tcptraceListenReasonLISTEN_OTHER):             ReasonOther,
-	uint8(tcptraceListenReasonLISTEN_SYNCOOKIES_ALWAYS): ReasonSyncookiesAlways,
-	uint8(tcptraceListenReasonLISTEN_NO_FINAL_ACK):      ReasonNoFinalACK,
-}
 
 // ProbePath says which kind of kernel hook produced an event.
 type ProbePath uint8
@@ -170,7 +100,6 @@ type Event struct {
 	Type   EventType
 	Reason Reason
 	PID    uint32
-	TID    uint32
 	Comm   string
 	Family int // 4 or 6
 	Local  netip.AddrPort
@@ -185,15 +114,16 @@ type Event struct {
 	// Details holds every number read from the kernel, keyed with its unit
 	// (sndbuf_bytes, rto_ms). Values are numbers, booleans or strings.
 	Details map[string]any
-	// Socket identifies the connection for the summary (kernel address of
-	// the socket); it is not part of the output contract.
-	Socket uint64
-	// Snapshot is the socket state behind Details and Explanation (send,
-	// delayed-ACK and Nagle events); Listener the listener's (listener events).
-	Snapshot Snapshot
-	Listener ListenerState
-	// ACK is the delayed-ACK or Nagle state (those events).
-	ACK ACKState
-	// Conn is the connection's state at a set-up or teardown event.
-	Conn ConnState
+
+	// What the sentence is made from: the socket's snapshot (send, delack,
+	// nagle), the listener's (listen), the delayed ACK's and the Nagle
+	// hold's, the connection's (connect, ports, timewait, paws, reset).
+	snap   snapshot
+	listen listenState
+	delack delackState
+	nagle  nagleState
+	conn   connState
+	// inProgress: a send still blocked when the line was printed; the
+	// summary counts the wait when it ends.
+	inProgress bool
 }

@@ -20,17 +20,12 @@ import (
 //
 // The check is made only where tcptrace's count and the counter mean the same
 // thing: an event the kernel bumps the counter for exactly once, and no filter
-// (--pid, --port, -4/-6) in the run.
+// (--pid, --port, -4/-6) in the run. Each detector lists its checks
+// (detector.counters).
 type counterCheck struct {
 	event   EventType
 	counter string   // TcpExt field
 	related []string // printed beside it: counters that explain a shortfall
-}
-
-var counterChecks = []counterCheck{
-	// tcp_delack_timer_handler() counts LINUX_MIB_DELAYEDACKS once per ACK it
-	// sends, and the detector reports exactly those firings.
-	{DelayedACK, "DelayedACKs", []string{"DelayedACKLocked"}},
 }
 
 // netstats is the TcpExt counters of each network namespace, by inode.
@@ -110,11 +105,11 @@ type CounterCheck struct {
 	Related map[string]uint64 // increases of the related counters
 }
 
-// NotSeen is how many the kernel counted beyond what tcptrace reported.
+// notSeen is how many the kernel counted beyond what tcptrace reported.
 // Events in the moments between attaching and the first reading (and the
 // last reading and detaching) are seen but not in Kernel, so a shortfall can
 // be hidden by them, never made up.
-func (c CounterCheck) NotSeen() uint64 {
+func (c CounterCheck) notSeen() uint64 {
 	if c.Kernel > c.Seen {
 		return c.Kernel - c.Seen
 	}
@@ -160,9 +155,11 @@ func counterChecksFor(opts Options) []counterCheck {
 		return nil
 	}
 	var out []counterCheck
-	for _, c := range counterChecks {
-		if containsEvent(opts.Events, c.event) {
-			out = append(out, c)
+	for _, d := range detectors {
+		for _, c := range d.counters {
+			if containsEvent(opts.Events, c.event) {
+				out = append(out, c)
+			}
 		}
 	}
 	return out
@@ -183,7 +180,7 @@ func WriteCounterChecks(w io.Writer, checks []CounterCheck) {
 		switch {
 		case c.Kernel > c.Seen:
 			fmt.Fprintf(w, "  not seen: %d %s in netns %d: the kernel's %s went up by %d%s, tcptrace reported %d; its probes did not run for them (README, \"Counts against the kernel's\")\n",
-				c.NotSeen(), c.Event, c.NetNS, c.Counter, c.Kernel, related, c.Seen)
+				c.notSeen(), c.Event, c.NetNS, c.Counter, c.Kernel, related, c.Seen)
 		case c.Kernel == c.Seen:
 			fmt.Fprintf(w, "  kernel agrees: %s +%d in netns %d%s, %s %d\n", c.Counter, c.Kernel, c.NetNS, related, c.Event, c.Seen)
 		default:

@@ -49,10 +49,10 @@ func TestCompareCounters(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("got %+v, want namespaces 1 and 3", got)
 	}
-	if c := got[0]; c.NetNS != 1 || c.Kernel != 29 || c.Seen != 27 || c.NotSeen() != 2 || c.Related["DelayedACKLocked"] != 1 {
-		t.Errorf("netns 1: %+v (not seen %d)", c, c.NotSeen())
+	if c := got[0]; c.NetNS != 1 || c.Kernel != 29 || c.Seen != 27 || c.notSeen() != 2 || c.Related["DelayedACKLocked"] != 1 {
+		t.Errorf("netns 1: %+v (not seen %d)", c, c.notSeen())
 	}
-	if c := got[1]; c.NetNS != 3 || c.Kernel != 2 || c.Seen != 3 || c.NotSeen() != 0 {
+	if c := got[1]; c.NetNS != 3 || c.Kernel != 2 || c.Seen != 3 || c.notSeen() != 0 {
 		t.Errorf("netns 3: %+v", c)
 	}
 }

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
-// kernelFacts is what the listener detector needs to know about the running
-// kernel beyond CO-RE: addresses from /proc/kallsyms and values that only
-// the kernel's BTF holds by name.
+// kernelFacts is what detectors need to know about the running kernel beyond
+// CO-RE, read once for all of them (detector.needs): addresses from
+// /proc/kallsyms and values that only the kernel's BTF holds by name. The
+// listen detector reads most of them (function ranges, hook prototypes),
+// the delack detector its timer's callback; both read the kernel's SNMP
+// counters per CPU, through the MIB indexes and per-CPU offsets. The
+// connection detectors' own facts are in conn (conn_kernel.go).
 type kernelFacts struct {
 	rspStart, rspEnd uint64 // tcp_rcv_state_process's text
 	// cookie_v4_check's and cookie_v6_check's text (zero: not in
@@ -24,10 +27,9 @@ type kernelFacts struct {
 	synRecvNargs             uint32 // arguments of tcp_v4_syn_recv_sock (6, or 7 with opt_child_init)
 	consumeLocation          bool   // skb:consume_skb passes the caller's address (6.3+)
 	delackTimer              uint64 // tcp_delack_timer(), the delayed-ACK timer's callback (static)
-	// err says why the counters cannot be read per CPU; the SYN detector
-	// is unavailable on its counter-based paths then.
-	err error
-	// conn: for the connection set-up and teardown detectors (connect_kernel.go).
+	// err says why the counters cannot be read per CPU; the paths that
+	// judge by them (listen, delack: needCounters) are unavailable then.
+	err  error
 	conn *connFacts
 }
 
@@ -106,6 +108,13 @@ func readKernelFacts(kernelBTF *btf.Cache) *kernelFacts {
 	return f
 }
 
+func needCounters(f *kernelFacts) error {
+	if f.err != nil {
+		return fmt.Errorf("cannot read the SNMP counters per CPU: %w", f.err)
+	}
+	return nil
+}
+
 // tracepointArgs counts the arguments a BTF tracepoint passes (its typedef's
 // prototype, the first being the probe's data pointer), 0 if not found.
 func tracepointArgs(spec *btf.Spec, typedef string) int {
@@ -138,32 +147,22 @@ func enumHas(spec *btf.Spec, enum, value string) bool {
 }
 
 // setKernelFacts writes the facts into the object's constants.
-func setKernelFacts(spec *ebpf.CollectionSpec, f *kernelFacts) error {
-	vars := map[string]any{
-		"cfg_rsp_start":         f.rspStart,
-		"cfg_rsp_end":           f.rspEnd,
-		"cfg_cookie4_start":     f.cookie4Start,
-		"cfg_cookie4_end":       f.cookie4End,
-		"cfg_cookie6_start":     f.cookie6Start,
-		"cfg_cookie6_end":       f.cookie6End,
-		"mib_listen_overflows":  f.mib["LINUX_MIB_LISTENOVERFLOWS"],
-		"mib_listen_drops":      f.mib["LINUX_MIB_LISTENDROPS"],
-		"mib_reqq_full_drop":    f.mib["LINUX_MIB_TCPREQQFULLDROP"],
-		"mib_reqq_full_cookies": f.mib["LINUX_MIB_TCPREQQFULLDOCOOKIES"],
-		"mib_delayed_acks":      f.mib["LINUX_MIB_DELAYEDACKS"],
-		"cfg_delack_fn":         f.delackTimer,
-		"pcpu_runqueues_off":    f.pcpuRunqueues,
-		"pcpu_fw_alloc_off":     f.pcpuFwAlloc,
-		"cfg_mib_ok":            boolByte(f.err == nil),
-	}
-	for name, v := range vars {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("BPF object has no variable %s", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
-		}
-	}
-	return nil
+func setKernelFacts(v *tcptraceVariableSpecs, f *kernelFacts) error {
+	return set(
+		setting{v.CfgRspStart, f.rspStart},
+		setting{v.CfgRspEnd, f.rspEnd},
+		setting{v.CfgCookie4Start, f.cookie4Start},
+		setting{v.CfgCookie4End, f.cookie4End},
+		setting{v.CfgCookie6Start, f.cookie6Start},
+		setting{v.CfgCookie6End, f.cookie6End},
+		setting{v.MibListenOverflows, f.mib["LINUX_MIB_LISTENOVERFLOWS"]},
+		setting{v.MibListenDrops, f.mib["LINUX_MIB_LISTENDROPS"]},
+		setting{v.MibReqqFullDrop, f.mib["LINUX_MIB_TCPREQQFULLDROP"]},
+		setting{v.MibReqqFullCookies, f.mib["LINUX_MIB_TCPREQQFULLDOCOOKIES"]},
+		setting{v.MibDelayedAcks, f.mib["LINUX_MIB_DELAYEDACKS"]},
+		setting{v.CfgDelackFn, f.delackTimer},
+		setting{v.PcpuRunqueuesOff, f.pcpuRunqueues},
+		setting{v.PcpuFwAllocOff, f.pcpuFwAlloc},
+		setting{v.CfgMibOk, boolByte(f.err == nil)},
+	)
 }

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 
@@ -23,6 +24,9 @@ type objects struct {
 	// again. Dropped once loading is done (New), so the memory goes with it.
 	kernelBTF *btf.Cache
 	maps      *ebpf.Collection // every map of the object, no programs
+	// m and v are maps's maps and variables, by field (typed).
+	m tcptraceMaps
+	v tcptraceVariables
 	// attached: programs in place, by name. A program shared by several
 	// detectors (enum shared_hook) is attached once.
 	attached map[string]bool
@@ -63,7 +67,17 @@ func (o *objects) close() error {
 	return errors.Join(errs...)
 }
 
-func (o *objects) mapByName(name string) *ebpf.Map { return o.maps.Maps[name] }
+// typed fills m and v: the objects of maps, by field. Assign takes what it
+// fills out of the collection it is given, so it is given a copy: maps
+// keeps every map, for the programs loaded later (MapReplacements), and
+// closes them.
+func (o *objects) typed() error {
+	c := &ebpf.Collection{Maps: maps.Clone(o.maps.Maps), Variables: maps.Clone(o.maps.Variables)}
+	if err := c.Assign(&o.m); err != nil {
+		return err
+	}
+	return c.Assign(&o.v)
+}
 
 // skippedRuns is, per program, how many times the kernel did not run it on
 // a hit of its hook. Each one is an event tcptrace may have missed.
@@ -111,18 +125,16 @@ func (o *objects) kprobeMissed() map[string]uint64 {
 	return out
 }
 
-// loadSpec returns the compiled object with the run's configuration set.
-func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
+// loadSpec returns the compiled object with the run's configuration set,
+// and its variables by field.
+func loadSpec(opts *Options) (*ebpf.CollectionSpec, *tcptraceVariableSpecs, error) {
 	spec, err := loadTcptrace()
 	if err != nil {
-		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	set := func(name string, v any) error {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("BPF object has no variable %s", name)
-		}
-		return vs.Set(v)
+	var v tcptraceVariableSpecs
+	if err := spec.Assign(&v); err != nil {
+		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
 	family := uint16(0)
 	switch opts.Family {
@@ -131,22 +143,31 @@ func loadSpec(opts *Options) (*ebpf.CollectionSpec, error) {
 	case 6:
 		family = unix.AF_INET6
 	}
-	for name, v := range map[string]any{
-		"cfg_filter_pid":  boolByte(len(opts.PIDs) > 0),
-		"cfg_port":        opts.Port,
-		"cfg_family":      family,
-		"cfg_snapshot_ns": uint64(snapshotRefresh(opts.Interval)),
-		// Work the delayed-ACK and Nagle programs skip when not asked for.
-		"cfg_emit_delack":       boolByte(containsEvent(opts.Events, DelayedACK)),
-		"cfg_record_peer":       boolByte(containsEvent(opts.Events, NagleDelackStall)),
-		"cfg_emit_nagle":        boolByte(containsEvent(opts.Events, NagleStall)),
-		"cfg_emit_nagle_delack": boolByte(containsEvent(opts.Events, NagleDelackStall)),
-	} {
-		if err := set(name, v); err != nil {
-			return nil, err
+	err = set(append(detectorSettings(opts.Events, &v),
+		setting{v.CfgFilterPid, boolByte(len(opts.PIDs) > 0)},
+		setting{v.CfgPort, opts.Port},
+		setting{v.CfgFamily, family},
+		setting{v.CfgSnapshotNs, uint64(snapshotRefresh(opts.Interval))},
+	)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return spec, &v, nil
+}
+
+// setting is a value for one of the object's variables.
+type setting struct {
+	v     *ebpf.VariableSpec
+	value any
+}
+
+func set(settings ...setting) error {
+	for _, s := range settings {
+		if err := s.v.Set(s.value); err != nil {
+			return fmt.Errorf("setting %s: %w", s.v.Name, err)
 		}
 	}
-	return spec, nil
+	return nil
 }
 
 func boolByte(b bool) uint8 {
@@ -170,8 +191,8 @@ func withPrograms(spec *ebpf.CollectionSpec, names ...string) *ebpf.CollectionSp
 }
 
 // createMaps makes every map once, before any program.
-func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collection, error) {
-	if err := prepareOwners(spec, kernelBTF); err != nil {
+func createMaps(spec *ebpf.CollectionSpec, v *tcptraceVariableSpecs, kernelBTF *btf.Cache) (*ebpf.Collection, error) {
+	if err := prepareOwners(spec, v, kernelBTF); err != nil {
 		return nil, err
 	}
 	c, err := ebpf.NewCollectionWithOptions(withPrograms(spec), ebpf.CollectionOptions{Cache: kernelBTF})
@@ -184,7 +205,7 @@ func createMaps(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) (*ebpf.Collecti
 // loadPath loads and attaches one path's programs into o, or nothing.
 // Programs in o.attached (shared with a detector loaded before) are in place
 // already.
-func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) error {
+func loadPath(spec *ebpf.CollectionSpec, o *objects, p *pathSpec) error {
 	s := withPrograms(spec)
 	var todo []progAttach
 	for _, pa := range p.progs {
@@ -237,63 +258,85 @@ func loadPath(spec *ebpf.CollectionSpec, o *objects, p pathSpec) error {
 	return nil
 }
 
-// attachAll picks a path for every wanted detector. A detector no path
+// pathLoader is what attachAll needs from the kernel: load and attach a
+// path's programs (all or none), and turn shared programs on.
+type pathLoader interface {
+	loadPath(p *pathSpec) error
+	setHooks(bits uint32) error
+}
+
+// kernelLoader loads into the kernel, sharing o's maps.
+type kernelLoader struct {
+	spec *ebpf.CollectionSpec
+	o    *objects
+}
+
+func (k kernelLoader) loadPath(p *pathSpec) error { return loadPath(k.spec, k.o, p) }
+func (k kernelLoader) setHooks(bits uint32) error { return setHooks(k.o, bits) }
+
+// attachAll picks a path for every wanted set of programs. A set no path
 // supports is reported in its ProbeStatus and skipped; the others go on.
-func attachAll(spec *ebpf.CollectionSpec, o *objects, events []EventType, force ProbePath, facts *kernelFacts) []ProbeStatus {
+func attachAll(l pathLoader, dets []*detector, events []EventType, force ProbePath, facts *kernelFacts) []ProbeStatus {
 	var (
 		out    []ProbeStatus
-		shared []int // indexes in out of detectors whose path shares programs
+		shared []int // indexes in out of sets whose path shares programs
 		hooks  uint32
 	)
-	for _, d := range detectors {
-		if !wantsAny(events, d.events) {
-			continue
-		}
-		st := ProbeStatus{Events: d.events}
-		for _, p := range d.paths {
-			if force != 0 && p.path != force {
+	for _, det := range dets {
+		for _, set := range det.probes {
+			if !wantsAny(events, set.events) {
 				continue
 			}
-			if p.requires != nil {
-				if err := p.requires(facts); err != nil {
-					st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: true})
-					continue
-				}
-			}
-			if err := loadPath(spec, o, p); err != nil {
-				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
-				continue
-			}
-			if p.enable != 0 {
-				hooks |= p.enable
+			st := attachSet(l, set, force, facts)
+			if st.using != nil && st.using.enable != 0 {
+				hooks |= st.using.enable
 				shared = append(shared, len(out))
 			}
-			st.Path, st.Hooks = p.path, p.hooks
-			break
+			out = append(out, st)
 		}
-		if force != 0 && st.Path == 0 && len(st.Tried) == 0 {
-			st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", st.Names(), force), Unsupported: true})
-		}
-		out = append(out, st)
 	}
-	if err := setHooks(o, hooks); err != nil {
+	if err := l.setHooks(hooks); err != nil {
 		// The shared programs would do nothing for them: say so on every
-		// detector that relies on them.
+		// set that relies on them.
 		for _, i := range shared {
 			out[i].Tried = append(out[i].Tried, PathFailure{Path: out[i].Path, Hooks: out[i].Hooks, Err: err})
-			out[i].Path = 0
+			out[i].Path, out[i].using = 0, nil
 		}
 	}
 	return out
 }
 
+// attachSet loads the first of the set's paths that the kernel takes (only
+// the forced one, if any).
+func attachSet(l pathLoader, set probeSet, force ProbePath, facts *kernelFacts) ProbeStatus {
+	st := ProbeStatus{Events: set.events}
+	for i := range set.paths {
+		p := &set.paths[i]
+		if force != 0 && p.path != force {
+			continue
+		}
+		if p.requires != nil {
+			if err := p.requires(facts); err != nil {
+				st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: true})
+				continue
+			}
+		}
+		if err := l.loadPath(p); err != nil {
+			st.Tried = append(st.Tried, PathFailure{Path: p.path, Hooks: p.hooks, Err: err, Unsupported: errors.Is(err, errUnsupported)})
+			continue
+		}
+		st.Path, st.Hooks, st.using = p.path, p.hooks, p
+		return st
+	}
+	if force != 0 && len(st.Tried) == 0 {
+		st.Tried = append(st.Tried, PathFailure{Path: force, Err: fmt.Errorf("%s has no %s path", st.Names(), force), Unsupported: true})
+	}
+	return st
+}
+
 // setHooks turns the shared programs on for more detectors.
 func setHooks(o *objects, bits uint32) error {
-	v, ok := o.maps.Variables["hooks_on"]
-	if !ok {
-		return errors.New("BPF object has no variable hooks_on")
-	}
-	if err := v.Set(o.hooks | bits); err != nil {
+	if err := o.v.HooksOn.Set(o.hooks | bits); err != nil {
 		return fmt.Errorf("enabling the shared programs (hooks_on): %w", err)
 	}
 	o.hooks |= bits
@@ -313,7 +356,7 @@ func wantsAny(wanted, have []EventType) bool {
 // owner, then teaches it the sockets that already exist. Failure is not
 // fatal: events then name the owner from /proc where they can.
 func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) error {
-	if err := loadPath(spec, o, ownerTracking); err != nil {
+	if err := loadPath(spec, o, &ownerTracking); err != nil {
 		return fmt.Errorf("socket owner tracking (%s): %w", ownerTracking.hooks, err)
 	}
 	if err := setHooks(o, ownerTracking.enable); err != nil {
@@ -326,7 +369,7 @@ func attachOwnerTracking(spec *ebpf.CollectionSpec, o *objects, pids []uint32) e
 		return fmt.Errorf("loading the socket iterator: %w", explainLoad(err))
 	}
 	defer iter.Close()
-	return errors.Join(ownerStorageNote(spec), learnExistingSockets(iter.Programs[ownerIterProg], o.mapByName("inode_owners"), pids))
+	return errors.Join(ownerStorageNote(o), learnExistingSockets(iter.Programs[ownerIterProg], o.m.InodeOwners, pids))
 }
 
 func containsEvent(list []EventType, t EventType) bool {

@@ -49,12 +49,12 @@ func (t *textWriter) Write(e Event) error {
 	}
 	// The explanation can quote a process name too (the peer's, in a
 	// nagle_delack_stall).
-	_, err := fmt.Fprintf(t.w, textHeader, e.Time.Format("15:04:05.000"), fmt.Sprint(e.PID), Printable(e.Comm), e.Type,
-		Printable(string(e.Reason)), e.Local, e.Remote, fmt.Sprint(e.Count), Printable(e.Explanation))
+	_, err := fmt.Fprintf(t.w, textHeader, e.Time.Format("15:04:05.000"), fmt.Sprint(e.PID), printable(e.Comm), e.Type,
+		printable(string(e.Reason)), e.Local, e.Remote, fmt.Sprint(e.Count), printable(e.Explanation))
 	return err
 }
 
-// Printable returns s as it may be written to a terminal: printable
+// printable returns s as it may be written to a terminal: printable
 // characters (UTF-8 included) as they are; every other byte (control
 // characters, DEL, bytes that are not UTF-8, and the bytes of a rune that
 // does not print, such as U+202E, which reverses the text after it) as
@@ -66,7 +66,7 @@ func (t *textWriter) Write(e Event) error {
 // as a control sequence, a newline forge a line of output. ps prints '?'
 // for such bytes instead, which loses them; JSON output escapes them its
 // own way and does not use this.
-func Printable(s string) string {
+func printable(s string) string {
 	i := 0
 	for i < len(s) {
 		n, ok := printableAt(s, i)

@@ -83,8 +83,8 @@ func TestSummaryCountsAndLost(t *testing.T) {
 	s.Add(d.decode(&r, tally{count: 41}))
 	r.Type = uint8(SendBlocked)
 	s.Add(d.decode(&r, tally{count: 1, inProgress: true}))
-	if s.Total(SendEAGAIN) != 42 || s.Total(SendBlocked) != 0 {
-		t.Errorf("totals %d %d", s.Total(SendEAGAIN), s.Total(SendBlocked))
+	if s.total(SendEAGAIN) != 42 || s.total(SendBlocked) != 0 {
+		t.Errorf("totals %d %d", s.total(SendEAGAIN), s.total(SendBlocked))
 	}
 	var buf bytes.Buffer
 	s.Write(&buf, map[EventType]uint64{SendEAGAIN: 5})
@@ -128,8 +128,8 @@ func TestPrintable(t *testing.T) {
 		{"abc\u202eexe.txt", `abc\xe2\x80\xaeexe.txt`}, // right-to-left override
 		{"\ufffd", "\ufffd"},                           // a real U+FFFD prints
 	} {
-		if got := Printable(c.in); got != c.want {
-			t.Errorf("Printable(%q) = %q, want %q", c.in, got, c.want)
+		if got := printable(c.in); got != c.want {
+			t.Errorf("printable(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }
@@ -138,7 +138,7 @@ func TestPrintable(t *testing.T) {
 // every line.
 func TestPrintableDoesNotAllocateForCleanNames(t *testing.T) {
 	s := "send buffer full (46592 of 46080 bytes queued), srtt 36 µs"
-	if n := testing.AllocsPerRun(100, func() { Printable(s) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { printable(s) }); n != 0 {
 		t.Errorf("%v allocations for a clean string", n)
 	}
 }

@@ -161,31 +161,25 @@ const (
 // let a tp_btf program and an iterator use socket storage (found by loading
 // one that does), and the owners table gets a size from the host's socket
 // count.
-func prepareOwners(spec *ebpf.CollectionSpec, kernelBTF *btf.Cache) error {
-	tp := boolByte(loadOwnerProbe(spec, "probe_owner_storage", kernelBTF) == nil)
-	iter := boolByte(loadOwnerProbe(spec, "probe_owner_storage_iter", kernelBTF) == nil)
-	for name, v := range map[string]uint8{"cfg_owner_storage": tp, "cfg_owner_storage_iter": iter} {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("BPF object has no variable %s", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return err
-		}
+func prepareOwners(spec *ebpf.CollectionSpec, v *tcptraceVariableSpecs, kernelBTF *btf.Cache) error {
+	var m tcptraceMapSpecs
+	if err := spec.Assign(&m); err != nil {
+		return err
 	}
-	m, ok := spec.Maps["owners"]
-	if !ok {
-		return errors.New("BPF object has no map owners")
+	err := set(setting{v.CfgOwnerStorage, boolByte(loadOwnerProbe(spec, &m, "probe_owner_storage", kernelBTF) == nil)},
+		setting{v.CfgOwnerStorageIter, boolByte(loadOwnerProbe(spec, &m, "probe_owner_storage_iter", kernelBTF) == nil)})
+	if err != nil {
+		return err
 	}
-	m.MaxEntries = ownersTableSize(tcpSocketsAllocated())
+	m.Owners.MaxEntries = ownersTableSize(tcpSocketsAllocated())
 	return nil
 }
 
 // loadOwnerProbe loads one of the programs that only try socket storage,
 // with the storage map alone.
-func loadOwnerProbe(spec *ebpf.CollectionSpec, prog string, kernelBTF *btf.Cache) error {
+func loadOwnerProbe(spec *ebpf.CollectionSpec, m *tcptraceMapSpecs, prog string, kernelBTF *btf.Cache) error {
 	s := withPrograms(spec, prog)
-	s.Maps = map[string]*ebpf.MapSpec{"owner_store": spec.Maps["owner_store"]}
+	s.Maps = map[string]*ebpf.MapSpec{m.OwnerStore.Name: m.OwnerStore}
 	s.Variables = nil
 	c, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{Cache: kernelBTF})
 	if err != nil {
@@ -236,12 +230,12 @@ func parseSockstatAlloc(sockstat string) (uint64, bool) {
 
 // ownerStorageNote says, when the kernel keeps no owner in the sockets
 // themselves, what that means for this run; nil otherwise.
-func ownerStorageNote(spec *ebpf.CollectionSpec) error {
+func ownerStorageNote(o *objects) error {
 	var on uint8
-	if vs, ok := spec.Variables["cfg_owner_storage"]; ok && vs.Get(&on) == nil && on != 0 {
+	if o.v.CfgOwnerStorage.Get(&on) == nil && on != 0 {
 		return nil
 	}
-	return fmt.Errorf("this kernel does not let tracing programs use socket storage (5.11+): owners are kept in a table of %d sockets; past that the oldest are forgotten (counted in the summary)", spec.Maps["owners"].MaxEntries)
+	return fmt.Errorf("this kernel does not let tracing programs use socket storage (5.11+): owners are kept in a table of %d sockets; past that the oldest are forgotten (counted in the summary)", o.m.Owners.MaxEntries())
 }
 
 // Indexes of the owner_unknown counters (enum owner_unknown in
@@ -263,7 +257,7 @@ type OwnerCounts struct {
 // OwnersUnknown reads the counts; zero if they cannot be read.
 func (t *Tracer) OwnersUnknown() OwnerCounts {
 	var c OwnerCounts
-	m := t.objs.mapByName("owner_unknown")
+	m := t.objs.m.OwnerUnknown
 	if m == nil {
 		return c
 	}
@@ -288,3 +282,12 @@ func WriteOwnersUnknown(w io.Writer, c OwnerCounts) {
 	}
 	fmt.Fprintf(w, "  owner unknown: %d events (%d printed with owner_known false, %d left out by --pid, which could not tell whose they were)\n", c.Reported+c.Filtered, c.Reported, c.Filtered)
 }
+
+// ownerTracking is what the detectors that need socket owners load besides
+// their own hooks: who owns each socket, and where the listeners are
+// (bpf/owner.bpf.c).
+var ownerTracking = pathSpec{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state", progs: []progAttach{
+	{prog: "tp_inet_sock_set_state", kind: attachTracing},
+}, enable: hookOwners}
+
+const ownerIterProg = "iter_tcp_owners"

@@ -48,11 +48,11 @@ const (
 	nagleCork = 2 // TCP_CORK
 )
 
-// Snapshot is a socket's state at an event, in natural units. Durations that
+// snapshot is a socket's state at an event, in natural units. Durations that
 // the kernel keeps in jiffies are converted with the running kernel's HZ; when
 // HZ is unknown they are left zero and HZKnown is false, and explanations
 // leave them out rather than guess.
-type Snapshot struct {
+type snapshot struct {
 	State          string
 	SndbufBytes    int
 	SndbufLocked   bool // the application set SO_SNDBUF, which turns off autotuning
@@ -87,8 +87,8 @@ type Snapshot struct {
 }
 
 // newSnapshot converts the raw kernel snapshot. hz is CONFIG_HZ, 0 if unknown.
-func newSnapshot(r *tcptraceTcpSnapshot, hz uint64) Snapshot {
-	s := Snapshot{
+func newSnapshot(r *tcptraceTcpSnapshot, hz uint64) snapshot {
+	s := snapshot{
 		State:          stateName(r.State),
 		SndbufBytes:    int(r.Sndbuf),
 		SndbufLocked:   r.Userlocks&1 != 0,
@@ -131,4 +131,9 @@ func newSnapshot(r *tcptraceTcpSnapshot, hz uint64) Snapshot {
 		}
 	}
 	return s
+}
+
+// jiffies converts a count of the kernel's ticks; hz must not be 0.
+func jiffies(n uint32, hz uint64) time.Duration {
+	return time.Duration(n) * time.Second / time.Duration(hz)
 }

@@ -32,15 +32,15 @@ func NewSummary() *Summary {
 // Add counts one printed line. A send still blocked is not a finished wait
 // and is left out, so the totals count each wait once.
 func (s *Summary) Add(e Event) {
-	if ip, ok := e.Details["in_progress"].(bool); ok && ip {
+	if e.inProgress {
 		return
 	}
 	s.byReason[summaryKey{e.Type, e.Reason}] += e.Count
 	s.byConn[connKey{e.Type, e.PID, e.Comm, e.Local, e.Remote}] += e.Count
 }
 
-// Total is the sum of counts of one event.
-func (s *Summary) Total(t EventType) uint64 {
+// total is the sum of counts of one event.
+func (s *Summary) total(t EventType) uint64 {
 	var n uint64
 	for k, v := range s.byReason {
 		if k.event == t {
@@ -68,7 +68,7 @@ func (s *Summary) Write(w io.Writer, lost map[EventType]uint64) {
 		return reasons[i].reason < reasons[j].reason
 	})
 	for _, k := range reasons {
-		fmt.Fprintf(w, "  %-18s %-24s %10d\n", k.event, Printable(string(k.reason)), s.byReason[k])
+		fmt.Fprintf(w, "  %-18s %-24s %10d\n", k.event, printable(string(k.reason)), s.byReason[k])
 	}
 	conns := make([]connKey, 0, len(s.byConn))
 	for k := range s.byConn {
@@ -83,7 +83,7 @@ func (s *Summary) Write(w io.Writer, lost map[EventType]uint64) {
 			fmt.Fprintf(w, "  ... and %d more connections\n", len(conns)-20)
 			break
 		}
-		fmt.Fprintf(w, "  %-18s %7d %-15s %-22s -> %-22s %10d\n", k.event, k.pid, Printable(k.comm), k.local, k.remote, s.byConn[k])
+		fmt.Fprintf(w, "  %-18s %7d %-15s %-22s -> %-22s %10d\n", k.event, k.pid, printable(k.comm), k.local, k.remote, s.byConn[k])
 	}
 	var total uint64
 	for _, n := range lost {

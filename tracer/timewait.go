@@ -1,75 +1,84 @@
 package tracer
 
 import (
-	"bufio"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
 )
 
-// timeWaitTo counts the TIME_WAIT sockets to one destination in the network
-// namespace of a process, from /proc/<pid>/net/tcp{,6} (which shows that
-// process's namespace). -1 when the process is gone or the files unreadable.
-// Counting them in BPF would mean walking the established hash per event.
-func timeWaitTo(pid uint32, dst netip.AddrPort) int {
-	n, ok := 0, false
-	for _, f := range []string{"tcp", "tcp6"} {
-		c, err := countTimeWait(fmt.Sprintf("/proc/%d/net/%s", pid, f), dst)
-		if err != nil {
-			continue
-		}
-		n, ok = n+c, true
-	}
-	if !ok {
-		return -1
-	}
-	return n
+// The timewait detector (bpf/timewait.bpf.c): a connection closed without
+// TIME_WAIT because the namespace's TIME_WAIT sockets reached
+// net.ipv4.tcp_max_tw_buckets.
+const TimewaitOverflow EventType = EventType(tcptraceEventTypeEVENT_TIMEWAIT_OVERFLOW)
+
+const reasonTimewaitLimit Reason = "tw_buckets_full"
+
+var timewaitDetector = &detector{
+	name:    "timewait",
+	events:  []eventSpec{{TimewaitOverflow, "timewait_overflow"}},
+	reasons: []Reason{reasonTimewaitLimit},
+	probes: []probeSet{
+		{
+			events: []EventType{TimewaitOverflow},
+			paths: []pathSpec{
+				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/timer_start (tw_timer_handler)", progs: []progAttach{
+					{prog: "tp_inet_sock_set_state", kind: attachTracing},
+					{prog: "tp_timer_start", kind: attachTracing},
+				}, requires: needTwTimer, enable: hookTimewait},
+				{path: PathFentry, hooks: "fexit/inet_twsk_alloc", progs: []progAttach{
+					{prog: "fexit_inet_twsk_alloc", kind: attachTracing},
+				}},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/inet_twsk_alloc", progs: []progAttach{
+					{prog: "kprobe_inet_twsk_alloc", kind: attachKprobe, symbol: "inet_twsk_alloc"},
+					{prog: "kretprobe_inet_twsk_alloc", kind: attachKretprobe, symbol: "inet_twsk_alloc"},
+				}},
+			},
+		},
+	},
+	needs:   needs{owners: true, connFacts: true},
+	decode:  decodeTimewait,
+	explain: func(e Event, t tally) string { return explainTimewait(&e.conn, e.Remote, t.count) },
 }
 
-const tcpTimeWait = "06" // st column of /proc/net/tcp
-
-func countTimeWait(path string, dst netip.AddrPort) (int, error) {
-	f, err := os.Open(path)
+func needTwTimer(k *kernelFacts) error {
+	f, err := connFactsOf(k)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Scan() // header
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 4 || fields[3] != tcpTimeWait {
-			continue
-		}
-		if ap, ok := parseProcAddr(fields[2]); ok && ap.Addr().Unmap() == dst.Addr().Unmap() && ap.Port() == dst.Port() {
-			n++
-		}
+	if f.twTimerHandler == 0 {
+		return fmt.Errorf("the TIME_WAIT timer's address is unknown: %v", f.twTimerErr)
 	}
-	return n, sc.Err()
+	return nil
 }
 
-// parseProcAddr reads "0100007F:1F90": the address as the kernel's 32-bit
-// words printed in host (little-endian) order, then the port in hex.
-func parseProcAddr(s string) (netip.AddrPort, bool) {
-	a, p, ok := strings.Cut(s, ":")
-	if !ok {
-		return netip.AddrPort{}, false
+func decodeTimewait(d *decoder, r *tcptraceEvent, t tally) Event {
+	e := decodeConn(d, r, t)
+	e.Reason = reasonTimewaitLimit
+	timewaitDetails(e.Details, &e.conn)
+	return e
+}
+
+// timewaitDetails: the namespace's TIME_WAIT sockets against their limit
+// (timewait_overflow, and port_exhaustion, whose ports TIME_WAIT holds).
+func timewaitDetails(d map[string]any, c *connState) {
+	if c.TwKnown {
+		d["timewait_in_netns"] = c.TwCount
+		d["tcp_max_tw_buckets"] = c.MaxTw
 	}
-	port, err := strconv.ParseUint(p, 16, 16)
-	if err != nil {
-		return netip.AddrPort{}, false
+}
+
+func explainTimewait(c *connState, remote netip.AddrPort, count uint64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "connection to %s closed without TIME_WAIT", remote)
+	if count > 1 {
+		fmt.Fprintf(&b, " (and %d more)", count-1)
 	}
-	raw, err := hex.DecodeString(a)
-	if err != nil || (len(raw) != 4 && len(raw) != 16) {
-		return netip.AddrPort{}, false
+	if c.TwKnown {
+		fmt.Fprintf(&b, ": the namespace holds %d TIME_WAIT sockets, net.ipv4.tcp_max_tw_buckets=%d", c.TwCount, c.MaxTw)
+	} else {
+		b.WriteString(": the TIME_WAIT bucket limit net.ipv4.tcp_max_tw_buckets is reached")
 	}
-	for i := 0; i < len(raw); i += 4 {
-		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
-	}
-	addr, _ := netip.AddrFromSlice(raw)
-	return netip.AddrPortFrom(addr, uint16(port)), true
+	b.WriteString("; a late segment of the old connection can now be taken for data of a new one with the same ports; raise tcp_max_tw_buckets, and reduce TIME_WAIT at its source: reuse connections, or have the peer close first")
+	b.WriteString(".")
+	return b.String()
 }

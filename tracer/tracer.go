@@ -45,7 +45,7 @@ type Tracer struct {
 	closed   bool
 	lost     map[EventType]uint64
 	skipped  map[string]uint64 // program runs the kernel skipped (recursion guard)
-	unjudged uint64            // SYNs whose outcome could not be told (listener.go)
+	unjudged uint64            // SYNs whose outcome could not be told (listen.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 	// baselineErr says why some SYNs may be judged by the listener's state
@@ -59,41 +59,19 @@ type Tracer struct {
 	counters []CounterCheck
 }
 
-func wantsListenerEvents(events []EventType) bool {
-	for _, e := range events {
-		if e.isListenerEvent() {
-			return true
-		}
-	}
-	return false
-}
-
-// attachedEvents is what must be traced to give the wanted events:
-// nagle_delack_stall is proven by the peer's delayed-ACK firing, which the
-// delayed-ACK detector records.
-func attachedEvents(wanted []EventType) []EventType {
-	out := append([]EventType(nil), wanted...)
-	if containsEvent(wanted, NagleDelackStall) && !containsEvent(wanted, DelayedACK) {
-		out = append(out, DelayedACK)
-	}
-	return out
-}
-
-func wantsAnyOf(events []EventType, of ...EventType) bool {
-	return wantsAny(events, of)
-}
-
-// OwnerError says why listener events may lack their owner, or nil.
+// OwnerError says why events seen outside their owner's context (softirq,
+// timers: detector.needs.owners) may lack their owner, or nil.
 func (t *Tracer) OwnerError() error { return t.ownerErr }
 
 // BaselineError says why some first SYNs on a CPU may be judged by the
 // listener's state rather than by the counters, or nil.
 func (t *Tracer) BaselineError() error { return t.baselineErr }
 
-// usesPath: one of these events' detectors is attached on path p.
-func (t *Tracer) usesPath(p ProbePath, events ...EventType) bool {
+// needsBaselines: a path that judges by the per-CPU counters' movement is
+// attached (mibbaseline.go).
+func (t *Tracer) needsBaselines() bool {
 	for _, s := range t.status {
-		if s.Path == p && wantsAny(s.Events, events) {
+		if s.using != nil && s.using.baselines {
 			return true
 		}
 	}
@@ -127,36 +105,31 @@ func New(opts Options) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
 	}
-	listeners := wantsListenerEvents(opts.Events)
 	attach := attachedEvents(opts.Events)
-	// Socket owners: listener events and delayed ACKs happen in softirq
-	// and timer context; a Nagle stall is released there.
-	owners := listeners || wantsAnyOf(attach, DelayedACK, NagleStall, NagleDelackStall)
-	conns := wantsConnEvents(opts.Events)
-	needFacts := listeners || containsEvent(attach, DelayedACK)
+	need := neededBy(attach)
 	// The slow reads of start-up run side by side: the kernel generating
 	// /proc/kallsyms (~60 ms of system time), decoding the kernel's BTF
 	// (~20 ms) and parsing the embedded object (~20 ms). Both readers are
 	// safe to call again: later callers wait for the first.
 	kernelBTF := btf.NewCache()
-	if needFacts || conns {
+	if need.kernelFacts || need.connFacts {
 		go kernelSymbols()
 		go kernelBTF.Kernel()
 	}
-	spec, err := loadSpec(&opts)
+	spec, vars, err := loadSpec(&opts)
 	if err != nil {
 		return nil, err
 	}
 	facts := &kernelFacts{err: errors.New("not needed")}
-	if needFacts {
+	if need.kernelFacts {
 		facts = readKernelFacts(kernelBTF)
-		if err := setKernelFacts(spec, facts); err != nil {
+		if err := setKernelFacts(vars, facts); err != nil {
 			return nil, err
 		}
 	}
-	if conns {
+	if need.connFacts {
 		facts.conn = readConnFacts(kernelBTF)
-		if err := setConnFacts(spec, facts.conn); err != nil {
+		if err := setConnFacts(vars, facts.conn); err != nil {
 			return nil, err
 		}
 	}
@@ -169,32 +142,35 @@ func New(opts Options) (*Tracer, error) {
 			t.objs.close()
 		}
 	}()
-	if t.objs.maps, err = createMaps(spec, kernelBTF); err != nil {
+	if t.objs.maps, err = createMaps(spec, vars, kernelBTF); err != nil {
 		return nil, err
+	}
+	if err := t.objs.typed(); err != nil {
+		return nil, fmt.Errorf("the embedded BPF object: %w", err)
 	}
 	if err := t.fillPIDFilter(); err != nil {
 		return nil, err
 	}
-	t.status = attachAll(spec, t.objs, attach, opts.ForcePath, facts)
+	t.status = attachAll(kernelLoader{spec, t.objs}, detectors, attach, opts.ForcePath, facts)
 	if len(t.objs.links) == 0 {
 		return nil, &NoProbeError{Status: t.status}
 	}
-	if owners || conns {
+	if need.owners {
 		// Owners after the detectors: a socket made in between is seen
 		// by the tracepoint, and the iterator does not overwrite it.
 		t.ownerErr = attachOwnerTracking(spec, t.objs, opts.PIDs)
 	}
-	if t.usesPath(PathTracepoint, SynDrop, ListenOverflow) {
+	if t.needsBaselines() {
 		if _, err := takeMibBaselines(spec, t.objs); err != nil {
 			t.baselineErr = err
 		}
 	}
-	if t.reader, err = ringbuf.NewReader(t.objs.mapByName("events")); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.objs.m.Events); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer: %w", err)
 	}
 	t.objs.kernelBTF = nil
-	t.agg = newAggregator(t.objs.mapByName("aggregates"), t.objs.mapByName("wait_starts"), t.dec, opts.Interval)
-	t.agg.attempts = t.objs.mapByName("syn_rtx_attempts")
+	t.agg = newAggregator(t.objs.m.Aggregates, t.objs.m.WaitStarts, t.dec, opts.Interval)
+	t.agg.attempts = t.objs.m.SynRtxAttempts
 	t.startCounterChecks()
 	ok = true
 	return t, nil
@@ -226,7 +202,7 @@ func (e *NoProbeError) Error() string {
 }
 
 func (t *Tracer) fillPIDFilter() error {
-	m := t.objs.mapByName("pid_filter")
+	m := t.objs.m.PidFilter
 	for _, pid := range t.opts.PIDs {
 		if err := m.Put(pid, uint8(1)); err != nil {
 			return fmt.Errorf("setting the pid filter: %w", err)
@@ -323,11 +299,11 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		return err
 	}
 	idle()
-	if err := checkScratchReturned(t.objs.mapByName("scratch")); err != nil {
+	if err := checkScratchReturned(t.objs.m.Scratch); err != nil {
 		return err
 	}
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
-	t.unjudged = sumPerCPU(t.objs.mapByName("syn_unjudged"))
+	t.unjudged = sumPerCPU(t.objs.m.SynUnjudged)
 	if kend != nil {
 		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
 	}
@@ -337,7 +313,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 // readLost sums the per-CPU counters of records the kernel could not hand
 // over (ring buffer or aggregation table full).
 func (t *Tracer) readLost() error {
-	m := t.objs.mapByName("lost")
+	m := t.objs.m.Lost
 	for _, et := range AllEventTypes() {
 		var per []uint64
 		if err := m.Lookup(uint32(et), &per); err != nil {
