@@ -17,8 +17,8 @@ func secs(v ...float64) []time.Duration {
 	return out
 }
 
-// The SYN schedule against what the kernel did: measured on this host
-// (6.18, tcp_syn_linear_timeouts=4: tcp_syn_retries=2 gave 5 retransmits 1 s
+// The SYN schedule against what the kernel did: measured on a 6.18 kernel
+// (tcp_syn_linear_timeouts=4: tcp_syn_retries=2 gave 5 retransmits 1 s
 // apart and ETIMEDOUT after 7.1 s), the 6.12 defaults (10 retransmits,
 // about 131 s), and the documented pre-6.5 defaults (1, 3, 7, 15, 31, 63 s,
 // ETIMEDOUT at 127 s).

@@ -4,7 +4,7 @@
 # Idempotent and quiet: packages already installed are skipped, so the
 # (slow) apt-get update only runs when something is actually missing.
 #
-#   qemu-system-x86  the emulator (TCG only: KVM guests hang on this host)
+#   qemu-system-x86  the emulator (TCG only: KVM guests hang on the development machine, itself a guest)
 #   busybox-static   /init shell and tools inside the guest initramfs
 #   cpio             packs the initramfs
 #   xz-utils, zstd   Debian kernel modules are .ko.xz (bullseye/bookworm) or
