@@ -321,6 +321,22 @@ static __always_inline struct agg_value *agg_template(__u32 type)
 	return t;
 }
 
+/* The usual start of an aggregated event: a repeat on a key whose entry is
+ * fresh is only counted (NULL); a first occurrence gets a zeroed template
+ * of `type` from `path`, to fill and give to agg_commit(). Hold the result
+ * in a SCRATCH_EVENT variable. */
+static __always_inline struct agg_value *agg_first(struct agg_key *key, __u32 type, __u8 path)
+{
+	struct agg_value *t;
+
+	if (agg_hit(key, 0))
+		return NULL;
+	t = agg_template(type);
+	if (t)
+		t->ev.path = path;
+	return t;
+}
+
 static __always_inline void scratch_put(struct agg_value **t)
 {
 	__u32 zero = 0;

@@ -289,12 +289,9 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	if (!conn_owner_wanted(sk, path) || !conn_sock_wanted(sk))
 		return;
 	key_dest(&key, sk, type);
-	if (agg_hit(&key, 0))
-		return;
-	t = agg_template(type);
+	t = agg_first(&key, type, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	t->ev.ret = -err;
 	cs = bpf_map_lookup_elem(&conn_starts, &skey);
 	read_conn(sk, &t->ev.c);

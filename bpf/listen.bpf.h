@@ -201,12 +201,9 @@ static __always_inline void listen_event_nth(__u32 type, __u32 reason, __u8 path
 		return;
 	if (!l && cfg_filter_pid)
 		return;
-	if (agg_hit(&key, 0))
-		return;
-	t = agg_template(type);
+	t = agg_first(&key, type, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	t->ev.l.reason = reason;
 	t->ev.l.cookie_ack = cookie_ack;
 	if (skb)

@@ -178,12 +178,9 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 		return;
 	key.sk = c.sk ? c.sk : ((__u64)c.netns << 32 | (__u32)c.sport << 16 | c.dport);
 	__builtin_memcpy(key.addr, c.daddr, sizeof(key.addr));
-	if (agg_hit(&key, 0))
-		return;
-	t = agg_template(EVENT_PAWS_REJECT);
+	t = agg_first(&key, EVENT_PAWS_REJECT, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	__builtin_memcpy(&t->ev.c, &c, sizeof(c));
 	if (owner_sk)
 		t->ev.c.owner_known = fill_owner(&t->ev, owner_sk);

@@ -63,12 +63,9 @@ static __always_inline void port_exhausted(struct conn_snapshot *c, __u32 tgid, 
 	SCRATCH_EVENT(t);
 
 	__builtin_memcpy(key.addr, c->daddr, sizeof(key.addr));
-	if (agg_hit(&key, 0))
-		return;
-	t = agg_template(EVENT_PORT_EXHAUSTION);
+	t = agg_first(&key, EVENT_PORT_EXHAUSTION, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	t->ev.ret = -EADDRNOTAVAIL;
 	t->ev.pid = tgid;
 	t->ev.tid = (__u32)bpf_get_current_pid_tgid();

@@ -47,12 +47,9 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		return;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 | side;
 	key_peer(&key, sk);
-	if (agg_hit(&key, 0))
-		return;
-	t = agg_template(EVENT_RESET);
+	t = agg_first(&key, EVENT_RESET, PATH_TRACEPOINT);
 	if (!t)
 		return;
-	t->ev.path = PATH_TRACEPOINT;
 	read_conn(sk, &t->ev.c);
 	t->ev.c.side = side;
 	t->ev.c.rst_reason = rst_reason;

@@ -46,12 +46,9 @@ static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_
 	if (!conn_sock_wanted(sk) || !conn_owner_wanted(sk, path))
 		return;
 	key.sk = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if (agg_hit(&key, 0))
-		return;
-	t = agg_template(EVENT_TIMEWAIT_OVERFLOW);
+	t = agg_first(&key, EVENT_TIMEWAIT_OVERFLOW, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	if (given)
 		__builtin_memcpy(&t->ev.c, given, sizeof(t->ev.c));
 	read_conn(sk, &t->ev.c);

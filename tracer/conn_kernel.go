@@ -84,3 +84,23 @@ func connFactsOf(k *kernelFacts) (*connFacts, error) {
 	}
 	return k.conn, nil
 }
+
+// needPrototype: a tracepoint whose arguments changed between versions has
+// a program for each prototype, and each program's path requires its own.
+// has tells whether this kernel's tracepoint is the newer one; want, whether
+// the path is for it. The errors say why the path does not fit.
+func needPrototype(want bool, has func(*connFacts) bool, noNewer, notOlder string) func(*kernelFacts) error {
+	return func(k *kernelFacts) error {
+		f, err := connFactsOf(k)
+		if err != nil {
+			return err
+		}
+		switch {
+		case want && !has(f):
+			return errors.New(noNewer)
+		case !want && has(f):
+			return errors.New(notOlder)
+		}
+		return nil
+	}
+}

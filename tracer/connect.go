@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -30,25 +29,14 @@ var connectDetector = &detector{
 		{
 			events: []EventType{SynRetransmit, ConnectTimeout, ConnectRefused},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb (with err, 6.17+)", progs: []progAttach{
-					{prog: "tp_inet_sock_set_state", kind: attachTracing},
-					{prog: "tp_tcp_retransmit_skb_err", kind: attachTracing},
-				}, requires: needRetransmitErr(true), enable: hookConnect},
-				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb", progs: []progAttach{
-					{prog: "tp_inet_sock_set_state", kind: attachTracing},
-					{prog: "tp_tcp_retransmit_skb", kind: attachTracing},
-				}, requires: needRetransmitErr(false), enable: hookConnect},
-				{path: PathFentry, hooks: "fentry/tcp_connect + fexit/tcp_retransmit_skb + fentry/tcp_done", progs: []progAttach{
-					{prog: "fentry_tcp_connect", kind: attachTracing},
-					{prog: "fexit_tcp_retransmit_skb", kind: attachTracing},
-					{prog: "fentry_tcp_done", kind: attachTracing},
-				}},
-				{path: PathKprobe, hooks: "kprobe/tcp_connect + kprobe+kretprobe/tcp_retransmit_skb + kprobe/tcp_done", progs: []progAttach{
-					{prog: "kprobe_tcp_connect", kind: attachKprobe, symbol: "tcp_connect"},
-					{prog: "kprobe_tcp_retransmit_skb", kind: attachKprobe, symbol: "tcp_retransmit_skb"},
-					{prog: "kretprobe_tcp_retransmit_skb", kind: attachKretprobe, symbol: "tcp_retransmit_skb"},
-					{prog: "kprobe_tcp_done", kind: attachKprobe, symbol: "tcp_done"},
-				}},
+				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb (with err, 6.17+)",
+					progs: attach("tp_inet_sock_set_state", "tp_tcp_retransmit_skb_err"), requires: needRetransmitErr(true), enable: hookConnect},
+				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/tcp_retransmit_skb",
+					progs: attach("tp_inet_sock_set_state", "tp_tcp_retransmit_skb"), requires: needRetransmitErr(false), enable: hookConnect},
+				{path: PathFentry, hooks: "fentry/tcp_connect + fexit/tcp_retransmit_skb + fentry/tcp_done",
+					progs: attach("fentry_tcp_connect", "fexit_tcp_retransmit_skb", "fentry_tcp_done")},
+				{path: PathKprobe, hooks: "kprobe/tcp_connect + kprobe+kretprobe/tcp_retransmit_skb + kprobe/tcp_done",
+					progs: attach("kprobe_tcp_connect", "kprobe_tcp_retransmit_skb", "kretprobe_tcp_retransmit_skb", "kprobe_tcp_done")},
 			},
 		},
 	},
@@ -60,19 +48,9 @@ var connectDetector = &detector{
 // needRetransmitErr: tcp:tcp_retransmit_skb gained an `err` argument in 6.17
 // and fires for failed attempts too; each prototype has its program.
 func needRetransmitErr(want bool) func(*kernelFacts) error {
-	return func(k *kernelFacts) error {
-		f, err := connFactsOf(k)
-		if err != nil {
-			return err
-		}
-		if f.rtxErrArg != want {
-			if want {
-				return errors.New("tcp:tcp_retransmit_skb has no err argument (added in 6.17)")
-			}
-			return errors.New("for kernels whose tcp:tcp_retransmit_skb has no err argument (before 6.17)")
-		}
-		return nil
-	}
+	return needPrototype(want, func(f *connFacts) bool { return f.rtxErrArg },
+		"tcp:tcp_retransmit_skb has no err argument (added in 6.17)",
+		"for kernels whose tcp:tcp_retransmit_skb has no err argument (before 6.17)")
 }
 
 func decodeConnect(d *decoder, r *tcptraceEvent, t tally) Event {

@@ -25,21 +25,12 @@ var delackDetector = &detector{
 		{
 			events: []EventType{DelayedACK},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/timer_start, timer_expire_entry, timer_expire_exit (callback tcp_delack_timer), per-CPU DelayedACKs", progs: []progAttach{
-					{prog: "tp_timer_start", kind: attachTracing},
-					{prog: "tp_timer_expire_entry", kind: attachTracing},
-					{prog: "tp_timer_expire_exit", kind: attachTracing},
-				}, requires: needDelackTimer, enable: hookDelack},
-				{path: PathFentry, hooks: "fentry/tcp_send_delayed_ack, fentry+fexit/tcp_delack_timer_handler, per-CPU DelayedACKs", progs: []progAttach{
-					{prog: "fentry_tcp_send_delayed_ack", kind: attachTracing},
-					{prog: "fentry_tcp_delack_timer_handler", kind: attachTracing},
-					{prog: "fexit_tcp_delack_timer_handler", kind: attachTracing},
-				}, requires: needCounters},
-				{path: PathKprobe, hooks: "kprobe/tcp_send_delayed_ack, kprobe+kretprobe/tcp_delack_timer_handler, per-CPU DelayedACKs", progs: []progAttach{
-					{prog: "kprobe_tcp_send_delayed_ack", kind: attachKprobe, symbol: "tcp_send_delayed_ack"},
-					{prog: "kprobe_tcp_delack_timer_handler", kind: attachKprobe, symbol: "tcp_delack_timer_handler"},
-					{prog: "kretprobe_tcp_delack_timer_handler", kind: attachKretprobe, symbol: "tcp_delack_timer_handler"},
-				}, requires: needCounters},
+				{path: PathTracepoint, hooks: "tp_btf/timer_start, timer_expire_entry, timer_expire_exit (callback tcp_delack_timer), per-CPU DelayedACKs",
+					progs: attach("tp_timer_start", "tp_timer_expire_entry", "tp_timer_expire_exit"), requires: needDelackTimer, enable: hookDelack},
+				{path: PathFentry, hooks: "fentry/tcp_send_delayed_ack, fentry+fexit/tcp_delack_timer_handler, per-CPU DelayedACKs",
+					progs: attach("fentry_tcp_send_delayed_ack", "fentry_tcp_delack_timer_handler", "fexit_tcp_delack_timer_handler"), requires: needCounters},
+				{path: PathKprobe, hooks: "kprobe/tcp_send_delayed_ack, kprobe+kretprobe/tcp_delack_timer_handler, per-CPU DelayedACKs",
+					progs: attach("kprobe_tcp_send_delayed_ack", "kprobe_tcp_delack_timer_handler", "kretprobe_tcp_delack_timer_handler"), requires: needCounters},
 			},
 		},
 	},

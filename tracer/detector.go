@@ -203,6 +203,25 @@ type progAttach struct {
 	symbol string // kprobe target
 }
 
+// attach lists a path's programs by their names in the BPF object. The name
+// says how each attaches: kprobe_<symbol> and kretprobe_<symbol> on that
+// kernel symbol; any other name is a tracing program whose section names
+// its target (tp_btf, fentry, fexit).
+func attach(progs ...string) []progAttach {
+	out := make([]progAttach, len(progs))
+	for i, p := range progs {
+		switch {
+		case strings.HasPrefix(p, "kprobe_"):
+			out[i] = progAttach{prog: p, kind: attachKprobe, symbol: strings.TrimPrefix(p, "kprobe_")}
+		case strings.HasPrefix(p, "kretprobe_"):
+			out[i] = progAttach{prog: p, kind: attachKretprobe, symbol: strings.TrimPrefix(p, "kretprobe_")}
+		default:
+			out[i] = progAttach{prog: p, kind: attachTracing}
+		}
+	}
+	return out
+}
+
 // probeSet is a set of programs whose events are enabled and reported
 // together, with its paths.
 type probeSet struct {

@@ -48,51 +48,32 @@ var listenDetector = &detector{
 		{
 			events: []EventType{SynDrop, SynCookie},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/consume_skb (6.3+) from tcp_rcv_state_process, per-CPU SNMP counters", progs: []progAttach{
-					{prog: "tp_consume_skb", kind: attachTracing},
-				}, requires: needSynDropTracepoint, baselines: true},
-				{path: PathFentry, hooks: "fentry+fexit/tcp_conn_request, per-CPU SNMP counters", progs: []progAttach{
-					{prog: "fentry_tcp_conn_request", kind: attachTracing},
-					{prog: "fexit_tcp_conn_request", kind: attachTracing},
-				}, requires: needCounters},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_conn_request, per-CPU SNMP counters", progs: []progAttach{
-					{prog: "kprobe_tcp_conn_request", kind: attachKprobe, symbol: "tcp_conn_request"},
-					{prog: "kretprobe_tcp_conn_request", kind: attachKretprobe, symbol: "tcp_conn_request"},
-				}, requires: needCounters},
+				{path: PathTracepoint, hooks: "tp_btf/consume_skb (6.3+) from tcp_rcv_state_process, per-CPU SNMP counters",
+					progs: attach("tp_consume_skb"), requires: needSynDropTracepoint, baselines: true},
+				{path: PathFentry, hooks: "fentry+fexit/tcp_conn_request, per-CPU SNMP counters",
+					progs: attach("fentry_tcp_conn_request", "fexit_tcp_conn_request"), requires: needCounters},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_conn_request, per-CPU SNMP counters",
+					progs: attach("kprobe_tcp_conn_request", "kretprobe_tcp_conn_request"), requires: needCounters},
 			},
 		},
 		{
 			events: []EventType{ListenOverflow},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/kfree_skb: reason TCP_LISTEN_OVERFLOW (6.15+), and drops in cookie_v4_check/cookie_v6_check told by per-CPU SNMP counters", progs: []progAttach{
-					{prog: "tp_kfree_skb", kind: attachTracing},
-				}, requires: needListenOverflowTracepoint, baselines: true},
-				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", progs: []progAttach{
-					{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
-					{prog: "fexit_tcp_v4_syn_recv_sock", kind: attachTracing},
-					{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
-					{prog: "fexit_tcp_v6_syn_recv_sock", kind: attachTracing},
-				}, requires: needSynRecvArgs(7)},
-				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock (6 arguments)", progs: []progAttach{
-					{prog: "fentry_tcp_v4_syn_recv_sock", kind: attachTracing},
-					{prog: "fexit_tcp_v4_syn_recv_sock_6args", kind: attachTracing},
-					{prog: "fentry_tcp_v6_syn_recv_sock", kind: attachTracing},
-					{prog: "fexit_tcp_v6_syn_recv_sock_6args", kind: attachTracing},
-				}, requires: needSynRecvArgs(6)},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock", progs: []progAttach{
-					{prog: "kprobe_tcp_v4_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v4_syn_recv_sock"},
-					{prog: "kretprobe_tcp_v4_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v4_syn_recv_sock"},
-					{prog: "kprobe_tcp_v6_syn_recv_sock", kind: attachKprobe, symbol: "tcp_v6_syn_recv_sock"},
-					{prog: "kretprobe_tcp_v6_syn_recv_sock", kind: attachKretprobe, symbol: "tcp_v6_syn_recv_sock"},
-				}, requires: needCounters},
+				{path: PathTracepoint, hooks: "tp_btf/kfree_skb: reason TCP_LISTEN_OVERFLOW (6.15+), and drops in cookie_v4_check/cookie_v6_check told by per-CPU SNMP counters",
+					progs: attach("tp_kfree_skb"), requires: needListenOverflowTracepoint, baselines: true},
+				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock",
+					progs: attach("fentry_tcp_v4_syn_recv_sock", "fexit_tcp_v4_syn_recv_sock", "fentry_tcp_v6_syn_recv_sock", "fexit_tcp_v6_syn_recv_sock"), requires: needSynRecvArgs(7)},
+				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock (6 arguments)",
+					progs: attach("fentry_tcp_v4_syn_recv_sock", "fexit_tcp_v4_syn_recv_sock_6args", "fentry_tcp_v6_syn_recv_sock", "fexit_tcp_v6_syn_recv_sock_6args"), requires: needSynRecvArgs(6)},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock",
+					progs: attach("kprobe_tcp_v4_syn_recv_sock", "kretprobe_tcp_v4_syn_recv_sock", "kprobe_tcp_v6_syn_recv_sock", "kretprobe_tcp_v6_syn_recv_sock"), requires: needCounters},
 			},
 		},
 		{
 			events: []EventType{SynackRetransmit},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_synack", progs: []progAttach{
-					{prog: "tp_tcp_retransmit_synack", kind: attachTracing},
-				}},
+				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_synack",
+					progs: attach("tp_tcp_retransmit_synack")},
 			},
 		},
 	},

@@ -27,19 +27,12 @@ var nagleDetector = &detector{
 		{
 			events: []EventType{NagleStall, NagleDelackStall},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/sock_send_length (6.3+) + tp_btf/tcp_probe", progs: []progAttach{
-					{prog: "tp_sock_send_length", kind: attachTracing},
-					{prog: "tp_tcp_probe_nagle", kind: attachTracing},
-				}, enable: hookNagle},
-				{path: PathFentry, hooks: "fexit/tcp_sendmsg + tp_btf/tcp_probe", progs: []progAttach{
-					{prog: "fexit_tcp_sendmsg", kind: attachTracing},
-					{prog: "tp_tcp_probe_nagle", kind: attachTracing},
-				}, enable: hookNagle},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_sendmsg + tp_btf/tcp_probe", progs: []progAttach{
-					{prog: "kprobe_tcp_sendmsg", kind: attachKprobe, symbol: "tcp_sendmsg"},
-					{prog: "kretprobe_tcp_sendmsg", kind: attachKretprobe, symbol: "tcp_sendmsg"},
-					{prog: "tp_tcp_probe_nagle", kind: attachTracing},
-				}, enable: hookNagle},
+				{path: PathTracepoint, hooks: "tp_btf/sock_send_length (6.3+) + tp_btf/tcp_probe",
+					progs: attach("tp_sock_send_length", "tp_tcp_probe_nagle"), enable: hookNagle},
+				{path: PathFentry, hooks: "fexit/tcp_sendmsg + tp_btf/tcp_probe",
+					progs: attach("fexit_tcp_sendmsg", "tp_tcp_probe_nagle"), enable: hookNagle},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_sendmsg + tp_btf/tcp_probe",
+					progs: attach("kprobe_tcp_sendmsg", "kretprobe_tcp_sendmsg", "tp_tcp_probe_nagle"), enable: hookNagle},
 			},
 		},
 	},

@@ -286,8 +286,6 @@ func WriteOwnersUnknown(w io.Writer, c OwnerCounts) {
 // ownerTracking is what the detectors that need socket owners load besides
 // their own hooks: who owns each socket, and where the listeners are
 // (bpf/owner.bpf.c).
-var ownerTracking = pathSpec{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state", progs: []progAttach{
-	{prog: "tp_inet_sock_set_state", kind: attachTracing},
-}, enable: hookOwners}
+var ownerTracking = pathSpec{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state", progs: attach("tp_inet_sock_set_state"), enable: hookOwners}
 
 const ownerIterProg = "iter_tcp_owners"

@@ -38,37 +38,24 @@ var pawsDetector = &detector{
 		{
 			events: []EventType{PawsReject},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/kfree_skb, reasons TCP_RFC7323_* incl. TW_PAWS (6.16+)", progs: []progAttach{
-					{prog: "tp_paws_kfree_skb", kind: attachTracing},
-				}, requires: needPaws(true, true)},
-				{path: PathFentry, hooks: "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)", progs: []progAttach{
-					{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
-					{prog: "tp_paws_kfree_skb", kind: attachTracing},
-				}, requires: needTimewaitPaws(true, true)},
-				{path: PathFentry, hooks: "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)", progs: []progAttach{
-					{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
-					{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
-				}, requires: needTimewaitPaws(true, false)},
-				{path: PathFentry, hooks: "fentry/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)", progs: []progAttach{
-					{prog: "fentry_tcp_timewait_state_process", kind: attachTracing},
-				}, requires: needTimewaitPaws(false, false)},
-				{path: PathKprobe, hooks: "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)", progs: []progAttach{
-					{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
-					{prog: "tp_paws_kfree_skb", kind: attachTracing},
-				}, requires: needTimewaitPaws(true, true)},
-				{path: PathKprobe, hooks: "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)", progs: []progAttach{
-					{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
-					{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
-				}, requires: needTimewaitPaws(true, false)},
-				{path: PathKprobe, hooks: "kprobe/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)", progs: []progAttach{
-					{prog: "kprobe_tcp_timewait_state_process", kind: attachKprobe, symbol: "tcp_timewait_state_process"},
-				}, requires: needTimewaitPaws(false, false)},
-				{path: PathTracepoint, hooks: "tp_btf/kfree_skb with rx_sk, reasons TCP_RFC7323_* (6.11-6.15: not in TIME_WAIT)", progs: []progAttach{
-					{prog: "tp_paws_kfree_skb", kind: attachTracing},
-				}, requires: needPaws(false, true)},
-				{path: PathTracepoint, hooks: "tp_btf/kfree_skb, reason TCP_RFC7323_PAWS (5.19-6.10: not in TIME_WAIT)", progs: []progAttach{
-					{prog: "tp_paws_kfree_skb_nosk", kind: attachTracing},
-				}, requires: needPaws(false, false)},
+				{path: PathTracepoint, hooks: "tp_btf/kfree_skb, reasons TCP_RFC7323_* incl. TW_PAWS (6.16+)",
+					progs: attach("tp_paws_kfree_skb"), requires: needPaws(true, true)},
+				{path: PathFentry, hooks: "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)",
+					progs: attach("fentry_tcp_timewait_state_process", "tp_paws_kfree_skb"), requires: needTimewaitPaws(true, true)},
+				{path: PathFentry, hooks: "fentry/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)",
+					progs: attach("fentry_tcp_timewait_state_process", "tp_paws_kfree_skb_nosk"), requires: needTimewaitPaws(true, false)},
+				{path: PathFentry, hooks: "fentry/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)",
+					progs: attach("fentry_tcp_timewait_state_process"), requires: needTimewaitPaws(false, false)},
+				{path: PathKprobe, hooks: "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb with rx_sk (6.11-6.15)",
+					progs: attach("kprobe_tcp_timewait_state_process", "tp_paws_kfree_skb"), requires: needTimewaitPaws(true, true)},
+				{path: PathKprobe, hooks: "kprobe/tcp_timewait_state_process (PAWS test applied) + tp_btf/kfree_skb (5.19-6.10)",
+					progs: attach("kprobe_tcp_timewait_state_process", "tp_paws_kfree_skb_nosk"), requires: needTimewaitPaws(true, false)},
+				{path: PathKprobe, hooks: "kprobe/tcp_timewait_state_process (PAWS test applied; TIME_WAIT only: no drop reasons before 5.19)",
+					progs: attach("kprobe_tcp_timewait_state_process"), requires: needTimewaitPaws(false, false)},
+				{path: PathTracepoint, hooks: "tp_btf/kfree_skb with rx_sk, reasons TCP_RFC7323_* (6.11-6.15: not in TIME_WAIT)",
+					progs: attach("tp_paws_kfree_skb"), requires: needPaws(false, true)},
+				{path: PathTracepoint, hooks: "tp_btf/kfree_skb, reason TCP_RFC7323_PAWS (5.19-6.10: not in TIME_WAIT)",
+					progs: attach("tp_paws_kfree_skb_nosk"), requires: needPaws(false, false)},
 			},
 		},
 	},
@@ -91,13 +78,9 @@ func needPaws(twPaws, rxSk bool) func(*kernelFacts) error {
 		if twPaws && !f.hasPawsReason("TCP_RFC7323_TW_PAWS") {
 			return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_RFC7323_TW_PAWS (added in 6.16): PAWS rejects in TIME_WAIT are not visible")
 		}
-		if f.kfreeRxSk != rxSk {
-			if rxSk {
-				return errors.New("skb:kfree_skb does not pass rx_sk (added in 6.11)")
-			}
-			return errors.New("for kernels whose skb:kfree_skb has no rx_sk (before 6.11)")
-		}
-		return nil
+		return needPrototype(rxSk, func(f *connFacts) bool { return f.kfreeRxSk },
+			"skb:kfree_skb does not pass rx_sk (added in 6.11)",
+			"for kernels whose skb:kfree_skb has no rx_sk (before 6.11)")(k)
 	}
 }
 

@@ -24,19 +24,12 @@ var portsDetector = &detector{
 		{
 			events: []EventType{PortExhaustion},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state: SYN_SENT to CLOSE with no local port (no free port; not a bound socket's taken 4-tuple)", progs: []progAttach{
-					{prog: "tp_inet_sock_set_state", kind: attachTracing},
-				}, enable: hookPorts},
-				{path: PathFentry, hooks: "fexit/inet_hash_connect, inet6_hash_connect", progs: []progAttach{
-					{prog: "fexit_inet_hash_connect", kind: attachTracing},
-					{prog: "fexit_inet6_hash_connect", kind: attachTracing},
-				}},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/inet_hash_connect, inet6_hash_connect", progs: []progAttach{
-					{prog: "kprobe_inet_hash_connect", kind: attachKprobe, symbol: "inet_hash_connect"},
-					{prog: "kretprobe_inet_hash_connect", kind: attachKretprobe, symbol: "inet_hash_connect"},
-					{prog: "kprobe_inet6_hash_connect", kind: attachKprobe, symbol: "inet6_hash_connect"},
-					{prog: "kretprobe_inet6_hash_connect", kind: attachKretprobe, symbol: "inet6_hash_connect"},
-				}},
+				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state: SYN_SENT to CLOSE with no local port (no free port; not a bound socket's taken 4-tuple)",
+					progs: attach("tp_inet_sock_set_state"), enable: hookPorts},
+				{path: PathFentry, hooks: "fexit/inet_hash_connect, inet6_hash_connect",
+					progs: attach("fexit_inet_hash_connect", "fexit_inet6_hash_connect")},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/inet_hash_connect, inet6_hash_connect",
+					progs: attach("kprobe_inet_hash_connect", "kretprobe_inet_hash_connect", "kprobe_inet6_hash_connect", "kretprobe_inet6_hash_connect")},
 			},
 		},
 	},

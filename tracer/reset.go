@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -24,14 +23,10 @@ var resetDetector = &detector{
 		{
 			events: []EventType{Reset},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/tcp_send_reset (with reason, 6.10+) + tp_btf/tcp_receive_reset", progs: []progAttach{
-					{prog: "tp_tcp_send_reset_reason", kind: attachTracing},
-					{prog: "tp_tcp_receive_reset", kind: attachTracing},
-				}, requires: needSendResetReason(true)},
-				{path: PathTracepoint, hooks: "tp_btf/tcp_send_reset + tp_btf/tcp_receive_reset", progs: []progAttach{
-					{prog: "tp_tcp_send_reset", kind: attachTracing},
-					{prog: "tp_tcp_receive_reset", kind: attachTracing},
-				}, requires: needSendResetReason(false)},
+				{path: PathTracepoint, hooks: "tp_btf/tcp_send_reset (with reason, 6.10+) + tp_btf/tcp_receive_reset",
+					progs: attach("tp_tcp_send_reset_reason", "tp_tcp_receive_reset"), requires: needSendResetReason(true)},
+				{path: PathTracepoint, hooks: "tp_btf/tcp_send_reset + tp_btf/tcp_receive_reset",
+					progs: attach("tp_tcp_send_reset", "tp_tcp_receive_reset"), requires: needSendResetReason(false)},
 			},
 		},
 	},
@@ -41,19 +36,9 @@ var resetDetector = &detector{
 }
 
 func needSendResetReason(want bool) func(*kernelFacts) error {
-	return func(k *kernelFacts) error {
-		f, err := connFactsOf(k)
-		if err != nil {
-			return err
-		}
-		if f.sendResetReason != want {
-			if want {
-				return errors.New("tcp:tcp_send_reset passes no reset reason (added in 6.10)")
-			}
-			return errors.New("for kernels whose tcp:tcp_send_reset passes no reason (before 6.10)")
-		}
-		return nil
-	}
+	return needPrototype(want, func(f *connFacts) bool { return f.sendResetReason },
+		"tcp:tcp_send_reset passes no reset reason (added in 6.10)",
+		"for kernels whose tcp:tcp_send_reset passes no reason (before 6.10)")
 }
 
 func decodeReset(dec *decoder, r *tcptraceEvent, t tally) Event {

@@ -32,33 +32,23 @@ var sendDetector = &detector{
 		{
 			events: []EventType{SendEAGAIN},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/sock_send_length (6.3+)", progs: []progAttach{
-					{prog: "tp_sock_send_length", kind: attachTracing},
-				}, enable: hookEAGAIN},
-				{path: PathFentry, hooks: "fexit/tcp_sendmsg", progs: []progAttach{
-					{prog: "fexit_tcp_sendmsg", kind: attachTracing},
-				}, enable: hookEAGAIN},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_sendmsg", progs: []progAttach{
-					{prog: "kprobe_tcp_sendmsg", kind: attachKprobe, symbol: "tcp_sendmsg"},
-					{prog: "kretprobe_tcp_sendmsg", kind: attachKretprobe, symbol: "tcp_sendmsg"},
-				}, enable: hookEAGAIN},
+				{path: PathTracepoint, hooks: "tp_btf/sock_send_length (6.3+)",
+					progs: attach("tp_sock_send_length"), enable: hookEAGAIN},
+				{path: PathFentry, hooks: "fexit/tcp_sendmsg",
+					progs: attach("fexit_tcp_sendmsg"), enable: hookEAGAIN},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_sendmsg",
+					progs: attach("kprobe_tcp_sendmsg", "kretprobe_tcp_sendmsg"), enable: hookEAGAIN},
 			},
 		},
 		{
 			events: []EventType{SendBlocked},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/tcp_sendmsg_locked (6.16+) + tp_btf/sock_send_length", progs: []progAttach{
-					{prog: "tp_tcp_sendmsg_locked", kind: attachTracing},
-					{prog: "tp_sock_send_length", kind: attachTracing},
-				}, enable: hookWait},
-				{path: PathFentry, hooks: "fentry+fexit/sk_stream_wait_memory", progs: []progAttach{
-					{prog: "fentry_sk_stream_wait_memory", kind: attachTracing},
-					{prog: "fexit_sk_stream_wait_memory", kind: attachTracing},
-				}},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/sk_stream_wait_memory", progs: []progAttach{
-					{prog: "kprobe_sk_stream_wait_memory", kind: attachKprobe, symbol: "sk_stream_wait_memory"},
-					{prog: "kretprobe_sk_stream_wait_memory", kind: attachKretprobe, symbol: "sk_stream_wait_memory"},
-				}},
+				{path: PathTracepoint, hooks: "tp_btf/tcp_sendmsg_locked (6.16+) + tp_btf/sock_send_length",
+					progs: attach("tp_tcp_sendmsg_locked", "tp_sock_send_length"), enable: hookWait},
+				{path: PathFentry, hooks: "fentry+fexit/sk_stream_wait_memory",
+					progs: attach("fentry_sk_stream_wait_memory", "fexit_sk_stream_wait_memory")},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/sk_stream_wait_memory",
+					progs: attach("kprobe_sk_stream_wait_memory", "kretprobe_sk_stream_wait_memory")},
 			},
 		},
 	},

@@ -21,17 +21,12 @@ var timewaitDetector = &detector{
 		{
 			events: []EventType{TimewaitOverflow},
 			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/timer_start (tw_timer_handler)", progs: []progAttach{
-					{prog: "tp_inet_sock_set_state", kind: attachTracing},
-					{prog: "tp_timer_start", kind: attachTracing},
-				}, requires: needTwTimer, enable: hookTimewait},
-				{path: PathFentry, hooks: "fexit/inet_twsk_alloc", progs: []progAttach{
-					{prog: "fexit_inet_twsk_alloc", kind: attachTracing},
-				}},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/inet_twsk_alloc", progs: []progAttach{
-					{prog: "kprobe_inet_twsk_alloc", kind: attachKprobe, symbol: "inet_twsk_alloc"},
-					{prog: "kretprobe_inet_twsk_alloc", kind: attachKretprobe, symbol: "inet_twsk_alloc"},
-				}},
+				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/timer_start (tw_timer_handler)",
+					progs: attach("tp_inet_sock_set_state", "tp_timer_start"), requires: needTwTimer, enable: hookTimewait},
+				{path: PathFentry, hooks: "fexit/inet_twsk_alloc",
+					progs: attach("fexit_inet_twsk_alloc")},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/inet_twsk_alloc",
+					progs: attach("kprobe_inet_twsk_alloc", "kretprobe_inet_twsk_alloc")},
 			},
 		},
 	},
