@@ -275,10 +275,12 @@ static __always_inline int submit(struct event *src)
  * map instead: printed a little later rather than lost (it still shows in
  * the `lost` counter).
  */
-static __always_inline void agg_add(struct agg_value *v, __u64 now, __u64 wait_ns)
+/* n: occurrences this call stands for (1 but for retransmit, where it is
+ * the segments the kernel counted). */
+static __always_inline void agg_add_n(struct agg_value *v, __u64 now, __u64 wait_ns, __u64 n)
 {
 	v->last_ns = now;
-	__sync_fetch_and_add(&v->count, 1);
+	__sync_fetch_and_add(&v->count, n);
 	if (wait_ns) {
 		__sync_fetch_and_add(&v->wait_ns, wait_ns);
 		if (wait_ns > v->max_wait_ns)
@@ -286,15 +288,25 @@ static __always_inline void agg_add(struct agg_value *v, __u64 now, __u64 wait_n
 	}
 }
 
-static __always_inline bool agg_hit(struct agg_key *key, __u64 wait_ns)
+static __always_inline void agg_add(struct agg_value *v, __u64 now, __u64 wait_ns)
+{
+	agg_add_n(v, now, wait_ns, 1);
+}
+
+static __always_inline bool agg_hit_n(struct agg_key *key, __u64 wait_ns, __u64 n)
 {
 	struct agg_value *v = bpf_map_lookup_elem(&aggregates, key);
 	__u64 now = bpf_ktime_get_ns();
 
 	if (!v || now - v->snap_ns >= cfg_snapshot_ns)
 		return false;
-	agg_add(v, now, wait_ns);
+	agg_add_n(v, now, wait_ns, n);
 	return true;
+}
+
+static __always_inline bool agg_hit(struct agg_key *key, __u64 wait_ns)
+{
+	return agg_hit_n(key, wait_ns, 1);
 }
 
 /* A zeroed scratch slot of this CPU's next level, for an event of `type`
@@ -353,19 +365,19 @@ static __always_inline void scratch_put(struct agg_value **t)
  * runs scratch_put() on every return), so no early return can leak a level. */
 #define SCRATCH_EVENT(t) struct agg_value *t __attribute__((cleanup(scratch_put))) = NULL
 
-static __always_inline void agg_commit(struct agg_key *key, struct agg_value *t, __u64 wait_ns)
+static __always_inline void agg_commit_n(struct agg_key *key, struct agg_value *t, __u64 wait_ns, __u64 n)
 {
 	struct agg_value *v = bpf_map_lookup_elem(&aggregates, key);
 	__u64 now = bpf_ktime_get_ns();
 
 	t->snap_ns = now;
 	t->ev.ts_ns = now;
-	t->ev.count = 1;
+	t->ev.count = n;
 	t->ev.wait_ns = wait_ns;
 	t->ev.max_wait_ns = wait_ns;
 	if (v) {
 		/* Refresh: the entry keeps its counts, takes the new state. */
-		agg_add(v, now, wait_ns);
+		agg_add_n(v, now, wait_ns, n);
 		v->snap_ns = now;
 		__builtin_memcpy(&v->ev, &t->ev, sizeof(v->ev));
 		return;
@@ -384,7 +396,12 @@ static __always_inline void agg_commit(struct agg_key *key, struct agg_value *t,
 	}
 	v = bpf_map_lookup_elem(&aggregates, key);
 	if (v)
-		agg_add(v, now, wait_ns);
+		agg_add_n(v, now, wait_ns, n);
+}
+
+static __always_inline void agg_commit(struct agg_key *key, struct agg_value *t, __u64 wait_ns)
+{
+	agg_commit_n(key, t, wait_ns, 1);
 }
 
 /* One send-path occurrence on `sk`. `given`, when set, is the snapshot to

@@ -340,26 +340,6 @@ static __shared_hook void conn_set_state(struct sock *sk, int oldstate, int news
 		on_connect_end(sk, PATH_TRACEPOINT);
 }
 
-/* Up to 6.16: fires only for a retransmit that was sent. */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
-{
-	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
-		return 0;
-	on_syn_retransmit(sk, PATH_TRACEPOINT, 0);
-	return 0;
-}
-
-/* 6.17+: fires for every attempt, with its result. */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_tcp_retransmit_skb_err, struct sock *sk, struct sk_buff *skb, int err)
-{
-	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
-		return 0;
-	on_syn_retransmit(sk, PATH_TRACEPOINT, err);
-	return 0;
-}
-
 /* fentry path: tcp_connect() is where every connect() sends its first SYN;
  * tcp_done() is where a failed one closes, sk_err already set. */
 SEC("fentry/tcp_connect")

@@ -30,6 +30,7 @@
 #include "timewait.bpf.c"
 #include "paws.bpf.c"
 #include "reset.bpf.c"
+#include "retransmit.bpf.c"
 
 /* ---- A send's return: send (send_eagain, send_blocked), nagle ---------- */
 
@@ -125,7 +126,7 @@ int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 	return 0;
 }
 
-/* ---- A TCP state change: owner, nagle, connect, ports, timewait -------- */
+/* ---- A TCP state change: owner, nagle, connect, ports, timewait, retransmit */
 
 /*
  * sock:inet_sock_set_state, every TCP state change of the host. Owners run
@@ -156,6 +157,39 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 		owner_forget(sk, newstate);
 		conn_forget(sk, oldstate);
 	}
+	if (on & HOOK_RETRANSMIT)
+		retransmit_forget(sk, newstate);
+	return 0;
+}
+
+/* ---- A retransmission: connect (SYN), retransmit (past the handshake) -- */
+
+static __always_inline void on_tcp_retransmit(struct sock *sk, struct sk_buff *skb, int err)
+{
+	__u32 on = hooks_on;
+
+	if (sk->__sk_common.skc_state == TCP_SYN_SENT) {
+		if (on & HOOK_CONNECT)
+			on_syn_retransmit(sk, PATH_TRACEPOINT, err);
+		return;
+	}
+	if ((on & HOOK_RETRANSMIT) && rtx_state(sk))
+		on_retransmit(sk, skb, PATH_TRACEPOINT, err);
+}
+
+/* Up to 6.16: fires only for a retransmit that was sent. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+{
+	on_tcp_retransmit(sk, skb, 0);
+	return 0;
+}
+
+/* 6.17+: fires for every attempt, with its result. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_tcp_retransmit_skb_err, struct sock *sk, struct sk_buff *skb, int err)
+{
+	on_tcp_retransmit(sk, skb, err);
 	return 0;
 }
 
@@ -189,6 +223,7 @@ const volatile enum probe_path btf_anchor_probe_path;
 const volatile enum listen_reason btf_anchor_listen_reason;
 const volatile enum shared_hook btf_anchor_shared_hook;
 const volatile enum conn_limits btf_anchor_conn_limits;
+const volatile enum rtx_kind btf_anchor_rtx_kind;
 
 /* GPL: tp_btf, fentry and ring buffer helpers are GPL-only. */
 char LICENSE[] SEC("license") = "GPL";

@@ -30,7 +30,8 @@ enum event_type {
 	EVENT_TIMEWAIT_OVERFLOW = 14, /* tcp_max_tw_buckets hit: a socket skipped TIME_WAIT */
 	EVENT_PAWS_REJECT = 15,       /* a segment dropped by a PAWS/timestamp check */
 	EVENT_RESET = 16,             /* a reset sent or received on a connection */
-	EVENT_TYPE_MAX = 17,
+	EVENT_RETRANSMIT = 17,        /* segments retransmitted on a synchronized connection */
+	EVENT_TYPE_MAX = 18,
 };
 
 /* Why a listener event happened, decided in the kernel from the kernel's own
@@ -58,6 +59,18 @@ enum shared_hook {
 	HOOK_PORTS = 32,      /* port_exhaustion: SYN_SENT to CLOSE without a local port */
 	HOOK_TIMEWAIT = 64,   /* timewait_overflow: a close without a TIME_WAIT timer armed */
 	HOOK_DELACK = 128,    /* delayed_ack: the delayed-ACK timer armed (timer_start) */
+	HOOK_RETRANSMIT = 256, /* retransmit: tcp_retransmit_skb past the handshake */
+};
+
+/* What sent a retransmission (bpf/retransmit.bpf.c decides). The two queue
+ * kinds are what the kernel counts in TCPFastRetrans and
+ * TCPSlowStartRetrans, segment for segment. */
+enum rtx_kind {
+	RTX_OTHER = 0,
+	RTX_TIMEOUT = 1,    /* the retransmission timer fired: the head of the queue again */
+	RTX_LOSS_PROBE = 2, /* a tail loss probe resent the last segment */
+	RTX_FAST = 3,       /* loss recovery from ACKs (duplicate ACKs, SACK, RACK): TCPFastRetrans */
+	RTX_SLOW_START = 4, /* the queue resent in slow start after a timeout or a path-MTU drop: TCPSlowStartRetrans */
 };
 
 /* Which kind of hook produced an event: printed by --list-probes and kept in
@@ -232,6 +245,20 @@ struct conn_snapshot {
 	__u8 _pad2[2];
 };
 
+/* A retransmission: what the segment was and what the connection's
+ * recovery looked like. The socket's state is in the event's tcp_snapshot,
+ * its owner and limits in its conn_snapshot. */
+struct rtx_snapshot {
+	__u32 segs;          /* segments of this retransmission (the socket's total_retrans grew by this) */
+	__u32 bytes;         /* bytes of this retransmission (skb->len); a line's total is in wait_ns */
+	__u32 ssthresh;      /* snd_ssthresh, packets */
+	__u32 rttvar_us;     /* rttvar_us, microseconds (<< 2 like the kernel's mdev) */
+	__u32 retries2;      /* net.ipv4.tcp_retries2 of the namespace */
+	__s32 err;           /* 6.17+: the attempt's result; 0 before */
+	__u8 kind;           /* enum rtx_kind */
+	__u8 _pad[3];
+};
+
 struct event {
 	__u64 ts_ns;     /* bpf_ktime_get_ns() of the latest occurrence */
 	__u64 count;     /* occurrences this record stands for, >= 1 */
@@ -248,6 +275,7 @@ struct event {
 	struct listen_snapshot l; /* listener events */
 	struct ack_snapshot a;    /* delayed-ACK and Nagle events */
 	struct conn_snapshot c;   /* connection set-up and teardown events */
+	struct rtx_snapshot x;    /* retransmit */
 };
 
 /* Key of the in-kernel aggregation: one entry per socket and event type. */

@@ -33,14 +33,21 @@ const (
 // modelTimeout is tcp_model_timeout(boundary, TCP_TIMEOUT_INIT): the time of
 // `boundary` exponential doublings from 1 s, capped per step at TCP_RTO_MAX.
 func modelTimeout(boundary int, rtoMax time.Duration) time.Duration {
-	thresh := 0 // ilog2(TCP_RTO_MAX / rto_base)
-	for r := rtoMax / tcpTimeoutInit; r > 1; r >>= 1 {
+	return modelTimeoutFrom(boundary, tcpTimeoutInit, rtoMax)
+}
+
+// modelTimeoutFrom is tcp_model_timeout(): `boundary` doublings of base,
+// each step capped at rtoMax. A synchronized connection's is from
+// TCP_RTO_MIN (200 ms) with net.ipv4.tcp_retries2 doublings.
+func modelTimeoutFrom(boundary int, base, rtoMax time.Duration) time.Duration {
+	thresh := 0 // ilog2(rto_max / rto_base)
+	for r := rtoMax / base; r > 1; r >>= 1 {
 		thresh++
 	}
 	if boundary <= thresh {
-		return time.Duration((2<<boundary)-1) * tcpTimeoutInit
+		return time.Duration((2<<boundary)-1) * base
 	}
-	return time.Duration((2<<thresh)-1)*tcpTimeoutInit + time.Duration(boundary-thresh)*rtoMax
+	return time.Duration((2<<thresh)-1)*base + time.Duration(boundary-thresh)*rtoMax
 }
 
 // schedule returns when each SYN retransmit goes out and when connect()

@@ -69,6 +69,7 @@ var detectors = []*detector{
 	timewaitDetector,
 	pawsDetector,
 	resetDetector,
+	retransmitDetector,
 }
 
 // byType finds an event's detector without a map lookup on the path every
@@ -251,12 +252,13 @@ type pathSpec struct {
 // shared program appears in several paths under the same name; the loader
 // attaches it once.
 const (
-	hookEAGAIN   = uint32(tcptraceSharedHookHOOK_SEND_EAGAIN)
-	hookWait     = uint32(tcptraceSharedHookHOOK_SEND_WAIT)
-	hookNagle    = uint32(tcptraceSharedHookHOOK_NAGLE)
-	hookOwners   = uint32(tcptraceSharedHookHOOK_OWNERS)
-	hookConnect  = uint32(tcptraceSharedHookHOOK_CONNECT)
-	hookPorts    = uint32(tcptraceSharedHookHOOK_PORTS)
-	hookTimewait = uint32(tcptraceSharedHookHOOK_TIMEWAIT)
-	hookDelack   = uint32(tcptraceSharedHookHOOK_DELACK)
+	hookEAGAIN     = uint32(tcptraceSharedHookHOOK_SEND_EAGAIN)
+	hookWait       = uint32(tcptraceSharedHookHOOK_SEND_WAIT)
+	hookNagle      = uint32(tcptraceSharedHookHOOK_NAGLE)
+	hookOwners     = uint32(tcptraceSharedHookHOOK_OWNERS)
+	hookConnect    = uint32(tcptraceSharedHookHOOK_CONNECT)
+	hookPorts      = uint32(tcptraceSharedHookHOOK_PORTS)
+	hookTimewait   = uint32(tcptraceSharedHookHOOK_TIMEWAIT)
+	hookDelack     = uint32(tcptraceSharedHookHOOK_DELACK)
+	hookRetransmit = uint32(tcptraceSharedHookHOOK_RETRANSMIT)
 )

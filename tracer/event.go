@@ -123,6 +123,9 @@ type Event struct {
 	delack delackState
 	nagle  nagleState
 	conn   connState
+	// retransmit: the retransmitted segment's numbers and the
+	// connection's limits.
+	retransmit retransmitState
 	// inProgress: a send still blocked when the line was printed; the
 	// summary counts the wait when it ends.
 	inProgress bool

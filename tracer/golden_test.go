@@ -332,6 +332,33 @@ func goldenCases() []goldenCase {
 	r = goldenConn(Reset)
 	r.C.Side, r.C.State, r.C.Unacked = 2, 1, 3000
 	add("reset_received_one", r, tally{})
+
+	// retransmit: each kind, a give-up by TCP_USER_TIMEOUT, a kernel with
+	// TCP_RTO_MAX_MS, HZ unknown, a transmit refused on this host.
+	rtx := func(kind tcptraceRtxKind) tcptraceEvent {
+		r := goldenSend(Retransmit)
+		r.Ret = 0
+		r.C.OwnerKnown = 1
+		r.X = tcptraceRtxSnapshot{Segs: 1, Bytes: 1448, Ssthresh: 7, RttvarUs: 4 * 750, Retries2: 15, Kind: uint8(kind)}
+		return r
+	}
+	add("retransmit_timeout", rtx(tcptraceRtxKindRTX_TIMEOUT), tally{wait: 1448})
+	r = rtx(tcptraceRtxKindRTX_TIMEOUT)
+	r.C.UserTimeoutMs, r.C.RtoMax = 30000, 5000
+	add("retransmit_timeout_user_timeout", r, tally{count: 3, wait: 3 * 1448})
+	r = rtx(tcptraceRtxKindRTX_TIMEOUT)
+	r.C.OwnerKnown, r.S.Ino = 0, 0
+	cs = append(cs, goldenCase{name: "retransmit_timeout_no_hz", raw: r, t: tally{count: 1, wait: 1448}, noHZ: true})
+	add("retransmit_loss_probe", rtx(tcptraceRtxKindRTX_LOSS_PROBE), tally{wait: 1448})
+	r = rtx(tcptraceRtxKindRTX_FAST)
+	r.S.Retransmits, r.S.Backoff, r.S.CaState, r.S.SackedOut = 0, 0, 3, 5
+	add("retransmit_fast", r, tally{count: 6, wait: 6 * 1448})
+	r = rtx(tcptraceRtxKindRTX_SLOW_START)
+	r.S.CaState = 4
+	add("retransmit_slow_start", r, tally{count: 2, wait: 2 * 1448})
+	r = rtx(tcptraceRtxKindRTX_OTHER)
+	r.X.Err = -1
+	add("retransmit_other_eperm", r, tally{wait: 1448})
 	return cs
 }
 

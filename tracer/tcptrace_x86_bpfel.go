@@ -170,6 +170,8 @@ type tcptraceEvent struct {
 	L         tcptraceListenSnapshot
 	A         tcptraceAckSnapshot
 	C         tcptraceConnSnapshot
+	X         tcptraceRtxSnapshot
+	_         [4]byte
 }
 
 type tcptraceEventType uint32
@@ -191,7 +193,8 @@ const (
 	tcptraceEventTypeEVENT_TIMEWAIT_OVERFLOW  tcptraceEventType = 14
 	tcptraceEventTypeEVENT_PAWS_REJECT        tcptraceEventType = 15
 	tcptraceEventTypeEVENT_RESET              tcptraceEventType = 16
-	tcptraceEventTypeEVENT_TYPE_MAX           tcptraceEventType = 17
+	tcptraceEventTypeEVENT_RETRANSMIT         tcptraceEventType = 17
+	tcptraceEventTypeEVENT_TYPE_MAX           tcptraceEventType = 18
 )
 
 type tcptraceListenReason uint32
@@ -290,6 +293,28 @@ const (
 	tcptraceProbePathPATH_KPROBE     tcptraceProbePath = 3
 )
 
+type tcptraceRtxKind uint32
+
+const (
+	tcptraceRtxKindRTX_OTHER      tcptraceRtxKind = 0
+	tcptraceRtxKindRTX_TIMEOUT    tcptraceRtxKind = 1
+	tcptraceRtxKindRTX_LOSS_PROBE tcptraceRtxKind = 2
+	tcptraceRtxKindRTX_FAST       tcptraceRtxKind = 3
+	tcptraceRtxKindRTX_SLOW_START tcptraceRtxKind = 4
+)
+
+type tcptraceRtxSnapshot struct {
+	_        structs.HostLayout
+	Segs     uint32
+	Bytes    uint32
+	Ssthresh uint32
+	RttvarUs uint32
+	Retries2 uint32
+	Err      int32
+	Kind     uint8
+	Pad      [3]uint8
+}
+
 type tcptraceScratchStack struct {
 	_     structs.HostLayout
 	Depth uint32
@@ -308,6 +333,7 @@ const (
 	tcptraceSharedHookHOOK_PORTS       tcptraceSharedHook = 32
 	tcptraceSharedHookHOOK_TIMEWAIT    tcptraceSharedHook = 64
 	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
+	tcptraceSharedHookHOOK_RETRANSMIT  tcptraceSharedHook = 256
 )
 
 type tcptraceSynAttempts struct {
@@ -402,6 +428,7 @@ const (
 	tcptraceMapOwnerUnknown                    = "owner_unknown"
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
+	tcptraceMapRtxLast                         = "rtx_last"
 	tcptraceMapScratch                         = "scratch"
 	tcptraceMapSendmsgSk                       = "sendmsg_sk"
 	tcptraceMapSnapScratch                     = "snap_scratch"
@@ -481,6 +508,7 @@ const (
 	tcptraceVarBtfAnchorEventType              = "btf_anchor_event_type"
 	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
+	tcptraceVarBtfAnchorRtxKind                = "btf_anchor_rtx_kind"
 	tcptraceVarBtfAnchorSharedHook             = "btf_anchor_shared_hook"
 	tcptraceVarCfgCookie4End                   = "cfg_cookie4_end"
 	tcptraceVarCfgCookie4Start                 = "cfg_cookie4_start"
@@ -646,6 +674,7 @@ type tcptraceMapSpecs struct {
 	OwnerUnknown   *ebpf.MapSpec `ebpf:"owner_unknown"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
+	RtxLast        *ebpf.MapSpec `ebpf:"rtx_last"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
@@ -665,6 +694,7 @@ type tcptraceVariableSpecs struct {
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorRtxKind      *ebpf.VariableSpec `ebpf:"btf_anchor_rtx_kind"`
 	BtfAnchorSharedHook   *ebpf.VariableSpec `ebpf:"btf_anchor_shared_hook"`
 	CfgCookie4End         *ebpf.VariableSpec `ebpf:"cfg_cookie4_end"`
 	CfgCookie4Start       *ebpf.VariableSpec `ebpf:"cfg_cookie4_start"`
@@ -736,6 +766,7 @@ type tcptraceMaps struct {
 	OwnerUnknown   *ebpf.Map `ebpf:"owner_unknown"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
+	RtxLast        *ebpf.Map `ebpf:"rtx_last"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
@@ -768,6 +799,7 @@ func (m *tcptraceMaps) Close() error {
 		m.OwnerUnknown,
 		m.Owners,
 		m.PidFilter,
+		m.RtxLast,
 		m.Scratch,
 		m.SendmsgSk,
 		m.SnapScratch,
@@ -788,6 +820,7 @@ type tcptraceVariables struct {
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorRtxKind      *ebpf.Variable `ebpf:"btf_anchor_rtx_kind"`
 	BtfAnchorSharedHook   *ebpf.Variable `ebpf:"btf_anchor_shared_hook"`
 	CfgCookie4End         *ebpf.Variable `ebpf:"cfg_cookie4_end"`
 	CfgCookie4Start       *ebpf.Variable `ebpf:"cfg_cookie4_start"`

@@ -1,0 +1,216 @@
+package tracer
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The retransmit detector (bpf/retransmit.bpf.c): segments a connection
+// past its handshake sent again, by what sent them.
+const Retransmit EventType = EventType(tcptraceEventTypeEVENT_RETRANSMIT)
+
+// The kinds, as bpf/retransmit.bpf.c tells them (enum rtx_kind).
+const (
+	reasonRtxTimeout   Reason = "timeout"
+	reasonRtxLossProbe Reason = "loss_probe"
+	reasonRtxFast      Reason = "fast"
+	reasonRtxSlowStart Reason = "slow_start"
+	reasonRtxOther     Reason = "other"
+)
+
+// TCP_RTO_MIN: the base of a synchronized connection's give-up time
+// (tcp_model_timeout() in tcp_write_timeout()).
+const tcpRTOMin = 200 * time.Millisecond
+
+var retransmitDetector = &detector{
+	name:    "retransmit",
+	events:  []eventSpec{{Retransmit, "retransmit"}},
+	reasons: []Reason{reasonRtxTimeout, reasonRtxLossProbe, reasonRtxFast, reasonRtxSlowStart, reasonRtxOther},
+	probes: []probeSet{
+		{
+			events: []EventType{Retransmit},
+			paths: []pathSpec{
+				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_skb (with err, 6.17+)",
+					progs: attach("tp_tcp_retransmit_skb_err", "tp_inet_sock_set_state"), requires: needRetransmitErr(true), enable: hookRetransmit},
+				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_skb",
+					progs: attach("tp_tcp_retransmit_skb", "tp_inet_sock_set_state"), requires: needRetransmitErr(false), enable: hookRetransmit},
+			},
+		},
+	},
+	// The RTO and the loss probe fire in timer context, fast retransmits in
+	// softirq: the owner comes from the socket.
+	needs:   needs{owners: true, connFacts: true},
+	decode:  decodeRetransmit,
+	explain: func(e Event, t tally) string { return explainRetransmit(e.Reason, &e.retransmit, &e.snap, t.count) },
+}
+
+// retransmitState is what a retransmit line is made of besides the socket's
+// snapshot.
+type retransmitState struct {
+	Ssthresh    uint32
+	RTTVar      time.Duration
+	Retries2    uint8
+	UserTimeout time.Duration
+	RTOMax      time.Duration // 0: unknown (HZ unknown)
+	// RTOMaxSettable: the kernel has TCP_RTO_MAX_MS and tcp_rto_max_ms (6.15+).
+	RTOMaxSettable bool
+	// GiveUp: how long after its first retransmission the connection is
+	// aborted if nothing is acknowledged (TCP_USER_TIMEOUT, else
+	// tcp_retries2 doublings from TCP_RTO_MIN); 0 when HZ is unknown.
+	GiveUp      time.Duration
+	TransmitErr int32
+	OwnerKnown  bool
+}
+
+func rtxReason(kind uint8) Reason {
+	switch kind {
+	case uint8(tcptraceRtxKindRTX_TIMEOUT):
+		return reasonRtxTimeout
+	case uint8(tcptraceRtxKindRTX_LOSS_PROBE):
+		return reasonRtxLossProbe
+	case uint8(tcptraceRtxKindRTX_FAST):
+		return reasonRtxFast
+	case uint8(tcptraceRtxKindRTX_SLOW_START):
+		return reasonRtxSlowStart
+	}
+	return reasonRtxOther
+}
+
+func decodeRetransmit(d *decoder, r *tcptraceEvent, t tally) Event {
+	e := d.connEvent(r, t)
+	x := retransmitState{
+		Ssthresh:    r.X.Ssthresh,
+		RTTVar:      time.Duration(r.X.RttvarUs>>2) * time.Microsecond,
+		Retries2:    uint8(r.X.Retries2),
+		UserTimeout: time.Duration(r.C.UserTimeoutMs) * time.Millisecond,
+		TransmitErr: r.X.Err,
+		OwnerKnown:  r.C.OwnerKnown != 0,
+	}
+	if !x.OwnerKnown {
+		e.PID, e.Comm = 0, ""
+		if d.owners != nil && r.S.Ino != 0 {
+			e.PID, e.Comm = d.owners.lookup(r.S.Ino)
+		}
+	}
+	if d.hz > 0 {
+		x.RTOMax = tcpRTOMax
+		if r.C.RtoMax != 0 {
+			x.RTOMaxSettable = true
+			x.RTOMax = time.Duration(uint64(r.C.RtoMax) * uint64(time.Second) / d.hz)
+		}
+		x.GiveUp = x.UserTimeout
+		if x.GiveUp == 0 {
+			x.GiveUp = modelTimeoutFrom(int(x.Retries2), tcpRTOMin, x.RTOMax)
+		}
+	}
+	e.Reason = rtxReason(r.X.Kind)
+	e.retransmit = x
+	s := &e.snap
+	dt := make(map[string]any, detailsCap)
+	dt["probe"] = e.Path.String()
+	dt["owner_known"] = x.OwnerKnown
+	dt["state"] = s.State
+	dt["socket_inode"] = r.S.Ino
+	// The line's segments are its count; its bytes, the sum the
+	// aggregation keeps in the wait field (bpf/retransmit.bpf.c).
+	dt["segments"] = t.count
+	dt["bytes"] = uint64(t.wait)
+	dt["unacked_bytes"] = s.UnackedBytes
+	dt["packets_out"] = s.PacketsOut
+	dt["lost_packets"] = s.LostOut
+	dt["sacked_packets"] = s.SackedOut
+	dt["retrans_out_packets"] = s.RetransOut
+	dt["total_retrans_packets"] = s.TotalRetrans
+	dt["rto_retransmits"] = s.RTORetransmits
+	dt["backoff"] = s.Backoff
+	dt["cwnd_packets"] = s.Cwnd
+	dt["ssthresh_packets"] = x.Ssthresh
+	dt["ca_state"] = caStateName(s.CAState)
+	dt["srtt_us"] = s.SRTT.Microseconds()
+	dt["rttvar_us"] = x.RTTVar.Microseconds()
+	dt["tcp_retries2"] = x.Retries2
+	dt["user_timeout_ms"] = x.UserTimeout.Milliseconds()
+	if x.TransmitErr != 0 {
+		dt["transmit_error"] = transmitErrName(x.TransmitErr)
+	}
+	if s.HZKnown {
+		dt["rto_ms"] = ms(s.RTO)
+		dt["since_last_ack_ms"] = ms(s.SinceLastACK)
+		dt["rto_max_ms"] = ms(x.RTOMax)
+		dt["give_up_after_ms"] = ms(x.GiveUp)
+	}
+	e.Details = dt
+	return e
+}
+
+// icsk_ca_state values (include/net/tcp.h, enum tcp_ca_state).
+func caStateName(s uint8) string {
+	switch s {
+	case 0:
+		return "open"
+	case 1:
+		return "disorder"
+	case 2:
+		return "cwr"
+	case 3:
+		return "recovery"
+	case 4:
+		return "loss"
+	}
+	return "unknown"
+}
+
+func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint64) string {
+	var b strings.Builder
+	segs := "1 segment"
+	if count != 1 {
+		segs = fmt.Sprintf("%d segments", count)
+	}
+	switch kind {
+	case reasonRtxTimeout:
+		fmt.Fprintf(&b, "%s retransmitted because the retransmission timer fired", segs)
+		if s.HZKnown {
+			fmt.Fprintf(&b, " with no ACK for %s (RTO %s, timeout %d in a row, backoff %d)", dur(s.SinceLastACK), dur(s.RTO), s.RTORetransmits, s.Backoff)
+		} else {
+			fmt.Fprintf(&b, " (timeout %d in a row, backoff %d)", s.RTORetransmits, s.Backoff)
+		}
+		fmt.Fprintf(&b, "; %d bytes unacknowledged: nothing from the peer acknowledges them, so the path or the peer is silent", s.UnackedBytes)
+		b.WriteString("; each timeout doubles the next")
+		if x.RTOMax > 0 {
+			fmt.Fprintf(&b, " up to %s", dur(x.RTOMax))
+		}
+		if x.GiveUp > 0 {
+			if x.UserTimeout > 0 {
+				fmt.Fprintf(&b, ", and the connection is aborted %s after its first unanswered retransmission (TCP_USER_TIMEOUT)", dur(x.GiveUp))
+			} else {
+				fmt.Fprintf(&b, ", and the connection is aborted about %s after its first unanswered retransmission (net.ipv4.tcp_retries2 %d)", dur(x.GiveUp), x.Retries2)
+			}
+		}
+		if x.UserTimeout > 0 {
+			b.WriteString("; to fail over sooner lower TCP_USER_TIMEOUT")
+		} else {
+			b.WriteString("; to fail over sooner set TCP_USER_TIMEOUT or lower net.ipv4.tcp_retries2")
+		}
+		if x.RTOMaxSettable {
+			b.WriteString(", and to resume sooner once the path is back cap the backoff (TCP_RTO_MAX_MS or net.ipv4.tcp_rto_max_ms, 6.15+)")
+		}
+	case reasonRtxLossProbe:
+		fmt.Fprintf(&b, "%s resent by a tail loss probe", segs)
+		if s.HZKnown {
+			fmt.Fprintf(&b, ": no ACK for %s (srtt %s) after the last segment", dur(s.SinceLastACK), dur(s.SRTT))
+		}
+		b.WriteString("; the probe asks the peer to acknowledge the tail so that a lost last segment is repaired without waiting for the retransmission timeout")
+	case reasonRtxFast:
+		fmt.Fprintf(&b, "%s retransmitted in loss recovery: the peer's ACKs (duplicate ACKs, SACK or RACK) showed %d packets lost and %d received out of order (cwnd %d, ssthresh %d); packets are being dropped between the two ends", segs, s.LostOut, s.SackedOut, s.Cwnd, x.Ssthresh)
+	case reasonRtxSlowStart:
+		fmt.Fprintf(&b, "%s retransmitted in slow start after a retransmission timeout (or a path-MTU drop): %d packets marked lost, cwnd %d, ssthresh %d", segs, s.LostOut, s.Cwnd, x.Ssthresh)
+	default:
+		fmt.Fprintf(&b, "%s retransmitted (%d bytes unacknowledged, cwnd %d)", segs, s.UnackedBytes, s.Cwnd)
+	}
+	if x.TransmitErr != 0 {
+		fmt.Fprintf(&b, "; the retransmission never left this host: the IP layer refused it with %s", transmitErrName(x.TransmitErr))
+	}
+	b.WriteString(".")
+	return b.String()
+}
