@@ -64,3 +64,41 @@ func TestRetransmitOutage(t *testing.T) {
 		}
 	}
 }
+
+// A lossy path: one data segment in 50 to the receiver is dropped while a
+// bulk sender runs. Loss recovery resends them (fast), with a tail loss
+// probe or a timeout now and then; every kind adds up to the kernel's
+// counter of it, and the whole to RetransSegs less TCPSynRetrans. A tail
+// loss probe is counted by TCPLossProbes, which also counts probes that
+// sent new data: at most that many.
+func TestRetransmitLossyPath(t *testing.T) {
+	requireEvents(t, "retransmit")
+	ns := newNetns(t)
+	tr := startTracer(t, "-e", "retransmit")
+	h := startHelper(t, ns, "bulk", 3*time.Second)
+	ns.nft(fmt.Sprintf(`table ip tcptrace_e2e_loss {
+		chain in { type filter hook input priority 0; tcp dport %d meta length > 200 numgen inc mod 50 == 0 drop; }
+	}`, h.Port))
+	before, beforeExt := ns.snmp(), ns.netstat()
+	res := h.run()
+	delta := counterDelta(before, ns.snmp(), "RetransSegs")
+	ext := counterDelta(beforeExt, ns.netstat(), "TCPSynRetrans", "TCPTimeouts", "TCPFastRetrans", "TCPSlowStartRetrans", "TCPLossProbes")
+	stopAll(t, tr)
+
+	evs := tr.eventsFor("retransmit", h.PID)
+	by := countBy(evs)
+	t.Logf("helper %v, RetransSegs %d, %v, by kind %v", res, delta["RetransSegs"], ext, by)
+	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(evs) != want {
+		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
+	}
+	if by["fast"] == 0 || by["fast"] != ext["TCPFastRetrans"] || by["slow_start"] != ext["TCPSlowStartRetrans"] ||
+		by["timeout"] != ext["TCPTimeouts"] || by["loss_probe"] > ext["TCPLossProbes"] || by["other"] != 0 {
+		t.Errorf("by kind %v; TCPFastRetrans %d, TCPSlowStartRetrans %d, TCPTimeouts %d, TCPLossProbes %d",
+			by, ext["TCPFastRetrans"], ext["TCPSlowStartRetrans"], ext["TCPTimeouts"], ext["TCPLossProbes"])
+	}
+	for _, e := range evs {
+		if e.LPort != h.LPort || e.RPort != h.Port || e.Details["owner_known"] != true {
+			t.Errorf("retransmit not on the sender's connection or not named after it: %s", dump([]event{e}))
+		}
+	}
+}
