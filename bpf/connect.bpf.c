@@ -200,7 +200,7 @@ static __always_inline __u32 syn_isn(struct sock *sk)
  * how many counted retransmits this call stands for: 0 (an attempt that
  * did not count), 1, or more when failed ones went unseen before it.
  */
-static __always_inline void on_syn_retransmit(struct sock *sk, __u8 path, int err)
+static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 {
 	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
 	__u64 key = (__u64)sk, now = bpf_ktime_get_ns(), prev_ns;
@@ -349,15 +349,6 @@ int BPF_PROG(fentry_tcp_connect, struct sock *sk)
 	return 0;
 }
 
-SEC("fexit/tcp_retransmit_skb")
-int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int segs, int ret)
-{
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_SENT)
-		return 0;
-	on_syn_retransmit(sk, PATH_FENTRY, ret);
-	return 0;
-}
-
 SEC("fentry/tcp_done")
 int BPF_PROG(fentry_tcp_done, struct sock *sk)
 {
@@ -373,31 +364,6 @@ int BPF_KPROBE(kprobe_tcp_connect, struct sock *sk)
 	return 0;
 }
 
-SEC("kprobe/tcp_retransmit_skb")
-int BPF_KPROBE(kprobe_tcp_retransmit_skb, struct sock *sk)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 v = (__u64)sk;
-
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)
-		bpf_map_update_elem(&kprobe_socks, &tid, &v, BPF_ANY);
-	return 0;
-}
-
-SEC("kretprobe/tcp_retransmit_skb")
-int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *v = bpf_map_lookup_elem(&kprobe_socks, &tid);
-	struct sock *sk;
-
-	if (!v)
-		return 0;
-	sk = (struct sock *)*v;
-	bpf_map_delete_elem(&kprobe_socks, &tid);
-	on_syn_retransmit(sk, PATH_KPROBE, ret);
-	return 0;
-}
 
 SEC("kprobe/tcp_done")
 int BPF_KPROBE(kprobe_tcp_done, struct sock *sk)

@@ -134,3 +134,125 @@ static __shared_hook bool rtx_state(struct sock *sk)
 {
 	return TCPF(BPF_CORE_READ(sk, __sk_common.skc_state)) & RTX_STATES;
 }
+
+/* ---- fentry and kprobe paths ----------------------------------------- */
+
+/* kprobe path: the socket and segment of a retransmit call, by thread, for
+ * its return probe. */
+struct rtx_call {
+	__u64 sk;
+	__u64 skb;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tid */
+	__type(value, struct rtx_call);
+} rtx_calls SEC(".maps");
+
+static __shared_hook void rtx_stash(struct sock *sk, struct sk_buff *skb)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct rtx_call c = { .sk = (__u64)sk, .skb = (__u64)skb };
+
+	bpf_map_update_elem(&rtx_calls, &tid, &c, BPF_ANY);
+}
+
+static __shared_hook bool rtx_unstash(struct rtx_call *out)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct rtx_call *c = bpf_map_lookup_elem(&rtx_calls, &tid);
+
+	if (!c)
+		return false;
+	*out = *c;
+	bpf_map_delete_elem(&rtx_calls, &tid);
+	return true;
+}
+
+/*
+ * A tail loss probe calls __tcp_retransmit_skb() itself, not
+ * tcp_retransmit_skb(). A probe on __tcp_retransmit_skb() would also see
+ * every call tcp_retransmit_skb() makes on most builds (and none on Debian's
+ * 6.1, whose tcp_retransmit_skb() calls a split-off copy), so it counts only
+ * inside tcp_send_loss_probe(), which the timer calls by its symbol on every
+ * build: this CPU's socket in the probe, set on entry, cleared on return.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} rtx_in_probe SEC(".maps");
+
+static __always_inline void rtx_probe_mark(struct sock *sk)
+{
+	__u32 zero = 0;
+	__u64 *v = bpf_map_lookup_elem(&rtx_in_probe, &zero);
+
+	if (v)
+		*v = (__u64)sk;
+}
+
+static __always_inline bool rtx_in_loss_probe(struct sock *sk)
+{
+	__u32 zero = 0;
+	__u64 *v = bpf_map_lookup_elem(&rtx_in_probe, &zero);
+
+	return v && *v == (__u64)sk;
+}
+
+SEC("fentry/tcp_send_loss_probe")
+int BPF_PROG(fentry_tcp_send_loss_probe, struct sock *sk)
+{
+	rtx_probe_mark(sk);
+	return 0;
+}
+
+SEC("fexit/tcp_send_loss_probe")
+int BPF_PROG(fexit_tcp_send_loss_probe, struct sock *sk)
+{
+	rtx_probe_mark(NULL);
+	return 0;
+}
+
+SEC("fexit/__tcp_retransmit_skb")
+int BPF_PROG(fexit_loss_probe_retransmit, struct sock *sk, struct sk_buff *skb, int segs, int ret)
+{
+	if (rtx_in_loss_probe(sk) && rtx_state(sk))
+		on_retransmit(sk, skb, PATH_FENTRY, ret);
+	return 0;
+}
+
+SEC("kprobe/tcp_send_loss_probe")
+int BPF_KPROBE(kprobe_tcp_send_loss_probe, struct sock *sk)
+{
+	rtx_probe_mark(sk);
+	return 0;
+}
+
+SEC("kretprobe/tcp_send_loss_probe")
+int BPF_KRETPROBE(kretprobe_tcp_send_loss_probe)
+{
+	rtx_probe_mark(NULL);
+	return 0;
+}
+
+SEC("kprobe/__tcp_retransmit_skb")
+int BPF_KPROBE(kprobe_loss_probe_retransmit, struct sock *sk, struct sk_buff *skb)
+{
+	if (rtx_in_loss_probe(sk) && rtx_state(sk))
+		rtx_stash(sk, skb);
+	return 0;
+}
+
+SEC("kretprobe/__tcp_retransmit_skb")
+int BPF_KRETPROBE(kretprobe_loss_probe_retransmit, int ret)
+{
+	struct rtx_call c;
+
+	if (rtx_unstash(&c))
+		on_retransmit((struct sock *)c.sk, (struct sk_buff *)c.skb, PATH_KPROBE, ret);
+	return 0;
+}

@@ -164,24 +164,31 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 
 /* ---- A retransmission: connect (SYN), retransmit (past the handshake) -- */
 
-static __always_inline void on_tcp_retransmit(struct sock *sk, struct sk_buff *skb, int err)
+
+/*
+ * Every retransmission passes here; SYN retransmits are connect's, those
+ * past the handshake retransmit's. The fentry and kprobe paths see the
+ * return of tcp_retransmit_skb(), which the timer and the queue call; a tail
+ * loss probe calls __tcp_retransmit_skb() directly (retransmit.bpf.c).
+ */
+static __always_inline void on_tcp_retransmit(struct sock *sk, struct sk_buff *skb, int err, __u8 path)
 {
 	__u32 on = hooks_on;
 
-	if (sk->__sk_common.skc_state == TCP_SYN_SENT) {
-		if (on & HOOK_CONNECT)
-			on_syn_retransmit(sk, PATH_TRACEPOINT, err);
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT) {
+		if (on & HOOK_SYN_RTX)
+			on_syn_retransmit(sk, path, err);
 		return;
 	}
 	if ((on & HOOK_RETRANSMIT) && rtx_state(sk))
-		on_retransmit(sk, skb, PATH_TRACEPOINT, err);
+		on_retransmit(sk, skb, path, err);
 }
 
 /* Up to 6.16: fires only for a retransmit that was sent. */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 {
-	on_tcp_retransmit(sk, skb, 0);
+	on_tcp_retransmit(sk, skb, 0, PATH_TRACEPOINT);
 	return 0;
 }
 
@@ -189,7 +196,36 @@ int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tp_tcp_retransmit_skb_err, struct sock *sk, struct sk_buff *skb, int err)
 {
-	on_tcp_retransmit(sk, skb, err);
+	on_tcp_retransmit(sk, skb, err, PATH_TRACEPOINT);
+	return 0;
+}
+
+SEC("fexit/tcp_retransmit_skb")
+int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int segs, int ret)
+{
+	on_tcp_retransmit(sk, skb, ret, PATH_FENTRY);
+	return 0;
+}
+
+/* kretprobes see no arguments: the entry parks the socket and skb. */
+SEC("kprobe/tcp_retransmit_skb")
+int BPF_KPROBE(kprobe_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+{
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	__u32 on = hooks_on;
+
+	if ((state == TCP_SYN_SENT && (on & HOOK_SYN_RTX)) || ((on & HOOK_RETRANSMIT) && (TCPF(state) & RTX_STATES)))
+		rtx_stash(sk, skb);
+	return 0;
+}
+
+SEC("kretprobe/tcp_retransmit_skb")
+int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
+{
+	struct rtx_call c;
+
+	if (rtx_unstash(&c))
+		on_tcp_retransmit((struct sock *)c.sk, (struct sk_buff *)c.skb, ret, PATH_KPROBE);
 	return 0;
 }
 

@@ -60,6 +60,7 @@ enum shared_hook {
 	HOOK_TIMEWAIT = 64,   /* timewait_overflow: a close without a TIME_WAIT timer armed */
 	HOOK_DELACK = 128,    /* delayed_ack: the delayed-ACK timer armed (timer_start) */
 	HOOK_RETRANSMIT = 256, /* retransmit: tcp_retransmit_skb past the handshake */
+	HOOK_SYN_RTX = 512,    /* syn_retransmit: tcp_retransmit_skb in SYN_SENT, any path */
 };
 
 /* What sent a retransmission (bpf/retransmit.bpf.c decides). The two queue

@@ -261,4 +261,5 @@ const (
 	hookTimewait   = uint32(tcptraceSharedHookHOOK_TIMEWAIT)
 	hookDelack     = uint32(tcptraceSharedHookHOOK_DELACK)
 	hookRetransmit = uint32(tcptraceSharedHookHOOK_RETRANSMIT)
+	hookSynRtx     = uint32(tcptraceSharedHookHOOK_SYN_RTX)
 )

@@ -35,6 +35,14 @@ var retransmitDetector = &detector{
 					progs: attach("tp_tcp_retransmit_skb_err", "tp_inet_sock_set_state"), requires: needRetransmitErr(true), enable: hookRetransmit},
 				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_skb",
 					progs: attach("tp_tcp_retransmit_skb", "tp_inet_sock_set_state"), requires: needRetransmitErr(false), enable: hookRetransmit},
+				{path: PathFentry, hooks: "fexit/tcp_retransmit_skb + fentry+fexit/tcp_send_loss_probe + fexit/__tcp_retransmit_skb (in a loss probe)",
+					progs: attach("fexit_tcp_retransmit_skb", "fentry_tcp_send_loss_probe", "fexit_tcp_send_loss_probe", "fexit_loss_probe_retransmit", "tp_inet_sock_set_state"), enable: hookRetransmit},
+				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_retransmit_skb, tcp_send_loss_probe, __tcp_retransmit_skb (in a loss probe)",
+					progs: append(attach("kprobe_tcp_retransmit_skb", "kretprobe_tcp_retransmit_skb", "kprobe_tcp_send_loss_probe", "kretprobe_tcp_send_loss_probe", "tp_inet_sock_set_state"),
+						// Named apart: bpf2go would give kprobe___tcp_retransmit_skb and
+						// kprobe_tcp_retransmit_skb the same Go name.
+						progAttach{prog: "kprobe_loss_probe_retransmit", kind: attachKprobe, symbol: "__tcp_retransmit_skb"},
+						progAttach{prog: "kretprobe_loss_probe_retransmit", kind: attachKretprobe, symbol: "__tcp_retransmit_skb"}), enable: hookRetransmit},
 			},
 		},
 	},

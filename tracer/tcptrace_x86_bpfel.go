@@ -293,6 +293,12 @@ const (
 	tcptraceProbePathPATH_KPROBE     tcptraceProbePath = 3
 )
 
+type tcptraceRtxCall struct {
+	_   structs.HostLayout
+	Sk  uint64
+	Skb uint64
+}
+
 type tcptraceRtxKind uint32
 
 const (
@@ -334,6 +340,7 @@ const (
 	tcptraceSharedHookHOOK_TIMEWAIT    tcptraceSharedHook = 64
 	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
 	tcptraceSharedHookHOOK_RETRANSMIT  tcptraceSharedHook = 256
+	tcptraceSharedHookHOOK_SYN_RTX     tcptraceSharedHook = 512
 )
 
 type tcptraceSynAttempts struct {
@@ -428,6 +435,8 @@ const (
 	tcptraceMapOwnerUnknown                    = "owner_unknown"
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
+	tcptraceMapRtxCalls                        = "rtx_calls"
+	tcptraceMapRtxInProbe                      = "rtx_in_probe"
 	tcptraceMapRtxLast                         = "rtx_last"
 	tcptraceMapScratch                         = "scratch"
 	tcptraceMapSendmsgSk                       = "sendmsg_sk"
@@ -444,16 +453,19 @@ const (
 	tcptraceProgFentryTcpDelackTimerHandler    = "fentry_tcp_delack_timer_handler"
 	tcptraceProgFentryTcpDone                  = "fentry_tcp_done"
 	tcptraceProgFentryTcpSendDelayedAck        = "fentry_tcp_send_delayed_ack"
+	tcptraceProgFentryTcpSendLossProbe         = "fentry_tcp_send_loss_probe"
 	tcptraceProgFentryTcpTimewaitStateProcess  = "fentry_tcp_timewait_state_process"
 	tcptraceProgFentryTcpV4SynRecvSock         = "fentry_tcp_v4_syn_recv_sock"
 	tcptraceProgFentryTcpV6SynRecvSock         = "fentry_tcp_v6_syn_recv_sock"
 	tcptraceProgFexitInet6HashConnect          = "fexit_inet6_hash_connect"
 	tcptraceProgFexitInetHashConnect           = "fexit_inet_hash_connect"
 	tcptraceProgFexitInetTwskAlloc             = "fexit_inet_twsk_alloc"
+	tcptraceProgFexitLossProbeRetransmit       = "fexit_loss_probe_retransmit"
 	tcptraceProgFexitSkStreamWaitMemory        = "fexit_sk_stream_wait_memory"
 	tcptraceProgFexitTcpConnRequest            = "fexit_tcp_conn_request"
 	tcptraceProgFexitTcpDelackTimerHandler     = "fexit_tcp_delack_timer_handler"
 	tcptraceProgFexitTcpRetransmitSkb          = "fexit_tcp_retransmit_skb"
+	tcptraceProgFexitTcpSendLossProbe          = "fexit_tcp_send_loss_probe"
 	tcptraceProgFexitTcpSendmsg                = "fexit_tcp_sendmsg"
 	tcptraceProgFexitTcpV4SynRecvSock          = "fexit_tcp_v4_syn_recv_sock"
 	tcptraceProgFexitTcpV4SynRecvSock6args     = "fexit_tcp_v4_syn_recv_sock_6args"
@@ -463,6 +475,7 @@ const (
 	tcptraceProgKprobeInet6HashConnect         = "kprobe_inet6_hash_connect"
 	tcptraceProgKprobeInetHashConnect          = "kprobe_inet_hash_connect"
 	tcptraceProgKprobeInetTwskAlloc            = "kprobe_inet_twsk_alloc"
+	tcptraceProgKprobeLossProbeRetransmit      = "kprobe_loss_probe_retransmit"
 	tcptraceProgKprobeSkStreamWaitMemory       = "kprobe_sk_stream_wait_memory"
 	tcptraceProgKprobeTcpConnRequest           = "kprobe_tcp_conn_request"
 	tcptraceProgKprobeTcpConnect               = "kprobe_tcp_connect"
@@ -470,6 +483,7 @@ const (
 	tcptraceProgKprobeTcpDone                  = "kprobe_tcp_done"
 	tcptraceProgKprobeTcpRetransmitSkb         = "kprobe_tcp_retransmit_skb"
 	tcptraceProgKprobeTcpSendDelayedAck        = "kprobe_tcp_send_delayed_ack"
+	tcptraceProgKprobeTcpSendLossProbe         = "kprobe_tcp_send_loss_probe"
 	tcptraceProgKprobeTcpSendmsg               = "kprobe_tcp_sendmsg"
 	tcptraceProgKprobeTcpTimewaitStateProcess  = "kprobe_tcp_timewait_state_process"
 	tcptraceProgKprobeTcpV4SynRecvSock         = "kprobe_tcp_v4_syn_recv_sock"
@@ -477,10 +491,12 @@ const (
 	tcptraceProgKretprobeInet6HashConnect      = "kretprobe_inet6_hash_connect"
 	tcptraceProgKretprobeInetHashConnect       = "kretprobe_inet_hash_connect"
 	tcptraceProgKretprobeInetTwskAlloc         = "kretprobe_inet_twsk_alloc"
+	tcptraceProgKretprobeLossProbeRetransmit   = "kretprobe_loss_probe_retransmit"
 	tcptraceProgKretprobeSkStreamWaitMemory    = "kretprobe_sk_stream_wait_memory"
 	tcptraceProgKretprobeTcpConnRequest        = "kretprobe_tcp_conn_request"
 	tcptraceProgKretprobeTcpDelackTimerHandler = "kretprobe_tcp_delack_timer_handler"
 	tcptraceProgKretprobeTcpRetransmitSkb      = "kretprobe_tcp_retransmit_skb"
+	tcptraceProgKretprobeTcpSendLossProbe      = "kretprobe_tcp_send_loss_probe"
 	tcptraceProgKretprobeTcpSendmsg            = "kretprobe_tcp_sendmsg"
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
@@ -589,16 +605,19 @@ type tcptraceProgramSpecs struct {
 	FentryTcpDelackTimerHandler    *ebpf.ProgramSpec `ebpf:"fentry_tcp_delack_timer_handler"`
 	FentryTcpDone                  *ebpf.ProgramSpec `ebpf:"fentry_tcp_done"`
 	FentryTcpSendDelayedAck        *ebpf.ProgramSpec `ebpf:"fentry_tcp_send_delayed_ack"`
+	FentryTcpSendLossProbe         *ebpf.ProgramSpec `ebpf:"fentry_tcp_send_loss_probe"`
 	FentryTcpTimewaitStateProcess  *ebpf.ProgramSpec `ebpf:"fentry_tcp_timewait_state_process"`
 	FentryTcpV4SynRecvSock         *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SynRecvSock         *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
 	FexitInet6HashConnect          *ebpf.ProgramSpec `ebpf:"fexit_inet6_hash_connect"`
 	FexitInetHashConnect           *ebpf.ProgramSpec `ebpf:"fexit_inet_hash_connect"`
 	FexitInetTwskAlloc             *ebpf.ProgramSpec `ebpf:"fexit_inet_twsk_alloc"`
+	FexitLossProbeRetransmit       *ebpf.ProgramSpec `ebpf:"fexit_loss_probe_retransmit"`
 	FexitSkStreamWaitMemory        *ebpf.ProgramSpec `ebpf:"fexit_sk_stream_wait_memory"`
 	FexitTcpConnRequest            *ebpf.ProgramSpec `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpDelackTimerHandler     *ebpf.ProgramSpec `ebpf:"fexit_tcp_delack_timer_handler"`
 	FexitTcpRetransmitSkb          *ebpf.ProgramSpec `ebpf:"fexit_tcp_retransmit_skb"`
+	FexitTcpSendLossProbe          *ebpf.ProgramSpec `ebpf:"fexit_tcp_send_loss_probe"`
 	FexitTcpSendmsg                *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock          *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args     *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
@@ -608,6 +627,7 @@ type tcptraceProgramSpecs struct {
 	KprobeInet6HashConnect         *ebpf.ProgramSpec `ebpf:"kprobe_inet6_hash_connect"`
 	KprobeInetHashConnect          *ebpf.ProgramSpec `ebpf:"kprobe_inet_hash_connect"`
 	KprobeInetTwskAlloc            *ebpf.ProgramSpec `ebpf:"kprobe_inet_twsk_alloc"`
+	KprobeLossProbeRetransmit      *ebpf.ProgramSpec `ebpf:"kprobe_loss_probe_retransmit"`
 	KprobeSkStreamWaitMemory       *ebpf.ProgramSpec `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest           *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
 	KprobeTcpConnect               *ebpf.ProgramSpec `ebpf:"kprobe_tcp_connect"`
@@ -615,6 +635,7 @@ type tcptraceProgramSpecs struct {
 	KprobeTcpDone                  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_done"`
 	KprobeTcpRetransmitSkb         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendDelayedAck        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_send_delayed_ack"`
+	KprobeTcpSendLossProbe         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_send_loss_probe"`
 	KprobeTcpSendmsg               *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
 	KprobeTcpTimewaitStateProcess  *ebpf.ProgramSpec `ebpf:"kprobe_tcp_timewait_state_process"`
 	KprobeTcpV4SynRecvSock         *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
@@ -622,10 +643,12 @@ type tcptraceProgramSpecs struct {
 	KretprobeInet6HashConnect      *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_hash_connect"`
 	KretprobeInetHashConnect       *ebpf.ProgramSpec `ebpf:"kretprobe_inet_hash_connect"`
 	KretprobeInetTwskAlloc         *ebpf.ProgramSpec `ebpf:"kretprobe_inet_twsk_alloc"`
+	KretprobeLossProbeRetransmit   *ebpf.ProgramSpec `ebpf:"kretprobe_loss_probe_retransmit"`
 	KretprobeSkStreamWaitMemory    *ebpf.ProgramSpec `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest        *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpDelackTimerHandler *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_delack_timer_handler"`
 	KretprobeTcpRetransmitSkb      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_retransmit_skb"`
+	KretprobeTcpSendLossProbe      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_send_loss_probe"`
 	KretprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
@@ -674,6 +697,8 @@ type tcptraceMapSpecs struct {
 	OwnerUnknown   *ebpf.MapSpec `ebpf:"owner_unknown"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
+	RtxCalls       *ebpf.MapSpec `ebpf:"rtx_calls"`
+	RtxInProbe     *ebpf.MapSpec `ebpf:"rtx_in_probe"`
 	RtxLast        *ebpf.MapSpec `ebpf:"rtx_last"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
@@ -766,6 +791,8 @@ type tcptraceMaps struct {
 	OwnerUnknown   *ebpf.Map `ebpf:"owner_unknown"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
+	RtxCalls       *ebpf.Map `ebpf:"rtx_calls"`
+	RtxInProbe     *ebpf.Map `ebpf:"rtx_in_probe"`
 	RtxLast        *ebpf.Map `ebpf:"rtx_last"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
@@ -799,6 +826,8 @@ func (m *tcptraceMaps) Close() error {
 		m.OwnerUnknown,
 		m.Owners,
 		m.PidFilter,
+		m.RtxCalls,
+		m.RtxInProbe,
 		m.RtxLast,
 		m.Scratch,
 		m.SendmsgSk,
@@ -863,16 +892,19 @@ type tcptracePrograms struct {
 	FentryTcpDelackTimerHandler    *ebpf.Program `ebpf:"fentry_tcp_delack_timer_handler"`
 	FentryTcpDone                  *ebpf.Program `ebpf:"fentry_tcp_done"`
 	FentryTcpSendDelayedAck        *ebpf.Program `ebpf:"fentry_tcp_send_delayed_ack"`
+	FentryTcpSendLossProbe         *ebpf.Program `ebpf:"fentry_tcp_send_loss_probe"`
 	FentryTcpTimewaitStateProcess  *ebpf.Program `ebpf:"fentry_tcp_timewait_state_process"`
 	FentryTcpV4SynRecvSock         *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
 	FentryTcpV6SynRecvSock         *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
 	FexitInet6HashConnect          *ebpf.Program `ebpf:"fexit_inet6_hash_connect"`
 	FexitInetHashConnect           *ebpf.Program `ebpf:"fexit_inet_hash_connect"`
 	FexitInetTwskAlloc             *ebpf.Program `ebpf:"fexit_inet_twsk_alloc"`
+	FexitLossProbeRetransmit       *ebpf.Program `ebpf:"fexit_loss_probe_retransmit"`
 	FexitSkStreamWaitMemory        *ebpf.Program `ebpf:"fexit_sk_stream_wait_memory"`
 	FexitTcpConnRequest            *ebpf.Program `ebpf:"fexit_tcp_conn_request"`
 	FexitTcpDelackTimerHandler     *ebpf.Program `ebpf:"fexit_tcp_delack_timer_handler"`
 	FexitTcpRetransmitSkb          *ebpf.Program `ebpf:"fexit_tcp_retransmit_skb"`
+	FexitTcpSendLossProbe          *ebpf.Program `ebpf:"fexit_tcp_send_loss_probe"`
 	FexitTcpSendmsg                *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
 	FexitTcpV4SynRecvSock          *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock"`
 	FexitTcpV4SynRecvSock6args     *ebpf.Program `ebpf:"fexit_tcp_v4_syn_recv_sock_6args"`
@@ -882,6 +914,7 @@ type tcptracePrograms struct {
 	KprobeInet6HashConnect         *ebpf.Program `ebpf:"kprobe_inet6_hash_connect"`
 	KprobeInetHashConnect          *ebpf.Program `ebpf:"kprobe_inet_hash_connect"`
 	KprobeInetTwskAlloc            *ebpf.Program `ebpf:"kprobe_inet_twsk_alloc"`
+	KprobeLossProbeRetransmit      *ebpf.Program `ebpf:"kprobe_loss_probe_retransmit"`
 	KprobeSkStreamWaitMemory       *ebpf.Program `ebpf:"kprobe_sk_stream_wait_memory"`
 	KprobeTcpConnRequest           *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
 	KprobeTcpConnect               *ebpf.Program `ebpf:"kprobe_tcp_connect"`
@@ -889,6 +922,7 @@ type tcptracePrograms struct {
 	KprobeTcpDone                  *ebpf.Program `ebpf:"kprobe_tcp_done"`
 	KprobeTcpRetransmitSkb         *ebpf.Program `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendDelayedAck        *ebpf.Program `ebpf:"kprobe_tcp_send_delayed_ack"`
+	KprobeTcpSendLossProbe         *ebpf.Program `ebpf:"kprobe_tcp_send_loss_probe"`
 	KprobeTcpSendmsg               *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
 	KprobeTcpTimewaitStateProcess  *ebpf.Program `ebpf:"kprobe_tcp_timewait_state_process"`
 	KprobeTcpV4SynRecvSock         *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
@@ -896,10 +930,12 @@ type tcptracePrograms struct {
 	KretprobeInet6HashConnect      *ebpf.Program `ebpf:"kretprobe_inet6_hash_connect"`
 	KretprobeInetHashConnect       *ebpf.Program `ebpf:"kretprobe_inet_hash_connect"`
 	KretprobeInetTwskAlloc         *ebpf.Program `ebpf:"kretprobe_inet_twsk_alloc"`
+	KretprobeLossProbeRetransmit   *ebpf.Program `ebpf:"kretprobe_loss_probe_retransmit"`
 	KretprobeSkStreamWaitMemory    *ebpf.Program `ebpf:"kretprobe_sk_stream_wait_memory"`
 	KretprobeTcpConnRequest        *ebpf.Program `ebpf:"kretprobe_tcp_conn_request"`
 	KretprobeTcpDelackTimerHandler *ebpf.Program `ebpf:"kretprobe_tcp_delack_timer_handler"`
 	KretprobeTcpRetransmitSkb      *ebpf.Program `ebpf:"kretprobe_tcp_retransmit_skb"`
+	KretprobeTcpSendLossProbe      *ebpf.Program `ebpf:"kretprobe_tcp_send_loss_probe"`
 	KretprobeTcpSendmsg            *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
@@ -933,16 +969,19 @@ func (p *tcptracePrograms) Close() error {
 		p.FentryTcpDelackTimerHandler,
 		p.FentryTcpDone,
 		p.FentryTcpSendDelayedAck,
+		p.FentryTcpSendLossProbe,
 		p.FentryTcpTimewaitStateProcess,
 		p.FentryTcpV4SynRecvSock,
 		p.FentryTcpV6SynRecvSock,
 		p.FexitInet6HashConnect,
 		p.FexitInetHashConnect,
 		p.FexitInetTwskAlloc,
+		p.FexitLossProbeRetransmit,
 		p.FexitSkStreamWaitMemory,
 		p.FexitTcpConnRequest,
 		p.FexitTcpDelackTimerHandler,
 		p.FexitTcpRetransmitSkb,
+		p.FexitTcpSendLossProbe,
 		p.FexitTcpSendmsg,
 		p.FexitTcpV4SynRecvSock,
 		p.FexitTcpV4SynRecvSock6args,
@@ -952,6 +991,7 @@ func (p *tcptracePrograms) Close() error {
 		p.KprobeInet6HashConnect,
 		p.KprobeInetHashConnect,
 		p.KprobeInetTwskAlloc,
+		p.KprobeLossProbeRetransmit,
 		p.KprobeSkStreamWaitMemory,
 		p.KprobeTcpConnRequest,
 		p.KprobeTcpConnect,
@@ -959,6 +999,7 @@ func (p *tcptracePrograms) Close() error {
 		p.KprobeTcpDone,
 		p.KprobeTcpRetransmitSkb,
 		p.KprobeTcpSendDelayedAck,
+		p.KprobeTcpSendLossProbe,
 		p.KprobeTcpSendmsg,
 		p.KprobeTcpTimewaitStateProcess,
 		p.KprobeTcpV4SynRecvSock,
@@ -966,10 +1007,12 @@ func (p *tcptracePrograms) Close() error {
 		p.KretprobeInet6HashConnect,
 		p.KretprobeInetHashConnect,
 		p.KretprobeInetTwskAlloc,
+		p.KretprobeLossProbeRetransmit,
 		p.KretprobeSkStreamWaitMemory,
 		p.KretprobeTcpConnRequest,
 		p.KretprobeTcpDelackTimerHandler,
 		p.KretprobeTcpRetransmitSkb,
+		p.KretprobeTcpSendLossProbe,
 		p.KretprobeTcpSendmsg,
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
