@@ -28,6 +28,7 @@ __u32 hooks_on = 0;
 #define EAGAIN 11
 #define SOCK_STREAM 1
 #define SOCK_SNDBUF_LOCK 1
+#define TCP_FLAG_ACK 0x10 /* th->ack, the 14th byte of the TCP header */
 
 /* Set by user space before load; constant to the verifier, so a disabled
  * filter costs nothing. */

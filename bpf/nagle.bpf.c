@@ -36,8 +36,6 @@
 #include "common.bpf.h"
 #include "delack.bpf.h"
 
-#define TCP_FLAG_ACK 0x10
-
 /* Which results the run wants. */
 const volatile __u8 cfg_emit_nagle = 1;        /* nagle_stall */
 const volatile __u8 cfg_emit_nagle_delack = 1; /* nagle_delack_stall */
@@ -131,8 +129,9 @@ static __shared_hook void nagle_leave_established(struct sock *sk)
 		nagle_forget((__u64)sk);
 }
 
-/* A segment arrived on a connection that holds data. */
-static __always_inline void nagle_release(struct sock *sk, struct sk_buff *skb)
+/* A segment arrived on a connection that holds data (tcp:tcp_probe, in
+ * tcptrace.bpf.c; on every path: it is in every supported kernel). */
+static __shared_hook void nagle_release(struct sock *sk, struct sk_buff *skb)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__u64 key = (__u64)sk, now, stall;
@@ -197,15 +196,4 @@ static __always_inline void nagle_release(struct sock *sk, struct sk_buff *skb)
 	if (agg_hit(&ak, stall))
 		return;
 	agg_commit(&ak, t, stall);
-}
-
-/* The release, on every path: tcp_probe is in every supported kernel. The
- * event's path is the one that saw the hold. */
-SEC("tp_btf/tcp_probe")
-int BPF_PROG(tp_tcp_probe_nagle, struct sock *sk, struct sk_buff *skb)
-{
-	if (!nagle_holders)
-		return 0;
-	nagle_release(sk, skb);
-	return 0;
 }

@@ -30,22 +30,49 @@
 /* include/net/inet_connection_sock.h: a #define, not in BTF. */
 #define ICSK_TIME_LOSS_PROBE 5
 
+
+
 /* States past the handshake where data can be outstanding. */
 #define RTX_STATES (TCPF(TCP_ESTABLISHED) | TCPF(TCP_FIN_WAIT1) | TCPF(TCP_CLOSE_WAIT) | \
 		    TCPF(TCP_CLOSING) | TCPF(TCP_LAST_ACK))
 
-/* Per socket: its total_retrans at the last retransmission seen. The kernel
- * adds the segments to RetransSegs and total_retrans on the same line,
- * before the transmit; a transmit that fails there (a netfilter or qdisc
- * drop on output) counts but, up to 6.16, fires no tracepoint. The growth
- * since the last call is what this call stands for in RetransSegs. Dropped
- * when the socket closes (retransmit_forget()). */
+/*
+ * Per socket, what its retransmissions leave for the next one and for
+ * rto_stall. A socket's retransmissions, its timer and its received
+ * segments all run under the socket's lock, so the record needs no atomics.
+ * Dropped when the socket closes (retransmit_forget()).
+ *
+ * total: its total_retrans at the last retransmission seen. The kernel adds
+ * the segments to RetransSegs and total_retrans on the same line, before
+ * the transmit; a transmit that fails there (a netfilter or qdisc drop on
+ * output) counts but, up to 6.16, fires no tracepoint. The growth since the
+ * last call is what this call stands for in RetransSegs.
+ *
+ * The RTO episode: the retransmission timer's first firing since data was
+ * last acknowledged (icsk_retransmits is 1 at its retransmission: the timer
+ * counts the firing before it resends), the latest firing, and the first
+ * segment from the peer that showed the path back while the data waits.
+ */
+struct rtx_sock {
+	__u64 first_rto_ns; /* 0: no episode seen from its start */
+	__u64 last_rto_ns;
+	__u64 heard_ns;     /* 0: no stall seen in this episode */
+	__u32 total;
+	__u8 path;          /* the probe path of the latest retransmission */
+	__u8 _pad[3];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock * */
-	__type(value, __u32);
-} rtx_last SEC(".maps");
+	__type(value, struct rtx_sock);
+} rtx_socks SEC(".maps");
+
+/* Which of rto_stall's lines the run wants; retransmit lines are the
+ * default. rto_stall needs the retransmit programs for its episodes even
+ * when the retransmissions themselves are not wanted. */
+const volatile __u8 cfg_emit_retransmit = 1;
 
 static __always_inline __u8 rtx_kind(struct sock *sk, struct sk_buff *skb)
 {
@@ -63,6 +90,30 @@ static __always_inline __u8 rtx_kind(struct sock *sk, struct sk_buff *skb)
 	return RTX_OTHER;
 }
 
+/* What a retransmit or rto_stall line says about the connection: its state,
+ * owner, recovery and the settings that bound the backoff. */
+static __always_inline void rtx_fill(struct sock *sk, struct event *e, __u8 path)
+{
+	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct netns_ipv4 *ipv4;
+
+	read_snapshot(sk, &e->s);
+	read_conn(sk, &e->c);
+	e->path = path;
+	conn_owner(e, sk, path);
+	e->c.user_timeout_ms = BPF_CORE_READ(icsk, icsk_user_timeout);
+	/* 6.15+: TCP_RTO_MAX_MS per socket; TCP_RTO_MAX (120 s) before. */
+	if (bpf_core_field_exists(icsk->icsk_rto_max))
+		e->c.rto_max = BPF_CORE_READ(icsk, icsk_rto_max);
+	e->x.ssthresh = BPF_CORE_READ(tp, snd_ssthresh);
+	e->x.rttvar_us = BPF_CORE_READ(tp, rttvar_us);
+	/* int in 5.10, u8 since (and in Debian's 5.10 backport): the probed
+	 * read takes either. */
+	ipv4 = net_ipv4(BPF_CORE_READ(sk, __sk_common.skc_net.net));
+	e->x.retries2 = BPF_CORE_READ_BITFIELD_PROBED(ipv4, sysctl_tcp_retries2);
+}
+
 /* One line per connection and kind, then its count per interval. The
  * entry's wait_ns sum carries the bytes retransmitted (no retransmission
  * waits): the line says how many bytes its segments held. */
@@ -71,52 +122,60 @@ static __shared_hook void on_retransmit(struct sock *sk, struct sk_buff *skb, __
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct tcp_skb_cb *cb = (void *)skb + bpf_core_field_offset(struct sk_buff, cb);
 	struct agg_key key = { .sk = (__u64)sk, .type = EVENT_RETRANSMIT };
-	__u32 total = BPF_CORE_READ(tp, total_retrans), n, *last;
-	__u64 k = (__u64)sk, bytes;
-	struct netns_ipv4 *ipv4;
+	__u32 total = BPF_CORE_READ(tp, total_retrans), n;
+	__u64 k = (__u64)sk, bytes, now;
+	struct rtx_sock *r, fresh = {};
+	__u8 kind = rtx_kind(sk, skb);
 	SCRATCH_EVENT(t);
 
-	last = bpf_map_lookup_elem(&rtx_last, &k);
-	if (last) {
-		n = total - *last;
-		*last = total; /* a socket's retransmits run under its lock */
+	r = bpf_map_lookup_elem(&rtx_socks, &k);
+	if (r) {
+		n = total - r->total;
 	} else {
 		/* First seen: this call's segments (earlier ones are not
 		 * ours to count). */
 		n = err ? 0 : BPF_CORE_READ(cb, tcp_gso_segs);
 		if (!n && !err)
 			n = 1;
-		bpf_map_update_elem(&rtx_last, &k, &total, BPF_ANY);
+		if (bpf_map_update_elem(&rtx_socks, &k, &fresh, BPF_ANY))
+			return;
+		r = bpf_map_lookup_elem(&rtx_socks, &k);
+		if (!r)
+			return;
 	}
-	if (!n) /* 6.17+: an attempt that gave up before counting */
+	r->total = total;
+	r->path = path;
+	if (kind == RTX_TIMEOUT) {
+		now = bpf_ktime_get_ns();
+		/* The zero-window branch of the timer does not count its
+		 * firings (icsk_retransmits stays 0): no episode. */
+		switch (BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits)) {
+		case 0:
+			break;
+		case 1:
+			r->first_rto_ns = now;
+			r->heard_ns = 0;
+			/* fallthrough */
+		default:
+			r->last_rto_ns = now;
+		}
+	}
+	if (!n || !cfg_emit_retransmit) /* 6.17+: n 0 is an attempt that gave up before counting */
 		return;
 	if (!conn_sock_wanted(sk) || !conn_owner_wanted(sk, path))
 		return;
-	key.sub = rtx_kind(sk, skb);
+	key.sub = kind;
 	bytes = BPF_CORE_READ(skb, len);
 	if (agg_hit_n(&key, bytes, n))
 		return;
 	t = agg_template(EVENT_RETRANSMIT);
 	if (!t)
 		return;
-	t->ev.path = path;
-	read_snapshot(sk, &t->ev.s);
-	read_conn(sk, &t->ev.c);
-	conn_owner(&t->ev, sk, path);
-	t->ev.c.user_timeout_ms = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_user_timeout);
-	/* 6.15+: TCP_RTO_MAX_MS per socket; TCP_RTO_MAX (120 s) before. */
-	if (bpf_core_field_exists(((struct inet_connection_sock *)sk)->icsk_rto_max))
-		t->ev.c.rto_max = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_rto_max);
-	t->ev.x.kind = key.sub;
+	rtx_fill(sk, &t->ev, path);
+	t->ev.x.kind = kind;
 	t->ev.x.err = err;
 	t->ev.x.segs = n;
 	t->ev.x.bytes = bytes;
-	t->ev.x.ssthresh = BPF_CORE_READ(tp, snd_ssthresh);
-	t->ev.x.rttvar_us = BPF_CORE_READ(tp, rttvar_us);
-	/* int in 5.10, u8 since (and in Debian's 5.10 backport): the probed
-	 * read takes either. */
-	ipv4 = net_ipv4(BPF_CORE_READ(sk, __sk_common.skc_net.net));
-	t->ev.x.retries2 = BPF_CORE_READ_BITFIELD_PROBED(ipv4, sysctl_tcp_retries2);
 	agg_commit_n(&key, t, bytes, n);
 }
 
@@ -126,7 +185,87 @@ static __shared_hook void retransmit_forget(struct sock *sk, int newstate)
 	__u64 k = (__u64)sk;
 
 	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&rtx_last, &k);
+		bpf_map_delete_elem(&rtx_socks, &k);
+}
+
+/*
+ * rto_stall: a segment from the peer, at the top of tcp_rcv_established()
+ * (tcp:tcp_probe), before tcp_ack() has looked at it: the socket's state is
+ * the one the segment found.
+ *
+ * The stall: data is out (packets_out), the retransmission timer has fired
+ * since it was last acknowledged (icsk_retransmits > 0; tcp_ack() zeroes it
+ * when snd_una advances), and this segment acknowledges nothing new. A
+ * segment that acknowledges nothing does not re-arm the timer (tcp_ack()
+ * re-arms it only for an ACK that advanced snd_una or gave an RTT sample),
+ * so the data waits for the backed-off timer whatever else arrives. A
+ * segment that left the peer before our latest retransmission could reach
+ * it says nothing yet: the stall begins once the latest retransmission is
+ * older than the smoothed RTT and still unanswered.
+ *
+ * The end: a segment that acknowledges new data (ack after snd_una) while a
+ * stall was seen: the recovered line, with the whole episode's length and
+ * the part of it with the peer heard.
+ *
+ * The caller (tcptrace.bpf.c) has checked the first two: every other
+ * segment of the host leaves after two loads.
+ */
+static __shared_hook void rto_stall_check(struct sock *sk, struct sk_buff *skb)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct agg_key key = { .sk = (__u64)sk, .type = EVENT_RTO_STALL };
+	__u64 k = (__u64)sk, now, srtt_ns;
+	__u32 ack, snd_una;
+	struct rtx_sock *r;
+	SCRATCH_EVENT(t);
+	__u8 th[14];
+
+	r = bpf_map_lookup_elem(&rtx_socks, &k);
+	if (!r || !r->last_rto_ns)
+		return;
+	/* tcp_rcv_established() gets the segment with data at its TCP header. */
+	if (bpf_probe_read_kernel(th, sizeof(th), BPF_CORE_READ(skb, data)))
+		return;
+	__builtin_memcpy(&ack, &th[8], sizeof(ack));
+	ack = bpf_ntohl(ack);
+	snd_una = BPF_CORE_READ(tp, snd_una);
+	now = bpf_ktime_get_ns();
+	if ((th[13] & TCP_FLAG_ACK) && (__s32)(ack - snd_una) > 0) {
+		if (!r->heard_ns) {
+			r->first_rto_ns = 0;
+			r->last_rto_ns = 0;
+			return; /* answered without a stall */
+		}
+		key.sub = RTO_STALL_RECOVERED;
+	} else {
+		if (!r->heard_ns) {
+			srtt_ns = (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000;
+			if (now - r->last_rto_ns <= srtt_ns)
+				return;
+			r->heard_ns = now;
+		}
+		key.sub = RTO_STALL_WAITING;
+	}
+	/* The line is the path's that saw the retransmissions; a tracing
+	 * program may read the owner either way. */
+	if (conn_sock_wanted(sk) && conn_owner_wanted(sk, r->path) && !agg_hit(&key, 0)) {
+		t = agg_template(EVENT_RTO_STALL);
+		if (t) {
+			rtx_fill(sk, &t->ev, r->path);
+			t->ev.x.kind = key.sub;
+			t->ev.x.episode_known = r->first_rto_ns != 0;
+			if (r->first_rto_ns)
+				t->ev.x.since_first_rto_ns = now - r->first_rto_ns;
+			t->ev.x.since_last_rto_ns = now - r->last_rto_ns;
+			t->ev.x.since_heard_ns = now - r->heard_ns;
+			agg_commit(&key, t, 0);
+		}
+	}
+	if (key.sub == RTO_STALL_RECOVERED) {
+		r->first_rto_ns = 0;
+		r->last_rto_ns = 0;
+		r->heard_ns = 0;
+	}
 }
 
 /* Whether a retransmission is this detector's: past the handshake. */

@@ -229,6 +229,32 @@ int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
 	return 0;
 }
 
+/* ---- A segment received: nagle, retransmit (rto_stall) ---------------- */
+
+/*
+ * tcp:tcp_probe, at the top of tcp_rcv_established(), for every segment an
+ * established connection receives: on every path, since it is in every
+ * supported kernel. A segment leaves after a load while no Nagle hold is
+ * open, and after two loads of the socket for rto_stall while the
+ * connection is not in RTO backoff with data out (bpf_skc_to_tcp_sock(),
+ * 5.9+, makes the socket a typed pointer: direct loads, no probe reads).
+ */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tp_tcp_probe, struct sock *sk, struct sk_buff *skb)
+{
+	struct tcp_sock *tp;
+
+	if (nagle_holders)
+		nagle_release(sk, skb);
+	if (!(hooks_on & HOOK_RTO_STALL))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || !tp->inet_conn.icsk_retransmits || !tp->packets_out)
+		return 0;
+	rto_stall_check(sk, skb);
+	return 0;
+}
+
 /* ---- A timer armed: delack, timewait ----------------------------------- */
 
 /*
@@ -260,6 +286,7 @@ const volatile enum listen_reason btf_anchor_listen_reason;
 const volatile enum shared_hook btf_anchor_shared_hook;
 const volatile enum conn_limits btf_anchor_conn_limits;
 const volatile enum rtx_kind btf_anchor_rtx_kind;
+const volatile enum rto_stall_kind btf_anchor_rto_stall_kind;
 
 /* GPL: tp_btf, fentry and ring buffer helpers are GPL-only. */
 char LICENSE[] SEC("license") = "GPL";

@@ -31,7 +31,8 @@ enum event_type {
 	EVENT_PAWS_REJECT = 15,       /* a segment dropped by a PAWS/timestamp check */
 	EVENT_RESET = 16,             /* a reset sent or received on a connection */
 	EVENT_RETRANSMIT = 17,        /* segments retransmitted on a synchronized connection */
-	EVENT_TYPE_MAX = 18,
+	EVENT_RTO_STALL = 18,         /* the peer's segments arrive while our data waits for the backed-off RTO */
+	EVENT_TYPE_MAX = 19,
 };
 
 /* Why a listener event happened, decided in the kernel from the kernel's own
@@ -61,6 +62,13 @@ enum shared_hook {
 	HOOK_DELACK = 128,    /* delayed_ack: the delayed-ACK timer armed (timer_start) */
 	HOOK_RETRANSMIT = 256, /* retransmit: tcp_retransmit_skb past the handshake */
 	HOOK_SYN_RTX = 512,    /* syn_retransmit: tcp_retransmit_skb in SYN_SENT, any path */
+	HOOK_RTO_STALL = 1024, /* rto_stall: a segment received (tcp_probe) while in RTO backoff */
+};
+
+/* rto_stall's two lines, the aggregation sub-key and the Go reason. */
+enum rto_stall_kind {
+	RTO_STALL_WAITING = 0,   /* the peer is heard, our data waits for the timer */
+	RTO_STALL_RECOVERED = 1, /* a segment acknowledged the data again */
 };
 
 /* What sent a retransmission (bpf/retransmit.bpf.c decides). The two queue
@@ -256,8 +264,12 @@ struct rtx_snapshot {
 	__u32 rttvar_us;     /* rttvar_us, microseconds (<< 2 like the kernel's mdev) */
 	__u32 retries2;      /* net.ipv4.tcp_retries2 of the namespace */
 	__s32 err;           /* 6.17+: the attempt's result; 0 before */
-	__u8 kind;           /* enum rtx_kind */
-	__u8 _pad[3];
+	__u8 kind;           /* retransmit: enum rtx_kind; rto_stall: enum rto_stall_kind */
+	__u8 episode_known;  /* tcptrace saw the episode's first timeout: since_first_rto_ns is real */
+	__u8 _pad[2];
+	__u64 since_first_rto_ns; /* rto_stall: since the first timeout of this episode */
+	__u64 since_last_rto_ns;  /* rto_stall: since the latest timeout's retransmission */
+	__u64 since_heard_ns;     /* rto_stall: since the first peer segment seen in the stall (recovered: the part with the path back) */
 };
 
 struct event {

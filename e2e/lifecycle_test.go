@@ -28,7 +28,7 @@ var programNames = []string{
 	"tp_timer_start", "tp_timer_expire_entry", "tp_timer_expire_exit",
 	"fentry_tcp_send_delayed_ack", "fentry_tcp_delack_timer_handler", "fexit_tcp_delack_timer_handler",
 	"kprobe_tcp_send_delayed_ack", "kprobe_tcp_delack_timer_handler", "kretprobe_tcp_delack_timer_handler",
-	"tp_tcp_probe_nagle",
+	"tp_tcp_probe",
 	// connection set-up and teardown (bpf/connect.bpf.c)
 	"tp_tcp_retransmit_skb", "tp_tcp_retransmit_skb_err",
 	"fentry_tcp_connect", "fexit_tcp_retransmit_skb", "fentry_tcp_done",
@@ -38,6 +38,9 @@ var programNames = []string{
 	"fexit_inet_twsk_alloc", "kprobe_inet_twsk_alloc", "kretprobe_inet_twsk_alloc",
 	"tp_paws_kfree_skb", "tp_paws_kfree_skb_nosk", "fentry_tcp_timewait_state_process", "kprobe_tcp_timewait_state_process",
 	"tp_tcp_send_reset", "tp_tcp_send_reset_reason", "tp_tcp_receive_reset",
+	// retransmit (bpf/retransmit.bpf.c; tcp_retransmit_skb's are above)
+	"fentry_tcp_send_loss_probe", "fexit_tcp_send_loss_probe", "fexit_loss_probe_retransmit",
+	"kprobe_tcp_send_loss_probe", "kretprobe_tcp_send_loss_probe", "kprobe_loss_probe_retransmit", "kretprobe_loss_probe_retransmit",
 }
 
 // loadedPrograms returns the IDs of loaded BPF programs named like ours.

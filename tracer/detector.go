@@ -262,4 +262,5 @@ const (
 	hookDelack     = uint32(tcptraceSharedHookHOOK_DELACK)
 	hookRetransmit = uint32(tcptraceSharedHookHOOK_RETRANSMIT)
 	hookSynRtx     = uint32(tcptraceSharedHookHOOK_SYN_RTX)
+	hookRTOStall   = uint32(tcptraceSharedHookHOOK_RTO_STALL)
 )

@@ -359,6 +359,32 @@ func goldenCases() []goldenCase {
 	r = rtx(tcptraceRtxKindRTX_OTHER)
 	r.X.Err = -1
 	add("retransmit_other_eperm", r, tally{wait: 1448})
+
+	// rto_stall: first seen, aggregated on a kernel with TCP_RTO_MAX_MS
+	// and TCP_USER_TIMEOUT set, an episode tcptrace did not see begin,
+	// HZ unknown, and the recovery.
+	stall := func(kind tcptraceRtoStallKind) tcptraceEvent {
+		r := rtx(0)
+		r.Type = uint8(RTOStall)
+		r.S.Retransmits, r.S.Backoff, r.S.Rto, r.S.CaState = 6, 6, 12800, 4
+		r.S.TimerExpires = r.S.NowJiffies + 3800
+		r.X.Kind, r.X.EpisodeKnown = uint8(kind), 1
+		r.X.SinceFirstRtoNs, r.X.SinceLastRtoNs, r.X.SinceHeardNs = 9_200e6, 9_000e6, 0
+		return r
+	}
+	add("rto_stall_backoff", stall(tcptraceRtoStallKindRTO_STALL_WAITING), tally{})
+	r = stall(tcptraceRtoStallKindRTO_STALL_WAITING)
+	r.C.UserTimeoutMs, r.C.RtoMax = 60000, 120000
+	r.X.SinceHeardNs = 1_500e6
+	add("rto_stall_backoff_aggregated", r, tally{count: 40})
+	r = stall(tcptraceRtoStallKindRTO_STALL_WAITING)
+	r.X.EpisodeKnown, r.X.SinceFirstRtoNs = 0, 0
+	r.S.Pending = 0
+	add("rto_stall_episode_unknown", r, tally{})
+	cs = append(cs, goldenCase{name: "rto_stall_backoff_no_hz", raw: stall(tcptraceRtoStallKindRTO_STALL_WAITING), t: tally{count: 1}, noHZ: true})
+	r = stall(tcptraceRtoStallKindRTO_STALL_RECOVERED)
+	r.X.SinceFirstRtoNs, r.X.SinceLastRtoNs, r.X.SinceHeardNs = 13_000e6, 12_800e6, 3_800e6
+	add("rto_stall_recovered", r, tally{})
 	return cs
 }
 

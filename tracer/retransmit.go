@@ -7,8 +7,13 @@ import (
 )
 
 // The retransmit detector (bpf/retransmit.bpf.c): segments a connection
-// past its handshake sent again, by what sent them.
-const Retransmit EventType = EventType(tcptraceEventTypeEVENT_RETRANSMIT)
+// past its handshake sent again, by what sent them (retransmit), and data
+// left waiting for the backed-off retransmission timer while the peer is
+// heard (rto_stall).
+const (
+	Retransmit EventType = EventType(tcptraceEventTypeEVENT_RETRANSMIT)
+	RTOStall   EventType = EventType(tcptraceEventTypeEVENT_RTO_STALL)
+)
 
 // The kinds, as bpf/retransmit.bpf.c tells them (enum rtx_kind).
 const (
@@ -19,38 +24,73 @@ const (
 	reasonRtxOther     Reason = "other"
 )
 
+// rto_stall's lines (enum rto_stall_kind).
+const (
+	reasonRTOBackoff Reason = "rto_backoff" // the peer is heard; our data waits for the timer
+	reasonRecovered  Reason = "recovered"   // the data was acknowledged again
+)
+
 // TCP_RTO_MIN: the base of a synchronized connection's give-up time
 // (tcp_model_timeout() in tcp_write_timeout()).
 const tcpRTOMin = 200 * time.Millisecond
 
+// Each path's programs for retransmit lines; rto_stall adds the received
+// segment (tcp:tcp_probe, in every supported kernel) and needs the same
+// programs for the timeouts that open an RTO episode.
+var retransmitPaths = []pathSpec{
+	{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_skb (with err, 6.17+)",
+		progs: attach("tp_tcp_retransmit_skb_err", "tp_inet_sock_set_state"), requires: needRetransmitErr(true), enable: hookRetransmit},
+	{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_skb",
+		progs: attach("tp_tcp_retransmit_skb", "tp_inet_sock_set_state"), requires: needRetransmitErr(false), enable: hookRetransmit},
+	{path: PathFentry, hooks: "fexit/tcp_retransmit_skb + fentry+fexit/tcp_send_loss_probe + fexit/__tcp_retransmit_skb (in a loss probe)",
+		progs: attach("fexit_tcp_retransmit_skb", "fentry_tcp_send_loss_probe", "fexit_tcp_send_loss_probe", "fexit_loss_probe_retransmit", "tp_inet_sock_set_state"), enable: hookRetransmit},
+	{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_retransmit_skb, tcp_send_loss_probe, __tcp_retransmit_skb (in a loss probe)",
+		progs: append(attach("kprobe_tcp_retransmit_skb", "kretprobe_tcp_retransmit_skb", "kprobe_tcp_send_loss_probe", "kretprobe_tcp_send_loss_probe", "tp_inet_sock_set_state"),
+			// Named apart: bpf2go would give kprobe___tcp_retransmit_skb and
+			// kprobe_tcp_retransmit_skb the same Go name.
+			progAttach{prog: "kprobe_loss_probe_retransmit", kind: attachKprobe, symbol: "__tcp_retransmit_skb"},
+			progAttach{prog: "kretprobe_loss_probe_retransmit", kind: attachKretprobe, symbol: "__tcp_retransmit_skb"}), enable: hookRetransmit},
+}
+
+func rtoStallPaths() []pathSpec {
+	out := make([]pathSpec, len(retransmitPaths))
+	for i, p := range retransmitPaths {
+		p.hooks += " + tp_btf/tcp_probe"
+		p.progs = append(append([]progAttach(nil), p.progs...), attach("tp_tcp_probe")...)
+		p.enable |= hookRTOStall
+		out[i] = p
+	}
+	return out
+}
+
 var retransmitDetector = &detector{
 	name:    "retransmit",
-	events:  []eventSpec{{Retransmit, "retransmit"}},
-	reasons: []Reason{reasonRtxTimeout, reasonRtxLossProbe, reasonRtxFast, reasonRtxSlowStart, reasonRtxOther},
+	events:  []eventSpec{{Retransmit, "retransmit"}, {RTOStall, "rto_stall"}},
+	reasons: []Reason{reasonRtxTimeout, reasonRtxLossProbe, reasonRtxFast, reasonRtxSlowStart, reasonRtxOther, reasonRTOBackoff, reasonRecovered},
 	probes: []probeSet{
-		{
-			events: []EventType{Retransmit},
-			paths: []pathSpec{
-				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_skb (with err, 6.17+)",
-					progs: attach("tp_tcp_retransmit_skb_err", "tp_inet_sock_set_state"), requires: needRetransmitErr(true), enable: hookRetransmit},
-				{path: PathTracepoint, hooks: "tp_btf/tcp_retransmit_skb",
-					progs: attach("tp_tcp_retransmit_skb", "tp_inet_sock_set_state"), requires: needRetransmitErr(false), enable: hookRetransmit},
-				{path: PathFentry, hooks: "fexit/tcp_retransmit_skb + fentry+fexit/tcp_send_loss_probe + fexit/__tcp_retransmit_skb (in a loss probe)",
-					progs: attach("fexit_tcp_retransmit_skb", "fentry_tcp_send_loss_probe", "fexit_tcp_send_loss_probe", "fexit_loss_probe_retransmit", "tp_inet_sock_set_state"), enable: hookRetransmit},
-				{path: PathKprobe, hooks: "kprobe+kretprobe/tcp_retransmit_skb, tcp_send_loss_probe, __tcp_retransmit_skb (in a loss probe)",
-					progs: append(attach("kprobe_tcp_retransmit_skb", "kretprobe_tcp_retransmit_skb", "kprobe_tcp_send_loss_probe", "kretprobe_tcp_send_loss_probe", "tp_inet_sock_set_state"),
-						// Named apart: bpf2go would give kprobe___tcp_retransmit_skb and
-						// kprobe_tcp_retransmit_skb the same Go name.
-						progAttach{prog: "kprobe_loss_probe_retransmit", kind: attachKprobe, symbol: "__tcp_retransmit_skb"},
-						progAttach{prog: "kretprobe_loss_probe_retransmit", kind: attachKretprobe, symbol: "__tcp_retransmit_skb"}), enable: hookRetransmit},
-			},
-		},
+		{events: []EventType{Retransmit}, paths: retransmitPaths},
+		{events: []EventType{RTOStall}, paths: rtoStallPaths()},
 	},
-	// The RTO and the loss probe fire in timer context, fast retransmits in
-	// softirq: the owner comes from the socket.
-	needs:   needs{owners: true, connFacts: true},
-	decode:  decodeRetransmit,
-	explain: func(e Event, t tally) string { return explainRetransmit(e.Reason, &e.retransmit, &e.snap, t.count) },
+	// The RTO and the loss probe fire in timer context, fast retransmits
+	// and the peer's segments in softirq: the owner comes from the socket.
+	needs: needs{owners: true, connFacts: true},
+	settings: func(wanted []EventType, v *tcptraceVariableSpecs) []setting {
+		// rto_stall alone runs the retransmit programs for its episodes
+		// and prints no retransmit line.
+		return []setting{{v.CfgEmitRetransmit, boolByte(containsEvent(wanted, Retransmit))}}
+	},
+	decode: func(d *decoder, r *tcptraceEvent, t tally) Event {
+		if EventType(r.Type) == RTOStall {
+			return decodeRTOStall(d, r, t)
+		}
+		return decodeRetransmit(d, r, t)
+	},
+	explain: func(e Event, t tally) string {
+		if e.Type == RTOStall {
+			return explainRTOStall(e.Reason, &e.retransmit, &e.snap, t.count)
+		}
+		return explainRetransmit(e.Reason, &e.retransmit, &e.snap, t.count)
+	},
 }
 
 // retransmitState is what a retransmit line is made of besides the socket's
@@ -69,6 +109,7 @@ type retransmitState struct {
 	GiveUp      time.Duration
 	TransmitErr int32
 	OwnerKnown  bool
+	stall       rtoStall
 }
 
 func rtxReason(kind uint8) Reason {
@@ -85,14 +126,15 @@ func rtxReason(kind uint8) Reason {
 	return reasonRtxOther
 }
 
-func decodeRetransmit(d *decoder, r *tcptraceEvent, t tally) Event {
+// decodeRtx is what retransmit and rto_stall lines share: the connection,
+// its owner, its recovery and the settings that bound its backoff.
+func decodeRtx(d *decoder, r *tcptraceEvent, t tally) (Event, map[string]any) {
 	e := d.connEvent(r, t)
 	x := retransmitState{
 		Ssthresh:    r.X.Ssthresh,
 		RTTVar:      time.Duration(r.X.RttvarUs>>2) * time.Microsecond,
 		Retries2:    uint8(r.X.Retries2),
 		UserTimeout: time.Duration(r.C.UserTimeoutMs) * time.Millisecond,
-		TransmitErr: r.X.Err,
 		OwnerKnown:  r.C.OwnerKnown != 0,
 	}
 	if !x.OwnerKnown {
@@ -112,7 +154,6 @@ func decodeRetransmit(d *decoder, r *tcptraceEvent, t tally) Event {
 			x.GiveUp = modelTimeoutFrom(int(x.Retries2), tcpRTOMin, x.RTOMax)
 		}
 	}
-	e.Reason = rtxReason(r.X.Kind)
 	e.retransmit = x
 	s := &e.snap
 	dt := make(map[string]any, detailsCap)
@@ -120,10 +161,6 @@ func decodeRetransmit(d *decoder, r *tcptraceEvent, t tally) Event {
 	dt["owner_known"] = x.OwnerKnown
 	dt["state"] = s.State
 	dt["socket_inode"] = r.S.Ino
-	// The line's segments are its count; its bytes, the sum the
-	// aggregation keeps in the wait field (bpf/retransmit.bpf.c).
-	dt["segments"] = t.count
-	dt["bytes"] = uint64(t.wait)
 	dt["unacked_bytes"] = s.UnackedBytes
 	dt["packets_out"] = s.PacketsOut
 	dt["lost_packets"] = s.LostOut
@@ -139,14 +176,25 @@ func decodeRetransmit(d *decoder, r *tcptraceEvent, t tally) Event {
 	dt["rttvar_us"] = x.RTTVar.Microseconds()
 	dt["tcp_retries2"] = x.Retries2
 	dt["user_timeout_ms"] = x.UserTimeout.Milliseconds()
-	if x.TransmitErr != 0 {
-		dt["transmit_error"] = transmitErrName(x.TransmitErr)
-	}
 	if s.HZKnown {
 		dt["rto_ms"] = ms(s.RTO)
 		dt["since_last_ack_ms"] = ms(s.SinceLastACK)
 		dt["rto_max_ms"] = ms(x.RTOMax)
 		dt["give_up_after_ms"] = ms(x.GiveUp)
+	}
+	return e, dt
+}
+
+func decodeRetransmit(d *decoder, r *tcptraceEvent, t tally) Event {
+	e, dt := decodeRtx(d, r, t)
+	e.Reason = rtxReason(r.X.Kind)
+	e.retransmit.TransmitErr = r.X.Err
+	// The line's segments are its count; its bytes, the sum the
+	// aggregation keeps in the wait field (bpf/retransmit.bpf.c).
+	dt["segments"] = t.count
+	dt["bytes"] = uint64(t.wait)
+	if r.X.Err != 0 {
+		dt["transmit_error"] = transmitErrName(r.X.Err)
 	}
 	e.Details = dt
 	return e

@@ -171,7 +171,6 @@ type tcptraceEvent struct {
 	A         tcptraceAckSnapshot
 	C         tcptraceConnSnapshot
 	X         tcptraceRtxSnapshot
-	_         [4]byte
 }
 
 type tcptraceEventType uint32
@@ -194,7 +193,8 @@ const (
 	tcptraceEventTypeEVENT_PAWS_REJECT        tcptraceEventType = 15
 	tcptraceEventTypeEVENT_RESET              tcptraceEventType = 16
 	tcptraceEventTypeEVENT_RETRANSMIT         tcptraceEventType = 17
-	tcptraceEventTypeEVENT_TYPE_MAX           tcptraceEventType = 18
+	tcptraceEventTypeEVENT_RTO_STALL          tcptraceEventType = 18
+	tcptraceEventTypeEVENT_TYPE_MAX           tcptraceEventType = 19
 )
 
 type tcptraceListenReason uint32
@@ -293,6 +293,13 @@ const (
 	tcptraceProbePathPATH_KPROBE     tcptraceProbePath = 3
 )
 
+type tcptraceRtoStallKind uint32
+
+const (
+	tcptraceRtoStallKindRTO_STALL_WAITING   tcptraceRtoStallKind = 0
+	tcptraceRtoStallKindRTO_STALL_RECOVERED tcptraceRtoStallKind = 1
+)
+
 type tcptraceRtxCall struct {
 	_   structs.HostLayout
 	Sk  uint64
@@ -310,15 +317,30 @@ const (
 )
 
 type tcptraceRtxSnapshot struct {
-	_        structs.HostLayout
-	Segs     uint32
-	Bytes    uint32
-	Ssthresh uint32
-	RttvarUs uint32
-	Retries2 uint32
-	Err      int32
-	Kind     uint8
-	Pad      [3]uint8
+	_               structs.HostLayout
+	Segs            uint32
+	Bytes           uint32
+	Ssthresh        uint32
+	RttvarUs        uint32
+	Retries2        uint32
+	Err             int32
+	Kind            uint8
+	EpisodeKnown    uint8
+	Pad             [2]uint8
+	_               [4]byte
+	SinceFirstRtoNs uint64
+	SinceLastRtoNs  uint64
+	SinceHeardNs    uint64
+}
+
+type tcptraceRtxSock struct {
+	_          structs.HostLayout
+	FirstRtoNs uint64
+	LastRtoNs  uint64
+	HeardNs    uint64
+	Total      uint32
+	Path       uint8
+	Pad        [3]uint8
 }
 
 type tcptraceScratchStack struct {
@@ -341,6 +363,7 @@ const (
 	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
 	tcptraceSharedHookHOOK_RETRANSMIT  tcptraceSharedHook = 256
 	tcptraceSharedHookHOOK_SYN_RTX     tcptraceSharedHook = 512
+	tcptraceSharedHookHOOK_RTO_STALL   tcptraceSharedHook = 1024
 )
 
 type tcptraceSynAttempts struct {
@@ -437,7 +460,7 @@ const (
 	tcptraceMapPidFilter                       = "pid_filter"
 	tcptraceMapRtxCalls                        = "rtx_calls"
 	tcptraceMapRtxInProbe                      = "rtx_in_probe"
-	tcptraceMapRtxLast                         = "rtx_last"
+	tcptraceMapRtxSocks                        = "rtx_socks"
 	tcptraceMapScratch                         = "scratch"
 	tcptraceMapSendmsgSk                       = "sendmsg_sk"
 	tcptraceMapSnapScratch                     = "snap_scratch"
@@ -509,7 +532,7 @@ const (
 	tcptraceProgTpPawsKfreeSkb                 = "tp_paws_kfree_skb"
 	tcptraceProgTpPawsKfreeSkbNosk             = "tp_paws_kfree_skb_nosk"
 	tcptraceProgTpSockSendLength               = "tp_sock_send_length"
-	tcptraceProgTpTcpProbeNagle                = "tp_tcp_probe_nagle"
+	tcptraceProgTpTcpProbe                     = "tp_tcp_probe"
 	tcptraceProgTpTcpReceiveReset              = "tp_tcp_receive_reset"
 	tcptraceProgTpTcpRetransmitSkb             = "tp_tcp_retransmit_skb"
 	tcptraceProgTpTcpRetransmitSkbErr          = "tp_tcp_retransmit_skb_err"
@@ -524,6 +547,7 @@ const (
 	tcptraceVarBtfAnchorEventType              = "btf_anchor_event_type"
 	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
+	tcptraceVarBtfAnchorRtoStallKind           = "btf_anchor_rto_stall_kind"
 	tcptraceVarBtfAnchorRtxKind                = "btf_anchor_rtx_kind"
 	tcptraceVarBtfAnchorSharedHook             = "btf_anchor_shared_hook"
 	tcptraceVarCfgCookie4End                   = "cfg_cookie4_end"
@@ -534,6 +558,7 @@ const (
 	tcptraceVarCfgEmitDelack                   = "cfg_emit_delack"
 	tcptraceVarCfgEmitNagle                    = "cfg_emit_nagle"
 	tcptraceVarCfgEmitNagleDelack              = "cfg_emit_nagle_delack"
+	tcptraceVarCfgEmitRetransmit               = "cfg_emit_retransmit"
 	tcptraceVarCfgFamily                       = "cfg_family"
 	tcptraceVarCfgFilterPid                    = "cfg_filter_pid"
 	tcptraceVarCfgMibOk                        = "cfg_mib_ok"
@@ -661,7 +686,7 @@ type tcptraceProgramSpecs struct {
 	TpPawsKfreeSkb                 *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb"`
 	TpPawsKfreeSkbNosk             *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb_nosk"`
 	TpSockSendLength               *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
-	TpTcpProbeNagle                *ebpf.ProgramSpec `ebpf:"tp_tcp_probe_nagle"`
+	TpTcpProbe                     *ebpf.ProgramSpec `ebpf:"tp_tcp_probe"`
 	TpTcpReceiveReset              *ebpf.ProgramSpec `ebpf:"tp_tcp_receive_reset"`
 	TpTcpRetransmitSkb             *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb"`
 	TpTcpRetransmitSkbErr          *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb_err"`
@@ -699,7 +724,7 @@ type tcptraceMapSpecs struct {
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	RtxCalls       *ebpf.MapSpec `ebpf:"rtx_calls"`
 	RtxInProbe     *ebpf.MapSpec `ebpf:"rtx_in_probe"`
-	RtxLast        *ebpf.MapSpec `ebpf:"rtx_last"`
+	RtxSocks       *ebpf.MapSpec `ebpf:"rtx_socks"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
@@ -719,6 +744,7 @@ type tcptraceVariableSpecs struct {
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorRtoStallKind *ebpf.VariableSpec `ebpf:"btf_anchor_rto_stall_kind"`
 	BtfAnchorRtxKind      *ebpf.VariableSpec `ebpf:"btf_anchor_rtx_kind"`
 	BtfAnchorSharedHook   *ebpf.VariableSpec `ebpf:"btf_anchor_shared_hook"`
 	CfgCookie4End         *ebpf.VariableSpec `ebpf:"cfg_cookie4_end"`
@@ -729,6 +755,7 @@ type tcptraceVariableSpecs struct {
 	CfgEmitDelack         *ebpf.VariableSpec `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.VariableSpec `ebpf:"cfg_emit_nagle"`
 	CfgEmitNagleDelack    *ebpf.VariableSpec `ebpf:"cfg_emit_nagle_delack"`
+	CfgEmitRetransmit     *ebpf.VariableSpec `ebpf:"cfg_emit_retransmit"`
 	CfgFamily             *ebpf.VariableSpec `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.VariableSpec `ebpf:"cfg_mib_ok"`
@@ -793,7 +820,7 @@ type tcptraceMaps struct {
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	RtxCalls       *ebpf.Map `ebpf:"rtx_calls"`
 	RtxInProbe     *ebpf.Map `ebpf:"rtx_in_probe"`
-	RtxLast        *ebpf.Map `ebpf:"rtx_last"`
+	RtxSocks       *ebpf.Map `ebpf:"rtx_socks"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
 	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
@@ -828,7 +855,7 @@ func (m *tcptraceMaps) Close() error {
 		m.PidFilter,
 		m.RtxCalls,
 		m.RtxInProbe,
-		m.RtxLast,
+		m.RtxSocks,
 		m.Scratch,
 		m.SendmsgSk,
 		m.SnapScratch,
@@ -849,6 +876,7 @@ type tcptraceVariables struct {
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorRtoStallKind *ebpf.Variable `ebpf:"btf_anchor_rto_stall_kind"`
 	BtfAnchorRtxKind      *ebpf.Variable `ebpf:"btf_anchor_rtx_kind"`
 	BtfAnchorSharedHook   *ebpf.Variable `ebpf:"btf_anchor_shared_hook"`
 	CfgCookie4End         *ebpf.Variable `ebpf:"cfg_cookie4_end"`
@@ -859,6 +887,7 @@ type tcptraceVariables struct {
 	CfgEmitDelack         *ebpf.Variable `ebpf:"cfg_emit_delack"`
 	CfgEmitNagle          *ebpf.Variable `ebpf:"cfg_emit_nagle"`
 	CfgEmitNagleDelack    *ebpf.Variable `ebpf:"cfg_emit_nagle_delack"`
+	CfgEmitRetransmit     *ebpf.Variable `ebpf:"cfg_emit_retransmit"`
 	CfgFamily             *ebpf.Variable `ebpf:"cfg_family"`
 	CfgFilterPid          *ebpf.Variable `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.Variable `ebpf:"cfg_mib_ok"`
@@ -948,7 +977,7 @@ type tcptracePrograms struct {
 	TpPawsKfreeSkb                 *ebpf.Program `ebpf:"tp_paws_kfree_skb"`
 	TpPawsKfreeSkbNosk             *ebpf.Program `ebpf:"tp_paws_kfree_skb_nosk"`
 	TpSockSendLength               *ebpf.Program `ebpf:"tp_sock_send_length"`
-	TpTcpProbeNagle                *ebpf.Program `ebpf:"tp_tcp_probe_nagle"`
+	TpTcpProbe                     *ebpf.Program `ebpf:"tp_tcp_probe"`
 	TpTcpReceiveReset              *ebpf.Program `ebpf:"tp_tcp_receive_reset"`
 	TpTcpRetransmitSkb             *ebpf.Program `ebpf:"tp_tcp_retransmit_skb"`
 	TpTcpRetransmitSkbErr          *ebpf.Program `ebpf:"tp_tcp_retransmit_skb_err"`
@@ -1025,7 +1054,7 @@ func (p *tcptracePrograms) Close() error {
 		p.TpPawsKfreeSkb,
 		p.TpPawsKfreeSkbNosk,
 		p.TpSockSendLength,
-		p.TpTcpProbeNagle,
+		p.TpTcpProbe,
 		p.TpTcpReceiveReset,
 		p.TpTcpRetransmitSkb,
 		p.TpTcpRetransmitSkbErr,
