@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -62,5 +64,99 @@ func exchange(d time.Duration) error {
 	}
 	fmt.Printf("RESULT client_eagains=%d server_eagains=%d client_longest_ms=%d server_longest_ms=%d\n",
 		eagain[0], eagain[1], longest[0].Milliseconds(), longest[1].Milliseconds())
+	return nil
+}
+
+func init() {
+	connHelpers["rtoside"] = rtoSide
+}
+
+// rtoSide: one end of a connection between two processes, as two services
+// talking over a long-lived connection. TCPTRACE_E2E_PORT unset: it listens
+// (READY's port is the listener's) and accepts one connection; set: it
+// connects to that port. After GO it writes 4 KB messages (TCP_NODELAY,
+// non-blocking) and reads what comes, until STOP; PAUSE and RESUME stop and
+// restart its writes. RESULT says how many writes failed with EAGAIN and
+// when its reads resumed after their longest pause (unix ms): when the
+// peer's data moved again.
+func rtoSide(time.Duration) error {
+	var fd int
+	var err error
+	if p := os.Getenv("TCPTRACE_E2E_PORT"); p != "" {
+		port, _ := strconv.Atoi(p)
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0); err != nil {
+			return err
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+			return err
+		}
+	} else {
+		ln, err := listenTCP4([4]byte{127, 0, 0, 1}, 0, 1)
+		if err != nil {
+			return err
+		}
+		lport, _ := localPort(ln)
+		fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, lport)
+		if fd, _, err = unix.Accept(ln); err != nil {
+			return err
+		}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return err
+	}
+	if os.Getenv("TCPTRACE_E2E_PORT") != "" {
+		lport, _ := localPort(fd)
+		fmt.Printf("READY pid=%d lport=%d port=%s\n", os.Getpid(), lport, os.Getenv("TCPTRACE_E2E_PORT"))
+	}
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() || in.Text() != "GO" {
+		return fmt.Errorf("waiting for GO: %q", in.Text())
+	}
+	var writing, stop atomic.Bool
+	writing.Store(true)
+	go func() {
+		for in.Scan() {
+			switch in.Text() {
+			case "PAUSE":
+				writing.Store(false)
+			case "RESUME":
+				writing.Store(true)
+			case "STOP":
+				stop.Store(true)
+			}
+		}
+	}()
+	// 2 MB/s each way: the send buffer (4 MB at most, tcp_wmem) fills
+	// within seconds once nothing is acknowledged.
+	msg, buf := make([]byte, 4096), make([]byte, 64<<10)
+	var eagains uint64
+	var longest time.Duration
+	var resumed, lastRead time.Time
+	lastRead = time.Now()
+	for !stop.Load() {
+		if writing.Load() {
+			if _, err := unix.Write(fd, msg); errors.Is(err, unix.EAGAIN) {
+				eagains++
+			} else if err != nil {
+				return err
+			}
+		}
+		for {
+			n, _ := unix.Read(fd, buf)
+			if n <= 0 {
+				break
+			}
+			now := time.Now()
+			if gap := now.Sub(lastRead); gap > longest {
+				longest, resumed = gap, now
+			}
+			lastRead = now
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	fmt.Printf("RESULT eagains=%d longest_ms=%d resumed_unix_ms=%d\n", eagains, longest.Milliseconds(), resumed.UnixMilli())
 	return nil
 }

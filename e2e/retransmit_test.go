@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -101,4 +103,168 @@ func TestRetransmitLossyPath(t *testing.T) {
 			t.Errorf("retransmit not on the sender's connection or not named after it: %s", dump([]event{e}))
 		}
 	}
+}
+
+// The path-outage story with one side stuck: two processes exchange data
+// both ways over one connection (TCP_NODELAY, non-blocking). Both pause,
+// the path is cut both ways, and they resume writing inside the outage 4 s
+// apart, as one service's backoff in the field is often ahead of the
+// other's: the client's timeouts run 4 s ahead of the server's. When the
+// path is back, the client's next retransmission gets through first and
+// resumes its direction; the server's data waits for its own backed-off
+// timer although the client's segments arrive: rto_stall for the server,
+// whose next-retransmission time says when its data moved again (the
+// client's reads record that), then recovered with the stall's length and
+// the part of it with the peer heard. Nothing for the client, which was
+// never stalled. --pid of the server shows its retransmits and stall only,
+// although they happen in timer and softirq context.
+func TestRTOStall(t *testing.T) {
+	requireEvents(t, "retransmit", "rto_stall")
+	ns := newNetns(t)
+	server := startHelper(t, ns, "rtoside", 0)
+	client := startHelper(t, ns, "rtoside", 0, fmt.Sprintf("TCPTRACE_E2E_PORT=%d", server.Port))
+	args := []string{"-e", "retransmit,rto_stall,send_eagain", "--interval", "500ms"}
+	tr := startTracer(t, args...)
+	byPID := startTracer(t, append(args, "--pid", strconv.Itoa(server.PID))...)
+	before, beforeExt := ns.snmp(), ns.netstat()
+	for _, h := range []*helperProc{server, client} {
+		fmt.Fprintln(h.stdin, "GO")
+	}
+	time.Sleep(time.Second)
+	for _, h := range []*helperProc{server, client} {
+		fmt.Fprintln(h.stdin, "PAUSE")
+	}
+	time.Sleep(300 * time.Millisecond) // what was sent is acknowledged
+	ns.nft(fmt.Sprintf(`table ip tcptrace_e2e_cut {
+		chain in { type filter hook input priority 0; tcp dport %d drop; tcp sport %d drop; }
+	}`, server.Port, server.Port))
+	time.Sleep(time.Second)
+	fmt.Fprintln(client.stdin, "RESUME")
+	time.Sleep(4 * time.Second)
+	fmt.Fprintln(server.stdin, "RESUME")
+	time.Sleep(7 * time.Second)
+	ns.run("nft", "delete", "table", "ip", "tcptrace_e2e_cut")
+	restored := time.Now()
+	// The server's timer, 4 s behind the client's, fires within 6.4 s of
+	// the restore (its RTO had backed off to 6.4 s when the cut ended).
+	time.Sleep(9 * time.Second)
+	results := map[*helperProc]map[string]string{}
+	for _, h := range []*helperProc{server, client} {
+		fmt.Fprintln(h.stdin, "STOP")
+		results[h] = h.line("RESULT")
+		if err := h.cmd.Wait(); err != nil {
+			t.Fatalf("helper: %v", err)
+		}
+	}
+	delta := counterDelta(before, ns.snmp(), "RetransSegs")
+	ext := counterDelta(beforeExt, ns.netstat(), "TCPSynRetrans", "TCPTimeouts", "TCPFastRetrans", "TCPSlowStartRetrans")
+	stopAll(t, tr, byPID)
+
+	all := inNetns(tr.eventsFor("", 0), ns.inode())
+	t.Logf("restored at %s; server %v, client %v; RetransSegs %d, %v:\n%s", restored.Format("15:04:05.000"),
+		results[server], results[client], delta["RetransSegs"], ext, dump(all))
+	var rtx, stalls, recovered []event
+	for _, e := range all {
+		switch {
+		case e.Event == "retransmit":
+			rtx = append(rtx, e)
+		case e.Event == "rto_stall" && e.Reason == "recovered":
+			recovered = append(recovered, e)
+		case e.Event == "rto_stall":
+			stalls = append(stalls, e)
+		}
+	}
+	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(rtx) != want || want == 0 {
+		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(rtx), want)
+	}
+	if by := countBy(rtx); by["timeout"] != ext["TCPTimeouts"] {
+		t.Errorf("timeouts %d, TCPTimeouts %d", by["timeout"], ext["TCPTimeouts"])
+	}
+	// During the outage both sides' sends fail, their data unacknowledged.
+	for _, h := range []*helperProc{server, client} {
+		var eagains uint64
+		for _, e := range all {
+			if e.Event == "send_eagain" && e.PID == h.PID && e.Reason == "unacked_retransmitting" {
+				eagains += e.Count
+			}
+		}
+		if eagains == 0 {
+			t.Errorf("pid %d: no send_eagain unacked_retransmitting (its EAGAINs: %s)", h.PID, results[h]["eagains"])
+		}
+	}
+	// Only the server stalled, once, and its stall names it.
+	if len(stalls) == 0 || len(recovered) != 1 {
+		t.Fatalf("%d rto_stall lines and %d recovered, want the server's stall and one recovery", len(stalls), len(recovered))
+	}
+	for _, e := range append(append([]event(nil), stalls...), recovered...) {
+		if e.LPort != server.Port || e.PID != server.PID || e.Details["owner_known"] != true {
+			t.Errorf("a stall not the server's (port %d, pid %d): %s", server.Port, server.PID, dump([]event{e}))
+		}
+	}
+	first, rec := stalls[0], recovered[0]
+	// The first stall line's next retransmission is when the server's data
+	// moved again: when the client's reads resumed.
+	firstAt, recAt := eventTime(t, first), eventTime(t, rec)
+	resumed := time.UnixMilli(int64(detailNum(results[client]["resumed_unix_ms"])))
+	predicted := firstAt.Add(time.Duration(detail(first, "next_retransmit_ms") * float64(time.Millisecond)))
+	if d := resumed.Sub(predicted); d < -300*time.Millisecond || d > 300*time.Millisecond {
+		t.Errorf("the stall said the next retransmission at %s, the server's data resumed at %s", predicted.Format("15:04:05.000"), resumed.Format("15:04:05.000"))
+	}
+	if firstAt.Before(restored) || detail(first, "rto_retransmits") < 3 {
+		t.Errorf("stall seen at %s (restored %s) after %v timeouts", firstAt.Format("15:04:05.000"), restored.Format("15:04:05.000"), first.Details["rto_retransmits"])
+	}
+	// The server's sends failing meanwhile say the same: the peer is heard,
+	// the data waits for the timer.
+	var heardSends int
+	for _, e := range all {
+		if e.Event == "send_eagain" && e.PID == server.PID && !eventTime(t, e).Before(firstAt) && eventTime(t, e).Before(recAt) &&
+			strings.Contains(e.Explanation, "the peer is heard") {
+			heardSends++
+		}
+	}
+	if heardSends == 0 {
+		t.Errorf("no send_eagain of the server during its stall says the peer is heard")
+	}
+	// recovered: the part with the peer heard runs from the first stall
+	// line; the whole from the server's first timeout.
+	var firstRTO time.Time
+	for _, e := range rtx {
+		if e.LPort == server.Port && e.Reason == "timeout" && firstRTO.IsZero() {
+			firstRTO = eventTime(t, e)
+		}
+	}
+	heard := time.Duration(detail(rec, "peer_heard_ms") * float64(time.Millisecond))
+	stall := time.Duration(detail(rec, "stall_ms") * float64(time.Millisecond))
+	if d := heard - recAt.Sub(firstAt); d < -50*time.Millisecond || d > 50*time.Millisecond {
+		t.Errorf("recovered: peer heard for %s, the first stall line was %s before", heard, recAt.Sub(firstAt))
+	}
+	if d := stall - recAt.Sub(firstRTO); firstRTO.IsZero() || d < -50*time.Millisecond || d > 50*time.Millisecond {
+		t.Errorf("recovered: stall of %s, the first timeout was %s before", stall, recAt.Sub(firstRTO))
+	}
+	if d := recAt.Sub(resumed); d < -300*time.Millisecond || d > 300*time.Millisecond {
+		t.Errorf("recovered at %s, the server's data resumed at %s", recAt.Format("15:04:05.000"), resumed.Format("15:04:05.000"))
+	}
+	// --pid of the server: its own lines, the stall among them.
+	mine := inNetns(byPID.eventsFor("", 0), ns.inode())
+	var mineStalls []event
+	for _, e := range mine {
+		if e.PID != server.PID || e.LPort != server.Port {
+			t.Errorf("--pid %d shows another's line: %s", server.PID, dump([]event{e}))
+		}
+		if e.Event == "rto_stall" {
+			mineStalls = append(mineStalls, e)
+		}
+	}
+	if got, want := countBy(mineStalls), countBy(append(stalls, recovered...)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("--pid %d: rto_stall %v, the host-wide run %v", server.PID, got, want)
+	}
+}
+
+func eventTime(t *testing.T, e event) time.Time {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, e.Time)
+	if err != nil {
+		t.Fatalf("event time %q: %v", e.Time, err)
+	}
+	return at
 }

@@ -97,8 +97,11 @@ func explainRTOStall(reason Reason, x *retransmitState, s *snapshot, count uint6
 		segs = fmt.Sprintf("%d segments", count)
 	}
 	fmt.Fprintf(&b, "The peer is heard (%s) but %d bytes sent here wait for the retransmission timer", segs, s.UnackedBytes)
-	if st.NextKnown {
+	switch {
+	case st.NextKnown && st.Next > 0:
 		fmt.Fprintf(&b, ", which fires next in %s", dur(st.Next))
+	case st.NextKnown:
+		b.WriteString(", which is due now")
 	}
 	fmt.Fprintf(&b, ": it fired %s without an acknowledgement", timeouts)
 	if st.StallKnown {

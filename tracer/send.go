@@ -240,16 +240,25 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 		b.WriteString(": the peer application is not reading its socket; fix the reader (slow or stuck), not the sender")
 	case reasonUnackedRetransmitting:
 		fmt.Fprintf(&b, "; %d bytes unacknowledged", s.UnackedBytes)
-		if s.HZKnown {
-			fmt.Fprintf(&b, " for %s", dur(s.SinceLastACK))
-		}
 		if s.RTORetransmits == 1 {
 			b.WriteString(", 1 retransmission timeout")
 		} else {
 			fmt.Fprintf(&b, ", %d consecutive retransmission timeouts", s.RTORetransmits)
 		}
-		if s.HZKnown && s.TimerPending && s.Timer == "retransmit" {
-			fmt.Fprintf(&b, ", next in %s", dur(s.TimerIn))
+		rtxTimer := s.HZKnown && s.TimerPending && s.Timer == "retransmit"
+		if rtxTimer && s.TimerIn > 0 {
+			fmt.Fprintf(&b, ", the next in %s", dur(s.TimerIn))
+		} else if rtxTimer {
+			b.WriteString(", the next due now")
+		}
+		// The timer was armed with the current RTO at the latest
+		// retransmission: an ACK younger than that came after it.
+		if rtxTimer && s.SinceLastACK < s.RTO-s.TimerIn {
+			fmt.Fprintf(&b, "; the peer is heard (an ACK %s ago, after the latest retransmission) but acknowledges none of these bytes: they wait for the backed-off retransmission timer (rto_stall says until when); cap the backoff where the kernel allows it (TCP_RTO_MAX_MS, 6.15+), set TCP_USER_TIMEOUT to fail over sooner; TCP_NODELAY is not the cause", dur(s.SinceLastACK))
+			break
+		}
+		if s.HZKnown {
+			fmt.Fprintf(&b, ", no ACK for %s", dur(s.SinceLastACK))
 		}
 		b.WriteString(": the peer is not acknowledging (path down or peer gone); check the path and the peer, and set TCP_USER_TIMEOUT to fail sooner than net.ipv4.tcp_retries2 allows")
 	case reasonCwndLimited:

@@ -119,7 +119,13 @@ func TestExplainSendCarriesItsNumbers(t *testing.T) {
 	cut.UnackedBytes, cut.RTORetransmits, cut.Backoff = 184320, 7, 7
 	cut.HZKnown, cut.SinceLastACK = true, 5200*time.Millisecond
 	cut.TimerPending, cut.Timer, cut.TimerIn = true, "retransmit", 12800*time.Millisecond
+	cut.RTO = 12800 * time.Millisecond
 	cut.NoDelay = true
+
+	// The path is back: an ACK 20 ms ago, the latest retransmission 8.8 s
+	// ago (its timer armed with the 12.8 s RTO fires in 4 s).
+	back := cut
+	back.SinceLastACK, back.TimerIn = 20*time.Millisecond, 4*time.Second
 
 	zero := full()
 	zero.PeerWindow, zero.NotsentBytes, zero.ProbesOut = 0, 65536, 4
@@ -140,8 +146,11 @@ func TestExplainSendCarriesItsNumbers(t *testing.T) {
 		notWant []string
 	}{
 		{"cut path", SendEAGAIN, reasonUnackedRetransmitting, cut, tally{count: 1},
-			[]string{"send buffer full (212992 of 212992 bytes queued)", "184320 bytes unacknowledged for 5.2 s",
-				"7 consecutive retransmission timeouts", "next in 13 s", "path down or peer gone", "TCP_USER_TIMEOUT", "TCP_NODELAY is set."}, nil},
+			[]string{"send buffer full (212992 of 212992 bytes queued)", "184320 bytes unacknowledged",
+				"7 consecutive retransmission timeouts", "the next in 13 s", "no ACK for 5.2 s", "path down or peer gone", "TCP_USER_TIMEOUT", "TCP_NODELAY is set."}, []string{"heard"}},
+		{"path back, data waiting for the timer", SendEAGAIN, reasonUnackedRetransmitting, back, tally{count: 1},
+			[]string{"the next in 4.0 s", "the peer is heard (an ACK 20 ms ago, after the latest retransmission)", "rto_stall", "TCP_NODELAY is not the cause"},
+			[]string{"path down", "no ACK"}},
 		{"durations left out without HZ", SendEAGAIN, reasonUnackedRetransmitting, noHZ, tally{count: 1},
 			[]string{"184320 bytes unacknowledged,"}, []string{" for ", "next in"}},
 		{"zero window", SendEAGAIN, reasonPeerZeroWindow, zero, tally{count: 1},
