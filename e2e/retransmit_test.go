@@ -180,6 +180,11 @@ func TestRTOStall(t *testing.T) {
 	if by := countBy(rtx); by["timeout"] != ext["TCPTimeouts"] {
 		t.Errorf("timeouts %d, TCPTimeouts %d", by["timeout"], ext["TCPTimeouts"])
 	}
+	// The summary's own check of the same identity.
+	if kernel, notSeen, ok := tr.counterCheck("RetransSegs-TCPSynRetrans", ns.inode()); !ok || notSeen != 0 || kernel != delta["RetransSegs"]-ext["TCPSynRetrans"] {
+		t.Errorf("summary: RetransSegs-TCPSynRetrans +%d, %d not seen (found: %v); want +%d, all seen:\n%s",
+			kernel, notSeen, ok, delta["RetransSegs"]-ext["TCPSynRetrans"], tr.stderrText())
+	}
 	// During the outage both sides' sends fail, their data unacknowledged.
 	for _, h := range []*helperProc{server, client} {
 		var eagains uint64

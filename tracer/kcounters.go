@@ -24,8 +24,12 @@ import (
 // (detector.counters).
 type counterCheck struct {
 	event   EventType
-	counter string   // TcpExt field
+	counter string   // TcpExt field, or Tcp (/proc/net/snmp)
 	related []string // printed beside it: counters that explain a shortfall
+	// minus: counters that count what the counter does beyond the event
+	// (RetransSegs counts SYN retransmits too: TCPSynRetrans); the event's
+	// count is the counter less these.
+	minus []string
 }
 
 // netstats is the TcpExt counters of each network namespace, by inode.
@@ -33,13 +37,17 @@ type netstats map[uint32]map[string]uint64
 
 // parseTcpExt reads the TcpExt pairs of lines (names, then values) of a
 // /proc/net/netstat.
-func parseTcpExt(r io.Reader) (map[string]uint64, error) {
+func parseTcpExt(r io.Reader) (map[string]uint64, error) { return parseMIB(r, "TcpExt:") }
+
+// parseMIB reads one group's pair of lines (names, then values) of
+// /proc/net/netstat or /proc/net/snmp: "TcpExt:", "Tcp:".
+func parseMIB(r io.Reader, group string) (map[string]uint64, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	var names []string
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 0 || f[0] != "TcpExt:" {
+		if len(f) == 0 || f[0] != group {
 			names = nil
 			continue
 		}
@@ -48,13 +56,14 @@ func parseTcpExt(r io.Reader) (map[string]uint64, error) {
 			continue
 		}
 		if len(f)-1 != len(names) {
-			return nil, fmt.Errorf("TcpExt: %d names, %d values", len(names), len(f)-1)
+			return nil, fmt.Errorf("%s %d names, %d values", group, len(names), len(f)-1)
 		}
 		out := make(map[string]uint64, len(names))
 		for i, n := range names {
+			// Tcp's MaxConn is -1: not a counter.
 			v, err := strconv.ParseUint(f[i+1], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("TcpExt %s: %w", n, err)
+			if err != nil && n != "MaxConn" {
+				return nil, fmt.Errorf("%s %s: %w", group, n, err)
 			}
 			out[n] = v
 		}
@@ -63,7 +72,7 @@ func parseTcpExt(r io.Reader) (map[string]uint64, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("no TcpExt counters")
+	return nil, fmt.Errorf("no %s counters", strings.TrimSuffix(group, ":"))
 }
 
 // readNetstats reads the counters of every namespace in use. One that cannot
@@ -72,21 +81,28 @@ func readNetstats() netstats {
 	out := netstats{}
 	for ino, path := range netnsPaths() {
 		var m map[string]uint64
-		read := func(file string) error {
-			f, err := os.Open(file)
+		// TcpExt from netstat, Tcp (RetransSegs) from snmp: the names
+		// do not collide.
+		read := func(dir string) error {
+			var err error
+			if m, err = readMIB(dir+"/netstat", "TcpExt:"); err != nil {
+				return err
+			}
+			tcp, err := readMIB(dir+"/snmp", "Tcp:")
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			m, err = parseTcpExt(f)
-			return err
+			for k, v := range tcp {
+				m[k] = v
+			}
+			return nil
 		}
 		var err error
 		if pid, ok := strings.CutSuffix(path, "/ns/net"); ok && strings.HasPrefix(pid, "/proc/") {
 			// /proc/<pid>/net shows that process's namespace: no setns.
-			err = read(pid + "/net/netstat")
+			err = read(pid + "/net")
 		} else {
-			err = inNetns(path, func() error { return read("/proc/thread-self/net/netstat") })
+			err = inNetns(path, func() error { return read("/proc/thread-self/net") })
 		}
 		if err == nil {
 			out[uint32(ino)] = m
@@ -95,10 +111,19 @@ func readNetstats() netstats {
 	return out
 }
 
+func readMIB(file, group string) (map[string]uint64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parseMIB(f, group)
+}
+
 // CounterCheck is one namespace's counter against what tcptrace reported.
 type CounterCheck struct {
 	Event   EventType
-	Counter string
+	Counter string // the counter, "-" each one subtracted
 	NetNS   uint32
 	Kernel  uint64            // the counter's increase over the run
 	Seen    uint64            // what tcptrace reported in that namespace
@@ -129,11 +154,16 @@ func compareCounters(checks []counterCheck, start, end netstats, seen map[EventT
 				continue
 			}
 			k := after[c.counter] - before[c.counter]
+			name := c.counter
+			for _, m := range c.minus {
+				k -= after[m] - before[m]
+				name += "-" + m
+			}
 			s := seen[c.event][ns]
 			if k == 0 && s == 0 {
 				continue
 			}
-			cc := CounterCheck{Event: c.event, Counter: c.counter, NetNS: ns, Kernel: k, Seen: s, Related: map[string]uint64{}}
+			cc := CounterCheck{Event: c.event, Counter: name, NetNS: ns, Kernel: k, Seen: s, Related: map[string]uint64{}}
 			for _, r := range c.related {
 				cc.Related[r] = after[r] - before[r]
 			}

@@ -32,7 +32,7 @@ func TestParseTcpExt(t *testing.T) {
 }
 
 func TestCompareCounters(t *testing.T) {
-	checks := []counterCheck{{DelayedACK, "DelayedACKs", []string{"DelayedACKLocked"}}}
+	checks := []counterCheck{{event: DelayedACK, counter: "DelayedACKs", related: []string{"DelayedACKLocked"}}}
 	start := netstats{
 		1: {"DelayedACKs": 10, "DelayedACKLocked": 2},
 		2: {"DelayedACKs": 5},
@@ -57,9 +57,37 @@ func TestCompareCounters(t *testing.T) {
 	}
 }
 
+const snmpSample = `Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens RetransSegs
+Tcp: 1 200 120000 -1 12 57
+Udp: InDatagrams NoPorts
+Udp: 3 0
+`
+
+func TestParseSnmpTcp(t *testing.T) {
+	m, err := parseMIB(strings.NewReader(snmpSample), "Tcp:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["RetransSegs"] != 57 || m["ActiveOpens"] != 12 || m["MaxConn"] != 0 {
+		t.Errorf("parsed %v", m)
+	}
+}
+
+// RetransSegs counts SYN retransmits too: the retransmit event is the
+// counter less TCPSynRetrans.
+func TestCompareCountersMinus(t *testing.T) {
+	checks := []counterCheck{{event: Retransmit, counter: "RetransSegs", minus: []string{"TCPSynRetrans"}}}
+	start := netstats{1: {"RetransSegs": 100, "TCPSynRetrans": 10}}
+	end := netstats{1: {"RetransSegs": 160, "TCPSynRetrans": 14}}
+	got := compareCounters(checks, start, end, map[EventType]map[uint32]uint64{Retransmit: {1: 56}})
+	if len(got) != 1 || got[0].Kernel != 56 || got[0].Seen != 56 || got[0].Counter != "RetransSegs-TCPSynRetrans" {
+		t.Errorf("got %+v", got)
+	}
+}
+
 func TestCounterChecksFor(t *testing.T) {
 	all := Options{Events: AllEventTypes()}
-	if got := counterChecksFor(all); len(got) != 1 || got[0].counter != "DelayedACKs" {
+	if got := counterChecksFor(all); len(got) != 2 || got[0].counter != "DelayedACKs" || got[1].counter != "RetransSegs" {
 		t.Errorf("host-wide, every event: %+v", got)
 	}
 	for name, o := range map[string]Options{

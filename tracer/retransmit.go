@@ -74,6 +74,12 @@ var retransmitDetector = &detector{
 	// The RTO and the loss probe fire in timer context, fast retransmits
 	// and the peer's segments in softirq: the owner comes from the socket.
 	needs: needs{owners: true, connFacts: true},
+	// RetransSegs counts every retransmitted segment, SYNs and SYN-ACKs
+	// (TCPSynRetrans) included, on the line where the socket's
+	// total_retrans grows. TCPRetransFail: transmits that failed after
+	// counting (up to 6.16 they fire no tracepoint; their segments are
+	// folded into the socket's next line, lost if it closes first).
+	counters: []counterCheck{{event: Retransmit, counter: "RetransSegs", related: []string{"TCPRetransFail"}, minus: []string{"TCPSynRetrans"}}},
 	settings: func(wanted []EventType, v *tcptraceVariableSpecs) []setting {
 		// rto_stall alone runs the retransmit programs for its episodes
 		// and prints no retransmit line.
