@@ -349,12 +349,15 @@ func goldenCases() []goldenCase {
 	r = rtx(tcptraceRtxKindRTX_TIMEOUT)
 	r.C.OwnerKnown, r.S.Ino = 0, 0
 	cs = append(cs, goldenCase{name: "retransmit_timeout_no_hz", raw: r, t: tally{count: 1, wait: 1448}, noHZ: true})
+	r = rtx(tcptraceRtxKindRTX_TIMEOUT)
+	r.S.RcvTstamp = uint32(r.S.NowJiffies) - 50 // a duplicate ACK 50 ms ago
+	add("retransmit_timeout_peer_heard", r, tally{wait: 1448})
 	add("retransmit_loss_probe", rtx(tcptraceRtxKindRTX_LOSS_PROBE), tally{wait: 1448})
 	r = rtx(tcptraceRtxKindRTX_FAST)
 	r.S.Retransmits, r.S.Backoff, r.S.CaState, r.S.SackedOut = 0, 0, 3, 5
 	add("retransmit_fast", r, tally{count: 6, wait: 6 * 1448})
 	r = rtx(tcptraceRtxKindRTX_SLOW_START)
-	r.S.CaState = 4
+	r.S.CaState, r.X.Ssthresh = 4, 0x7fffffff
 	add("retransmit_slow_start", r, tally{count: 2, wait: 2 * 1448})
 	r = rtx(tcptraceRtxKindRTX_OTHER)
 	r.X.Err = -1

@@ -206,6 +206,15 @@ func decodeRetransmit(d *decoder, r *tcptraceEvent, t tally) Event {
 	return e
 }
 
+// TCP_INFINITE_SSTHRESH: the connection has not left its first slow start,
+// or an undone recovery restored that.
+func ssthreshText(n uint32) string {
+	if n >= 0x7fffffff {
+		return "no ssthresh yet"
+	}
+	return fmt.Sprintf("ssthresh %d", n)
+}
+
 // icsk_ca_state values (include/net/tcp.h, enum tcp_ca_state).
 func caStateName(s uint8) string {
 	switch s {
@@ -232,12 +241,21 @@ func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint6
 	switch kind {
 	case reasonRtxTimeout:
 		fmt.Fprintf(&b, "%s retransmitted because the retransmission timer fired", segs)
-		if s.HZKnown {
-			fmt.Fprintf(&b, " with no ACK for %s (RTO %s, timeout %d in a row, backoff %d)", dur(s.SinceLastACK), dur(s.RTO), s.RTORetransmits, s.Backoff)
-		} else {
-			fmt.Fprintf(&b, " (timeout %d in a row, backoff %d)", s.RTORetransmits, s.Backoff)
+		// The timer that fired was armed with this RTO (the handler
+		// doubles it after the retransmission): an ACK younger than
+		// the RTO came while it ran, and advanced nothing (one that
+		// did would have re-armed it).
+		heard := s.HZKnown && s.SinceLastACK < s.RTO
+		switch {
+		case heard:
+			fmt.Fprintf(&b, " (RTO %s, timeout %d in a row, backoff %d); %d bytes unacknowledged: the peer is heard (an ACK %s ago) but acknowledges none of them, so they waited for the timer",
+				dur(s.RTO), s.RTORetransmits, s.Backoff, s.UnackedBytes, dur(s.SinceLastACK))
+		case s.HZKnown:
+			fmt.Fprintf(&b, " with no ACK for %s (RTO %s, timeout %d in a row, backoff %d); %d bytes unacknowledged: nothing from the peer acknowledges them, so the path or the peer is silent",
+				dur(s.SinceLastACK), dur(s.RTO), s.RTORetransmits, s.Backoff, s.UnackedBytes)
+		default:
+			fmt.Fprintf(&b, " (timeout %d in a row, backoff %d); %d bytes unacknowledged", s.RTORetransmits, s.Backoff, s.UnackedBytes)
 		}
-		fmt.Fprintf(&b, "; %d bytes unacknowledged: nothing from the peer acknowledges them, so the path or the peer is silent", s.UnackedBytes)
 		b.WriteString("; each timeout doubles the next")
 		if x.RTOMax > 0 {
 			fmt.Fprintf(&b, " up to %s", dur(x.RTOMax))
@@ -264,9 +282,9 @@ func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint6
 		}
 		b.WriteString("; the probe asks the peer to acknowledge the tail so that a lost last segment is repaired without waiting for the retransmission timeout")
 	case reasonRtxFast:
-		fmt.Fprintf(&b, "%s retransmitted in loss recovery: the peer's ACKs (duplicate ACKs, SACK or RACK) showed %d packets lost and %d received out of order (cwnd %d, ssthresh %d); packets are being dropped between the two ends", segs, s.LostOut, s.SackedOut, s.Cwnd, x.Ssthresh)
+		fmt.Fprintf(&b, "%s retransmitted in loss recovery: the peer's ACKs (duplicate ACKs, SACK or RACK) showed %s lost and %d received out of order (cwnd %d, %s); packets are being dropped between the two ends", segs, plural(int(s.LostOut), "packet"), s.SackedOut, s.Cwnd, ssthreshText(x.Ssthresh))
 	case reasonRtxSlowStart:
-		fmt.Fprintf(&b, "%s retransmitted in slow start after a retransmission timeout (or a path-MTU drop): %d packets marked lost, cwnd %d, ssthresh %d", segs, s.LostOut, s.Cwnd, x.Ssthresh)
+		fmt.Fprintf(&b, "%s retransmitted in slow start after a retransmission timeout (or a path-MTU drop): %s marked lost, cwnd %d, %s", segs, plural(int(s.LostOut), "packet"), s.Cwnd, ssthreshText(x.Ssthresh))
 	default:
 		fmt.Fprintf(&b, "%s retransmitted (%d bytes unacknowledged, cwnd %d)", segs, s.UnackedBytes, s.Cwnd)
 	}
