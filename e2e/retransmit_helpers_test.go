@@ -78,7 +78,7 @@ func init() {
 // non-blocking) and reads what comes, until STOP; PAUSE and RESUME stop and
 // restart its writes. RESULT says how many writes failed with EAGAIN and
 // when its reads resumed after their longest pause (unix ms): when the
-// peer's data moved again.
+// peer's data moved again. EXIT (or the end of its input) closes it.
 func rtoSide(time.Duration) error {
 	var fd int
 	var err error
@@ -117,7 +117,9 @@ func rtoSide(time.Duration) error {
 	}
 	var writing, stop atomic.Bool
 	writing.Store(true)
+	exit := make(chan struct{})
 	go func() {
+		defer close(exit)
 		for in.Scan() {
 			switch in.Text() {
 			case "PAUSE":
@@ -126,6 +128,8 @@ func rtoSide(time.Duration) error {
 				writing.Store(true)
 			case "STOP":
 				stop.Store(true)
+			case "EXIT":
+				return
 			}
 		}
 	}()
@@ -141,11 +145,14 @@ func rtoSide(time.Duration) error {
 			if _, err := unix.Write(fd, msg); errors.Is(err, unix.EAGAIN) {
 				eagains++
 			} else if err != nil {
-				return err
+				return fmt.Errorf("write at %s: %w", time.Now().Format("15:04:05.000"), err)
 			}
 		}
 		for {
-			n, _ := unix.Read(fd, buf)
+			n, err := unix.Read(fd, buf)
+			if err != nil && !errors.Is(err, unix.EAGAIN) {
+				return fmt.Errorf("read at %s: %w", time.Now().Format("15:04:05.000"), err)
+			}
 			if n <= 0 {
 				break
 			}
@@ -158,5 +165,8 @@ func rtoSide(time.Duration) error {
 		time.Sleep(2 * time.Millisecond)
 	}
 	fmt.Printf("RESULT eagains=%d longest_ms=%d resumed_unix_ms=%d\n", eagains, longest.Milliseconds(), resumed.UnixMilli())
+	// The socket stays open until both ends have stopped: closing it with
+	// data unread sends a reset to a peer still writing.
+	<-exit
 	return nil
 }

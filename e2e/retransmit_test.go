@@ -123,7 +123,8 @@ func TestRTOStall(t *testing.T) {
 	ns := newNetns(t)
 	server := startHelper(t, ns, "rtoside", 0)
 	client := startHelper(t, ns, "rtoside", 0, fmt.Sprintf("TCPTRACE_E2E_PORT=%d", server.Port))
-	args := []string{"-e", "retransmit,rto_stall,send_eagain", "--interval", "500ms"}
+	// reset: none is expected; one would say why a side failed.
+	args := []string{"-e", "retransmit,rto_stall,send_eagain,reset", "--interval", "500ms"}
 	tr := startTracer(t, args...)
 	byPID := startTracer(t, append(args, "--pid", strconv.Itoa(server.PID))...)
 	before, beforeExt := ns.snmp(), ns.netstat()
@@ -148,12 +149,28 @@ func TestRTOStall(t *testing.T) {
 	// The server's timer, 4 s behind the client's, fires within 6.4 s of
 	// the restore (its RTO had backed off to 6.4 s when the cut ended).
 	time.Sleep(9 * time.Second)
+	// A helper that failed is reported after the events are shown.
 	results := map[*helperProc]map[string]string{}
+	var failed []string
+	stopping := time.Now() // closing with data unread resets the connection
 	for _, h := range []*helperProc{server, client} {
 		fmt.Fprintln(h.stdin, "STOP")
-		results[h] = h.line("RESULT")
+	}
+	for _, h := range []*helperProc{server, client} {
+		if !h.out.Scan() || !strings.HasPrefix(h.out.Text(), "RESULT ") {
+			failed = append(failed, fmt.Sprintf("pid %d ended before its RESULT (%q)", h.PID, h.out.Text()))
+		} else {
+			results[h] = map[string]string{}
+			for _, kv := range strings.Fields(h.out.Text())[1:] {
+				k, v, _ := strings.Cut(kv, "=")
+				results[h][k] = v
+			}
+		}
+	}
+	for _, h := range []*helperProc{server, client} {
+		fmt.Fprintln(h.stdin, "EXIT")
 		if err := h.cmd.Wait(); err != nil {
-			t.Fatalf("helper: %v", err)
+			failed = append(failed, fmt.Sprintf("pid %d: %v", h.PID, err))
 		}
 	}
 	delta := counterDelta(before, ns.snmp(), "RetransSegs")
@@ -163,6 +180,9 @@ func TestRTOStall(t *testing.T) {
 	all := inNetns(tr.eventsFor("", 0), ns.inode())
 	t.Logf("restored at %s; server %v, client %v; RetransSegs %d, %v:\n%s", restored.Format("15:04:05.000"),
 		results[server], results[client], delta["RetransSegs"], ext, dump(all))
+	if failed != nil {
+		t.Fatalf("helpers: %v", failed)
+	}
 	var rtx, stalls, recovered []event
 	for _, e := range all {
 		switch {
@@ -172,6 +192,8 @@ func TestRTOStall(t *testing.T) {
 			recovered = append(recovered, e)
 		case e.Event == "rto_stall":
 			stalls = append(stalls, e)
+		case e.Event == "reset" && eventTime(t, e).Before(stopping):
+			t.Errorf("a reset: %s", dump([]event{e}))
 		}
 	}
 	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(rtx) != want || want == 0 {
