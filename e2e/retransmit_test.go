@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func TestRetransmitOutage(t *testing.T) {
 	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(evs) != want || want == 0 {
 		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
 	}
-	if by["timeout"] != ext["TCPTimeouts"] || by["fast"] != ext["TCPFastRetrans"] || by["slow_start"] != ext["TCPSlowStartRetrans"] {
+	if !rtxKindsAgree(t, tr, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"]}) {
 		t.Errorf("by kind %v; TCPTimeouts %d, TCPFastRetrans %d, TCPSlowStartRetrans %d",
 			by, ext["TCPTimeouts"], ext["TCPFastRetrans"], ext["TCPSlowStartRetrans"])
 	}
@@ -93,8 +94,8 @@ func TestRetransmitLossyPath(t *testing.T) {
 	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(evs) != want {
 		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
 	}
-	if by["fast"] == 0 || by["fast"] != ext["TCPFastRetrans"] || by["slow_start"] != ext["TCPSlowStartRetrans"] ||
-		by["timeout"] != ext["TCPTimeouts"] || by["loss_probe"] > ext["TCPLossProbes"] || by["other"] != 0 {
+	if by["fast"] == 0 || !rtxKindsAgree(t, tr, by, map[string]uint64{"fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"], "timeout": ext["TCPTimeouts"]}) ||
+		by["loss_probe"] > ext["TCPLossProbes"] || by["other"] != 0 {
 		t.Errorf("by kind %v; TCPFastRetrans %d, TCPSlowStartRetrans %d, TCPTimeouts %d, TCPLossProbes %d",
 			by, ext["TCPFastRetrans"], ext["TCPSlowStartRetrans"], ext["TCPTimeouts"], ext["TCPLossProbes"])
 	}
@@ -199,8 +200,8 @@ func TestRTOStall(t *testing.T) {
 	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(rtx) != want || want == 0 {
 		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(rtx), want)
 	}
-	if by := countBy(rtx); by["timeout"] != ext["TCPTimeouts"] {
-		t.Errorf("timeouts %d, TCPTimeouts %d", by["timeout"], ext["TCPTimeouts"])
+	if by := countBy(rtx); !rtxKindsAgree(t, tr, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "slow_start": ext["TCPSlowStartRetrans"]}) {
+		t.Errorf("by kind %v; TCPTimeouts %d, TCPSlowStartRetrans %d", by, ext["TCPTimeouts"], ext["TCPSlowStartRetrans"])
 	}
 	// The summary's own check of the same identity.
 	if kernel, notSeen, ok := tr.counterCheck("RetransSegs-TCPSynRetrans", ns.inode()); !ok || notSeen != 0 || kernel != delta["RetransSegs"]-ext["TCPSynRetrans"] {
@@ -294,4 +295,30 @@ func eventTime(t *testing.T, e event) time.Time {
 		t.Fatalf("event time %q: %v", e.Time, err)
 	}
 	return at
+}
+
+var seenLateLine = regexp.MustCompile(`retransmits seen late: (\d+) segments`)
+
+// rtxKindsAgree: each kind's count equals the kernel's counter of it, but
+// for segments the summary says were counted late, in their connection's
+// next line under its kind (their own retransmission unseen: a failed
+// transmit before 6.17, a kprobe run the kernel skipped): each such segment
+// moved from its own kind to another.
+func rtxKindsAgree(t *testing.T, tr *tracerRun, by, want map[string]uint64) bool {
+	t.Helper()
+	var off, late uint64
+	for kind, w := range want {
+		off += max(by[kind], w) - min(by[kind], w)
+	}
+	if off == 0 {
+		return true
+	}
+	if m := seenLateLine.FindStringSubmatch(tr.stderrText()); m != nil {
+		late, _ = strconv.ParseUint(m[1], 10, 64)
+	}
+	if off <= 2*late {
+		t.Logf("by kind %v against %v: %d off, within the %d segments the summary says were counted late", by, want, off, late)
+		return true
+	}
+	return false
 }

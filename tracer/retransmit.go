@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"time"
 )
@@ -293,4 +294,14 @@ func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint6
 	}
 	b.WriteString(".")
 	return b.String()
+}
+
+// WriteRetransmitFolded reports retransmitted segments counted in a later
+// line of their socket than their own (Tracer.RetransmitFolded): the totals
+// stay the kernel's, the kinds of those segments are the later line's.
+func WriteRetransmitFolded(w io.Writer, n uint64) {
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  retransmits seen late: %d segments were counted in their connection's next retransmit line, under its kind: their own retransmission was not seen (a transmit that failed, which fires no tracepoint before 6.17, or a probe run the kernel skipped); the totals still match RetransSegs\n", n)
 }

@@ -459,6 +459,7 @@ const (
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
 	tcptraceMapRtxCalls                        = "rtx_calls"
+	tcptraceMapRtxFolded                       = "rtx_folded"
 	tcptraceMapRtxInProbe                      = "rtx_in_probe"
 	tcptraceMapRtxSocks                        = "rtx_socks"
 	tcptraceMapScratch                         = "scratch"
@@ -723,6 +724,7 @@ type tcptraceMapSpecs struct {
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	RtxCalls       *ebpf.MapSpec `ebpf:"rtx_calls"`
+	RtxFolded      *ebpf.MapSpec `ebpf:"rtx_folded"`
 	RtxInProbe     *ebpf.MapSpec `ebpf:"rtx_in_probe"`
 	RtxSocks       *ebpf.MapSpec `ebpf:"rtx_socks"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
@@ -819,6 +821,7 @@ type tcptraceMaps struct {
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	RtxCalls       *ebpf.Map `ebpf:"rtx_calls"`
+	RtxFolded      *ebpf.Map `ebpf:"rtx_folded"`
 	RtxInProbe     *ebpf.Map `ebpf:"rtx_in_probe"`
 	RtxSocks       *ebpf.Map `ebpf:"rtx_socks"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
@@ -854,6 +857,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Owners,
 		m.PidFilter,
 		m.RtxCalls,
+		m.RtxFolded,
 		m.RtxInProbe,
 		m.RtxSocks,
 		m.Scratch,

@@ -35,17 +35,18 @@ type Options struct {
 
 // Tracer holds the loaded programs until Close.
 type Tracer struct {
-	opts     Options
-	objs     *objects
-	status   []ProbeStatus
-	reader   *ringbuf.Reader
-	dec      *decoder
-	agg      *aggregator
-	closeMu  sync.Mutex
-	closed   bool
-	lost     map[EventType]uint64
-	skipped  map[string]uint64 // program runs the kernel skipped (recursion guard)
-	unjudged uint64            // SYNs whose outcome could not be told (listen.go)
+	opts      Options
+	objs      *objects
+	status    []ProbeStatus
+	reader    *ringbuf.Reader
+	dec       *decoder
+	agg       *aggregator
+	closeMu   sync.Mutex
+	closed    bool
+	lost      map[EventType]uint64
+	skipped   map[string]uint64 // program runs the kernel skipped (recursion guard)
+	unjudged  uint64            // SYNs whose outcome could not be told (listen.go)
+	rtxFolded uint64            // retransmitted segments counted in a later line (retransmit.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 	// baselineErr says why some SYNs may be judged by the listener's state
@@ -304,6 +305,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	}
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
 	t.unjudged = sumPerCPU(t.objs.m.SynUnjudged)
+	t.rtxFolded = sumPerCPU(t.objs.m.RtxFolded)
 	if kend != nil {
 		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
 	}
@@ -337,6 +339,11 @@ func (t *Tracer) Lost() map[EventType]uint64 { return t.lost }
 // judge: the first a CPU handled in a namespace, with no counter baseline,
 // at a SYN queue at its limit (bpf/listen.bpf.c syn_outcome_by_state).
 func (t *Tracer) UnjudgedSYNs() uint64 { return t.unjudged }
+
+// RetransmitFolded is, after Run, how many retransmitted segments were
+// counted in a line of their socket other than their own
+// (bpf/retransmit.bpf.c rtx_folded).
+func (t *Tracer) RetransmitFolded() uint64 { return t.rtxFolded }
 
 // SkippedRuns is, per program, how many hits of its hook the kernel did not
 // run it on (objects.skippedRuns); read when Run returns.

@@ -131,6 +131,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	sum.Write(stderr, t.Lost())
 	tracer.WriteSkipped(stderr, t.SkippedRuns())
 	tracer.WriteUnjudgedSYNs(stderr, t.UnjudgedSYNs())
+	tracer.WriteRetransmitFolded(stderr, t.RetransmitFolded())
 	tracer.WriteOwnersUnknown(stderr, t.OwnersUnknown())
 	tracer.WriteCounterChecks(stderr, t.CounterChecks())
 	if writeErr != nil {
