@@ -235,9 +235,10 @@ int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
  * tcp:tcp_probe, at the top of tcp_rcv_established(), for every segment an
  * established connection receives: on every path, since it is in every
  * supported kernel. A segment leaves after a load while no Nagle hold is
- * open, and after two loads of the socket for rto_stall while the
- * connection is not in RTO backoff with data out (bpf_skc_to_tcp_sock(),
- * 5.9+, makes the socket a typed pointer: direct loads, no probe reads).
+ * open and one while no connection is in an RTO episode (the common
+ * case: nothing of the socket is read); otherwise after two loads of the
+ * socket while its own connection is not in backoff with data out
+ * (bpf_skc_to_tcp_sock(), 5.9+, makes it a typed pointer: direct loads).
  */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(tp_tcp_probe, struct sock *sk, struct sk_buff *skb)
@@ -246,7 +247,7 @@ int BPF_PROG(tp_tcp_probe, struct sock *sk, struct sk_buff *skb)
 
 	if (nagle_holders)
 		nagle_release(sk, skb);
-	if (!(hooks_on & HOOK_RTO_STALL))
+	if (!rto_episodes || !(hooks_on & HOOK_RTO_STALL))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp || !tp->inet_conn.icsk_retransmits || !tp->packets_out)

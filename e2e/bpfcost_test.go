@@ -42,7 +42,9 @@ func BenchmarkBPFCost(b *testing.B) {
 	}
 	bt := startBpftrace(b)
 	before := loadedPrograms(b)
-	tr := startTracer(b)
+	// TCPTRACE_BENCH_ARGS (space-separated) runs tcptrace with those
+	// arguments, to measure a detector's share of a shared hook.
+	tr := startTracer(b, strings.Fields(os.Getenv("TCPTRACE_BENCH_ARGS"))...)
 	ours := map[ebpf.ProgramID]string{}
 	for id, name := range loadedPrograms(b) {
 		if _, ok := before[id]; !ok {

@@ -580,6 +580,7 @@ const (
 	tcptraceVarNagleHolders                    = "nagle_holders"
 	tcptraceVarPcpuFwAllocOff                  = "pcpu_fw_alloc_off"
 	tcptraceVarPcpuRunqueuesOff                = "pcpu_runqueues_off"
+	tcptraceVarRtoEpisodes                     = "rto_episodes"
 	tcptraceVarWaiters                         = "waiters"
 )
 
@@ -778,6 +779,7 @@ type tcptraceVariableSpecs struct {
 	NagleHolders          *ebpf.VariableSpec `ebpf:"nagle_holders"`
 	PcpuFwAllocOff        *ebpf.VariableSpec `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.VariableSpec `ebpf:"pcpu_runqueues_off"`
+	RtoEpisodes           *ebpf.VariableSpec `ebpf:"rto_episodes"`
 	Waiters               *ebpf.VariableSpec `ebpf:"waiters"`
 }
 
@@ -912,6 +914,7 @@ type tcptraceVariables struct {
 	NagleHolders          *ebpf.Variable `ebpf:"nagle_holders"`
 	PcpuFwAllocOff        *ebpf.Variable `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.Variable `ebpf:"pcpu_runqueues_off"`
+	RtoEpisodes           *ebpf.Variable `ebpf:"rto_episodes"`
 	Waiters               *ebpf.Variable `ebpf:"waiters"`
 }
 
