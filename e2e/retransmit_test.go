@@ -124,8 +124,16 @@ func TestRTOStall(t *testing.T) {
 	ns := newNetns(t)
 	server := startHelper(t, ns, "rtoside", 0)
 	client := startHelper(t, ns, "rtoside", 0, fmt.Sprintf("TCPTRACE_E2E_PORT=%d", server.Port))
-	// reset: none is expected; one would say why a side failed.
-	args := []string{"-e", "retransmit,rto_stall,send_eagain,reset", "--interval", "500ms"}
+	// reset: none is expected; one would say why a side failed. send_eagain
+	// where its probe path runs on this kernel (its tracepoint is 6.3+).
+	events := "retransmit,rto_stall,reset"
+	eagain := supported("send_eagain")
+	if eagain {
+		events += ",send_eagain"
+	} else {
+		t.Logf("send_eagain has no probe on this path here: its checks are left out")
+	}
+	args := []string{"-e", events, "--interval", "500ms"}
 	tr := startTracer(t, args...)
 	byPID := startTracer(t, append(args, "--pid", strconv.Itoa(server.PID))...)
 	before, beforeExt := ns.snmp(), ns.netstat()
@@ -210,6 +218,9 @@ func TestRTOStall(t *testing.T) {
 	}
 	// During the outage both sides' sends fail, their data unacknowledged.
 	for _, h := range []*helperProc{server, client} {
+		if !eagain {
+			break
+		}
 		var eagains uint64
 		for _, e := range all {
 			if e.Event == "send_eagain" && e.PID == h.PID && e.Reason == "unacked_retransmitting" {
@@ -250,7 +261,7 @@ func TestRTOStall(t *testing.T) {
 			heardSends++
 		}
 	}
-	if heardSends == 0 {
+	if heardSends == 0 && eagain {
 		t.Errorf("no send_eagain of the server during its stall says the peer is heard")
 	}
 	// recovered: the part with the peer heard runs from the first stall
