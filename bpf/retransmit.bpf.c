@@ -151,7 +151,8 @@ static __shared_hook void on_retransmit(struct sock *sk, struct sk_buff *skb, __
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct tcp_skb_cb *cb = (void *)skb + bpf_core_field_offset(struct sk_buff, cb);
 	struct agg_key key = { .sk = (__u64)sk, .type = EVENT_RETRANSMIT };
-	__u32 total = BPF_CORE_READ(tp, total_retrans), n, own;
+	__u32 total = BPF_CORE_READ(tp, total_retrans), n;
+	__u32 own = BPF_CORE_READ(cb, tcp_gso_segs) ?: 1; /* this call's segments */
 	__u64 k = (__u64)sk, bytes, now;
 	struct rtx_sock *r, fresh = {};
 	__u8 kind = rtx_kind(sk, skb);
@@ -160,20 +161,17 @@ static __shared_hook void on_retransmit(struct sock *sk, struct sk_buff *skb, __
 	r = bpf_map_lookup_elem(&rtx_socks, &k);
 	if (r) {
 		n = total - r->total;
-		own = BPF_CORE_READ(cb, tcp_gso_segs);
-		if (n > (own ? own : 1)) {
+		if (n > own) {
 			__u32 zero = 0;
 			__u64 *f = bpf_map_lookup_elem(&rtx_folded, &zero);
 
 			if (f)
-				*f += n - (own ? own : 1);
+				*f += n - own;
 		}
 	} else {
 		/* First seen: this call's segments (earlier ones are not
 		 * ours to count). */
-		n = err ? 0 : BPF_CORE_READ(cb, tcp_gso_segs);
-		if (!n && !err)
-			n = 1;
+		n = err ? 0 : own;
 		if (bpf_map_update_elem(&rtx_socks, &k, &fresh, BPF_ANY))
 			return;
 		r = bpf_map_lookup_elem(&rtx_socks, &k);

@@ -352,16 +352,26 @@ func (h *helperProc) line(prefix string) map[string]string {
 	if !h.out.Scan() {
 		h.t.Fatalf("helper ended before %s", prefix)
 	}
-	f := strings.Fields(h.out.Text())
-	if len(f) == 0 || f[0] != prefix {
+	kv, ok := keyValues(h.out.Text(), prefix)
+	if !ok {
 		h.t.Fatalf("helper said %q, want %s", h.out.Text(), prefix)
+	}
+	return kv
+}
+
+// keyValues reads a helper's line "PREFIX k=v ...": its pairs, and whether
+// it starts with prefix.
+func keyValues(line, prefix string) (map[string]string, bool) {
+	f := strings.Fields(line)
+	if len(f) == 0 || f[0] != prefix {
+		return nil, false
 	}
 	kv := map[string]string{}
 	for _, p := range f[1:] {
 		k, v, _ := strings.Cut(p, "=")
 		kv[k] = v
 	}
-	return kv
+	return kv, true
 }
 
 // run sends GO and waits for the RESULT line and the helper's exit.

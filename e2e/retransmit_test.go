@@ -166,15 +166,15 @@ func TestRTOStall(t *testing.T) {
 		fmt.Fprintln(h.stdin, "STOP")
 	}
 	for _, h := range []*helperProc{server, client} {
-		if !h.out.Scan() || !strings.HasPrefix(h.out.Text(), "RESULT ") {
-			failed = append(failed, fmt.Sprintf("pid %d ended before its RESULT (%q)", h.PID, h.out.Text()))
-		} else {
-			results[h] = map[string]string{}
-			for _, kv := range strings.Fields(h.out.Text())[1:] {
-				k, v, _ := strings.Cut(kv, "=")
-				results[h][k] = v
-			}
+		var kv map[string]string
+		ok := h.out.Scan()
+		if ok {
+			kv, ok = keyValues(h.out.Text(), "RESULT")
 		}
+		if !ok {
+			failed = append(failed, fmt.Sprintf("pid %d ended before its RESULT (%q)", h.PID, h.out.Text()))
+		}
+		results[h] = kv
 	}
 	for _, h := range []*helperProc{server, client} {
 		fmt.Fprintln(h.stdin, "EXIT")
