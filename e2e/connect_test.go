@@ -168,7 +168,11 @@ func TestSynRetransmitLocalSynDrop(t *testing.T) {
 	if res["errno"] != strconv.Itoa(int(syscall.ETIMEDOUT)) {
 		t.Fatalf("connect() ended with errno %s, want ETIMEDOUT", res["errno"])
 	}
-	if sumCounts(rtx) != delta["TCPSynRetrans"] || len(rtx) == 0 || sumCounts(drops) != delta["ListenOverflows"] || sumCounts(drops) != sumCounts(rtx)+1 {
+	// A run the kernel skipped (reported in the summary) is a SYN tcptrace
+	// says it may have missed; anything else must match the counters.
+	skipped := tr.skippedRuns()
+	if !countAgrees(t, "syn_retransmit vs TCPSynRetrans", sumCounts(rtx), delta["TCPSynRetrans"], skipped) || delta["TCPSynRetrans"] == 0 ||
+		!countAgrees(t, "syn_drop vs ListenOverflows", sumCounts(drops), delta["ListenOverflows"], skipped) || delta["ListenOverflows"] != delta["TCPSynRetrans"]+1 {
 		t.Fatalf("%d syn_retransmit (TCPSynRetrans moved by %d), %d syn_drop (ListenOverflows moved by %d): want a drop for each SYN; stderr:\n%s",
 			sumCounts(rtx), delta["TCPSynRetrans"], sumCounts(drops), delta["ListenOverflows"], tr.stderrText())
 	}
@@ -235,7 +239,12 @@ func TestSynRetransmitPawsNAT(t *testing.T) {
 			paws := inNetns(tr.eventsFor("paws_reject", 0), srvNS.inode())
 			rtx := inNetns(tr.eventsFor("syn_retransmit", cl.PID), cliNS.inode())
 			t.Logf("client %v, server %v, %s %v, client %v:\n%s%s", res, sres, counter, srvDelta, cliDelta, dump(paws), dump(rtx))
-			if sumCounts(paws) != srvDelta[counter] || len(paws) == 0 || sumCounts(rtx) != cliDelta["TCPSynRetrans"] || len(rtx) == 0 {
+			// A kprobe run the kernel skipped (another BPF program or a
+			// bpf() map call active on that CPU when the SYN timer fired)
+			// is reported in the summary: the one miss allowed.
+			skipped := tr.skippedRuns()
+			if !countAgrees(t, "paws_reject vs "+counter, sumCounts(paws), srvDelta[counter], skipped) || srvDelta[counter] == 0 ||
+				!countAgrees(t, "syn_retransmit vs TCPSynRetrans", sumCounts(rtx), cliDelta["TCPSynRetrans"], skipped) || cliDelta["TCPSynRetrans"] == 0 {
 				t.Fatalf("%d paws_reject (%s moved by %d), %d syn_retransmit (TCPSynRetrans moved by %d); stderr:\n%s",
 					sumCounts(paws), counter, srvDelta[counter], sumCounts(rtx), cliDelta["TCPSynRetrans"], tr.stderrText())
 			}
