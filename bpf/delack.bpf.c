@@ -178,12 +178,12 @@ static __always_inline void record_peer(struct sock *sk, struct delack_firing *f
 		.ato = f->ato,
 		.in_pingpong = interactive,
 	};
-	struct owner *o = bpf_map_lookup_elem(&owners, &f->sk);
+	struct owner o;
 
-	if (o) {
-		p.pid = o->tgid;
+	if (table_owner(sk, &o)) {
+		p.pid = o.tgid;
 		p.owner_known = 1;
-		__builtin_memcpy(p.comm, o->comm, sizeof(p.comm));
+		__builtin_memcpy(p.comm, o.comm, sizeof(p.comm));
 	}
 	read_tuple(sk, &ct);
 	bpf_map_update_elem(&delack_recent, &ct, &p, BPF_ANY);

@@ -19,6 +19,7 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	struct tcp_sock *tp;
 	struct sock *sk;
 	struct owner *o;
+	bool listening;
 	__u32 ino;
 	__u64 key;
 
@@ -31,17 +32,19 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	key = (__u64)sk;
 	ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 	o = bpf_map_lookup_elem(&inode_owners, &ino);
-	if (o) {
-		bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST);
-		if (cfg_owner_storage_iter) {
-			struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	listening = BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN;
+	/* The socket's storage as where the tracepoint would write it
+	 * (set_sock_owner_current()): a table that is full, a SO_REUSEPORT
+	 * listener. */
+	if (o && (bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST) == -E2BIG || (listening && is_reuseport(sk))) &&
+	    cfg_owner_storage_iter) {
+		struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 
-			/* A record the tracepoint made meanwhile is newer. */
-			if (s && !s->tgid)
-				__builtin_memcpy(s, o, sizeof(*s));
-		}
+		/* A record the tracepoint made meanwhile is newer. */
+		if (s && !s->tgid)
+			__builtin_memcpy(s, o, sizeof(*s));
 	}
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
+	if (listening) {
 		struct listener_key lk;
 
 		listener_key_of(sk, &lk);

@@ -5,23 +5,32 @@
  * whoever was interrupted; --pid and the pid/comm of an event must come from
  * the socket, not from the task.
  *
- * owner_store: socket -> the process that made it, in the socket's own
- *            local storage (BPF_MAP_TYPE_SK_STORAGE): the kernel frees the
- *            record with the socket, so a live socket never loses it however
- *            many there are. Tracing programs may use it from 5.11
+ * owners:    socket -> the process that made it, keyed by the socket's
+ *            address: the one record every path can read (kprobe programs
+ *            get a socket as a bare address, and so do sockets kept in a
+ *            map: a listener, a delayed-ACK timer's socket). Written when a
+ *            socket starts listening or connecting (inet_sock_set_state to
+ *            LISTEN or SYN_SENT, in the owner's process) and dropped when
+ *            it closes; an accepted connection has none of its own: it is
+ *            its listener's (table_owner()). A plain hash sized by user
+ *            space from the host's socket count: when full it refuses the
+ *            newest socket rather than evicting a live one, whose owner an
+ *            LRU would lose for good; a refused socket goes to owner_store.
+ * owner_store: the same in the socket's own local storage
+ *            (BPF_MAP_TYPE_SK_STORAGE): the kernel frees the record with the
+ *            socket. Tracing programs may use it from 5.11
  *            (bpf_sk_storage_tracing_allowed), on a socket pointer the kernel
  *            passed them; user space tries before setting cfg_owner_storage.
- * owners:    the same, keyed by the socket's address, for what cannot use
- *            the storage: kprobe programs, sockets known only by an address
- *            kept in a map (a listener, a delayed-ACK timer's socket), and
- *            kernels before 5.11. An LRU table sized by user space from the
- *            host's socket count; a record is dropped when its socket
- *            closes (owner_forget()), so only more live sockets than that
- *            make it forget the least recently used ones.
- * Both are filled in process context when a socket starts listening or
- * connecting (inet_sock_set_state to LISTEN or SYN_SENT) and, for sockets
- * made before tcptrace started, by the iterator (owner.bpf.c) from a
- * socket-inode -> process table that user space builds out of /proc/<pid>/fd.
+ *            Creating a record is the dearest step of a connection's
+ *            tracing (it allocates), so only two kinds of socket get one: a
+ *            socket the table refused, and a SO_REUSEPORT listener, whose
+ *            connections the kernel spreads over the group's members (often
+ *            one process each) while the table finds one member per address
+ *            (find_listener_for()): the clone of the member's record is what
+ *            names the process that will accept each connection.
+ * Sockets made before tcptrace started are recorded by the iterator
+ * (owner.bpf.c) from a socket-inode -> process table that user space builds
+ * out of /proc/<pid>/fd.
  * listeners: (netns, port, family, bound address) -> listening socket: a
  *            dropped SYN carries only addresses, and the listener's queues
  *            explain the drop. Keyed like the kernel's own lookup, because
@@ -64,14 +73,11 @@ struct {
 	__type(value, struct owner);
 } owner_store SEC(".maps");
 
-/* max_entries is set by user space from the host's socket count. One LRU
- * for all CPUs: with per-CPU lists (BPF_F_NO_COMMON_LRU) each CPU gets
- * max_entries / nr_cpus records, and a CPU that makes most connections
- * evicts its own live ones while the table is far from full. The common
- * list takes its global lock once per 128 inserts on a CPU (the CPU's
- * local free list is refilled 128 at a time, LOCAL_FREE_TARGET). */
+/* max_entries is set by user space from the host's socket count.
+ * Preallocated: the tracing programs of kernels before 6.1 may not allocate
+ * a hash element at run time. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct owner);
@@ -207,19 +213,91 @@ static __always_inline void count_owner_unknown(__u32 what)
 		*n += 1;
 }
 
+static __always_inline bool is_reuseport(struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport);
+}
+
+/* The listener that made sk if sk is a passive connection, else NULL: the
+ * listener the kernel would hand a SYN to sk's local address and port. An
+ * active connection never shares its port with a listener unless it was
+ * bound to it explicitly: connect()'s port search skips ports that bind()
+ * holds (__inet_hash_connect()). */
+static __always_inline struct sock *passive_listener(struct sock *sk)
+{
+	__u8 addr[16] = {};
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family == AF_INET6)
+		BPF_CORE_READ_INTO(&addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	else
+		BPF_CORE_READ_INTO((__u32 *)addr, sk, __sk_common.skc_rcv_saddr);
+	return find_listener_for(sk_netns(sk), family, addr, BPF_CORE_READ(sk, __sk_common.skc_num));
+}
+
+/* Whether every member of l's SO_REUSEPORT group is tgid's (the threads of
+ * one process share a group; pre-forked workers each have a member): the
+ * table cannot tell which member a connection came from, so a passive
+ * connection of a group of several processes has no owner there rather than
+ * a wrong one. */
+static __always_inline bool group_owned_by(struct sock *l, __u32 tgid)
+{
+	struct owner *o;
+	struct sock *m;
+	__u64 key;
+
+	for (__u32 i = 0; i < REUSEPORT_SCAN; i++) {
+		m = reuseport_member(l, i);
+		if (!m)
+			return true;
+		key = (__u64)m;
+		o = bpf_map_lookup_elem(&owners, &key);
+		if (!o || o->tgid != tgid)
+			return false;
+	}
+	return !reuseport_member(l, REUSEPORT_SCAN);
+}
+
+/*
+ * The owner of sk from the table: its own record, else, for a passive
+ * connection, its listener's (accept() runs in the listener owner's
+ * process). sk may be any socket address (from a map, a kprobe's
+ * registers). Out of line: its callers are many and the listener search is
+ * long.
+ */
+static __noinline bool table_owner(struct sock *sk, struct owner *out)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o = bpf_map_lookup_elem(&owners, &key);
+	struct sock *l;
+
+	if (!o) {
+		if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+			return false;
+		l = passive_listener(sk);
+		if (!l)
+			return false;
+		key = (__u64)l;
+		o = bpf_map_lookup_elem(&owners, &key);
+		if (!o || (is_reuseport(l) && !group_owned_by(l, o->tgid)))
+			return false;
+	}
+	__builtin_memcpy(out, o, sizeof(*out));
+	return true;
+}
+
 /* The owner of sk into the event's pid and comm; false if unknown. sk may
  * be any socket address (from a map, a kprobe's registers). */
 static __always_inline bool fill_owner(struct event *e, struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct owner *o = bpf_map_lookup_elem(&owners, &key);
+	struct owner o;
 
-	if (!o) {
+	if (!table_owner(sk, &o)) {
 		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
 		return false;
 	}
-	e->pid = o->tgid;
-	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	e->pid = o.tgid;
+	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
 	return true;
 }
 
@@ -227,49 +305,37 @@ static __always_inline bool fill_owner(struct event *e, struct sock *sk)
  * whose owner is unknown is left out when a filter is set. */
 static __always_inline bool owner_wanted(struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct owner *o;
+	struct owner o;
 
 	if (!cfg_filter_pid)
 		return true;
-	o = bpf_map_lookup_elem(&owners, &key);
-	if (!o) {
+	if (!table_owner(sk, &o)) {
 		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
 		return false;
 	}
-	return pid_wanted(o->tgid);
-}
-
-static __always_inline void set_owner_current(struct sock *sk)
-{
-	__u64 key = (__u64)sk;
-	struct owner o = { .tgid = bpf_get_current_pid_tgid() >> 32 };
-
-	bpf_get_current_comm(&o.comm, sizeof(o.comm));
-	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
+	return pid_wanted(o.tgid);
 }
 
 /*
  * The owner of sk, a socket the kernel passed to a tp_btf, fentry or fexit
  * program (bpf_sk_storage_get takes no other pointer): its own storage,
- * else the table. in_task says the event happens in a system call on the
- * socket (a close() that aborts it): its caller is then the owner when
- * neither has a record (a kernel without the storage, a table that evicted
- * it). False: unknown.
+ * else the table (table_owner()). in_task says the event happens in a
+ * system call on the socket (a close() that aborts it): its caller is then
+ * the owner when neither knows it (a kernel without the storage and a full
+ * table). False: unknown.
  */
 static __always_inline bool sock_owner(struct sock *sk, bool in_task, struct owner *out)
 {
-	__u64 key = (__u64)sk;
 	struct owner *o = NULL;
 
 	if (cfg_owner_storage)
 		o = bpf_sk_storage_get(&owner_store, sk, NULL, 0);
-	if (!o)
-		o = bpf_map_lookup_elem(&owners, &key);
 	if (o) {
 		__builtin_memcpy(out, o, sizeof(*out));
 		return true;
 	}
+	if (table_owner(sk, out))
+		return true;
 	if (!in_task)
 		return false;
 	out->tgid = bpf_get_current_pid_tgid() >> 32;
@@ -304,33 +370,36 @@ static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)
 	return pid_wanted(o.tgid);
 }
 
-/* set_owner_current, in the socket's storage too. */
-static __always_inline void set_sock_owner_current(struct sock *sk)
+/* The calling process as sk's owner: in the table, and in the socket's
+ * storage too when `storage` (a SO_REUSEPORT listener) or when the table
+ * is full. */
+static __always_inline void set_sock_owner_current(struct sock *sk, bool storage)
 {
-	struct owner *o;
+	struct owner o = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	__u64 key = (__u64)sk;
+	struct owner *s;
 
-	set_owner_current(sk);
-	if (!cfg_owner_storage)
+	bpf_get_current_comm(&o.comm, sizeof(o.comm));
+	if (bpf_map_update_elem(&owners, &key, &o, BPF_ANY) == -E2BIG)
+		storage = true;
+	if (!cfg_owner_storage || !storage)
 		return;
-	o = bpf_sk_storage_get(&owner_store, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!o)
-		return;
-	o->tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+	s = bpf_sk_storage_get(&owner_store, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (s)
+		__builtin_memcpy(s, &o, sizeof(*s));
 }
 
 /*
  * sock:inet_sock_set_state fires on every TCP state change, in the context
- * that made it. Three changes name an owner:
+ * that made it. Two changes name an owner:
  *  - to LISTEN: listen() runs in the owner's process;
- *  - to SYN_SENT: connect() runs in the owner's process;
- *  - LISTEN to SYN_RECV: inet_csk_clone_lock() makes a passive connection's
- *    socket as a copy of the listener (sk_state included) and then sets
- *    SYN_RECV on it, in softirq; it will be accept()ed by the listener's
- *    owner, whose table entry it inherits (its storage record the kernel
- *    copied at the clone: BPF_F_CLONE).
- * Timer and softirq events of connections (delayed ACKs, SYN retransmits)
- * are attributed through these entries. Every other state change of every
+ *  - to SYN_SENT: connect() runs in the owner's process.
+ * A passive connection (LISTEN to SYN_RECV: inet_csk_clone_lock() copies
+ * the listener, state included, then sets SYN_RECV, in softirq) gets no
+ * record: it is its listener's (table_owner()), and the kernel copied the
+ * listener's storage record, if it has one, into it (BPF_F_CLONE). Timer
+ * and softirq events of connections (delayed ACKs, SYN retransmits) are
+ * attributed through these records. Every other state change of every
  * connection on the host leaves after a few compares.
  */
 static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int newstate)
@@ -341,28 +410,17 @@ static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int new
 
 	if (newstate == TCP_SYN_SENT) {
 		if (sk->sk_protocol == IPPROTO_TCP)
-			set_sock_owner_current(sk);
+			set_sock_owner_current(sk, false);
 		return;
 	}
-	if (newstate != TCP_LISTEN && oldstate != TCP_LISTEN)
+	if ((newstate != TCP_LISTEN && oldstate != TCP_LISTEN) || newstate == TCP_SYN_RECV)
 		return;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
 	listener_key_of(sk, &lk);
 	if (newstate == TCP_LISTEN) {
-		set_sock_owner_current(sk);
+		set_sock_owner_current(sk, is_reuseport(sk));
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
-		return;
-	}
-	if (newstate == TCP_SYN_RECV) {
-		struct owner *o;
-
-		cur = bpf_map_lookup_elem(&listeners, &lk);
-		if (!cur)
-			return;
-		o = bpf_map_lookup_elem(&owners, cur);
-		if (o)
-			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
 		return;
 	}
 	cur = bpf_map_lookup_elem(&listeners, &lk);
@@ -390,7 +448,8 @@ static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int new
  * A full socket ends in CLOSE whatever its path (tcp_done(), tcp_close(),
  * tcp_disconnect(), a listener's close): its table record goes with it, so
  * the table holds live sockets only and a host that churns connections does
- * not push an idle connection's owner out of the LRU. Run after every
+ * not fill it. Most sockets that end have no record (accepted connections):
+ * a lookup is cheaper than a delete, which takes the bucket's lock. Run after every
  * detector's handler of the same change, which may still read the owner
  * (connect_timeout at SYN_SENT -> CLOSE). A reset that close() sends after
  * setting CLOSE is named by the calling task (sock_owner()); the socket's
@@ -400,7 +459,7 @@ static __shared_hook void owner_forget(struct sock *sk, int newstate)
 {
 	__u64 key = (__u64)sk;
 
-	if (newstate == TCP_CLOSE)
+	if (newstate == TCP_CLOSE && bpf_map_lookup_elem(&owners, &key))
 		bpf_map_delete_elem(&owners, &key);
 }
 

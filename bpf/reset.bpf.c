@@ -19,16 +19,20 @@
 #define RST_STATES (TCPF(TCP_ESTABLISHED) | TCPF(TCP_FIN_WAIT1) | TCPF(TCP_FIN_WAIT2) | \
 		    TCPF(TCP_CLOSE_WAIT) | TCPF(TCP_CLOSING) | TCPF(TCP_LAST_ACK))
 
-/* One line per peer address, side and interval: a storm of aborted
+/* One line per peer address, side, owner and interval: a storm of aborted
  * connections (a crashing peer, SO_LINGER 0 clients) must not flood the
- * output; the line names the latest connection and the count. */
+ * output; the line names the latest connection and the count. The owner is
+ * in the key because one address's connections may belong to several
+ * processes (the members of a SO_REUSEPORT group, one client per worker):
+ * each is counted on its own line, and --pid keeps its own count. */
 static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reason, bool reason_known)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct agg_key key = { .type = EVENT_RESET };
 	SCRATCH_EVENT(t);
 	__u32 states = RST_STATES;
-	bool in_close;
+	struct owner o;
+	bool in_close, known;
 	__u8 state;
 
 	if (!sk)
@@ -43,9 +47,17 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	 * set CLOSE, then send); timers and softirq send from the state the
 	 * connection is in. */
 	in_close = side == RST_SENT && state == TCP_CLOSE;
-	if (!conn_sock_wanted(sk) || !sock_owner_wanted(sk, in_close))
+	if (!conn_sock_wanted(sk))
+		return;
+	known = sock_owner(sk, in_close, &o);
+	if (cfg_filter_pid && !known) {
+		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		return;
+	}
+	if (known && !pid_wanted(o.tgid))
 		return;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 | side;
+	key.sub = known ? o.tgid : 0;
 	key_peer(&key, sk);
 	t = agg_first(&key, EVENT_RESET, PATH_TRACEPOINT);
 	if (!t)
@@ -56,7 +68,12 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	t->ev.c.rst_reason_known = reason_known;
 	t->ev.c.unacked = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
 	t->ev.c.unread = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
-	t->ev.c.owner_known = fill_sock_owner(&t->ev, sk, in_close);
+	t->ev.c.owner_known = known;
+	if (known) {
+		t->ev.pid = o.tgid;
+		__builtin_memcpy(t->ev.comm, o.comm, sizeof(t->ev.comm));
+	} else
+		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
 	agg_commit(&key, t, 0);
 }
 

@@ -142,9 +142,10 @@ func readIterIn(it *link.Iter, path string) error {
 	})
 }
 
-// Socket owners are kept in the socket's own storage where tracing programs
-// may use it (5.11+), else in a table keyed by the socket's address whose
-// size is fixed at load time (bpf/owner.bpf.c).
+// Socket owners are kept in a table keyed by the socket's address whose size
+// is fixed at load time, and, where tracing programs may use it (5.11+), in
+// the socket's own storage for the sockets the table refuses when full
+// (bpf/owner.bpf.h).
 const (
 	// ownersFloor is the table's size on a host with few sockets.
 	ownersFloor = 65536
@@ -235,7 +236,7 @@ func ownerStorageNote(o *objects) error {
 	if o.v.CfgOwnerStorage.Get(&on) == nil && on != 0 {
 		return nil
 	}
-	return fmt.Errorf("this kernel does not let tracing programs use socket storage (5.11+): owners are kept in a table of %d sockets; past that the oldest are forgotten (counted in the summary)", o.m.Owners.MaxEntries())
+	return fmt.Errorf("this kernel does not let tracing programs use socket storage (5.11+): owners are kept in a table of %d sockets; past that, newer sockets' owners are unknown (counted in the summary)", o.m.Owners.MaxEntries())
 }
 
 // Indexes of the owner_unknown counters (enum owner_unknown in
