@@ -76,7 +76,7 @@ bench:
 	@{ printf '### User space, per event (Go benchmarks)\n\n| benchmark | ns per event | events per second per core | allocations |\n|---|---|---|---|\n'; \
 	  awk '/^Benchmark/ { printf "| %s | %s | %.0f | %s |\n", $$1, $$3, 1e9/$$3, $$7 }' bench-go.txt; printf '\n'; } >> $(BENCH_MD)
 	@rm -f bench-go.txt
-	TCPTRACE_BENCH_MD=$(BENCH_MD) $(GO) test -count=1 -run '^$$' -bench 'BPF|Startup|Overhead|Storm|EventRate' -benchtime 1x -timeout 30m -v ./e2e
+	TCPTRACE_BENCH_MD=$(BENCH_MD) $(GO) test -count=1 -run '^$$' -bench 'BPF|Startup|Overhead|Storm|EventRate|Churn' -benchtime 1x -timeout 30m -v ./e2e
 	@echo "bench: report in $(BENCH_MD)"
 
 fmt-check:
