@@ -21,10 +21,10 @@
 #define ECONNREFUSED 111
 
 /* One connect() in progress: when it began. Its owner is in owner.bpf.h's
- * records, which the same state change fills. Entries are not deleted when the
- * connection is made (that would cost every connection a hash delete): the
- * next connect() on the same socket address overwrites them, and the LRU
- * recycles the rest. */
+ * records, which the same state change fills. Dropped when the socket leaves
+ * SYN_SENT (conn_forget()), so the table holds connect()s in progress; an LRU
+ * so that more of them than it holds evict the oldest rather than leave the
+ * newest without a start. */
 struct conn_start {
 	__u64 start_ns;
 	__u64 last_ns; /* when the last SYN went out (the first: start_ns) */
