@@ -38,18 +38,12 @@ struct netns_ipv4___dr_ptr {
 	struct inet_timewait_death_row *tcp_death_row;
 };
 
-static __always_inline void read_tw_limits(struct net *net, struct conn_snapshot *c)
+/* The TIME_WAIT sockets a namespace holds: tw_refcount counts them plus
+ * one (5.19+), tw_count before. */
+static __always_inline int tw_held(struct inet_timewait_death_row *dr)
 {
-	struct netns_ipv4 *ipv4 = net_ipv4(net);
-	struct inet_timewait_death_row *dr;
-	int count = 0;
+	int count;
 
-	if (bpf_core_field_size(ipv4->tcp_death_row) == sizeof(void *))
-		dr = BPF_CORE_READ((struct netns_ipv4___dr_ptr *)ipv4, tcp_death_row);
-	else
-		dr = (void *)ipv4 + bpf_core_field_offset(struct netns_ipv4, tcp_death_row);
-	if (!dr)
-		return;
 	if (bpf_core_field_exists(dr->tw_refcount)) {
 		count = BPF_CORE_READ(dr, tw_refcount.refs.counter) - 1;
 	} else {
@@ -57,7 +51,21 @@ static __always_inline void read_tw_limits(struct net *net, struct conn_snapshot
 
 		count = BPF_CORE_READ(old, tw_count.counter);
 	}
-	c->tw_count = count < 0 ? 0 : count;
+	return count < 0 ? 0 : count;
+}
+
+static __always_inline void read_tw_limits(struct net *net, struct conn_snapshot *c)
+{
+	struct netns_ipv4 *ipv4 = net_ipv4(net);
+	struct inet_timewait_death_row *dr;
+
+	if (bpf_core_field_size(ipv4->tcp_death_row) == sizeof(void *))
+		dr = BPF_CORE_READ((struct netns_ipv4___dr_ptr *)ipv4, tcp_death_row);
+	else
+		dr = (void *)ipv4 + bpf_core_field_offset(struct netns_ipv4, tcp_death_row);
+	if (!dr)
+		return;
+	c->tw_count = tw_held(dr);
 	c->max_tw_buckets = BPF_CORE_READ(dr, sysctl_max_tw_buckets);
 	c->limits_known |= LIMIT_TW;
 }

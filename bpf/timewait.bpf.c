@@ -60,19 +60,32 @@ static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_
 	agg_commit(&key, t, 0);
 }
 
+/* Armings recorded while the namespace holds at least its limit less this
+ * many: the close that follows an arming on this CPU may see the count
+ * moved by TIME_WAIT sockets other CPUs made in between, a handful at
+ * most. */
+#define TW_NEAR_LIMIT 64
+
 /* timer_start (tcptrace.bpf.c) for the TIME_WAIT timer (tw_timer_handler):
  * armed for every new TIME_WAIT socket, and again by every segment that
- * reaches one. */
+ * reaches one. Only a close that finds its namespace at its limit asks
+ * whether its timer was armed (a count below the limit means the socket was
+ * made), so an arming far from the limit is left after reading the count:
+ * under churn nearly every one. */
 static __shared_hook void tw_timer_start(struct timer_list *timer)
 {
+	struct inet_timewait_death_row *dr;
 	struct inet_timewait_sock *tw;
 	struct tw_armed *a;
 	__u32 zero = 0;
 
+	tw = (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
+	dr = BPF_CORE_READ(tw, __tw_common.skc_tw_dr);
+	if (!dr || tw_held(dr) + TW_NEAR_LIMIT < BPF_CORE_READ(dr, sysctl_max_tw_buckets))
+		return;
 	a = bpf_map_lookup_elem(&tw_armed, &zero);
 	if (!a)
 		return;
-	tw = (void *)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
 	a->ts_ns = bpf_ktime_get_ns();
 	a->net = (__u64)BPF_CORE_READ(tw, __tw_common.skc_net.net);
 	a->dport = BPF_CORE_READ(tw, __tw_common.skc_dport);
@@ -93,7 +106,12 @@ static __shared_hook void tw_set_state(struct sock *sk, int oldstate, int newsta
 		return;
 	if (sk->sk_protocol != IPPROTO_TCP || BPF_CORE_READ(sk, sk_err))
 		return;
+	/* Below the limit the TIME_WAIT socket was made (or the close was
+	 * one that never makes one): the common case leaves here. */
 	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	read_tw_limits(net, &c);
+	if (c.tw_count < c.max_tw_buckets)
+		return;
 	a = bpf_map_lookup_elem(&tw_armed, &zero);
 	/* The local port from inet_sport: tcp_set_state(CLOSE) has released
 	 * the port (inet_num = 0) by the time the tracepoint fires. */
@@ -108,9 +126,6 @@ static __shared_hook void tw_set_state(struct sock *sk, int oldstate, int newsta
 	/* No TIME_WAIT socket: an overflow if the namespace is at its limit
 	 * (other closes from these states, an orphan's FIN_WAIT2 timeout or
 	 * out-of-memory kill, never make one either). */
-	read_tw_limits(net, &c);
-	if (c.tw_count < c.max_tw_buckets)
-		return;
 	tw_overflow(sk, PATH_TRACEPOINT, true, &c);
 }
 

@@ -41,7 +41,9 @@ func churnBPFCost(b *testing.B, ns *netns, conns int) {
 	// clock reads to every program run.
 	restore := enableBPFStats(b)
 	defer restore()
-	tr := startTracer(b)
+	// TCPTRACE_BENCH_ARGS (space-separated), as in BenchmarkBPFCost: a
+	// detector's share of the shared hooks.
+	tr := startTracer(b, strings.Fields(os.Getenv("TCPTRACE_BENCH_ARGS"))...)
 	hooks := tracerHooks(b, tr.cmd.Process.Pid)
 	names := make([]string, 0, len(hooks))
 	empty := map[string]*ebpf.Program{}
@@ -217,7 +219,7 @@ func churnRate(b *testing.B, ns *netns, rounds int) {
 			withTracer := (r+i)%2 == 1
 			var tr *tracerRun
 			if withTracer {
-				tr = startTracer(b)
+				tr = startTracer(b, strings.Fields(os.Getenv("TCPTRACE_BENCH_ARGS"))...)
 			}
 			h := startHelper(b, ns, "churnrr", run, fmt.Sprintf("%s=%d", helperPortEnv, port))
 			port = h.Port
