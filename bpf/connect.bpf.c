@@ -22,9 +22,12 @@
 
 /* One connect() in progress: when it began. Its owner is in owner.bpf.h's
  * records, which the same state change fills. Dropped when the socket leaves
- * SYN_SENT (conn_forget()), so the table holds connect()s in progress; an LRU
- * so that more of them than it holds evict the oldest rather than leave the
- * newest without a start. */
+ * SYN_SENT (conn_forget()), so the table holds connect()s in progress. A
+ * plain preallocated hash, like the owners' table: every connect() writes
+ * and deletes an entry, which an LRU makes dearer (its free lists are shared
+ * by all CPUs); a table full of connect()s in progress refuses the newest,
+ * whose lines then have no start (conn_fill_start()), rather than evict a
+ * start still wanted. */
 struct conn_start {
 	__u64 start_ns;
 	__u64 last_ns; /* when the last SYN went out (the first: start_ns) */
@@ -33,7 +36,7 @@ struct conn_start {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn_start);
