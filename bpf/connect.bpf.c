@@ -3,8 +3,8 @@
  * Detector connect: syn_retransmit, connect_timeout, connect_refused.
  *
  * A connect() puts the socket in SYN_SENT (sock:inet_sock_set_state, in the
- * caller's process: owner.bpf.h records the owner, conn_starts the start
- * time). Each SYN retransmit passes tcp:tcp_retransmit_skb with the socket
+ * caller's process: owner.bpf.h records the owner and, in the same record,
+ * the start time). Each SYN retransmit passes tcp:tcp_retransmit_skb with the socket
  * still in SYN_SENT (from the retransmit timer: the owner comes from
  * owner.bpf.h's records).
  * The attempt ends SYN_SENT -> CLOSE with sk_err already set: tcp_write_err()
@@ -19,28 +19,6 @@
 
 #define ETIMEDOUT 110
 #define ECONNREFUSED 111
-
-/* One connect() in progress: when it began. Its owner is in owner.bpf.h's
- * records, which the same state change fills. Dropped when the socket leaves
- * SYN_SENT (conn_forget()), so the table holds connect()s in progress. A
- * plain preallocated hash, like the owners' table: every connect() writes
- * and deletes an entry, which an LRU makes dearer (its free lists are shared
- * by all CPUs); a table full of connect()s in progress refuses the newest,
- * whose lines then have no start (conn_fill_start()), rather than evict a
- * start still wanted. */
-struct conn_start {
-	__u64 start_ns;
-	__u64 last_ns; /* when the last SYN went out (the first: start_ns) */
-	__u32 base;    /* tp->total_retrans at connect() */
-	__u32 last;    /* tp->total_retrans at the last SYN retransmit seen */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct conn_start);
-} conn_starts SEC(".maps");
 
 /* Per destination (the aggregation key of syn_retransmit): the connection
  * that retransmitted a SYN to it last, and when. A connection whose SYN
@@ -206,7 +184,7 @@ static __always_inline __u32 syn_isn(struct sock *sk)
 static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 {
 	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
-	__u64 key = (__u64)sk, now = bpf_ktime_get_ns(), prev_ns;
+	__u64 now = bpf_ktime_get_ns(), prev_ns;
 	struct agg_key dest = {};
 	struct conn_start *cs;
 	struct agg_value *v;
@@ -214,7 +192,7 @@ static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 	bool counted;
 	__u32 n = 1;
 
-	cs = bpf_map_lookup_elem(&conn_starts, &key);
+	cs = conn_start_of(sk);
 	if (cs) {
 		if (total == cs->last)
 			return;
@@ -276,7 +254,6 @@ static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 {
 	struct agg_key key = {};
-	__u64 skey = (__u64)sk;
 	struct conn_start *cs;
 	SCRATCH_EVENT(t);
 	__u8 type;
@@ -296,49 +273,30 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	if (!t)
 		return;
 	t->ev.ret = -err;
-	cs = bpf_map_lookup_elem(&conn_starts, &skey);
+	cs = conn_start_of(sk);
 	read_conn(sk, &t->ev.c);
 	read_syn_limits(sk, &t->ev.c);
 	conn_fill_start(&t->ev, cs, sk, bpf_ktime_get_ns(), path);
 	agg_commit(&key, t, 0);
 }
 
+/* fentry and kprobe paths: tcp_connect() runs after tcp_v4_connect() (or
+ * the IPv6 one) set SYN_SENT, so the owner record that state change wrote
+ * is there to take the start; a socket the full table refused has none. */
 static __always_inline void on_connect_start(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct conn_start cs = { .start_ns = bpf_ktime_get_ns() };
+	struct owner_rec *r = bpf_map_lookup_elem(&owners, &key);
 
-	cs.last_ns = cs.start_ns;
-
-	cs.base = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
-	cs.last = cs.base;
-
-	bpf_map_update_elem(&conn_starts, &key, &cs, BPF_ANY);
-}
-
-/* A connect() start is wanted only while the socket is in SYN_SENT: its
- * retransmits and how it ends. Dropped when the socket leaves SYN_SENT, after
- * the handlers of that change (on_connect_end() reads it), so the table holds
- * connections being made, not every connection the host ever made. Called
- * by inet_sock_set_state's program (tcptrace.bpf.c) with the owners' work,
- * which runs whenever connection events are traced, on every path. */
-static __shared_hook void conn_forget(struct sock *sk, int oldstate)
-{
-	__u64 key = (__u64)sk;
-
-	if (oldstate == TCP_SYN_SENT)
-		bpf_map_delete_elem(&conn_starts, &key);
+	if (r)
+		conn_start_now(sk, &r->start);
 }
 
 /* inet_sock_set_state (tcptrace.bpf.c), every TCP state change of the
- * host: two compares and out, unless the socket enters or leaves SYN_SENT. */
+ * host: two compares and out, unless a connect() ends. Its start was
+ * recorded with its owner (owner_set_state()). */
 static __shared_hook void conn_set_state(struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate == TCP_SYN_SENT) {
-		if (sk->sk_protocol == IPPROTO_TCP)
-			on_connect_start(sk);
-		return;
-	}
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE)
 		on_connect_end(sk, PATH_TRACEPOINT);
 }

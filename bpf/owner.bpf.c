@@ -18,6 +18,7 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	struct sock_common *skc = ctx->sk_common;
 	struct tcp_sock *tp;
 	struct sock *sk;
+	struct owner_rec r = {};
 	struct owner *o;
 	bool listening;
 	__u32 ino;
@@ -36,7 +37,9 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	/* The socket's storage as where the tracepoint would write it
 	 * (set_sock_owner_current()): a table that is full, a SO_REUSEPORT
 	 * listener. */
-	if (o && (bpf_map_update_elem(&owners, &key, o, BPF_NOEXIST) == -E2BIG || (listening && is_reuseport(sk))) &&
+	if (o)
+		__builtin_memcpy(&r.o, o, sizeof(r.o));
+	if (o && (bpf_map_update_elem(&owners, &key, &r, BPF_NOEXIST) == -E2BIG || (listening && is_reuseport(sk))) &&
 	    cfg_owner_storage_iter) {
 		struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 

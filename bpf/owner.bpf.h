@@ -49,6 +49,24 @@ struct owner {
 	__u8 comm[TASK_COMM_LEN];
 };
 
+/* A connect() in progress: when it began (the connect detector's). Kept in
+ * the socket's owner record, which the same state change writes: one table
+ * write per connect() instead of two, and no delete when the connection is
+ * made (the record goes when the socket closes). Read only while the socket
+ * is in SYN_SENT; start_ns 0: unknown. */
+struct conn_start {
+	__u64 start_ns;
+	__u64 last_ns; /* when the last SYN went out (the first: start_ns) */
+	__u32 base;    /* tp->total_retrans at connect() */
+	__u32 last;    /* tp->total_retrans at the last SYN retransmit seen */
+};
+
+/* A record of the owners' table. */
+struct owner_rec {
+	struct owner o;
+	struct conn_start start;
+};
+
 struct listener_key {
 	__u32 netns;
 	__u16 port;
@@ -80,7 +98,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock * */
-	__type(value, struct owner);
+	__type(value, struct owner_rec);
 } owners SEC(".maps");
 
 /* Events whose socket had no known owner (enum owner_unknown), per CPU:
@@ -251,7 +269,7 @@ static __always_inline bool group_owned_by(struct sock *l, __u32 tgid)
 		if (!m)
 			return true;
 		key = (__u64)m;
-		o = bpf_map_lookup_elem(&owners, &key);
+		o = (struct owner *)bpf_map_lookup_elem(&owners, &key);
 		if (!o || o->tgid != tgid)
 			return false;
 	}
@@ -268,7 +286,7 @@ static __always_inline bool group_owned_by(struct sock *l, __u32 tgid)
 static __noinline bool table_owner(struct sock *sk, struct owner *out)
 {
 	__u64 key = (__u64)sk;
-	struct owner *o = bpf_map_lookup_elem(&owners, &key);
+	struct owner *o = (struct owner *)bpf_map_lookup_elem(&owners, &key);
 	struct sock *l;
 
 	if (!o) {
@@ -278,7 +296,7 @@ static __noinline bool table_owner(struct sock *sk, struct owner *out)
 		if (!l)
 			return false;
 		key = (__u64)l;
-		o = bpf_map_lookup_elem(&owners, &key);
+		o = (struct owner *)bpf_map_lookup_elem(&owners, &key);
 		if (!o || (is_reuseport(l) && !group_owned_by(l, o->tgid)))
 			return false;
 	}
@@ -370,23 +388,44 @@ static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)
 	return pid_wanted(o.tgid);
 }
 
-/* The calling process as sk's owner: in the table, and in the socket's
- * storage too when `storage` (a SO_REUSEPORT listener) or when the table
- * is full. */
-static __always_inline void set_sock_owner_current(struct sock *sk, bool storage)
+/* A connect() starting now on sk. */
+static __always_inline void conn_start_now(struct sock *sk, struct conn_start *cs)
 {
-	struct owner o = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	cs->start_ns = bpf_ktime_get_ns();
+	cs->last_ns = cs->start_ns;
+	cs->base = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
+	cs->last = cs->base;
+}
+
+/* The connect() start kept in sk's owner record; NULL when unknown (the
+ * table was full, or the connect() began before tcptrace). */
+static __always_inline struct conn_start *conn_start_of(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner_rec *r = bpf_map_lookup_elem(&owners, &key);
+
+	return r && r->start.start_ns ? &r->start : NULL;
+}
+
+/* The calling process as sk's owner: in the table, with the connect()
+ * start when `connecting`, and in the socket's storage too when `storage`
+ * (a SO_REUSEPORT listener) or when the table is full. */
+static __always_inline void set_sock_owner_current(struct sock *sk, bool storage, bool connecting)
+{
+	struct owner_rec r = { .o.tgid = bpf_get_current_pid_tgid() >> 32 };
 	__u64 key = (__u64)sk;
 	struct owner *s;
 
-	bpf_get_current_comm(&o.comm, sizeof(o.comm));
-	if (bpf_map_update_elem(&owners, &key, &o, BPF_ANY) == -E2BIG)
+	bpf_get_current_comm(&r.o.comm, sizeof(r.o.comm));
+	if (connecting)
+		conn_start_now(sk, &r.start);
+	if (bpf_map_update_elem(&owners, &key, &r, BPF_ANY) == -E2BIG)
 		storage = true;
 	if (!cfg_owner_storage || !storage)
 		return;
 	s = bpf_sk_storage_get(&owner_store, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (s)
-		__builtin_memcpy(s, &o, sizeof(*s));
+		__builtin_memcpy(s, &r.o, sizeof(*s));
 }
 
 /*
@@ -402,7 +441,7 @@ static __always_inline void set_sock_owner_current(struct sock *sk, bool storage
  * attributed through these records. Every other state change of every
  * connection on the host leaves after a few compares.
  */
-static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int newstate)
+static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int newstate, bool connect_starts)
 {
 	struct listener_key lk;
 	__u64 key = (__u64)sk;
@@ -410,7 +449,7 @@ static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int new
 
 	if (newstate == TCP_SYN_SENT) {
 		if (sk->sk_protocol == IPPROTO_TCP)
-			set_sock_owner_current(sk, false);
+			set_sock_owner_current(sk, false, connect_starts);
 		return;
 	}
 	if ((newstate != TCP_LISTEN && oldstate != TCP_LISTEN) || newstate == TCP_SYN_RECV)
@@ -419,7 +458,7 @@ static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int new
 		return;
 	listener_key_of(sk, &lk);
 	if (newstate == TCP_LISTEN) {
-		set_sock_owner_current(sk, is_reuseport(sk));
+		set_sock_owner_current(sk, is_reuseport(sk), false);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_ANY);
 		return;
 	}

@@ -130,10 +130,11 @@ int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 
 /*
  * sock:inet_sock_set_state, every TCP state change of the host. Owners run
- * first: a connection's owner is recorded at SYN_SENT before connect's own
- * handler may need it; and their records of a socket that ends are dropped
- * last. A connection that leaves ESTABLISHED names no owner; it ends a
- * Nagle hold, which tcp_probe no longer follows.
+ * first: a connection's owner, and on this path its connect() start, are
+ * recorded at SYN_SENT before connect's own handler may need them; and their
+ * records of a socket that ends are dropped last. A connection that leaves
+ * ESTABLISHED names no owner; it ends a Nagle hold, which tcp_probe no
+ * longer follows.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
@@ -144,7 +145,7 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 		if (oldstate == TCP_ESTABLISHED)
 			nagle_leave_established(sk);
 		else
-			owner_set_state(sk, oldstate, newstate);
+			owner_set_state(sk, oldstate, newstate, on & HOOK_CONNECT);
 	}
 	if (on & HOOK_CONNECT)
 		conn_set_state(sk, oldstate, newstate);
@@ -153,10 +154,8 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	if (on & HOOK_TIMEWAIT)
 		tw_set_state(sk, oldstate, newstate);
 	/* Last: the handlers above may read what a socket that ends leaves. */
-	if (on & HOOK_OWNERS) {
+	if (on & HOOK_OWNERS)
 		owner_forget(sk, newstate);
-		conn_forget(sk, oldstate);
-	}
 	if (on & HOOK_RETRANSMIT)
 		retransmit_forget(sk, newstate);
 	return 0;

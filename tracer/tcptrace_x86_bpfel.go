@@ -120,14 +120,6 @@ type tcptraceConnSnapshot struct {
 	Pad2              [2]uint8
 }
 
-type tcptraceConnStart struct {
-	_       structs.HostLayout
-	StartNs uint64
-	LastNs  uint64
-	Base    uint32
-	Last    uint32
-}
-
 type tcptraceConnTuple struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
@@ -271,6 +263,19 @@ type tcptraceOwner struct {
 	_    structs.HostLayout
 	Tgid uint32
 	Comm [16]uint8
+}
+
+type tcptraceOwnerRec struct {
+	_     structs.HostLayout
+	O     tcptraceOwner
+	_     [4]byte
+	Start struct {
+		_       structs.HostLayout
+		StartNs uint64
+		LastNs  uint64
+		Base    uint32
+		Last    uint32
+	}
 }
 
 type tcptracePeerDelack struct {
@@ -441,7 +446,6 @@ type tcptraceTwArmed struct {
 const (
 	tcptraceMapAggregates                      = "aggregates"
 	tcptraceMapConnReqEntries                  = "conn_req_entries"
-	tcptraceMapConnStarts                      = "conn_starts"
 	tcptraceMapCpuOffset                       = "cpu_offset"
 	tcptraceMapDelackArmed                     = "delack_armed"
 	tcptraceMapDelackFirings                   = "delack_firings"
@@ -707,7 +711,6 @@ type tcptraceProgramSpecs struct {
 type tcptraceMapSpecs struct {
 	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
-	ConnStarts     *ebpf.MapSpec `ebpf:"conn_starts"`
 	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
 	DelackArmed    *ebpf.MapSpec `ebpf:"delack_armed"`
 	DelackFirings  *ebpf.MapSpec `ebpf:"delack_firings"`
@@ -805,7 +808,6 @@ func (o *tcptraceObjects) Close() error {
 type tcptraceMaps struct {
 	Aggregates     *ebpf.Map `ebpf:"aggregates"`
 	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
-	ConnStarts     *ebpf.Map `ebpf:"conn_starts"`
 	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
 	DelackArmed    *ebpf.Map `ebpf:"delack_armed"`
 	DelackFirings  *ebpf.Map `ebpf:"delack_firings"`
@@ -841,7 +843,6 @@ func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
 		m.Aggregates,
 		m.ConnReqEntries,
-		m.ConnStarts,
 		m.CpuOffset,
 		m.DelackArmed,
 		m.DelackFirings,
