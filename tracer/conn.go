@@ -114,7 +114,8 @@ func newConnState(r *tcptraceConnSnapshot, hz uint64, names *connFacts) connStat
 		RFC1337Known:   r.Rfc1337Known != 0,
 	}
 	if !c.StartKnown {
-		// Connect made before tcptrace started: the kernel's own count.
+		// A connect() made before tcptrace started, or whose owner record
+		// the full table refused: the kernel's own count.
 		c.SynRetransmits = uint32(r.Retransmits)
 	}
 	if r.RtoMax != 0 && hz != 0 {
