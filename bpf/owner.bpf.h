@@ -12,7 +12,9 @@
  *            socket starts listening or connecting (inet_sock_set_state to
  *            LISTEN or SYN_SENT, in the owner's process) and dropped when
  *            it closes; an accepted connection has none of its own: it is
- *            its listener's (table_owner()). A plain hash sized by user
+ *            its listener's (table_owner()). A connect()'s record also
+ *            holds when it began (struct conn_start), for the connect
+ *            detector: the same write. A plain hash sized by user
  *            space from the host's socket count: when full it refuses the
  *            newest socket rather than evicting a live one, whose owner an
  *            LRU would lose for good; a refused socket goes to owner_store.
