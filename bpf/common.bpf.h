@@ -25,7 +25,7 @@ __u32 hooks_on = 0;
 
 #define AF_INET 2
 #define AF_INET6 10
-#define E2BIG 7
+#define EEXIST 17
 #define EAGAIN 11
 #define SOCK_STREAM 1
 #define SOCK_SNDBUF_LOCK 1

@@ -19,6 +19,7 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	struct tcp_sock *tp;
 	struct sock *sk;
 	struct owner_rec r = {};
+	long err = 0;
 	struct owner *o;
 	bool listening;
 	__u32 ino;
@@ -35,12 +36,14 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	o = bpf_map_lookup_elem(&inode_owners, &ino);
 	listening = BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN;
 	/* The socket's storage as where the tracepoint would write it
-	 * (set_sock_owner_current()): a table that is full, a SO_REUSEPORT
-	 * listener. */
-	if (o)
+	 * (set_sock_owner_current()): a table that refused the record (not
+	 * for -EEXIST: the tracepoint recorded the socket meanwhile), a
+	 * SO_REUSEPORT listener. */
+	if (o) {
 		__builtin_memcpy(&r.o, o, sizeof(r.o));
-	if (o && (bpf_map_update_elem(&owners, &key, &r, BPF_NOEXIST) == -E2BIG || (listening && is_reuseport(sk))) &&
-	    cfg_owner_storage_iter) {
+		err = bpf_map_update_elem(&owners, &key, &r, BPF_NOEXIST);
+	}
+	if (o && ((err && err != -EEXIST) || (listening && is_reuseport(sk))) && cfg_owner_storage_iter) {
 		struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 
 		/* A record the tracepoint made meanwhile is newer. */

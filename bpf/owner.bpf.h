@@ -411,7 +411,10 @@ static __always_inline struct conn_start *conn_start_of(struct sock *sk)
 
 /* The calling process as sk's owner: in the table, with the connect()
  * start when `connecting`, and in the socket's storage too when `storage`
- * (a SO_REUSEPORT listener) or when the table is full. */
+ * (a SO_REUSEPORT listener) or when the table refused the record. Any
+ * refusal, not only -E2BIG: a full table answered otherwise on 6.1 (the e2e
+ * test TestOwnersTableFull failed there on -E2BIG alone), and whatever the
+ * reason the table does not have the owner. */
 static __always_inline void set_sock_owner_current(struct sock *sk, bool storage, bool connecting)
 {
 	struct owner_rec r = { .o.tgid = bpf_get_current_pid_tgid() >> 32 };
@@ -421,7 +424,7 @@ static __always_inline void set_sock_owner_current(struct sock *sk, bool storage
 	bpf_get_current_comm(&r.o.comm, sizeof(r.o.comm));
 	if (connecting)
 		conn_start_now(sk, &r.start);
-	if (bpf_map_update_elem(&owners, &key, &r, BPF_ANY) == -E2BIG)
+	if (bpf_map_update_elem(&owners, &key, &r, BPF_ANY))
 		storage = true;
 	if (!cfg_owner_storage || !storage)
 		return;
