@@ -4,9 +4,9 @@
  *
  * A connect() puts the socket in SYN_SENT (sock:inet_sock_set_state, in the
  * caller's process: owner.bpf.h records the owner and, in the same record,
- * the start time). Each SYN retransmit passes tcp:tcp_retransmit_skb with the socket
- * still in SYN_SENT (from the retransmit timer: the owner comes from
- * owner.bpf.h's records).
+ * the start time). Each SYN retransmit passes tcp:tcp_retransmit_skb with
+ * the socket still in SYN_SENT (from the retransmit timer: the owner comes
+ * from owner.bpf.h's records).
  * The attempt ends SYN_SENT -> CLOSE with sk_err already set: tcp_write_err()
  * sets ETIMEDOUT before tcp_done() (or a soft ICMP error seen meanwhile,
  * EHOSTUNREACH..., which is not reported as a timeout), tcp_reset() sets

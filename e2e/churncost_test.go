@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -316,9 +315,8 @@ func churnRequestReply(d time.Duration) error {
 		return err
 	}
 	port, _ := localPort(ln)
-	fmt.Printf("READY pid=%d lport=0 port=%d\n", os.Getpid(), port)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyAndWait(port); err != nil {
+		return err
 	}
 	count := envInt(helperCountEnv)
 	buf := make([]byte, 64)
