@@ -31,7 +31,10 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	struct agg_key key = { .type = EVENT_RESET };
 	SCRATCH_EVENT(t);
 	__u32 states = RST_STATES;
-	struct owner o;
+	/* Zeroed: clang may load o.tgid before testing whether the owner is
+	 * known, and verifiers before 5.13 reject any read of stack never
+	 * written, even one whose value is then discarded. */
+	struct owner o = {};
 	bool in_close, known;
 	__u8 state;
 
