@@ -231,6 +231,15 @@ func natClients(time.Duration) error {
 	start := time.Now()
 	c2, err := dial(5002)
 	elapsed := time.Since(start)
+	if err == nil {
+		// Wait for the server to close first. Closing here at once would
+		// race the handshake's last ACK: sent from softirq on one CPU, it
+		// can reach the server after this FIN sent from another, and be
+		// rejected by PAWS in the new connection's TIME_WAIT (a second,
+		// legitimate paws_reject the test does not expect).
+		unix.SetsockoptTimeval(c2, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+		unix.Read(c2, buf)
+	}
 	unix.Close(c2)
 	fmt.Printf("RESULT errno=%d elapsed_ms=%d first_ts=%d\n", errnoOf(err), elapsed.Milliseconds(), uint32(ts)+1000000)
 	return nil
