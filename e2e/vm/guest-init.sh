@@ -145,6 +145,18 @@ if [ -n "$VM_PATHS" ] && [ ! -x /e2e.test ]; then
 	echo "vmtest: paths requested but /e2e.test is missing"
 	failed=1
 fi
+# run_e2e LOG ARGS...: the e2e suite on path $force, output to the console
+# and LOG. The rc goes through /tmp/rc: busybox ash pipelines return the
+# status of the last command (tee), and we want the output on the console live.
+run_e2e() {
+	out=$1
+	shift
+	(
+		cd /e2e && TCPTRACE_BIN=/tcptrace TCPTRACE_FORCE_PATH=$force TCPTRACE_E2E_KERNEL_MATRIX=1 \
+			/e2e.test -test.v -test.timeout "$VM_TEST_TIMEOUT" "$@" 2>&1
+		echo $? >/tmp/rc
+	) | tee "$out"
+}
 if [ -x /e2e.test ]; then
 	mkdir -p /e2e
 	for p in $VM_PATHS; do
@@ -158,14 +170,30 @@ if [ -x /e2e.test ]; then
 		fi
 		say "step=e2e-start path=$p uptime=$(uptime_s)"
 		log=/tmp/e2e-$p.log
-		# The rc goes through a file: busybox ash pipelines return the status
-		# of the last command (tee), and we want the output on the console live.
-		(
-			cd /e2e && TCPTRACE_BIN=/tcptrace TCPTRACE_FORCE_PATH=$force TCPTRACE_E2E_KERNEL_MATRIX=1 \
-				/e2e.test -test.v -test.timeout "$VM_TEST_TIMEOUT" $VM_TEST_ARGS 2>&1
-			echo $? >/tmp/rc
-		) | tee "$log"
+		run_e2e "$log" $VM_TEST_ARGS
 		rc=$(cat /tmp/rc)
+		if [ "$rc" -gt 128 ]; then
+			# The test binary itself died of a signal (no test failed: a
+			# failure exits 1): say so with the test it was in, and run the
+			# tests it never finished once more, so one crash of the
+			# emulated machine does not hide the rest of the path.
+			crashed_in=$(sed -n 's/^=== RUN   \([^/]*\)$/\1/p' "$log" | tail -n 1)
+			sed -nE 's/^--- (PASS|FAIL|SKIP): ([^ ]*).*/\2/p' "$log" >/tmp/finished
+			listed=${VM_TEST_ARGS#-test.run=}
+			/e2e.test -test.list "${listed:-.}" | grep "^Test" >/tmp/listed
+			left=$(grep -vxF -f /tmp/finished /tmp/listed | tr '\n' '|' | sed 's/|$//')
+			say "path=$p crash=signal-$((rc - 128)) test=$crashed_in rerun=$(echo "$left" | tr '|' ' ' | wc -w) uptime=$(uptime_s)"
+			dmesg | tail -n 40
+			if [ -n "$left" ]; then
+				run_e2e "$log.rerun" "-test.run=^($left)\$"
+				cat "$log.rerun" >>"$log"
+				rc=$(cat /tmp/rc)
+				# A second crash is a failure whatever it hit.
+				[ "$rc" -gt 128 ] && say "path=$p crash=signal-$((rc - 128)) rerun=failed"
+			fi
+			# The first run's failures still count.
+			grep -q '^--- FAIL' "$log" && [ "$rc" = 0 ] && rc=1
+		fi
 		# Per-test lines (subtests included, indented in go test -v output).
 		sed -nE 's/^ *--- (PASS|FAIL|SKIP): ([^ ]*).*/\1 \2/p' "$log" |
 			while read -r res name; do say "path=$p test=$name result=$res"; done

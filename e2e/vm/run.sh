@@ -343,7 +343,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-accel "tcg,thread=${TCPTRACE_VM_TCG_THREAD:-single}" -cpu max -m "${TCPTRACE_VM_MEM:-1024}" -smp 2 \
 	-nographic -no-reboot -nic none \
 	-kernel "$kdir/vmlinuz" -initrd "$work/initrd.cpio" \
-	-append "console=ttyS0 quiet panic=-1" </dev/null 2>&1 |
+	-append "console=ttyS0 quiet panic=-1 print-fatal-signals=1" </dev/null 2>&1 |
 	sed -u 's/\r$//; s/\x1bc//g; s/\x1b\[[0-9;?]*[A-Za-z]//g' | tee "$console" |
 	if [[ ${TCPTRACE_VM_VERBOSE:-0} == 1 ]]; then cat; else grep --line-buffered '^VMTEST '; fi
 qemu_rc=${PIPESTATUS[0]}
