@@ -140,8 +140,12 @@ func newConnState(r *tcptraceConnSnapshot, hz uint64, names *connFacts) connStat
 
 // decodeConn is what every connection event carries: the owner, the
 // addresses, the connection's state, and the details every one has. The
-// owner is the task in the record only when the kernel knew it was (socket
-// storage); otherwise the socket's inode names it.
+// owner is the task in the record only when the kernel knew it; otherwise
+// the socket's inode names it, for a line that stands for one event only:
+// these events are aggregated per peer or destination (reset,
+// syn_retransmit, connect_refused...), so a line of several may cover
+// sockets of several processes (the members of a SO_REUSEPORT group), and
+// the inode is its latest socket's.
 func decodeConn(d *decoder, r *tcptraceEvent, t tally) Event {
 	c := newConnState(&r.C, d.hz, d.conn)
 	e := Event{
@@ -153,7 +157,7 @@ func decodeConn(d *decoder, r *tcptraceEvent, t tally) Event {
 	}
 	if c.OwnerKnown {
 		e.PID, e.Comm = r.Pid, cString(r.Comm[:])
-	} else if d.owners != nil && r.C.Ino != 0 {
+	} else if d.owners != nil && r.C.Ino != 0 && t.count <= 1 {
 		e.PID, e.Comm = d.owners.lookup(r.C.Ino)
 	}
 	e.Family, e.Local, e.Remote = addrPair(r.C.Family, r.C.Saddr, r.C.Daddr, r.C.Sport, r.C.Dport)
