@@ -12,6 +12,9 @@
 #   VMTEST kernel=<release> smoke=<path> result=PASS|PARTIAL|FAIL|UNSUPPORTED
 #   VMTEST kernel=<release> path=<path> test=<TestX> result=PASS|FAIL|SKIP
 #   VMTEST kernel=<release> path=<path> result=PASS|FAIL|SKIP
+#   VMTEST kernel=<release> path=<path> crash=signal-<n> test=<TestX> rerun=<tests>
+#                                      (the test binary died; the tests it
+#                                      had not finished ran once more)
 #   VMTEST kernel=<release> done
 #
 # and powers the VM off. A missing "done" line means the guest crashed or

@@ -56,10 +56,14 @@ done
 
 # cell FILE PATH: the table cell for one kernel and path.
 cell() {
-	local f=$1 p=$2 r
+	local f=$1 p=$2 r crash
 	r=$(sed -n "s/^VMTEST .* path=$p result=\([A-Z]*\).*/\1/p" "$f" | tail -n 1)
 	if [[ -n $r ]]; then
 		[[ $r == SKIP ]] && r="not supported"
+		# The test binary died of a signal and the tests it had not
+		# finished ran again (guest-init.sh): say where.
+		crash=$(sed -n "s/^VMTEST .* path=$p crash=\([^ ]*\) test=\([^ ]*\).*/\1 in \2/p" "$f" | head -n 1)
+		[[ -n $crash ]] && r="$r (after a crash, $crash; rerun)"
 		echo "$r"
 		return
 	fi
