@@ -226,8 +226,11 @@ func TestSynRetransmitPawsNAT(t *testing.T) {
 				counter = "PAWSEstab"
 			}
 			tr := startTracer(t, "-e", "syn_retransmit,paws_reject", "--interval", "500ms")
-			srv := startHelper(t, srvNS, "twserver", 0, helperPortEnv+"=80")
-			cl := startHelper(t, cliNS, "natclients", 0, helperPortEnv+"=80")
+			// One CPU for both ends: the client's reset to the TIME_WAIT
+			// socket's ACK and its next SYN must reach the server in the
+			// order they were sent.
+			srv := startHelper(t, srvNS, "twserver", 0, helperPortEnv+"=80", helperPinEnv+"=0")
+			cl := startHelper(t, cliNS, "natclients", 0, helperPortEnv+"=80", helperPinEnv+"=0")
 			srvBefore, cliBefore := srvNS.netstat(), cliNS.netstat()
 			fmt.Fprintln(srv.stdin, "GO")
 			res := cl.run()

@@ -22,18 +22,58 @@ import (
 const (
 	helperEnv        = "TCPTRACE_E2E_HELPER"
 	helperSecondsEnv = "TCPTRACE_E2E_SECONDS"
+	// helperPinEnv: the whole helper process on this CPU. Two helpers
+	// pinned to one CPU exchange segments in the order they sent them: a
+	// veth hands a packet to the backlog of the CPU that sent it, so
+	// senders on two CPUs can overtake each other.
+	helperPinEnv = "TCPTRACE_E2E_PIN_CPU"
 )
 
 // runHelper sets up one connection on loopback, prints
 // "READY pid=P lport=L port=S", waits for "GO" on stdin, makes the
 // pathology happen for the given seconds and prints "RESULT key=value ...".
 func runHelper(mode string) int {
+	if cpu := os.Getenv(helperPinEnv); cpu != "" {
+		if err := pinProcess(envInt(helperPinEnv)); err != nil {
+			fmt.Fprintf(os.Stderr, "helper %s: pinning to CPU %s: %v\n", mode, cpu, err)
+			return 1
+		}
+	}
 	secs, _ := strconv.ParseFloat(os.Getenv(helperSecondsEnv), 64)
 	if err := helper(mode, time.Duration(secs*float64(time.Second))); err != nil {
 		fmt.Fprintf(os.Stderr, "helper %s: %v\n", mode, err)
 		return 1
 	}
 	return 0
+}
+
+// pinProcess puts every thread of the process on cpu; threads made later
+// inherit their maker's mask. Until a pass finds no thread it had not
+// pinned: the runtime may start one meanwhile.
+func pinProcess(cpu int) error {
+	var set unix.CPUSet
+	set.Set(cpu)
+	pinned := map[int]bool{}
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		more := false
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(task.Name())
+			if pinned[tid] {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+				return err
+			}
+			pinned[tid], more = true, true
+		}
+		if !more {
+			return nil
+		}
+	}
 }
 
 func helper(mode string, d time.Duration) error {

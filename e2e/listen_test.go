@@ -293,7 +293,9 @@ func TestSynackRetransmit(t *testing.T) {
 		t.Errorf("retransmit numbers %v, want 1..%d", perRound, retries)
 	}
 	if got := sumCounts(rtx); got != delta["TCPSynRetrans"] || got != clients*retries {
-		t.Errorf("TCPSynRetrans moved by %d (want %d); tcptrace: %d synack_retransmit", delta["TCPSynRetrans"], clients*retries, got)
+		all := tr.eventsFor("synack_retransmit", 0)
+		t.Errorf("TCPSynRetrans moved by %d (want %d); tcptrace: %d synack_retransmit of the server, %d of any process:\n%s\nstderr:\n%s",
+			delta["TCPSynRetrans"], clients*retries, got, sumCounts(all), dump(all), tr.stderrText())
 	}
 	t.Logf("counters %v:\n%s", delta, dump(rtx))
 }

@@ -183,7 +183,9 @@ if [ -x /e2e.test ]; then
 			crashed_in=$(sed -n 's/^=== RUN   \([^/]*\)$/\1/p' "$log" | tail -n 1)
 			sed -nE 's/^--- (PASS|FAIL|SKIP): ([^ ]*).*/\2/p' "$log" >/tmp/finished
 			listed=${VM_TEST_ARGS#-test.run=}
-			/e2e.test -test.list "${listed:-.}" | grep "^Test" >/tmp/listed
+			TCPTRACE_BIN=/tcptrace /e2e.test -test.list "${listed:-.}" | grep "^Test" >/tmp/listed
+			# (busybox grep -v -f of an empty file drops every line)
+			[ -s /tmp/finished ] || echo "-" >/tmp/finished
 			left=$(grep -vxF -f /tmp/finished /tmp/listed | tr '\n' '|' | sed 's/|$//')
 			say "path=$p crash=signal-$((rc - 128)) test=$crashed_in rerun=$(echo "$left" | tr '|' ' ' | wc -w) uptime=$(uptime_s)"
 			dmesg | tail -n 40
