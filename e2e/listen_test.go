@@ -84,6 +84,7 @@ func TestSynDropAcceptQueueFull(t *testing.T) {
 	cl.send()
 	time.Sleep(100 * time.Millisecond)
 	delta := counterDelta(before, ns.netstat(), listenCounters...)
+	t.Logf("counters read at %s", time.Now().Format("15:04:05.000000"))
 	for _, r := range []*tracerRun{tr, mine, theirs} {
 		if err := r.stop(syscall.SIGINT); err != nil {
 			t.Fatalf("tcptrace: %v\n%s", err, r.stderrText())
@@ -270,6 +271,7 @@ func TestSynackRetransmit(t *testing.T) {
 	cl := startClients(t, ns, srv.Port, clients, 8*time.Second)
 	cl.send()
 	delta := counterDelta(before, ns.netstat(), listenCounters...)
+	t.Logf("counters read at %s", time.Now().Format("15:04:05.000000"))
 	if err := tr.stop(syscall.SIGINT); err != nil {
 		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
 	}

@@ -265,7 +265,13 @@ func sumCounts(evs []event) uint64 {
 func dump(evs []event) string {
 	var b strings.Builder
 	for _, e := range evs {
-		fmt.Fprintf(&b, "  %s pid=%d %s:%d->%s:%d count=%d reason=%s: %s\n", e.Event, e.PID, e.LAddr, e.LPort, e.RAddr, e.RPort, e.Count, e.Reason, e.Explanation)
+		// The time of day (the latest occurrence's, on an aggregated
+		// line): a miss is understood by when it happened.
+		at := e.Time
+		if i := strings.IndexByte(at, 'T'); i >= 0 {
+			at = at[i+1:]
+		}
+		fmt.Fprintf(&b, "  %s %s pid=%d %s:%d->%s:%d count=%d reason=%s: %s\n", at, e.Event, e.PID, e.LAddr, e.LPort, e.RAddr, e.RPort, e.Count, e.Reason, e.Explanation)
 	}
 	return b.String()
 }
