@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,7 +20,6 @@ const (
 	helperBacklogEnv = "TCPTRACE_E2E_BACKLOG"
 	helperPortEnv    = "TCPTRACE_E2E_PORT"
 	helperCountEnv   = "TCPTRACE_E2E_COUNT"
-	helperCPUEnv     = "TCPTRACE_E2E_CPU" // clients: connect from this CPU only
 )
 
 func envInt(name string) int {
@@ -139,22 +137,14 @@ func reuseportByCPU(fd int) error {
 		&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
 }
 
-// connectClients opens the connections without waiting for each, reports
+// connectClients opens the connections without waiting for each (from one
+// CPU with helperPinEnv: on loopback a SYN is handled on the sender's), reports
 // which completed their handshake ("CONNECTED ports=... established=N"),
 // then on "SEND" writes a request on each connected one, waits the given
 // time and reports what each socket saw: still ESTABLISHED with its request
 // unacknowledged, or reset.
 func connectClients(d time.Duration) error {
 	n, port := envInt(helperCountEnv), envInt(helperPortEnv)
-	if cpu := os.Getenv(helperCPUEnv); cpu != "" {
-		// On loopback a SYN is handled on the sender's CPU.
-		runtime.LockOSThread()
-		var set unix.CPUSet
-		set.Set(envInt(helperCPUEnv))
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			return fmt.Errorf("pinning to CPU %s: %w", cpu, err)
-		}
-	}
 	var fds, ports []int
 	for i := 0; i < n; i++ {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)

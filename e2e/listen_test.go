@@ -393,12 +393,12 @@ func TestSynCookieFirstOnCPU(t *testing.T) {
 			counters := ns.netstat()
 			srv := startServer(t, ns, 1)
 			ns.dropNonSYNTo(srv.Port)
-			fill := startClients(t, ns, srv.Port, 3, 0, helperCPUEnv+"=0")
+			fill := startClients(t, ns, srv.Port, 3, 0, helperPinEnv+"=0")
 			if before {
 				tr = startTracer(t, listenerEvents...)
 				counters = ns.netstat()
 			}
-			cl := startClients(t, ns, srv.Port, 4, 0, helperCPUEnv+"=1")
+			cl := startClients(t, ns, srv.Port, 4, 0, helperPinEnv+"=1")
 			cl.send()
 			fill.send()
 			delta := counterDelta(counters, ns.netstat(), listenCounters...)
@@ -453,13 +453,13 @@ func TestSynDropSharedPort(t *testing.T) {
 			before := ns.netstat()
 			var env []string
 			if tc.layout == "reuseport" {
-				env = []string{helperCPUEnv + "=0"}
+				env = []string{helperPinEnv + "=0"}
 			}
 			cl := startClients(t, ns, srv.Port, tc.clients, 0, env...)
 			cl.send()
 			if tc.layout == "reuseport" {
 				// The second member gets the SYNs handled on CPU 1.
-				cl2 := startClients(t, ns, srv.Port, tc.clients, 0, helperCPUEnv+"=1")
+				cl2 := startClients(t, ns, srv.Port, tc.clients, 0, helperPinEnv+"=1")
 				cl2.send()
 				for p := range cl2.ports {
 					cl.ports[p] = true
