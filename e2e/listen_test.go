@@ -12,24 +12,6 @@ import (
 
 var listenerEvents = []string{"-e", "syn_drop,syn_cookie,listen_overflow,synack_retransmit", "--interval", "500ms"}
 
-// counterDelta is how much each TcpExt counter moved.
-func counterDelta(before, after map[string]uint64, names ...string) map[string]uint64 {
-	d := map[string]uint64{}
-	for _, n := range names {
-		d[n] = after[n] - before[n]
-	}
-	return d
-}
-
-// countBy sums the counts of one event, per reason.
-func countBy(evs []event) map[string]uint64 {
-	m := map[string]uint64{}
-	for _, e := range evs {
-		m[e.Reason] += e.Count
-	}
-	return m
-}
-
 // checkListenCounters: what tcptrace counted against the namespace's own
 // counters. ListenOverflows counts SYNs dropped for a full accept queue and
 // third-ACK overflows; ListenDrops counts every drop of either kind.

@@ -11,47 +11,89 @@
 # (default: run.sh's default; "smoke" for the smoke step only); every
 # TCPTRACE_VM_* knob of run.sh applies.
 #
-# Kernels run one after the other: the host has 2 cores and each TCG guest
-# uses both. A failing kernel does not stop the others; the exit status is 1
-# if any kernel failed.
+# Kernels run side by side, TCPTRACE_VM_LANES at a time (default: the host's
+# cores): a guest is one host thread (single-threaded TCG, run.sh), so a
+# 2-core host runs two and the matrix takes about as long as its longest
+# lane instead of the sum of its kernels. The newest kernel runs the most
+# tests (fewer skip for lack of a hook), so the list is started from its
+# end. A failing kernel does not stop the others; the exit status is 1 if
+# any kernel failed.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
 cache=${TCPTRACE_VM_CACHE:-/var/cache/tcptrace-vmtest}
 kernels=("$@")
 ((${#kernels[@]} > 0)) || kernels=(5.10 6.1 6.12)
 # Word splitting is intended: the variable is a space-separated list.
 # shellcheck disable=SC2206
 paths=(${TCPTRACE_VM_PATHS:-})
+lanes=${TCPTRACE_VM_LANES:-$(nproc)}
+[[ $lanes =~ ^[1-9][0-9]*$ ]] || {
+	echo "matrix.sh: TCPTRACE_VM_LANES must be a positive number, not '$lanes'" >&2
+	exit 2
+}
 
 mkdir -p "$cache"
-status=0
 declare -A out=()
-for k in "${kernels[@]}"; do
-	out[$k]=$cache/matrix-$k.out
-	# TCPTRACE_VM_TABLE_ONLY=1: the tables of the last runs, nothing run.
-	[[ ${TCPTRACE_VM_TABLE_ONLY:-} == 1 ]] && continue
-	echo "### $k" >&2
-	# run.sh output goes to the terminal and to a file the table is built
-	# from; pipefail makes the pipeline fail when run.sh does.
-	if ! "$here/run.sh" "$k" "${paths[@]}" 2>&1 | tee "${out[$k]}"; then
-		# QEMU's multi-threaded TCG can lose the race of the kernel's
-		# live code patching (text_poke_bp's int3) when a tracepoint as
-		# busy as timer:timer_expire_entry is switched on or off: seen
-		# once in three runs on 6.12, "Oops: int3" in call_timer_fn,
-		# never on the host. run.sh runs single-threaded TCG by default
-		# since; should a guest still panic like that (or one run with
-		# TCPTRACE_VM_TCG_THREAD=multi), it gets one more run on
-		# single-threaded TCG, the first console log kept beside it.
-		console=$cache/run-$k/console.log
-		if grep -q "Oops: int3" "$console" 2>/dev/null; then
-			cp "$console" "$console.panic"
-			echo "matrix.sh: $k: guest panicked in code patching (int3, $console.panic); running it once more with single-threaded TCG" >&2
-			TCPTRACE_VM_TCG_THREAD=single "$here/run.sh" "$k" "${paths[@]}" 2>&1 | tee "${out[$k]}" || status=1
-		else
-			status=1
-		fi
+for k in "${kernels[@]}"; do out[$k]=$cache/matrix-$k.out; done
+
+# run_kernel K: run.sh for one kernel, its output to matrix-K.out and,
+# prefixed with the kernel, to the terminal; its status to matrix-K.status.
+run_kernel() {
+	local k=$1 st=0 console=$cache/run-$1/console.log
+	"$here/run.sh" "$k" "${paths[@]}" 2>&1 | tee "${out[$k]}" | sed -u "s/^/[$k] /" || st=1
+	# QEMU's multi-threaded TCG can lose the race of the kernel's live code
+	# patching (text_poke_bp's int3) when a tracepoint as busy as
+	# timer:timer_expire_entry is switched on or off: seen once in three
+	# runs on 6.12, "Oops: int3" in call_timer_fn, never on the host.
+	# run.sh runs single-threaded TCG by default since; should a guest
+	# still panic like that (or one run with TCPTRACE_VM_TCG_THREAD=multi),
+	# it gets one more run on single-threaded TCG, the first console log
+	# kept beside it.
+	if ((st)) && grep -q "Oops: int3" "$console" 2>/dev/null; then
+		cp "$console" "$console.panic"
+		echo "[$k] matrix.sh: guest panicked in code patching (int3, $console.panic); running it once more with single-threaded TCG"
+		st=0
+		TCPTRACE_VM_TCG_THREAD=single "$here/run.sh" "$k" "${paths[@]}" 2>&1 | tee "${out[$k]}" | sed -u "s/^/[$k] /" || st=1
 	fi
+	echo "$st" >"$cache/matrix-$k.status"
+}
+
+# TCPTRACE_VM_TABLE_ONLY=1: the tables of the last runs, nothing run.
+if [[ ${TCPTRACE_VM_TABLE_ONLY:-} != 1 ]]; then
+	# Once for every kernel, before the lanes start: the packages (two
+	# apt-get at once would fight over dpkg's lock) and the static
+	# binaries (two builds at once would slow the first guest down).
+	"$here/deps.sh"
+	if [[ -z ${TCPTRACE_VM_TCPTRACE:-} ]]; then
+		echo "matrix.sh: building tcptrace" >&2
+		(cd "$repo" && CGO_ENABLED=0 go build -o "$cache/matrix-tcptrace" ./cmd/tcptrace)
+		export TCPTRACE_VM_TCPTRACE=$cache/matrix-tcptrace
+	fi
+	if [[ -z ${TCPTRACE_VM_E2E:-} ]] && compgen -G "$repo/e2e/*_test.go" >/dev/null; then
+		echo "matrix.sh: building e2e.test" >&2
+		(cd "$repo" && CGO_ENABLED=0 go test -c -o "$cache/matrix-e2e.test" ./e2e)
+		export TCPTRACE_VM_E2E=$cache/matrix-e2e.test
+	fi
+	running=0
+	for ((i = ${#kernels[@]} - 1; i >= 0; i--)); do
+		k=${kernels[i]}
+		if ((running >= lanes)); then
+			wait -n || true
+			running=$((running - 1))
+		fi
+		rm -f "$cache/matrix-$k.status"
+		echo "### $k" >&2
+		run_kernel "$k" &
+		running=$((running + 1))
+	done
+	wait
+fi
+status=0
+for k in "${kernels[@]}"; do
+	[[ ${TCPTRACE_VM_TABLE_ONLY:-} == 1 ]] && break
+	[[ $(cat "$cache/matrix-$k.status" 2>/dev/null) == 0 ]] || status=1
 done
 
 # cell FILE PATH: the table cell for one kernel and path.
