@@ -12,41 +12,6 @@ import (
 
 var listenerEvents = []string{"-e", "syn_drop,syn_cookie,listen_overflow,synack_retransmit", "--interval", "500ms"}
 
-// checkListenCounters: what tcptrace counted against the namespace's own
-// counters. ListenOverflows counts SYNs dropped for a full accept queue and
-// third-ACK overflows; ListenDrops counts every drop of either kind.
-func checkListenCounters(t *testing.T, tr *tracerRun, pid int, delta map[string]uint64) {
-	t.Helper()
-	drops := countBy(tr.eventsFor("syn_drop", pid))
-	overflows := sumCounts(tr.eventsFor("listen_overflow", pid))
-	var allDrops uint64
-	for _, n := range drops {
-		allDrops += n
-	}
-	skipped := tr.skippedRuns()
-	if got := drops["accept_queue_full"] + overflows; !countAgrees(t, "ListenOverflows", got, delta["ListenOverflows"], skipped) {
-		t.Errorf("ListenOverflows moved by %d; tcptrace: %d syn_drop[accept_queue_full] + %d listen_overflow = %d",
-			delta["ListenOverflows"], drops["accept_queue_full"], overflows, got)
-	}
-	if got := allDrops + overflows; !countAgrees(t, "ListenDrops", got, delta["ListenDrops"], skipped) {
-		t.Errorf("ListenDrops moved by %d; tcptrace: %d syn_drop + %d listen_overflow = %d (%v)",
-			delta["ListenDrops"], allDrops, overflows, got, drops)
-	}
-	if got := drops["syn_queue_full"]; !countAgrees(t, "TCPReqQFullDrop", got, delta["TCPReqQFullDrop"], skipped) {
-		t.Errorf("TCPReqQFullDrop moved by %d; tcptrace: %d syn_drop[syn_queue_full]", delta["TCPReqQFullDrop"], got)
-	}
-	if got := sumCounts(tr.eventsFor("syn_cookie", pid)); !countAgrees(t, "TCPReqQFullDoCookies", got, delta["TCPReqQFullDoCookies"], skipped) {
-		t.Errorf("TCPReqQFullDoCookies moved by %d; tcptrace: %d syn_cookie", delta["TCPReqQFullDoCookies"], got)
-	}
-	if t.Failed() {
-		// What a rare miss needs to be understood: every line of the run
-		// (any pid) and tcptrace's summary.
-		t.Logf("all events:\n%s\nstderr:\n%s", dump(tr.eventsFor("", 0)), tr.stderrText())
-	}
-}
-
-var listenCounters = []string{"ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies", "TCPSynRetrans"}
-
 // The classic: a server that listens with backlog 6 and never accepts, and
 // 20 clients at once. Handshakes complete one by one on loopback, the accept
 // queue fills, and the later SYNs are dropped (and retransmitted, and
@@ -85,7 +50,7 @@ func TestSynDropAcceptQueueFull(t *testing.T) {
 			t.Errorf("syn_drop lacks the owner or the queue limit: %s %v", dump([]event{e}), e.Details)
 		}
 	}
-	checkListenCounters(t, tr, srv.PID, delta)
+	checkListenCounters(t, tr, ns, srv.PID, delta)
 	// Each of the two may have missed what it reported as skipped runs.
 	if got, want := sumCounts(mine.eventsFor("syn_drop", 0)), sumCounts(drops); !countAgrees(t, "--pid vs host-wide", got, want+tr.skippedRuns(), mine.skippedRuns()+tr.skippedRuns()) {
 		t.Errorf("--pid %d (the server) counted %d drops, the host-wide run %d; stderr of --pid:\n%s", srv.PID, got, want, mine.stderrText())
@@ -150,7 +115,7 @@ func TestListenOverflowThirdACK(t *testing.T) {
 					t.Errorf("tcp_abort_on_overflow %v, want %d", got, abort)
 				}
 			}
-			checkListenCounters(t, tr, srv.PID, delta)
+			checkListenCounters(t, tr, ns, srv.PID, delta)
 			rtx := tr.eventsFor("synack_retransmit", srv.PID)
 			if abort == 0 {
 				if res["established_unacked"] == "0" {
@@ -228,7 +193,7 @@ func TestSynQueueFull(t *testing.T) {
 					t.Errorf("wrong connection: %s", dump([]event{e}))
 				}
 			}
-			checkListenCounters(t, tr, srv.PID, delta)
+			checkListenCounters(t, tr, ns, srv.PID, delta)
 			t.Logf("counters %v:\n%s", delta, dump(evs))
 		})
 	}
@@ -341,7 +306,7 @@ func TestListenOverflowSyncookieACK(t *testing.T) {
 			if cookieLines == 0 {
 				t.Errorf("no listen_overflow of a syncookie ACK; counters %v; events:\n%s\nstderr:\n%s", delta, dump(over), tr.stderrText())
 			}
-			checkListenCounters(t, tr, srv.PID, delta)
+			checkListenCounters(t, tr, ns, srv.PID, delta)
 			t.Logf("clients %v, counters %v:\n%s", res, delta, dump(over))
 		})
 	}
@@ -390,7 +355,7 @@ func TestSynCookieFirstOnCPU(t *testing.T) {
 			if delta["TCPReqQFullDoCookies"] == 0 {
 				t.Fatalf("no cookie was sent: counters %v", delta)
 			}
-			checkListenCounters(t, tr, srv.PID, delta)
+			checkListenCounters(t, tr, ns, srv.PID, delta)
 			if strings.Contains(tr.stderrText(), "SYNs not judged") {
 				t.Errorf("tcptrace could not judge some SYNs:\n%s", tr.stderrText())
 			}
@@ -478,7 +443,7 @@ func TestSynDropSharedPort(t *testing.T) {
 			if tc.layout == "reuseport" && !fromSecond {
 				t.Errorf("no syn_drop names the second member (inode %d):\n%s", ino2, dump(drops))
 			}
-			checkListenCounters(t, tr, srv.PID, delta)
+			checkListenCounters(t, tr, ns, srv.PID, delta)
 			t.Logf("listeners %d %d, counters %v:\n%s", ino, ino2, delta, dump(drops))
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // netns is a network namespace made for one test, with loopback up. All
@@ -13,12 +14,14 @@ import (
 type netns struct {
 	t    testing.TB
 	name string
+	made time.Time
 }
 
 func newNetns(t testing.TB) *netns {
 	t.Helper()
 	n := &netns{t: t, name: fmt.Sprintf("tcptrace-e2e-%d", rand.Uint32())}
 	run(t, "ip", "netns", "add", n.name)
+	n.made = time.Now()
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.name).Run() })
 	n.run("ip", "link", "set", "lo", "up")
 	return n

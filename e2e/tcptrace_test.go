@@ -43,6 +43,9 @@ type tracerRun struct {
 	stderr bytes.Buffer
 	done   chan struct{}
 	err    error
+	// started: before tcptrace read the kernel's counters of the
+	// namespaces that existed then.
+	started time.Time
 }
 
 // requireEvents skips the test when tcptrace says the kernel cannot give
@@ -88,7 +91,7 @@ func startTracer(t testing.TB, args ...string) *tracerRun {
 	if forcePath != "" {
 		args = append(args, "--force-path", forcePath)
 	}
-	r := &tracerRun{t: t, cmd: exec.Command(tcptraceBin, args...), done: make(chan struct{})}
+	r := &tracerRun{t: t, cmd: exec.Command(tcptraceBin, args...), done: make(chan struct{}), started: time.Now()}
 	stdout, err := r.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

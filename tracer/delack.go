@@ -45,7 +45,7 @@ var delackDetector = &detector{
 	},
 	// tcp_delack_timer_handler() counts LINUX_MIB_DELAYEDACKS once per ACK
 	// it sends, and the detector reports exactly those firings.
-	counters: []counterCheck{{event: DelayedACK, counter: "DelayedACKs", related: []string{"DelayedACKLocked"}}},
+	counters: []counterCheck{{terms: []countTerm{{event: DelayedACK}}, counter: "DelayedACKs", related: []string{"DelayedACKLocked"}}},
 	decode:   decodeDelack,
 	explain: func(e Event, t tally) string {
 		return explainDelack(&e.delack, &e.snap, t)

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,8 +62,13 @@ func TestDescriptorsCoverEveryEvent(t *testing.T) {
 			}
 		}
 		for _, c := range d.counters {
-			if !d.has(c.event) || c.counter == "" {
+			if len(c.terms) == 0 || c.counter == "" {
 				t.Errorf("%s: counter check %+v", d.name, c)
+			}
+			for _, term := range c.terms {
+				if !d.has(term.event) || (term.reason != "" && !slices.Contains(d.reasons, term.reason)) {
+					t.Errorf("%s: counter check %s: %s is not one of its events and reasons", d.name, c.counter, term)
+				}
 			}
 		}
 	}

@@ -23,13 +23,55 @@ import (
 // (--pid, --port, -4/-6) in the run. Each detector lists its checks
 // (detector.counters).
 type counterCheck struct {
-	event   EventType
+	// terms: what tcptrace reports that the counter counts, summed.
+	terms   []countTerm
 	counter string   // TcpExt field, or Tcp (/proc/net/snmp)
 	related []string // printed beside it: counters that explain a shortfall
 	// minus: counters that count what the counter does beyond the event
 	// (RetransSegs counts SYN retransmits too: TCPSynRetrans); the event's
 	// count is the counter less these.
 	minus []string
+}
+
+// countTerm is events of one type that a kernel counter counts: of one
+// reason, or (reason "") of every reason.
+type countTerm struct {
+	event  EventType
+	reason Reason
+}
+
+func (c countTerm) String() string {
+	if c.reason == "" {
+		return c.event.String()
+	}
+	return fmt.Sprintf("%s[%s]", c.event, c.reason)
+}
+
+// what names the terms as the summary prints them: one word, the terms
+// joined by "+".
+func (c counterCheck) what() string {
+	parts := make([]string, len(c.terms))
+	for i, t := range c.terms {
+		parts[i] = t.String()
+	}
+	return strings.Join(parts, "+")
+}
+
+// seenCounts is what tcptrace reported of each checked term, per network
+// namespace.
+type seenCounts map[countTerm]map[uint32]uint64
+
+// add counts an event under the terms it belongs to.
+func (s seenCounts) add(e *Event) {
+	if byNS := s[countTerm{event: e.Type}]; byNS != nil {
+		byNS[e.NetNS] += e.Count
+	}
+	if e.Reason == "" {
+		return
+	}
+	if byNS := s[countTerm{e.Type, e.Reason}]; byNS != nil {
+		byNS[e.NetNS] += e.Count
+	}
 }
 
 // netstats is the TcpExt counters of each network namespace, by inode.
@@ -122,7 +164,7 @@ func readMIB(file, group string) (map[string]uint64, error) {
 
 // CounterCheck is one namespace's counter against what tcptrace reported.
 type CounterCheck struct {
-	Event   EventType
+	What    string // the events counted, as "syn_drop[accept_queue_full]+listen_overflow"
 	Counter string // the counter, "-" each one subtracted
 	NetNS   uint32
 	Kernel  uint64            // the counter's increase over the run
@@ -145,9 +187,10 @@ func (c CounterCheck) notSeen() uint64 {
 // moved or tcptrace saw something, the kernel's increase beside tcptrace's
 // count. A namespace read only at the end is left out: one that existed at
 // the start but could not be read then would show its whole history.
-func compareCounters(checks []counterCheck, start, end netstats, seen map[EventType]map[uint32]uint64) []CounterCheck {
+func compareCounters(checks []counterCheck, start, end netstats, seen seenCounts) []CounterCheck {
 	var out []CounterCheck
 	for _, c := range checks {
+		first := len(out)
 		for ns, after := range end {
 			before, ok := start[ns]
 			if !ok {
@@ -159,23 +202,22 @@ func compareCounters(checks []counterCheck, start, end netstats, seen map[EventT
 				k -= after[m] - before[m]
 				name += "-" + m
 			}
-			s := seen[c.event][ns]
+			var s uint64
+			for _, t := range c.terms {
+				s += seen[t][ns]
+			}
 			if k == 0 && s == 0 {
 				continue
 			}
-			cc := CounterCheck{Event: c.event, Counter: name, NetNS: ns, Kernel: k, Seen: s, Related: map[string]uint64{}}
+			cc := CounterCheck{What: c.what(), Counter: name, NetNS: ns, Kernel: k, Seen: s, Related: map[string]uint64{}}
 			for _, r := range c.related {
 				cc.Related[r] = after[r] - before[r]
 			}
 			out = append(out, cc)
 		}
+		// The checks in the descriptors' order, each by namespace.
+		sort.Slice(out[first:], func(i, j int) bool { return out[first+i].NetNS < out[first+j].NetNS })
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Event != out[j].Event {
-			return out[i].Event < out[j].Event
-		}
-		return out[i].NetNS < out[j].NetNS
-	})
 	return out
 }
 
@@ -187,12 +229,23 @@ func counterChecksFor(opts Options) []counterCheck {
 	var out []counterCheck
 	for _, d := range detectors {
 		for _, c := range d.counters {
-			if containsEvent(opts.Events, c.event) {
+			if c.within(opts.Events) {
 				out = append(out, c)
 			}
 		}
 	}
 	return out
+}
+
+// within: every event the check counts is among these (a check over an
+// event not reported would find it short).
+func (c counterCheck) within(events []EventType) bool {
+	for _, t := range c.terms {
+		if !containsEvent(events, t.event) {
+			return false
+		}
+	}
+	return true
 }
 
 // WriteCounterChecks prints, per namespace, whether the kernel's counter
@@ -209,13 +262,13 @@ func WriteCounterChecks(w io.Writer, checks []CounterCheck) {
 		}
 		switch {
 		case c.Kernel > c.Seen:
-			fmt.Fprintf(w, "  not seen: %d %s in netns %d: the kernel's %s went up by %d%s, tcptrace reported %d; its probes did not run for them (README, \"Counts against the kernel's\")\n",
-				c.notSeen(), c.Event, c.NetNS, c.Counter, c.Kernel, related, c.Seen)
+			fmt.Fprintf(w, "  not seen: %d %s in netns %d: the kernel's %s went up by %d%s, tcptrace reported %d; its probes missed them (docs/probes.md, \"Counts against the kernel's\")\n",
+				c.notSeen(), c.What, c.NetNS, c.Counter, c.Kernel, related, c.Seen)
 		case c.Kernel == c.Seen:
-			fmt.Fprintf(w, "  kernel agrees: %s +%d in netns %d%s, %s %d\n", c.Counter, c.Kernel, c.NetNS, related, c.Event, c.Seen)
+			fmt.Fprintf(w, "  kernel agrees: %s +%d in netns %d%s, %s %d\n", c.Counter, c.Kernel, c.NetNS, related, c.What, c.Seen)
 		default:
 			fmt.Fprintf(w, "  kernel counter: %s +%d in netns %d%s, %s %d: the %d more came between attaching and the first reading of the counter, or the last reading and detaching\n",
-				c.Counter, c.Kernel, c.NetNS, related, c.Event, c.Seen, c.Seen-c.Kernel)
+				c.Counter, c.Kernel, c.NetNS, related, c.What, c.Seen, c.Seen-c.Kernel)
 		}
 	}
 }

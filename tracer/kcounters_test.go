@@ -32,7 +32,7 @@ func TestParseTcpExt(t *testing.T) {
 }
 
 func TestCompareCounters(t *testing.T) {
-	checks := []counterCheck{{event: DelayedACK, counter: "DelayedACKs", related: []string{"DelayedACKLocked"}}}
+	checks := []counterCheck{{terms: []countTerm{{event: DelayedACK}}, counter: "DelayedACKs", related: []string{"DelayedACKLocked"}}}
 	start := netstats{
 		1: {"DelayedACKs": 10, "DelayedACKLocked": 2},
 		2: {"DelayedACKs": 5},
@@ -44,7 +44,7 @@ func TestCompareCounters(t *testing.T) {
 		3: {"DelayedACKs": 9},                         // 2, and 3 seen: one came before the first reading
 		4: {"DelayedACKs": 100},                       // not read at the start
 	}
-	seen := map[EventType]map[uint32]uint64{DelayedACK: {1: 27, 3: 3}}
+	seen := seenCounts{{event: DelayedACK}: {1: 27, 3: 3}}
 	got := compareCounters(checks, start, end, seen)
 	if len(got) != 2 {
 		t.Fatalf("got %+v, want namespaces 1 and 3", got)
@@ -76,19 +76,57 @@ func TestParseSnmpTcp(t *testing.T) {
 // RetransSegs counts SYN retransmits too: the retransmit event is the
 // counter less TCPSynRetrans.
 func TestCompareCountersMinus(t *testing.T) {
-	checks := []counterCheck{{event: Retransmit, counter: "RetransSegs", minus: []string{"TCPSynRetrans"}}}
+	checks := []counterCheck{{terms: []countTerm{{event: Retransmit}}, counter: "RetransSegs", minus: []string{"TCPSynRetrans"}}}
 	start := netstats{1: {"RetransSegs": 100, "TCPSynRetrans": 10}}
 	end := netstats{1: {"RetransSegs": 160, "TCPSynRetrans": 14}}
-	got := compareCounters(checks, start, end, map[EventType]map[uint32]uint64{Retransmit: {1: 56}})
+	got := compareCounters(checks, start, end, seenCounts{{event: Retransmit}: {1: 56}})
 	if len(got) != 1 || got[0].Kernel != 56 || got[0].Seen != 56 || got[0].Counter != "RetransSegs-TCPSynRetrans" {
 		t.Errorf("got %+v", got)
 	}
 }
 
+// ListenOverflows counts SYNs dropped for a full accept queue and final ACKs
+// that overflowed it: a sum of terms, one of them a single reason, counted
+// from the events as they are emitted.
+func TestCompareCountersTerms(t *testing.T) {
+	c := counterCheck{terms: []countTerm{{SynDrop, reasonAcceptQueueFull}, {event: ListenOverflow}}, counter: "ListenOverflows"}
+	seen := seenCounts{}
+	for _, term := range c.terms {
+		seen[term] = map[uint32]uint64{}
+	}
+	for _, e := range []Event{
+		{Type: SynDrop, Reason: reasonAcceptQueueFull, NetNS: 1, Count: 12},
+		{Type: SynDrop, Reason: reasonSynQueueFull, NetNS: 1, Count: 5}, // not this counter's
+		{Type: ListenOverflow, Reason: reasonAcceptQueueFull, NetNS: 1, Count: 3},
+		{Type: SynCookie, Reason: reasonSynQueueFull, NetNS: 1, Count: 7}, // nor this
+		{Type: SynDrop, Reason: reasonAcceptQueueFull, NetNS: 2, Count: 1},
+	} {
+		seen.add(&e)
+	}
+	start := netstats{1: {"ListenOverflows": 100}, 2: {"ListenOverflows": 0}}
+	end := netstats{1: {"ListenOverflows": 116}, 2: {"ListenOverflows": 1}}
+	got := compareCounters([]counterCheck{c}, start, end, seen)
+	if len(got) != 2 || got[0].NetNS != 1 || got[0].Kernel != 16 || got[0].Seen != 15 || got[1].Kernel != 1 || got[1].Seen != 1 {
+		t.Fatalf("got %+v", got)
+	}
+	var b bytes.Buffer
+	WriteCounterChecks(&b, got[:1])
+	if want := "not seen: 1 syn_drop[accept_queue_full]+listen_overflow in netns 1: the kernel's ListenOverflows went up by 16, tcptrace reported 15;"; !strings.Contains(b.String(), want) {
+		t.Errorf("%s\nwant it to contain\n%s", b.String(), want)
+	}
+	if !c.within([]EventType{SynDrop, ListenOverflow}) || c.within([]EventType{SynDrop}) {
+		t.Errorf("a check is meaningful only with all its events traced")
+	}
+}
+
 func TestCounterChecksFor(t *testing.T) {
 	all := Options{Events: AllEventTypes()}
-	if got := counterChecksFor(all); len(got) != 2 || got[0].counter != "DelayedACKs" || got[1].counter != "RetransSegs" {
-		t.Errorf("host-wide, every event: %+v", got)
+	var counters []string
+	for _, c := range counterChecksFor(all) {
+		counters = append(counters, c.counter)
+	}
+	if got, want := strings.Join(counters, " "), "ListenOverflows TCPReqQFullDrop TCPReqQFullDoCookies DelayedACKs RetransSegs"; got != want {
+		t.Errorf("host-wide, every event: %s, want %s", got, want)
 	}
 	for name, o := range map[string]Options{
 		"--pid":      {Events: AllEventTypes(), PIDs: []uint32{1}},
@@ -105,9 +143,9 @@ func TestCounterChecksFor(t *testing.T) {
 func TestWriteCounterChecks(t *testing.T) {
 	var b bytes.Buffer
 	WriteCounterChecks(&b, []CounterCheck{
-		{Event: DelayedACK, Counter: "DelayedACKs", NetNS: 1, Kernel: 29, Seen: 28, Related: map[string]uint64{"DelayedACKLocked": 0}},
-		{Event: DelayedACK, Counter: "DelayedACKs", NetNS: 2, Kernel: 5, Seen: 5, Related: map[string]uint64{"DelayedACKLocked": 0}},
-		{Event: DelayedACK, Counter: "DelayedACKs", NetNS: 3, Kernel: 5, Seen: 6},
+		{What: "delayed_ack", Counter: "DelayedACKs", NetNS: 1, Kernel: 29, Seen: 28, Related: map[string]uint64{"DelayedACKLocked": 0}},
+		{What: "delayed_ack", Counter: "DelayedACKs", NetNS: 2, Kernel: 5, Seen: 5, Related: map[string]uint64{"DelayedACKLocked": 0}},
+		{What: "delayed_ack", Counter: "DelayedACKs", NetNS: 3, Kernel: 5, Seen: 6},
 	})
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	want := []string{

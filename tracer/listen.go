@@ -77,7 +77,20 @@ var listenDetector = &detector{
 			},
 		},
 	},
-	needs:  needs{owners: true, kernelFacts: true},
+	needs: needs{owners: true, kernelFacts: true},
+	// tcp_conn_request() counts LINUX_MIB_LISTENOVERFLOWS for a SYN it drops
+	// with the accept queue full, and tcp_v4/v6_syn_recv_sock() for a final
+	// ACK that overflows it (a syncookie's too); tcp_syn_flood_action()
+	// counts TCPREQQFULLDROP for a SYN dropped with the SYN queue full and
+	// syncookies off, TCPREQQFULLDOCOOKIES for every SYN answered with a
+	// cookie (tcp_syncookies=2 included). ListenDrops is not checked: the
+	// kernel also counts there failures after the handshake that no event
+	// reports (no memory for the child, no route).
+	counters: []counterCheck{
+		{terms: []countTerm{{SynDrop, reasonAcceptQueueFull}, {event: ListenOverflow}}, counter: "ListenOverflows"},
+		{terms: []countTerm{{SynDrop, reasonSynQueueFull}}, counter: "TCPReqQFullDrop"},
+		{terms: []countTerm{{event: SynCookie}}, counter: "TCPReqQFullDoCookies"},
+	},
 	decode: decodeListen,
 	explain: func(e Event, t tally) string {
 		return explainListen(e.Type, e.Reason, &e.listen, e.Remote, t.count)

@@ -80,7 +80,7 @@ var retransmitDetector = &detector{
 	// total_retrans grows. TCPRetransFail: transmits that failed after
 	// counting (up to 6.16 they fire no tracepoint; their segments are
 	// folded into the socket's next line, lost if it closes first).
-	counters: []counterCheck{{event: Retransmit, counter: "RetransSegs", related: []string{"TCPRetransFail"}, minus: []string{"TCPSynRetrans"}}},
+	counters: []counterCheck{{terms: []countTerm{{event: Retransmit}}, counter: "RetransSegs", related: []string{"TCPRetransFail"}, minus: []string{"TCPSynRetrans"}}},
 	settings: func(wanted []EventType, v *tcptraceVariableSpecs) []setting {
 		// rto_stall alone runs the retransmit programs for its episodes
 		// and prints no retransmit line.

@@ -56,7 +56,7 @@ type Tracer struct {
 	// was reported (kcounters.go); checks is empty when none applies.
 	checks   []counterCheck
 	kstart   netstats
-	seen     map[EventType]map[uint32]uint64
+	seen     seenCounts
 	counters []CounterCheck
 }
 
@@ -226,9 +226,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	// syn_cookie, nagle_delack_stall with delayed_ack).
 	emit := func(e Event) {
 		if containsEvent(t.opts.Events, e.Type) {
-			if byNS := t.seen[e.Type]; byNS != nil {
-				byNS[e.NetNS] += e.Count
-			}
+			t.seen.add(&e)
 			emitAll(e)
 		}
 	}
@@ -356,25 +354,25 @@ func (t *Tracer) CounterChecks() []CounterCheck { return t.counters }
 // startCounterChecks reads the kernel's counters of the checked events whose
 // detector is attached, now that the probes run.
 func (t *Tracer) startCounterChecks() {
-	attached := map[EventType]bool{}
+	var attached []EventType
 	for _, st := range t.status {
 		if st.Path != 0 {
-			for _, e := range st.Events {
-				attached[e] = true
-			}
+			attached = append(attached, st.Events...)
 		}
 	}
 	for _, c := range counterChecksFor(t.opts) {
-		if attached[c.event] {
+		if c.within(attached) {
 			t.checks = append(t.checks, c)
 		}
 	}
 	if len(t.checks) == 0 {
 		return
 	}
-	t.seen = map[EventType]map[uint32]uint64{}
+	t.seen = seenCounts{}
 	for _, c := range t.checks {
-		t.seen[c.event] = map[uint32]uint64{}
+		for _, term := range c.terms {
+			t.seen[term] = map[uint32]uint64{}
+		}
 	}
 	t.kstart = readNetstats()
 }
