@@ -10,8 +10,9 @@ APT_GET = DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o=Dpkg::Use-Pty=0
 # What the BPF build needs (Debian's packages): clang and llvm-strip for
 # bpf2go, libbpf's headers, bpftool to regenerate vmlinux.h.
 BUILD_DEPS = clang llvm libbpf-dev bpftool
-# What the end-to-end tests need: ip netns, nft.
-TEST_DEPS = iproute2 nftables
+# What the end-to-end tests need: ip netns, nft, a Prometheus server to
+# scrape --metrics.
+TEST_DEPS = iproute2 nftables prometheus
 
 .PHONY: all build test unit e2e vmtest generate check-generated bpf-check vmlinux deps-build deps-test bench fmt-check vet clean
 
@@ -90,8 +91,8 @@ deps-build:
 		{ apt-get update -qq && $(APT_GET) install $(BUILD_DEPS) >/dev/null; }
 
 deps-test:
-	@command -v ip >/dev/null && command -v nft >/dev/null || \
-		{ apt-get update -qq && $(APT_GET) install $(TEST_DEPS) >/dev/null; }
+	@command -v ip >/dev/null && command -v nft >/dev/null && command -v prometheus >/dev/null || \
+		{ apt-get update -qq && $(APT_GET) install --no-install-recommends $(TEST_DEPS) >/dev/null; }
 
 clean:
 	rm -f $(BIN)

@@ -40,7 +40,16 @@ var connectDetector = &detector{
 			},
 		},
 	},
-	needs:   needs{owners: true, connFacts: true},
+	needs: needs{owners: true, connFacts: true},
+	// A line of several connections to one destination has the latest
+	// connection's time, counted for each.
+	durations: []durationSpec{{
+		name: "connect_failure", events: []EventType{ConnectTimeout, ConnectRefused},
+		help: "Time from connect() to its timeout or refusal.",
+		sum: func(e *Event) (time.Duration, bool) {
+			return e.conn.Elapsed * time.Duration(e.Count), e.conn.StartKnown
+		},
+	}},
 	decode:  decodeConnect,
 	explain: func(e Event, t tally) string { return explainConnect(e.Type, &e.conn, e.Remote, t.count) },
 }

@@ -74,6 +74,7 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 	}
 	e := det.decode(d, r, t)
 	e.Explanation = det.explain(e, t)
+	e.tally = t
 	return e
 }
 

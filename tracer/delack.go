@@ -46,7 +46,12 @@ var delackDetector = &detector{
 	// tcp_delack_timer_handler() counts LINUX_MIB_DELAYEDACKS once per ACK
 	// it sends, and the detector reports exactly those firings.
 	counters: []counterCheck{{terms: []countTerm{{event: DelayedACK}}, counter: "DelayedACKs", related: []string{"DelayedACKLocked"}}},
-	decode:   decodeDelack,
+	durations: []durationSpec{{
+		name: "delayed_ack_hold", events: []EventType{DelayedACK},
+		help: "How long the receiver's delayed-ACK timer held an ACK, from its arming to its firing.",
+		sum:  func(e *Event) (time.Duration, bool) { return e.tally.wait, e.delack.heldKnown },
+	}},
+	decode: decodeDelack,
 	explain: func(e Event, t tally) string {
 		return explainDelack(&e.delack, &e.snap, t)
 	},

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"strings"
+	"time"
 )
 
 // A detector is one family of events under one name, the same from
@@ -29,11 +30,25 @@ type detector struct {
 	// counters: kernel counters the events are reconciled with at the end
 	// of a run (kcounters.go).
 	counters []counterCheck
+	// durations: the durations its events carry that the metrics sink
+	// keeps as histograms (metrics.go).
+	durations []durationSpec
 	// decode builds an event from a record: who, where, the reason and the
 	// details. explain writes its sentence; every figure in it is one of
 	// the details.
 	decode  func(d *decoder, r *tcptraceEvent, t tally) Event
 	explain func(e Event, t tally) string
+}
+
+// durationSpec is a duration some of a detector's events carry, exported as
+// the histogram tcptrace_<name>_seconds.
+type durationSpec struct {
+	name   string
+	help   string
+	events []EventType
+	// sum is the summed duration of the occurrences a line counts; false
+	// when the line does not know it.
+	sum func(e *Event) (time.Duration, bool)
 }
 
 // eventSpec is one event: its type (the C enum's value) and its name (the

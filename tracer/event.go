@@ -129,4 +129,6 @@ type Event struct {
 	// inProgress: a send still blocked when the line was printed; the
 	// summary counts the wait when it ends.
 	inProgress bool
+	// tally: the occurrences the line stands for, and their summed wait.
+	tally tally
 }

@@ -38,6 +38,11 @@ var nagleDetector = &detector{
 	},
 	// A stall is released in softirq context, by the peer's ACK.
 	needs: needs{owners: true},
+	durations: []durationSpec{{
+		name: "nagle_stall", events: []EventType{NagleStall, NagleDelackStall},
+		help: "How long Nagle held written data behind an unacknowledged small segment.",
+		sum:  func(e *Event) (time.Duration, bool) { return e.tally.wait, true },
+	}},
 	settings: func(wanted []EventType, v *tcptraceVariableSpecs) []setting {
 		return []setting{
 			// The delayed-ACK programs record each firing for the peer

@@ -27,9 +27,18 @@ func NewWriter(format string, w io.Writer) (Writer, error) {
 		return &textWriter{w: bw}, nil
 	case "json":
 		return &jsonWriter{w: bw}, nil
+	case "none":
+		return noWriter{}, nil
 	}
-	return nil, fmt.Errorf("unknown output format %q (known: text, json)", format)
+	return nil, fmt.Errorf("unknown output format %q (known: text, json, none)", format)
 }
+
+// noWriter prints no lines: a run that only serves metrics, or only wants
+// the summary.
+type noWriter struct{}
+
+func (noWriter) Write(Event) error { return nil }
+func (noWriter) Flush() error      { return nil }
 
 const textHeader = "%-12s %7s %-15s %-18s %-22s %-21s %-21s %6s %s\n"
 

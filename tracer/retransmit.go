@@ -86,6 +86,15 @@ var retransmitDetector = &detector{
 		// and prints no retransmit line.
 		return []setting{{v.CfgEmitRetransmit, boolByte(containsEvent(wanted, Retransmit))}}
 	},
+	// One recovered line per stall, with its whole length when tcptrace
+	// saw its first timeout.
+	durations: []durationSpec{{
+		name: "rto_stall", events: []EventType{RTOStall},
+		help: "How long data waited for the retransmission timer in an RTO episode that ended with the data acknowledged.",
+		sum: func(e *Event) (time.Duration, bool) {
+			return e.retransmit.stall.Stall, e.Reason == reasonRecovered && e.retransmit.stall.StallKnown
+		},
+	}},
 	decode: func(d *decoder, r *tcptraceEvent, t tally) Event {
 		if EventType(r.Type) == RTOStall {
 			return decodeRTOStall(d, r, t)

@@ -52,6 +52,12 @@ var sendDetector = &detector{
 			},
 		},
 	},
+	// A line of a send still blocked is counted when the send returns.
+	durations: []durationSpec{{
+		name: "send_blocked", events: []EventType{SendBlocked},
+		help: "How long a blocking send waited for room in the send buffer.",
+		sum:  func(e *Event) (time.Duration, bool) { return e.tally.wait, !e.inProgress },
+	}},
 	decode:  decodeSend,
 	explain: func(e Event, t tally) string { return explainSend(e.Type, e.Reason, &e.snap, t) },
 }

@@ -313,18 +313,11 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 // readLost sums the per-CPU counters of records the kernel could not hand
 // over (ring buffer or aggregation table full).
 func (t *Tracer) readLost() error {
-	m := t.objs.m.Lost
-	for _, et := range AllEventTypes() {
-		var per []uint64
-		if err := m.Lookup(uint32(et), &per); err != nil {
-			return fmt.Errorf("reading lost-event counters: %w", err)
-		}
-		var n uint64
-		for _, v := range per {
-			n += v
-		}
-		t.lost[et] = n
+	lost, err := t.lostNow()
+	if err != nil {
+		return err
 	}
+	t.lost = lost
 	return nil
 }
 
@@ -392,4 +385,26 @@ func (t *Tracer) Close() error {
 	}
 	errs = append(errs, t.objs.close())
 	return errors.Join(errs...)
+}
+
+// lostNow sums, per event, the per-CPU counters of records the kernel could
+// not hand over so far. Safe beside Run: it only reads a map.
+func (t *Tracer) lostNow() (map[EventType]uint64, error) {
+	lost := map[EventType]uint64{}
+	for _, et := range AllEventTypes() {
+		var per []uint64
+		if err := t.objs.m.Lost.Lookup(uint32(et), &per); err != nil {
+			return nil, fmt.Errorf("reading lost-event counters: %w", err)
+		}
+		for _, v := range per {
+			lost[et] += v
+		}
+	}
+	return lost, nil
+}
+
+// skippedNow is, per program, the hook hits it missed so far (SkippedRuns).
+// Safe beside Run: it reads the programs' and links' counters.
+func (t *Tracer) skippedNow() map[string]uint64 {
+	return t.objs.skippedRuns(t.objs.kprobeMissed())
 }

@@ -14,12 +14,17 @@ import (
 
 // options is everything the command line says.
 type options struct {
-	tracer     tracer.Options
-	duration   time.Duration
-	output     string
-	listProbes bool
-	help       bool
-	version    bool
+	tracer   tracer.Options
+	duration time.Duration
+	output   string
+	// metrics: the address /metrics is served on ("": none), with the
+	// series cap and exporter-toolkit's web configuration file.
+	metrics       string
+	maxSeries     int
+	webConfigFile string
+	listProbes    bool
+	help          bool
+	version       bool
 }
 
 const usageHead = `tcptrace: one annotated line per TCP pathology, as it happens.
@@ -46,7 +51,10 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	events := fs.StringSliceP("events", "e", nil, "only these events (comma-separated): "+eventNames())
 	duration := fs.StringP("duration", "d", "", "stop after this long (30s, 5m, or seconds); default: until Ctrl-C or SIGTERM")
 	interval := fs.String("interval", "1s", "at most one line per connection per interval for repeated events")
-	fs.StringVarP(&o.output, "output", "o", "text", "output format: text or json (one object per line)")
+	fs.StringVarP(&o.output, "output", "o", "text", "output format: text, json (one object per line) or none (with --metrics)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `ADDR`/metrics (:9464, 127.0.0.1:9464)")
+	fs.IntVar(&o.maxSeries, "metrics-max-series", tracer.DefaultMaxSeries, "at most `N` series of events and durations; more are counted as refused")
+	fs.StringVar(&o.webConfigFile, "web.config.file", "", "TLS and basic authentication for --metrics: a Prometheus web configuration `FILE`")
 	fs.BoolVar(&o.listProbes, "list-probes", false, "print each event's probe path on this kernel, or why none works, and exit")
 	fs.BoolVarP(&o.help, "help", "h", false, "show this help")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -109,8 +117,14 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	if o.tracer.Interval, err = parseSeconds("--interval", *interval); err != nil {
 		return nil, err
 	}
-	if o.output != "text" && o.output != "json" {
-		return nil, fmt.Errorf("unknown output format %q (known: text, json)", o.output)
+	if o.output != "text" && o.output != "json" && o.output != "none" {
+		return nil, fmt.Errorf("unknown output format %q (known: text, json, none)", o.output)
+	}
+	if o.maxSeries <= 0 {
+		return nil, fmt.Errorf("--metrics-max-series must be positive, got %d", o.maxSeries)
+	}
+	if o.webConfigFile != "" && o.metrics == "" {
+		return nil, errors.New("--web.config.file needs --metrics")
 	}
 	if *force != "" {
 		p, err := tracer.ParseProbePath(*force)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -75,16 +76,23 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	if o.listProbes {
 		return listProbes(o, stdout)
 	}
-	return run(ctx, o, stdout, stderr)
+	ml, err := metricsListener(o)
+	if err != nil {
+		return usageError{err}
+	}
+	return run(ctx, o, ml, stdout, stderr)
 }
 
 // run traces until a signal, --duration, or the traced processes exit.
-func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
+func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Writer) error {
 	// What the user can get wrong was checked above; a failure now (a
 	// verifier rejection, no probe path for any event, a map the kernel
 	// refuses) is not bad input.
 	t, err := tracer.New(o.tracer)
 	if err != nil {
+		if ml != nil {
+			ml.Close()
+		}
 		return err
 	}
 	defer t.Close()
@@ -113,10 +121,25 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	sum := tracer.NewSummary()
+	var metrics *tracer.Metrics
+	var ms *metricsServer
+	if ml != nil {
+		bi, _ := debug.ReadBuildInfo()
+		metrics = tracer.NewMetrics(t, versionString(version, bi), o.maxSeries)
+		ms = serveMetrics(ml, metrics, o.webConfigFile, stderr)
+		// Stopped before the tracer closes: a scrape reads its maps.
+		defer ms.stop()
+	}
 	var writeErr error
 	fmt.Fprintf(stderr, "tcptrace: tracing %s\n", describe(t.Status()))
+	if ml != nil {
+		fmt.Fprintf(stderr, "tcptrace: serving metrics on %s/metrics\n", ml.Addr())
+	}
 	err = t.Run(ctx, func(e tracer.Event) {
 		sum.Add(e)
+		if metrics != nil {
+			metrics.Add(e)
+		}
 		if writeErr == nil {
 			writeErr = w.Write(e)
 		}
@@ -136,6 +159,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	tracer.WriteCounterChecks(stderr, t.CounterChecks())
 	if writeErr != nil {
 		return fmt.Errorf("writing events: %w", writeErr)
+	}
+	if err := ms.stop(); err != nil {
+		return fmt.Errorf("serving metrics: %w", err)
 	}
 	return t.Close()
 }

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+// metricsListener binds --metrics's address before anything is attached,
+// so that an address that is malformed or taken is the user's error (exit
+// 2) and leaves nothing behind. The web configuration file is checked then
+// too.
+func metricsListener(o *options) (net.Listener, error) {
+	if o.metrics == "" {
+		return nil, nil
+	}
+	if o.webConfigFile != "" {
+		if err := web.Validate(o.webConfigFile); err != nil {
+			return nil, fmt.Errorf("--web.config.file %s: %w", o.webConfigFile, err)
+		}
+	}
+	l, err := net.Listen("tcp", o.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics %s: %w", o.metrics, err)
+	}
+	return l, nil
+}
+
+// metricsServer serves /metrics on l until stopped. exporter-toolkit adds
+// TLS and basic authentication from the web configuration file, as every
+// Prometheus exporter does.
+type metricsServer struct {
+	srv     *http.Server
+	done    chan error
+	once    sync.Once
+	stopErr error
+}
+
+func serveMetrics(l net.Listener, m *tracer.Metrics, webConfigFile string, stderr io.Writer) *metricsServer {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(slog.NewTextHandler(stderr, nil), slog.LevelError),
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	s := &metricsServer{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+		done: make(chan error, 1),
+	}
+	// The toolkit logs every start at Info; only what goes wrong is
+	// worth a line beside the events.
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	go func() {
+		s.done <- web.Serve(l, s.srv, &web.FlagConfig{WebConfigFile: &webConfigFile}, logger)
+	}()
+	return s
+}
+
+// stop ends the server, waiting briefly for a scrape in progress; later
+// calls return the first one's result.
+func (s *metricsServer) stop() error {
+	if s == nil {
+		return nil
+	}
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.stopErr = s.srv.Shutdown(ctx)
+		if err := <-s.done; err != nil && !errors.Is(err, http.ErrServerClosed) && s.stopErr == nil {
+			s.stopErr = err
+		}
+	})
+	return s.stopErr
+}

@@ -1,0 +1,188 @@
+package tracer
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is the Prometheus sink: every line the other sinks get, counted
+// by event, reason and who, and the durations people alert on as
+// histograms; plus what tcptrace knows about itself. Labels name where a
+// pathology is (the process's name, a listener's port), never a peer, a
+// client's port or a pid: those belong in the lines, and as labels they
+// would make a series per connection.
+type Metrics struct {
+	reg    *prometheus.Registry
+	events *prometheus.CounterVec
+	hists  map[EventType]*prometheus.HistogramVec
+
+	// series caps the label sets of events and histograms together:
+	// a name chosen by every process of a busy host (or, later, every
+	// container) must not grow the exposition without bound.
+	mu        sync.Mutex
+	maxSeries int
+	series    map[seriesKey]struct{}
+	refused   prometheus.Counter
+}
+
+type seriesKey struct {
+	metric string
+	labels [4]string
+}
+
+// DefaultMaxSeries is the series cap unless the command line sets one.
+const DefaultMaxSeries = 10000
+
+// durationBuckets span what the histograms see: a delayed ACK's tens of
+// milliseconds up to a connect() that times out after minutes.
+var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// NewMetrics makes the sink for a tracer t (its probe paths, lost events
+// and skipped runs are read when Prometheus scrapes). version names the
+// build in tcptrace_build_info.
+func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tcptrace_events_total",
+			Help: "Occurrences of each TCP pathology tcptrace reported (the sum of its lines' counts, as in its summary); listen_port is the listener's port on listener events.",
+		}, []string{"event", "reason", "comm", "listen_port"}),
+		hists:     map[EventType]*prometheus.HistogramVec{},
+		maxSeries: maxSeries,
+		series:    map[seriesKey]struct{}{},
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tcptrace_metrics_series_refused_total",
+			Help: "Observations not recorded because they would have made a series beyond the cap (--metrics-max-series).",
+		}),
+	}
+	m.reg.MustRegister(m.events, m.refused, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if t != nil { // (nil: the unit tests' sink, with no kernel side)
+		m.reg.MustRegister(&selfCollector{t: t, version: version})
+	}
+	for _, d := range detectors {
+		for _, ds := range d.durations {
+			h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+				Name:    "tcptrace_" + ds.name + "_seconds",
+				Help:    ds.help,
+				Buckets: durationBuckets,
+			}, []string{"event", "reason", "comm"})
+			m.reg.MustRegister(h)
+			for _, e := range ds.events {
+				m.hists[e] = h
+			}
+		}
+	}
+	return m
+}
+
+// Registry is what the HTTP handler exposes.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Add counts one line. A send still blocked is counted when it returns, as
+// the summary counts it.
+func (m *Metrics) Add(e Event) {
+	if e.inProgress {
+		return
+	}
+	comm := printable(e.Comm)
+	port := ""
+	if listenDetector.has(e.Type) {
+		port = strconv.Itoa(int(e.Local.Port()))
+	}
+	ev, reason := e.Type.String(), string(e.Reason)
+	if m.admit("events", ev, reason, comm, port) {
+		m.events.WithLabelValues(ev, reason, comm, port).Add(float64(e.Count))
+	}
+	h := m.hists[e.Type]
+	if h == nil {
+		return
+	}
+	det := detectorOf(e.Type)
+	for _, ds := range det.durations {
+		sum, ok := ds.sum(&e)
+		if !ok || !containsEvent(ds.events, e.Type) || e.Count == 0 || !m.admit(ds.name, ev, reason, comm, "") {
+			continue
+		}
+		// A line stands for Count occurrences and knows their sum: each
+		// is counted at the mean, so _sum and _count are exact and the
+		// buckets as close as the line allows.
+		o := h.WithLabelValues(ev, reason, comm)
+		mean := (sum / time.Duration(e.Count)).Seconds()
+		for i := uint64(0); i < e.Count; i++ {
+			o.Observe(mean)
+		}
+	}
+}
+
+// admit says whether a label set may be recorded: it is known, or the cap
+// has room for it.
+func (m *Metrics) admit(metric string, labels ...string) bool {
+	k := seriesKey{metric: metric}
+	copy(k.labels[:], labels)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.series[k]; ok {
+		return true
+	}
+	if len(m.series) >= m.maxSeries {
+		m.refused.Inc()
+		return false
+	}
+	m.series[k] = struct{}{}
+	return true
+}
+
+// selfCollector reports tcptrace itself, read when Prometheus scrapes.
+type selfCollector struct {
+	t       *Tracer
+	version string
+}
+
+var (
+	descProbe = prometheus.NewDesc("tcptrace_probe_info",
+		"The probe path each traced event uses on this kernel (none: no path works; tcptrace --list-probes says why).",
+		[]string{"event", "path"}, nil)
+	descLost = prometheus.NewDesc("tcptrace_lost_events_total",
+		"Events the kernel side could not hand over (ring buffer or aggregation table full).",
+		[]string{"event"}, nil)
+	descSkipped = prometheus.NewDesc("tcptrace_skipped_runs_total",
+		"Hits of a hook for which the kernel did not run tcptrace's program (recursion, a missed kprobe).",
+		[]string{"program"}, nil)
+	descBuild = prometheus.NewDesc("tcptrace_build_info",
+		"tcptrace's version.", []string{"version"}, nil)
+)
+
+func (c *selfCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descProbe, descLost, descSkipped, descBuild} {
+		ch <- d
+	}
+}
+
+func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, c.version)
+	for _, st := range c.t.Status() {
+		path := "none"
+		if st.Path != 0 {
+			path = st.Path.String()
+		}
+		for _, e := range st.Events {
+			ch <- prometheus.MustNewConstMetric(descProbe, prometheus.GaugeValue, 1, e.String(), path)
+		}
+	}
+	lost, err := c.t.lostNow()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descLost, err)
+		return
+	}
+	for _, e := range c.t.opts.Events {
+		ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(lost[e]), e.String())
+	}
+	for prog, n := range c.t.skippedNow() {
+		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(n), prog)
+	}
+}
