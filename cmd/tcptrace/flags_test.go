@@ -28,6 +28,10 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || o.tracer.Interval != time.Second || o.output != "text" || o.duration != 0 {
 		t.Errorf("defaults: %+v %v", o, err)
 	}
+	o, err = parseFlags([]string{"--metrics", ":9464", "-o", "none", "--metrics-max-series", "50", "--web.config.file", "w.yml"}, io.Discard)
+	if err != nil || o.metrics != ":9464" || o.output != "none" || o.maxSeries != 50 || o.webConfigFile != "w.yml" {
+		t.Errorf("metrics: %+v %v", o, err)
+	}
 	o, err = parseFlags([]string{"--force-path", "kprobe"}, io.Discard)
 	if err != nil || o.tracer.ForcePath != tracer.PathKprobe {
 		t.Errorf("force-path: %+v %v", o, err)
@@ -58,6 +62,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--port", ""}, `invalid --port ""`},
 		{[]string{"--force-path", "uprobe"}, `unknown probe path "uprobe"`},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--metrics-max-series", "0"}, "--metrics-max-series must be positive, got 0"},
+		{[]string{"--web.config.file", "web.yml"}, "--web.config.file needs --metrics"},
 	} {
 		_, err := parseFlags(c.args, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -53,7 +54,8 @@ func serveMetrics(l net.Listener, m *tracer.Metrics, webConfigFile string, stder
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
 	s := &metricsServer{
-		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: log.New(stderr, "tcptrace: metrics: ", 0)},
 		done: make(chan error, 1),
 	}
 	// The toolkit logs every start at Info; only what goes wrong is

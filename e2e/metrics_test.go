@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The fleet's view: a real Prometheus server scrapes tcptrace --metrics
+// (-o none, a daemon printing no lines) every second while a server with a
+// backlog of 6 that never accepts is flooded by 20 clients. Prometheus's
+// sums of tcptrace_events_total for that listener's port add up to the
+// namespace's ListenOverflows, the probe-path info metric names the path
+// tcptrace uses, and the process name label is the server's.
+func TestMetricsPrometheus(t *testing.T) {
+	requireEvents(t, "syn_drop", "listen_overflow")
+	prom, err := exec.LookPath("prometheus")
+	if err != nil {
+		if inMatrix() {
+			t.Skip("no Prometheus server in the VM guest: this test runs on the host")
+		}
+		t.Fatalf("Prometheus is not installed (make deps-test installs Debian's prometheus): %v", err)
+	}
+	ns := newNetns(t)
+	srv := startServer(t, ns, 6)
+	metricsAddr := freeLoopbackAddr(t)
+	tr := startTracer(t, "-e", "syn_drop,syn_cookie,listen_overflow,synack_retransmit", "--interval", "500ms",
+		"--metrics", metricsAddr, "-o", "none")
+	api := startPrometheus(t, prom, metricsAddr)
+	// Scraped at least once before the flood: the series start from a
+	// scrape that Prometheus saw.
+	if !waitQuery(t, api, `up{job="tcptrace"} == 1`, 20*time.Second, func(v float64, n int) bool { return n == 1 }) {
+		t.Fatalf("Prometheus never scraped tcptrace on %s", metricsAddr)
+	}
+
+	before := ns.netstat()
+	cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
+	cl.send()
+	delta := counterDelta(before, ns.netstat(), listenCounters...)
+	port := strconv.Itoa(srv.Port)
+	q := fmt.Sprintf(`sum(tcptrace_events_total{event="syn_drop",reason="accept_queue_full",listen_port="%s"}) + `+
+		`(sum(tcptrace_events_total{event="listen_overflow",listen_port="%s"}) or vector(0))`, port, port)
+	// tcptrace prints an aggregated count within an interval (500 ms) and
+	// Prometheus scrapes every second: the sum settles within a few.
+	waitQuery(t, api, q, 10*time.Second, func(v float64, n int) bool { return n == 1 && uint64(v) >= delta["ListenOverflows"] })
+	time.Sleep(2 * time.Second) // nothing more may come
+	var got float64
+	if s := query(t, api, q); len(s) == 1 {
+		got = s[0].value
+	}
+	comms := query(t, api, fmt.Sprintf(`sum by (comm) (tcptrace_events_total{listen_port="%s"})`, port))
+	paths := query(t, api, `tcptrace_probe_info{event="syn_drop"}`)
+	if err := tr.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+	}
+	t.Logf("ListenOverflows +%d; Prometheus: %v; by comm %v; probe %v", delta["ListenOverflows"], got, comms, paths)
+	if !kernelAgrees(t, tr, ns, "ListenOverflows", uint64(got), delta["ListenOverflows"], tr.skippedRuns(), "syn_drop", "listen_overflow") || got == 0 {
+		t.Errorf("Prometheus's sum %v, the namespace's ListenOverflows +%d:\n%s", got, delta["ListenOverflows"], tr.stderrText())
+	}
+	if len(comms) != 1 || comms[0].labels["comm"] != procComm(t, srv.PID) {
+		t.Errorf("process names %v, want the server's only (%q)", comms, procComm(t, srv.PID))
+	}
+	want := "tracepoint"
+	if forcePath != "" {
+		want = forcePath
+	}
+	if len(paths) != 1 || paths[0].labels["path"] != want {
+		t.Errorf("tcptrace_probe_info for syn_drop: %v, want path %q", paths, want)
+	}
+	if !strings.Contains(tr.stderrText(), "serving metrics on "+metricsAddr) {
+		t.Errorf("no word about the metrics address:\n%s", tr.stderrText())
+	}
+}
+
+// startPrometheus runs a Prometheus server that scrapes target every
+// second, and returns its API's base URL.
+func startPrometheus(t *testing.T, bin, target string) string {
+	t.Helper()
+	dir := t.TempDir()
+	config := filepath.Join(dir, "prometheus.yml")
+	err := os.WriteFile(config, []byte(fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+scrape_configs:
+  - job_name: tcptrace
+    static_configs:
+      - targets: [%q]
+`, target)), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeLoopbackAddr(t)
+	cmd := exec.Command(bin, "--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus:\n%s", logs.String())
+		}
+	})
+	return "http://" + addr
+}
+
+type promSample struct {
+	labels map[string]string
+	value  float64
+}
+
+// query asks Prometheus for an instant vector.
+func query(t *testing.T, api, q string) []promSample {
+	t.Helper()
+	out, err := tryQuery(api, q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return out
+}
+
+func tryQuery(api, q string) ([]promSample, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(api + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string
+		Error  string
+		Data   struct {
+			Result []struct {
+				Metric map[string]string
+				Value  [2]any
+			}
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, err
+	}
+	if r.Status != "success" {
+		return nil, fmt.Errorf("%s: %s", r.Status, r.Error)
+	}
+	var out []promSample
+	for _, s := range r.Data.Result {
+		str, _ := s.Value[1].(string)
+		v, err := strconv.ParseFloat(str, 64)
+		if err != nil {
+			return nil, fmt.Errorf("value %v: %v", s.Value, err)
+		}
+		out = append(out, promSample{labels: s.Metric, value: v})
+	}
+	return out, nil
+}
+
+// waitQuery polls q until ok says its first value (and the number of
+// samples) is what the test waits for; false if that did not come.
+func waitQuery(t *testing.T, api, q string, within time.Duration, ok func(v float64, n int) bool) bool {
+	t.Helper()
+	var last []promSample
+	var err error
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if last, err = tryQuery(api, q); err == nil {
+			v := 0.0
+			if len(last) > 0 {
+				v = last[0].value
+			}
+			if ok(v, len(last)) {
+				return true
+			}
+		}
+	}
+	t.Logf("Prometheus: %s gave %v (%v) for %v", q, last, err, within)
+	return false
+}
+
+// freeLoopbackAddr is a loopback address with a port nothing listens on.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func procComm(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// An address that is taken or malformed is the user's to fix: one line,
+// exit 2, and nothing loaded into the kernel on the way.
+func TestMetricsAddressRefused(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	before := loadedPrograms(t)
+	for _, addr := range []string{taken.Addr().String(), "127.0.0.1", "256.0.0.1:9464"} {
+		out, err := exec.Command(tcptraceBin, "--metrics", addr, "-o", "none", "-d", "1").CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("--metrics %s: %v, want exit 2; output %q", addr, err, out)
+		}
+		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "tcptrace: --metrics "+addr+": ") {
+			t.Errorf("--metrics %s: want one line naming it, got %q", addr, out)
+		}
+	}
+	for id, name := range loadedPrograms(t) {
+		if _, ok := before[id]; !ok {
+			t.Errorf("program %d (%s) loaded by a run that refused its address", id, name)
+		}
+	}
+}
