@@ -75,7 +75,7 @@ bench:
 	@printf '## make bench, %s, kernel %s, %s CPUs\n\n' "$$(date -u +%F)" "$$(uname -r)" "$$(nproc)" > $(BENCH_MD)
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer | tee bench-go.txt
 	@{ printf '### User space, per event (Go benchmarks)\n\n| benchmark | ns per event | events per second per core | allocations |\n|---|---|---|---|\n'; \
-	  awk '/^Benchmark/ { printf "| %s | %s | %.0f | %s |\n", $$1, $$3, 1e9/$$3, $$7 }' bench-go.txt; printf '\n'; } >> $(BENCH_MD)
+	  awk '/^Benchmark/ { a = ""; for (i = 4; i <= NF; i++) if ($$i == "allocs/op") a = $$(i-1); printf "| %s | %s | %.0f | %s |\n", $$1, $$3, 1e9/$$3, a }' bench-go.txt; printf '\n'; } >> $(BENCH_MD)
 	@rm -f bench-go.txt
 	TCPTRACE_BENCH_MD=$(BENCH_MD) $(GO) test -count=1 -run '^$$' -bench 'BPF|Startup|Overhead|Storm|EventRate|Churn' -benchtime 1x -timeout 30m -v ./e2e
 	@echo "bench: report in $(BENCH_MD)"
