@@ -244,6 +244,7 @@ static __always_inline void fill_task(struct event *e)
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	e->cgroup = bpf_get_current_cgroup_id();
 }
 
 static __always_inline int submit(struct event *src)

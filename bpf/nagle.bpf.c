@@ -49,6 +49,7 @@ struct nagle_hold {
 	__u32 tid;
 	__u8 comm[TASK_COMM_LEN];
 	__u8 path;      /* the probe path that saw the hold */
+	__u64 cgroup;   /* tgid's */
 };
 
 struct {
@@ -109,6 +110,7 @@ static __shared_hook void nagle_check(struct sock *sk, __u8 path)
 	h.tid = (__u32)id;
 	h.path = path;
 	bpf_get_current_comm(&h.comm, sizeof(h.comm));
+	h.cgroup = bpf_get_current_cgroup_id();
 	bpf_map_update_elem(&nagle_holds, &key, &h, BPF_ANY);
 	if (!cur)
 		__sync_fetch_and_add(&nagle_holders, 1);
@@ -171,6 +173,7 @@ static __shared_hook void nagle_release(struct sock *sk, struct sk_buff *skb)
 	t->ev.path = h->path;
 	t->ev.pid = h->tgid;
 	t->ev.tid = h->tid;
+	t->ev.cgroup = h->cgroup;
 	__builtin_memcpy(t->ev.comm, h->comm, sizeof(t->ev.comm));
 	read_snapshot(sk, &t->ev.s);
 	t->ev.a.held_bytes = t->ev.s.write_seq - t->ev.s.snd_nxt;

@@ -45,6 +45,9 @@
 struct owner {
 	__u32 tgid;
 	__u8 comm[TASK_COMM_LEN];
+	/* The owner's cgroup (v2) when it made the socket: a container's
+	 * events in softirq and timer context are named after it. */
+	__u64 cgroup;
 };
 
 /* A connect() in progress: when it began (the connect detector's). Kept in
@@ -203,6 +206,7 @@ static __always_inline bool fill_owner(struct event *e, struct sock *sk)
 	}
 	e->pid = o.tgid;
 	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
+	e->cgroup = o.cgroup;
 	return true;
 }
 
@@ -245,6 +249,7 @@ static __always_inline bool sock_owner(struct sock *sk, bool in_task, struct own
 		return false;
 	out->tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(&out->comm, sizeof(out->comm));
+	out->cgroup = bpf_get_current_cgroup_id();
 	return true;
 }
 
@@ -259,6 +264,7 @@ static __always_inline bool fill_sock_owner(struct event *e, struct sock *sk, bo
 	}
 	e->pid = o.tgid;
 	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
+	e->cgroup = o.cgroup;
 	return true;
 }
 
@@ -307,6 +313,7 @@ static __always_inline void set_sock_owner_current(struct sock *sk, bool storage
 	struct owner *s;
 
 	bpf_get_current_comm(&r.o.comm, sizeof(r.o.comm));
+	r.o.cgroup = bpf_get_current_cgroup_id();
 	if (connecting)
 		conn_start_now(sk, &r.start);
 	if (bpf_map_update_elem(&owners, &key, &r, BPF_ANY))

@@ -69,6 +69,7 @@ static __always_inline void port_exhausted(struct conn_snapshot *c, __u32 tgid, 
 	t->ev.ret = -EADDRNOTAVAIL;
 	t->ev.pid = tgid;
 	t->ev.tid = (__u32)bpf_get_current_pid_tgid();
+	t->ev.cgroup = bpf_get_current_cgroup_id(); /* connect()'s caller */
 	__builtin_memcpy(t->ev.comm, comm, sizeof(t->ev.comm));
 	__builtin_memcpy(&t->ev.c, c, sizeof(*c));
 	t->ev.c.owner_known = 1;

@@ -74,6 +74,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	t->ev.c.owner_known = known;
 	if (known) {
 		t->ev.pid = o.tgid;
+		t->ev.cgroup = o.cgroup;
 		__builtin_memcpy(t->ev.comm, o.comm, sizeof(t->ev.comm));
 	} else
 		count_owner_unknown(OWNER_UNKNOWN_REPORTED);

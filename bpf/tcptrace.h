@@ -284,6 +284,9 @@ struct event {
 	__u8 path;       /* enum probe_path */
 	__u8 _pad[2];
 	__s32 ret;       /* return value seen by the application, -errno */
+	/* The cgroup (v2) of pid's task when it was recorded: the calling
+	 * task's in process context, the owner's otherwise. 0: unknown. */
+	__u64 cgroup;
 	struct tcp_snapshot s;   /* send events */
 	struct listen_snapshot l; /* listener events */
 	struct ack_snapshot a;    /* delayed-ACK and Nagle events */

@@ -27,12 +27,30 @@ const (
 	// veth hands a packet to the backlog of the CPU that sent it, so
 	// senders on two CPUs can overtake each other.
 	helperPinEnv = "TCPTRACE_E2E_PIN_CPU"
+	// helperCgroupEnv: the helper waits until the test has moved it into
+	// this cgroup (a v2 path) before it does anything else, as a
+	// container's process starts in the container's cgroup. (ip netns exec
+	// mounts a sysfs of its own, without the cgroup hierarchy: the helper
+	// cannot move itself.)
+	helperCgroupEnv = "TCPTRACE_E2E_CGROUP"
 )
 
 // runHelper sets up one connection on loopback, prints
 // "READY pid=P lport=L port=S", waits for "GO" on stdin, makes the
 // pathology happen for the given seconds and prints "RESULT key=value ...".
 func runHelper(mode string) int {
+	if want := os.Getenv(helperCgroupEnv); want != "" {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			b, _ := os.ReadFile("/proc/self/cgroup")
+			if strings.Contains("\n"+string(b), "\n0::"+want+"\n") {
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintf(os.Stderr, "helper %s: not moved into cgroup %s (%q)\n", mode, want, b)
+				return 1
+			}
+		}
+	}
 	if cpu := os.Getenv(helperPinEnv); cpu != "" {
 		if err := pinProcess(envInt(helperPinEnv)); err != nil {
 			fmt.Fprintf(os.Stderr, "helper %s: pinning to CPU %s: %v\n", mode, cpu, err)

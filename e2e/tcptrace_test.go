@@ -29,6 +29,9 @@ type event struct {
 	RAddr       string         `json:"raddr"`
 	RPort       int            `json:"rport"`
 	NetNS       uint32         `json:"netns"`
+	Cgroup      string         `json:"cgroup"`
+	ContainerID string         `json:"container_id"`
+	PodUID      string         `json:"pod_uid"`
 	Count       uint64         `json:"count"`
 	Explanation string         `json:"explanation"`
 	Details     map[string]any `json:"details"`

@@ -158,7 +158,7 @@ func decodeConn(d *decoder, r *tcptraceEvent, t tally) Event {
 	if c.OwnerKnown {
 		e.PID, e.Comm = r.Pid, cString(r.Comm[:])
 	} else if d.owners != nil && r.C.Ino != 0 && t.count <= 1 {
-		e.PID, e.Comm = d.owners.lookup(r.C.Ino)
+		d.ownerByInode(&e, r.C.Ino)
 	}
 	e.Family, e.Local, e.Remote = addrPair(r.C.Family, r.C.Saddr, r.C.Daddr, r.C.Sport, r.C.Dport)
 	if r.Ret < 0 {

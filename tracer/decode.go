@@ -39,12 +39,14 @@ type decoder struct {
 	// fates: recent SYNs refused on this host, for syn_retransmit's cause
 	// (nil: not kept).
 	fates *synFates
+	// cgroups names the cgroup ids the kernel records (nil: left out).
+	cgroups *cgroups
 }
 
 func newDecoder(hz uint64) *decoder {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano())), fates: newSynFates()}
+	return &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano())), fates: newSynFates(), cgroups: newCgroups()}
 }
 
 func (d *decoder) wall(ktimeNs uint64) time.Time {
@@ -75,7 +77,32 @@ func (d *decoder) decode(r *tcptraceEvent, t tally) Event {
 	e := det.decode(d, r, t)
 	e.Explanation = det.explain(e, t)
 	e.tally = t
+	// The kernel records the cgroup of the process it names; a process
+	// found in /proc instead brings its own.
+	if e.PID != 0 && e.PID == r.Pid && e.Cgroup == "" {
+		d.nameCgroup(&e, r.Cgroup)
+	}
 	return e
+}
+
+// ownerByInode names the event after the process that holds the socket
+// inode, found in /proc, when the kernel did not know the owner.
+func (d *decoder) ownerByInode(e *Event, ino uint32) {
+	p := d.owners.lookup(ino)
+	e.PID, e.Comm = p.pid, p.comm
+	if p.pid != 0 && p.cgroup != "" {
+		e.Cgroup = p.cgroup
+		e.ContainerID, e.PodUID = containerOf(p.cgroup)
+	}
+}
+
+// nameCgroup fills the event's cgroup path and the container and pod it
+// names.
+func (d *decoder) nameCgroup(e *Event, id uint64) {
+	if p, ok := d.cgroups.path(id); ok {
+		e.Cgroup = p
+		e.ContainerID, e.PodUID = containerOf(p)
+	}
 }
 
 // connEvent is what every event about one connection carries: the task,

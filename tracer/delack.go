@@ -121,7 +121,7 @@ func decodeDelack(d *decoder, r *tcptraceEvent, t tally) Event {
 		// The timer fired in another task's context.
 		e.PID, e.Comm = 0, ""
 		if d.owners != nil {
-			e.PID, e.Comm = d.owners.lookup(r.S.Ino)
+			d.ownerByInode(&e, r.S.Ino)
 		}
 	}
 	e.Reason = classifyDelayedACK(&e.delack)

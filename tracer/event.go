@@ -105,6 +105,12 @@ type Event struct {
 	Local  netip.AddrPort
 	Remote netip.AddrPort
 	NetNS  uint32
+	// Cgroup is the cgroup (v2) path of PID's task when the kernel
+	// recorded it, and ContainerID and PodUID the container and pod that
+	// path names (cgroups.go); empty when unknown.
+	Cgroup      string
+	ContainerID string
+	PodUID      string
 	// Count is how many occurrences this line stands for (at least 1): a
 	// spinning sender's EAGAINs are summed per connection and interval.
 	Count uint64

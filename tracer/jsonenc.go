@@ -39,6 +39,18 @@ func appendJSON(b []byte, e *Event, keys []string) ([]byte, []string, error) {
 	b = strconv.AppendUint(b, uint64(j.RPort), 10)
 	b = append(b, `,"netns":`...)
 	b = strconv.AppendUint(b, uint64(j.NetNS), 10)
+	if j.Cgroup != "" {
+		b = append(b, `,"cgroup":`...)
+		b = appendJSONString(b, j.Cgroup)
+	}
+	if j.ContainerID != "" {
+		b = append(b, `,"container_id":`...)
+		b = appendJSONString(b, j.ContainerID)
+	}
+	if j.PodUID != "" {
+		b = append(b, `,"pod_uid":`...)
+		b = appendJSONString(b, j.PodUID)
+	}
 	b = append(b, `,"count":`...)
 	b = strconv.AppendUint(b, j.Count, 10)
 	b = append(b, `,"explanation":`...)

@@ -28,7 +28,12 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		"u": uint(1), "b": true, "s": "x", "nil": nil, "list": []string{"a", "b"},
 		"dur": 3 * time.Millisecond, "e_1e-10": 1e-10, "e_1e100": 1e100,
 	}
-	events = append(events, odd, Event{Type: SendEAGAIN})
+	inPod := events[1]
+	inPod.Cgroup = "/kubepods.slice/kubepods-pod7e2b1f04_8c3d.slice/cri-containerd-3f1d.scope"
+	inPod.ContainerID, inPod.PodUID = "3f1d", "7e2b1f04-8c3d"
+	inContainer := events[2]
+	inContainer.Cgroup, inContainer.ContainerID = "/system.slice/docker-ab\"c.scope", "ab\"c"
+	events = append(events, odd, inPod, inContainer, Event{Type: SendEAGAIN})
 	for _, e := range events {
 		var want bytes.Buffer
 		enc := json.NewEncoder(&want)

@@ -155,7 +155,7 @@ func decodeListen(d *decoder, r *tcptraceEvent, t tally) Event {
 	if l.OwnerKnown {
 		e.PID, e.Comm = r.Pid, cString(r.Comm[:])
 	} else if d.owners != nil {
-		e.PID, e.Comm = d.owners.lookup(r.L.Ino)
+		d.ownerByInode(&e, r.L.Ino)
 	}
 	e.Family, e.Local, e.Remote = addrPair(r.L.Family, r.L.Laddr, r.L.Raddr, r.L.Lport, r.L.Rport)
 	e.Details = listenDetails(&l, r)

@@ -12,9 +12,9 @@ import (
 // Metrics is the Prometheus sink: every line the other sinks get, counted
 // by event, reason and who, and the durations people alert on as
 // histograms; plus what tcptrace knows about itself. Labels name where a
-// pathology is (the process's name, a listener's port), never a peer, a
-// client's port or a pid: those belong in the lines, and as labels they
-// would make a series per connection.
+// pathology is (the process's name, its container and pod, a listener's
+// port), never a peer, a client's port or a pid: those belong in the lines,
+// and as labels they would make a series per connection.
 type Metrics struct {
 	reg    *prometheus.Registry
 	events *prometheus.CounterVec
@@ -31,7 +31,7 @@ type Metrics struct {
 
 type seriesKey struct {
 	metric string
-	labels [4]string
+	labels [6]string
 }
 
 // DefaultMaxSeries is the series cap unless the command line sets one.
@@ -50,7 +50,7 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tcptrace_events_total",
 			Help: "Occurrences of each TCP pathology tcptrace reported (the sum of its lines' counts, as in its summary); listen_port is the listener's port on listener events.",
-		}, []string{"event", "reason", "comm", "listen_port"}),
+		}, []string{"event", "reason", "comm", "container_id", "pod_uid", "listen_port"}),
 		hists:     map[EventType]*prometheus.HistogramVec{},
 		maxSeries: maxSeries,
 		series:    map[seriesKey]struct{}{},
@@ -70,7 +70,7 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 				Name:    "tcptrace_" + ds.name + "_seconds",
 				Help:    ds.help,
 				Buckets: durationBuckets,
-			}, []string{"event", "reason", "comm"})
+			}, []string{"event", "reason", "comm", "container_id", "pod_uid"})
 			m.reg.MustRegister(h)
 			for _, e := range ds.events {
 				m.hists[e] = h
@@ -95,8 +95,8 @@ func (m *Metrics) Add(e Event) {
 		port = strconv.Itoa(int(e.Local.Port()))
 	}
 	ev, reason := e.Type.String(), string(e.Reason)
-	if m.admit("events", ev, reason, comm, port) {
-		m.events.WithLabelValues(ev, reason, comm, port).Add(float64(e.Count))
+	if m.admit("events", ev, reason, comm, e.ContainerID, e.PodUID, port) {
+		m.events.WithLabelValues(ev, reason, comm, e.ContainerID, e.PodUID, port).Add(float64(e.Count))
 	}
 	h := m.hists[e.Type]
 	if h == nil {
@@ -105,13 +105,13 @@ func (m *Metrics) Add(e Event) {
 	det := detectorOf(e.Type)
 	for _, ds := range det.durations {
 		sum, ok := ds.sum(&e)
-		if !ok || !containsEvent(ds.events, e.Type) || e.Count == 0 || !m.admit(ds.name, ev, reason, comm, "") {
+		if !ok || !containsEvent(ds.events, e.Type) || e.Count == 0 || !m.admit(ds.name, ev, reason, comm, e.ContainerID, e.PodUID) {
 			continue
 		}
 		// A line stands for Count occurrences and knows their sum: each
 		// is counted at the mean, so _sum and _count are exact and the
 		// buckets as close as the line allows.
-		o := h.WithLabelValues(ev, reason, comm)
+		o := h.WithLabelValues(ev, reason, comm, e.ContainerID, e.PodUID)
 		mean := (sum / time.Duration(e.Count)).Seconds()
 		for i := uint64(0); i < e.Count; i++ {
 			o.Observe(mean)

@@ -134,6 +134,9 @@ type jsonEvent struct {
 	RAddr       string         `json:"raddr"`
 	RPort       uint16         `json:"rport"`
 	NetNS       uint32         `json:"netns"`
+	Cgroup      string         `json:"cgroup,omitempty"`
+	ContainerID string         `json:"container_id,omitempty"`
+	PodUID      string         `json:"pod_uid,omitempty"`
 	Count       uint64         `json:"count"`
 	Explanation string         `json:"explanation"`
 	Details     map[string]any `json:"details"`
@@ -170,6 +173,9 @@ func toJSON(e Event) jsonEvent {
 		RAddr:       e.Remote.Addr().String(),
 		RPort:       e.Remote.Port(),
 		NetNS:       e.NetNS,
+		Cgroup:      e.Cgroup,
+		ContainerID: e.ContainerID,
+		PodUID:      e.PodUID,
 		Count:       e.Count,
 		Explanation: e.Explanation,
 		Details:     e.Details,

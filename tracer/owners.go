@@ -17,8 +17,9 @@ import (
 )
 
 type procOwner struct {
-	pid  uint32
-	comm string
+	pid    uint32
+	comm   string
+	cgroup string // its cgroup v2 path
 }
 
 // scanSockets maps every socket inode to the process holding it, from
@@ -44,7 +45,7 @@ func scanSockets(pids []uint32) map[uint32]procOwner {
 		if err != nil {
 			continue // exited, or a kernel thread
 		}
-		comm := ""
+		comm, cgroup := "", ""
 		for _, fd := range fds {
 			target, err := os.Readlink(filepath.Join("/proc", d, "fd", fd.Name()))
 			if err != nil || !strings.HasPrefix(target, "socket:[") {
@@ -57,9 +58,10 @@ func scanSockets(pids []uint32) map[uint32]procOwner {
 			if comm == "" {
 				b, _ := os.ReadFile(filepath.Join("/proc", d, "comm"))
 				comm = strings.TrimSpace(string(b))
+				cgroup = procCgroup(uint32(pid))
 			}
 			if _, seen := out[uint32(ino)]; !seen {
-				out[uint32(ino)] = procOwner{pid: uint32(pid), comm: comm}
+				out[uint32(ino)] = procOwner{pid: uint32(pid), comm: comm, cgroup: cgroup}
 			}
 		}
 	}
@@ -82,22 +84,21 @@ func newInodeOwners(pids []uint32) *inodeOwners {
 	return &inodeOwners{byInode: map[uint32]procOwner{}, pids: pids, interval: time.Second}
 }
 
-func (o *inodeOwners) lookup(ino uint32) (uint32, string) {
+func (o *inodeOwners) lookup(ino uint32) procOwner {
 	if ino == 0 {
-		return 0, ""
+		return procOwner{}
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if p, ok := o.byInode[ino]; ok {
-		return p.pid, p.comm
+		return p
 	}
 	if time.Since(o.scanned) < o.interval {
-		return 0, ""
+		return procOwner{}
 	}
 	o.scanned = time.Now()
 	o.byInode = scanSockets(o.pids)
-	p := o.byInode[ino]
-	return p.pid, p.comm
+	return o.byInode[ino]
 }
 
 // learnExistingSockets tells the kernel side who owns the sockets that were
@@ -105,8 +106,9 @@ func (o *inodeOwners) lookup(ino uint32) (uint32, string) {
 // inode -> owner table from /proc, then runs the iter/tcp program once in
 // every network namespace (an iterator walks the namespace of its reader).
 func learnExistingSockets(prog *ebpf.Program, inodeMap *ebpf.Map, pids []uint32) error {
+	cg := newCgroups()
 	for ino, p := range scanSockets(pids) {
-		v := tcptraceOwner{Tgid: p.pid}
+		v := tcptraceOwner{Tgid: p.pid, Cgroup: cg.idOf(p.cgroup)}
 		copy(v.Comm[:], p.comm)
 		if err := inodeMap.Put(ino, &v); err != nil {
 			if errors.Is(err, ebpf.ErrKeyNotExist) {

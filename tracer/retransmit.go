@@ -156,7 +156,7 @@ func decodeRtx(d *decoder, r *tcptraceEvent, t tally) (Event, map[string]any) {
 	if !x.OwnerKnown {
 		e.PID, e.Comm = 0, ""
 		if d.owners != nil && r.S.Ino != 0 {
-			e.PID, e.Comm = d.owners.lookup(r.S.Ino)
+			d.ownerByInode(&e, r.S.Ino)
 		}
 	}
 	if d.hz > 0 {

@@ -158,6 +158,7 @@ type tcptraceEvent struct {
 	Path      uint8
 	Pad       [2]uint8
 	Ret       int32
+	Cgroup    uint64
 	S         tcptraceTcpSnapshot
 	L         tcptraceListenSnapshot
 	A         tcptraceAckSnapshot
@@ -257,18 +258,20 @@ type tcptraceNagleHold struct {
 	Comm     [16]uint8
 	Path     uint8
 	_        [3]byte
+	Cgroup   uint64
 }
 
 type tcptraceOwner struct {
-	_    structs.HostLayout
-	Tgid uint32
-	Comm [16]uint8
+	_      structs.HostLayout
+	Tgid   uint32
+	Comm   [16]uint8
+	_      [4]byte
+	Cgroup uint64
 }
 
 type tcptraceOwnerRec struct {
 	_     structs.HostLayout
 	O     tcptraceOwner
-	_     [4]byte
 	Start struct {
 		_       structs.HostLayout
 		StartNs uint64

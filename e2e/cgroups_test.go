@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Containers without a runtime: cgroups named as the kubelet and
+// containerd name them, with both cgroup drivers, and a listening server
+// started inside each (it moves itself in before it makes its socket, as a
+// container's process starts in its cgroup). 20 clients flood its backlog
+// of 6: the SYNs are dropped in softirq context, where the running task is
+// anyone, yet every syn_drop names the server's container and pod, and the
+// cgroup it is in. Once with tcptrace started before the server (the owner
+// recorded at listen()), once after (found by the socket iterator, its
+// cgroup read from /proc).
+func TestCgroupsKubernetesShapes(t *testing.T) {
+	requireEvents(t, "syn_drop")
+	root := cgroup2Root(t)
+	for _, driver := range []string{"systemd", "cgroupfs"} {
+		for _, before := range []bool{true, false} {
+			name := driver + "/tcptrace_started_after_the_server"
+			if before {
+				name = driver + "/tcptrace_started_before_the_server"
+			}
+			t.Run(name, func(t *testing.T) {
+				id, uid := randomHex(t, 32), fmt.Sprintf("%s-%s-%s-%s-%s", randomHex(t, 4), randomHex(t, 2), randomHex(t, 2), randomHex(t, 2), randomHex(t, 6))
+				var path string
+				if driver == "systemd" {
+					path = fmt.Sprintf("/tcptrace-e2e.slice/kubepods-burstable-pod%s.slice/cri-containerd-%s.scope", strings.ReplaceAll(uid, "-", "_"), id)
+				} else {
+					path = fmt.Sprintf("/tcptrace-e2e/kubepods/burstable/pod%s/%s", uid, id)
+				}
+				dir := makeCgroup(t, root, path)
+				ns := newNetns(t)
+				var tr *tracerRun
+				if before {
+					tr = startTracer(t, "-e", "syn_drop", "--interval", "500ms")
+				}
+				srv := startHelperNoReady(t, ns, "server", 0, helperBacklogEnv+"=6", helperCgroupEnv+"="+path)
+				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(srv.PID)), 0); err != nil {
+					t.Fatalf("moving the server into %s: %v", dir, err)
+				}
+				kv := srv.line("READY")
+				srv.Port, _ = strconv.Atoi(kv["port"])
+				if got := procCgroupPath(t, srv.PID); got != path {
+					t.Fatalf("the server is in %q, not %q", got, path)
+				}
+				if !before {
+					tr = startTracer(t, "-e", "syn_drop", "--interval", "500ms")
+				}
+				cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
+				cl.send()
+				if err := tr.stop(syscall.SIGINT); err != nil {
+					t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+				}
+				drops := tr.eventsFor("syn_drop", srv.PID)
+				if len(drops) == 0 {
+					t.Fatalf("no syn_drop of the server:\n%s", tr.stderrText())
+				}
+				for _, e := range drops {
+					if e.Cgroup != path || e.ContainerID != id || e.PodUID != uid {
+						t.Errorf("syn_drop names cgroup %q container %q pod %q, want %q %q %q", e.Cgroup, e.ContainerID, e.PodUID, path, id, uid)
+					}
+				}
+				t.Logf("%d syn_drop lines, %d drops, all in container %s of pod %s", len(drops), sumCounts(drops), id[:12], uid)
+			})
+		}
+	}
+}
+
+// cgroup2Root is where the cgroup v2 hierarchy is mounted (in the hybrid
+// layout, /sys/fs/cgroup/unified).
+func cgroup2Root(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, v := range fields {
+			if v == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" {
+				return fields[4]
+			}
+		}
+	}
+	t.Fatal("no cgroup2 hierarchy is mounted")
+	return ""
+}
+
+// makeCgroup makes the cgroup path (and its parents) below root, removed
+// again (deepest first) when the test ends and its processes are gone.
+func makeCgroup(t *testing.T, root, path string) string {
+	t.Helper()
+	dir := filepath.Join(root, path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for p := path; p != "/" && p != "."; p = filepath.Dir(p) {
+			// A process just killed leaves its cgroup a moment later.
+			for try := 0; try < 50; try++ {
+				err := syscall.Rmdir(filepath.Join(root, p))
+				if err == nil || err == syscall.ENOENT || err == syscall.ENOTEMPTY && try == 49 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	return dir
+}
+
+func procCgroupPath(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p
+		}
+	}
+	return ""
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}

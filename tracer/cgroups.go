@@ -1,0 +1,208 @@
+package tracer
+
+import (
+	"bufio"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Containers are cgroups. The kernel side records the cgroup (v2) id of
+// each event's process, bpf_get_current_cgroup_id(): the kernfs id of the
+// cgroup's directory, which is its inode number in the cgroup2 file system
+// on 64-bit kernels. User space maps the id to the directory's path by
+// walking that file system, and the path to a container and a pod by the
+// names the runtimes and the kubelet give their cgroups. No runtime API is
+// asked: the ids need no socket and no Kubernetes API server.
+type cgroups struct {
+	root string // where the v2 hierarchy is mounted; "": none
+	mu   sync.Mutex
+	// byID: every cgroup directory seen, by id.
+	byID     map[uint64]string
+	scanned  time.Time
+	minRescan time.Duration
+}
+
+// newCgroups finds the cgroup2 mount: /sys/fs/cgroup on a unified host,
+// /sys/fs/cgroup/unified in systemd's hybrid layout.
+func newCgroups() *cgroups {
+	c := &cgroups{byID: map[uint64]string{}, minRescan: time.Second}
+	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+		c.root = cgroup2Mount(f)
+		f.Close()
+	}
+	return c
+}
+
+// cgroup2Mount is the first cgroup2 mount point in a mountinfo file.
+func cgroup2Mount(r io.Reader) string {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options... - fstype source superoptions
+		f := strings.Fields(sc.Text())
+		for i, v := range f {
+			if v == "-" && i+1 < len(f) && f[i+1] == "cgroup2" && len(f) > 4 {
+				return unescapeMountinfo(f[4])
+			}
+		}
+	}
+	return ""
+}
+
+// unescapeMountinfo undoes the octal escapes of spaces and the like.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			n := 0
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				n = n*8 + int(c-'0')
+			}
+			if ok {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// path is the cgroup's path below the hierarchy's root ("/" for the root),
+// or false if no directory has that id. A miss walks the hierarchy again,
+// at most once per minRescan: containers come and go while tcptrace runs.
+func (c *cgroups) path(id uint64) (string, bool) {
+	if c == nil || c.root == "" || id == 0 {
+		return "", false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.byID[id]; ok {
+		return p, true
+	}
+	if time.Since(c.scanned) < c.minRescan {
+		return "", false
+	}
+	c.scan()
+	p, ok := c.byID[id]
+	return p, ok
+}
+
+// scan rebuilds the table from the hierarchy as it is now: the cgroups
+// that are gone go too.
+func (c *cgroups) scan() {
+	c.scanned = time.Now()
+	byID := map[uint64]string{}
+	filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			rel := strings.TrimPrefix(p, c.root)
+			if rel == "" {
+				rel = "/"
+			}
+			byID[st.Ino] = rel
+		}
+		return nil
+	})
+	c.byID = byID
+}
+
+// idOf is the id of the cgroup at path below the root, from the
+// directory's inode; 0 if it cannot be read.
+func (c *cgroups) idOf(path string) uint64 {
+	if c == nil || c.root == "" {
+		return 0
+	}
+	info, err := os.Stat(filepath.Join(c.root, path))
+	if err != nil {
+		return 0
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
+
+// procCgroup is a process's cgroup v2 path ("0::/path" in
+// /proc/<pid>/cgroup), "" if it has none.
+func procCgroup(pid uint32) string {
+	f, err := os.Open("/proc/" + itoa(pid) + "/cgroup")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			return p
+		}
+	}
+	return ""
+}
+
+func itoa(n uint32) string {
+	var b [10]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// A container's id as the runtimes name its cgroup: Docker
+// (docker-<id>.scope with systemd, /docker/<id> with cgroupfs), containerd's
+// CRI plugin (cri-containerd-<id>.scope, or the bare id below a kubepods
+// pod), CRI-O (crio-<id>.scope), podman (libpod-<id>.scope, or
+// /libpod_parent/libpod-<id>). The runtimes' monitor processes
+// (crio-conmon-<id>, libpod-conmon-<id>) are not the container.
+var containerRe = regexp.MustCompile(`^(?:docker-|cri-containerd-|crio-|libpod-)?([0-9a-f]{64})(?:\.scope)?$`)
+
+// A pod's UID in the kubelet's cgroup names: kubepods-burstable-pod<uid>.slice
+// with the systemd driver (dashes written as underscores), pod<uid> with
+// cgroupfs.
+var podRe = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$`)
+
+// containerOf reads the container id and pod UID a cgroup path names;
+// empty when it names none. The deepest container wins: a container's own
+// sub-cgroups (init.scope, a systemd inside it) are still its.
+func containerOf(path string) (container, pod string) {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	for i := len(segs) - 1; i >= 0; i-- {
+		if container == "" {
+			if m := containerRe.FindStringSubmatch(segs[i]); m != nil {
+				container = m[1]
+			}
+		}
+		if pod == "" {
+			if m := podRe.FindStringSubmatch(segs[i]); m != nil {
+				pod = strings.ReplaceAll(m[1], "_", "-")
+			}
+		}
+	}
+	return container, pod
+}
