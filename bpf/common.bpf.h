@@ -34,6 +34,7 @@ __u32 hooks_on = 0;
 /* Set by user space before load; constant to the verifier, so a disabled
  * filter costs nothing. */
 const volatile __u8 cfg_filter_pid = 0;   /* only tgids in pid_filter */
+const volatile __u8 cfg_filter_cgroup = 0; /* only cgroups in cgroup_filter */
 const volatile __u16 cfg_port = 0;        /* local or remote port, 0 = any */
 const volatile __u16 cfg_family = 0;      /* AF_INET, AF_INET6, 0 = both */
 const volatile __u64 cfg_snapshot_ns = 50000000; /* refresh an aggregate's snapshot at most this often */
@@ -50,6 +51,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } pid_filter SEC(".maps");
+
+/* cgroup (v2) ids to trace when --cgroup or --container is given: the
+ * cgroup and its descendants, kept up to date by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -103,11 +113,25 @@ static __always_inline void count_lost(__u32 type)
 		*n += 1;
 }
 
-static __always_inline bool pid_wanted(__u32 tgid)
+/* Is there a filter on who (--pid, --cgroup, --container)? */
+static __always_inline bool who_filtered(void)
 {
-	if (!cfg_filter_pid)
-		return true;
-	return bpf_map_lookup_elem(&pid_filter, &tgid) != NULL;
+	return cfg_filter_pid || cfg_filter_cgroup;
+}
+
+/* A process (tgid) in a cgroup: is it wanted? */
+static __always_inline bool who_wanted(__u32 tgid, __u64 cgroup)
+{
+	if (cfg_filter_pid && !bpf_map_lookup_elem(&pid_filter, &tgid))
+		return false;
+	return !cfg_filter_cgroup || bpf_map_lookup_elem(&cgroup_filter, &cgroup);
+}
+
+/* The calling task (tgid): is it wanted? Its cgroup is read only when a
+ * cgroup filter asks for it. */
+static __always_inline bool current_wanted(__u32 tgid)
+{
+	return who_wanted(tgid, cfg_filter_cgroup ? bpf_get_current_cgroup_id() : 0);
 }
 
 static __always_inline bool is_tcp(struct sock *sk)

@@ -199,7 +199,7 @@ static __always_inline void listen_event_nth(__u32 type, __u32 reason, __u8 path
 
 	if (l && !owner_wanted(l))
 		return;
-	if (!l && cfg_filter_pid)
+	if (!l && who_filtered())
 		return;
 	t = agg_first(&key, type, path);
 	if (!t)

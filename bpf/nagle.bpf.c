@@ -97,7 +97,7 @@ static __shared_hook void nagle_check(struct sock *sk, __u8 path)
 	if (seq_after(write_seq, snd_una + BPF_CORE_READ(tp, snd_wnd)))
 		return; /* the peer's window */
 	id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32) || !sock_wanted(sk))
+	if (!current_wanted(id >> 32) || !sock_wanted(sk))
 		return;
 	cur = bpf_map_lookup_elem(&nagle_holds, &key);
 	if (cur && cur->snd_nxt == snd_nxt)

@@ -216,13 +216,13 @@ static __always_inline bool owner_wanted(struct sock *sk)
 {
 	struct owner o;
 
-	if (!cfg_filter_pid)
+	if (!who_filtered())
 		return true;
 	if (!table_owner(sk, &o)) {
 		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
 		return false;
 	}
-	return pid_wanted(o.tgid);
+	return who_wanted(o.tgid, o.cgroup);
 }
 
 /*
@@ -272,13 +272,13 @@ static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)
 {
 	struct owner o;
 
-	if (!cfg_filter_pid)
+	if (!who_filtered())
 		return true;
 	if (!sock_owner(sk, in_task, &o)) {
 		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
 		return false;
 	}
-	return pid_wanted(o.tgid);
+	return who_wanted(o.tgid, o.cgroup);
 }
 
 /* A connect() starting now on sk. */

@@ -174,7 +174,7 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 	owner_sk = rx_sk;
 	if (!rx_sk || c.state == TCP_TIME_WAIT || c.state == TCP_NEW_SYN_RECV)
 		owner_sk = find_listener_for(c.netns, c.family, c.saddr, c.sport);
-	if (cfg_filter_pid && (!owner_sk || !owner_wanted(owner_sk)))
+	if (who_filtered() && (!owner_sk || !owner_wanted(owner_sk)))
 		return;
 	key.sk = c.sk ? c.sk : ((__u64)c.netns << 32 | (__u32)c.sport << 16 | c.dport);
 	__builtin_memcpy(key.addr, c.daddr, sizeof(key.addr));

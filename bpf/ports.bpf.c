@@ -101,7 +101,7 @@ static __shared_hook void port_set_state(struct sock *sk, int oldstate, int news
 	if (sk->__sk_common.skc_num || BPF_CORE_READ((struct inet_sock *)sk, inet_sport) || BPF_CORE_READ(sk, sk_err))
 		return;
 	tgid = bpf_get_current_pid_tgid() >> 32; /* connect() runs in its caller */
-	if (!pid_wanted(tgid))
+	if (!current_wanted(tgid))
 		return;
 	if (!fill_port_snapshot(sk, &c))
 		return;
@@ -118,7 +118,7 @@ static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)
 	if (ret != -EADDRNOTAVAIL)
 		return;
 	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!pid_wanted(tgid))
+	if (!current_wanted(tgid))
 		return;
 	if (!fill_port_snapshot(sk, &c))
 		return;

@@ -53,11 +53,11 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 	if (!conn_sock_wanted(sk))
 		return;
 	known = sock_owner(sk, in_close, &o);
-	if (cfg_filter_pid && !known) {
+	if (who_filtered() && !known) {
 		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
 		return;
 	}
-	if (known && !pid_wanted(o.tgid))
+	if (known && !who_wanted(o.tgid, o.cgroup))
 		return;
 	key.sk = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 32 | side;
 	key.sub = known ? o.tgid : 0;

@@ -37,7 +37,7 @@ static __shared_hook int on_send_return(struct sock *sk, int ret, __u8 path)
 	if (!sk || !is_tcp(sk))
 		return 0;
 	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!pid_wanted(tgid) || !sock_wanted(sk))
+	if (!current_wanted(tgid) || !sock_wanted(sk))
 		return 0;
 	aggregate(sk, EVENT_SEND_EAGAIN, path, ret, 0, NULL);
 	return 0;
@@ -75,7 +75,7 @@ static __always_inline void wait_begin(struct sock *sk, __u8 path)
 	__u64 id = bpf_get_current_pid_tgid();
 	SCRATCH_EVENT(v);
 
-	if (!is_tcp(sk) || !pid_wanted(id >> 32) || !sock_wanted(sk))
+	if (!is_tcp(sk) || !current_wanted(id >> 32) || !sock_wanted(sk))
 		return;
 	v = agg_template(EVENT_SEND_BLOCKED);
 	if (!v)

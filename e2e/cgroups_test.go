@@ -46,15 +46,7 @@ func TestCgroupsKubernetesShapes(t *testing.T) {
 				if before {
 					tr = startTracer(t, "-e", "syn_drop", "--interval", "500ms")
 				}
-				srv := startHelperNoReady(t, ns, "server", 0, helperBacklogEnv+"=6", helperCgroupEnv+"="+path)
-				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(srv.PID)), 0); err != nil {
-					t.Fatalf("moving the server into %s: %v", dir, err)
-				}
-				kv := srv.line("READY")
-				srv.Port, _ = strconv.Atoi(kv["port"])
-				if got := procCgroupPath(t, srv.PID); got != path {
-					t.Fatalf("the server is in %q, not %q", got, path)
-				}
+				srv := startServerIn(t, ns, dir, path, 6)
 				if !before {
 					tr = startTracer(t, "-e", "syn_drop", "--interval", "500ms")
 				}
@@ -76,6 +68,72 @@ func TestCgroupsKubernetesShapes(t *testing.T) {
 			})
 		}
 	}
+}
+
+// --container and --cgroup keep a container's or a pod's events, those in
+// softirq context included, and nothing else: two pods' containers on one
+// host, each with a flooded listener; a third container made in the first
+// pod after tcptrace started counts for the pod (its cgroup is found at the
+// next interval). The filtered runs count exactly what the unfiltered run
+// counts for the processes they keep.
+func TestCgroupFilter(t *testing.T) {
+	requireEvents(t, "syn_drop")
+	root := cgroup2Root(t)
+	pod := "/tcptrace-e2e/kubepods/burstable/pod" + fmt.Sprintf("%s-%s-%s-%s-%s", randomHex(t, 4), randomHex(t, 2), randomHex(t, 2), randomHex(t, 2), randomHex(t, 6))
+	other := "/tcptrace-e2e/kubepods/besteffort/pod" + fmt.Sprintf("%s-%s-%s-%s-%s", randomHex(t, 4), randomHex(t, 2), randomHex(t, 2), randomHex(t, 2), randomHex(t, 6))
+	idA, idB, idC := randomHex(t, 32), randomHex(t, 32), randomHex(t, 32)
+	dirA, dirB := makeCgroup(t, root, pod+"/"+idA), makeCgroup(t, root, other+"/"+idB)
+	ns := newNetns(t)
+	args := []string{"-e", "syn_drop", "--interval", "500ms"}
+	all := startTracer(t, args...)
+	byContainer := startTracer(t, append(args, "--container", idA[:12])...)
+	byPod := startTracer(t, append(args, "--cgroup", pod)...)
+	dirC := makeCgroup(t, root, pod+"/"+idC)
+	time.Sleep(1500 * time.Millisecond) // an interval: byPod finds C
+	srvA := startServerIn(t, ns, dirA, pod+"/"+idA, 4)
+	srvB := startServerIn(t, ns, dirB, other+"/"+idB, 4)
+	srvC := startServerIn(t, ns, dirC, pod+"/"+idC, 4)
+	var clients []*clientsProc
+	for _, srv := range []*helperProc{srvA, srvB, srvC} {
+		clients = append(clients, startClients(t, ns, srv.Port, 10, 2500*time.Millisecond))
+	}
+	for _, cl := range clients {
+		cl.send()
+	}
+	for _, tr := range []*tracerRun{all, byContainer, byPod} {
+		if err := tr.stop(syscall.SIGINT); err != nil {
+			t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+		}
+	}
+	count := func(tr *tracerRun, srv *helperProc) uint64 { return sumCounts(tr.eventsFor("syn_drop", srv.PID)) }
+	a, b, c := count(all, srvA), count(all, srvB), count(all, srvC)
+	t.Logf("syn_drop host-wide: A %d, B %d, C %d; --container A: %d; --cgroup pod: A %d, C %d",
+		a, b, c, sumCounts(byContainer.eventsFor("syn_drop", 0)), count(byPod, srvA), count(byPod, srvC))
+	if a == 0 || b == 0 || c == 0 {
+		t.Fatalf("a server had no drops host-wide (A %d, B %d, C %d):\n%s", a, b, c, all.stderrText())
+	}
+	if got := sumCounts(byContainer.eventsFor("syn_drop", 0)); got != a || count(byContainer, srvA) != a {
+		t.Errorf("--container %s: %d drops (%d of A's), want A's %d only", idA[:12], got, count(byContainer, srvA), a)
+	}
+	if got := sumCounts(byPod.eventsFor("syn_drop", 0)); got != a+c || count(byPod, srvA) != a || count(byPod, srvC) != c {
+		t.Errorf("--cgroup %s: %d drops (A %d, C %d), want A's %d and C's %d only", pod, got, count(byPod, srvA), count(byPod, srvC), a, c)
+	}
+}
+
+// startServerIn starts a listening server (backlog) in ns, moved into the
+// cgroup dir (path below the root) before it makes its socket.
+func startServerIn(t *testing.T, ns *netns, dir, path string, backlog int) *helperProc {
+	t.Helper()
+	srv := startHelperNoReady(t, ns, "server", 0, helperBacklogEnv+"="+strconv.Itoa(backlog), helperCgroupEnv+"="+path)
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(srv.PID)), 0); err != nil {
+		t.Fatalf("moving the server into %s: %v", dir, err)
+	}
+	kv := srv.line("READY")
+	srv.Port, _ = strconv.Atoi(kv["port"])
+	if got := procCgroupPath(t, srv.PID); got != path {
+		t.Fatalf("the server is in %q, not %q", got, path)
+	}
+	return srv
 }
 
 // cgroup2Root is where the cgroup v2 hierarchy is mounted (in the hybrid

@@ -2,15 +2,20 @@ package tracer
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // Containers are cgroups. The kernel side records the cgroup (v2) id of
@@ -24,8 +29,8 @@ type cgroups struct {
 	root string // where the v2 hierarchy is mounted; "": none
 	mu   sync.Mutex
 	// byID: every cgroup directory seen, by id.
-	byID     map[uint64]string
-	scanned  time.Time
+	byID      map[uint64]string
+	scanned   time.Time
 	minRescan time.Duration
 }
 
@@ -205,4 +210,99 @@ func containerOf(path string) (container, pod string) {
 		}
 	}
 	return container, pod
+}
+
+// cgroupFilter keeps the kernel's cgroup_filter map to the cgroups below
+// the roots asked for: a container's processes may make sub-cgroups while
+// tcptrace runs, so the walk is redone once per interval.
+type cgroupFilter struct {
+	cg    *cgroups
+	roots []string
+	m     *ebpf.Map
+	put   map[uint64]bool
+}
+
+// refresh adds the ids of the roots and of every cgroup below them that
+// the map does not have yet. Ids of cgroups that are gone stay: the kernel
+// does not reuse them.
+func (f *cgroupFilter) refresh() error {
+	if f == nil {
+		return nil
+	}
+	for _, root := range f.roots {
+		for _, id := range f.cg.below(root) {
+			if f.put[id] {
+				continue
+			}
+			if err := f.m.Put(id, uint8(1)); err != nil {
+				return fmt.Errorf("setting the cgroup filter: %w", err)
+			}
+			f.put[id] = true
+		}
+	}
+	return nil
+}
+
+// below lists the ids of the cgroup at path and of its descendants.
+func (c *cgroups) below(path string) []uint64 {
+	if c == nil || c.root == "" {
+		return nil
+	}
+	var ids []uint64
+	filepath.WalkDir(filepath.Join(c.root, path), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				ids = append(ids, st.Ino)
+			}
+		}
+		return nil
+	})
+	return ids
+}
+
+// CgroupRoot is where the cgroup v2 hierarchy is mounted, "" if nowhere.
+func CgroupRoot() string { return newCgroups().root }
+
+// ContainerCgroups lists the cgroups (paths below the v2 root) of the
+// container whose id starts with prefix: its own and, with the systemd
+// driver, the scopes a runtime makes beside it are told apart by the full
+// id. An error when no container, or more than one, has that prefix.
+func ContainerCgroups(prefix string) ([]string, error) {
+	c := newCgroups()
+	if c.root == "" {
+		return nil, errors.New("no cgroup v2 hierarchy is mounted: containers cannot be told apart")
+	}
+	byID := map[string][]string{}
+	filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		rel := strings.TrimPrefix(p, c.root)
+		id, _ := containerOf(rel)
+		if id == "" || !strings.HasPrefix(id, prefix) {
+			return nil
+		}
+		// The container's topmost cgroup: its descendants come with it.
+		if parent, _ := containerOf(filepath.Dir(rel)); parent != id {
+			byID[id] = append(byID[id], rel)
+		}
+		return nil
+	})
+	switch len(byID) {
+	case 0:
+		return nil, fmt.Errorf("no container %q on this host (no cgroup below %s names it)", prefix, c.root)
+	case 1:
+		for _, paths := range byID {
+			return paths, nil
+		}
+	}
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
+		ids = append(ids, id[:12])
+	}
+	sort.Strings(ids)
+	return nil, fmt.Errorf("container %q is ambiguous: %s", prefix, strings.Join(ids, ", "))
 }

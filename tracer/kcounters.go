@@ -223,7 +223,7 @@ func compareCounters(checks []counterCheck, start, end netstats, seen seenCounts
 
 // counterChecksFor returns the checks that mean something for this run.
 func counterChecksFor(opts Options) []counterCheck {
-	if len(opts.PIDs) > 0 || opts.Port != 0 || opts.Family != 0 {
+	if len(opts.PIDs) > 0 || len(opts.Cgroups) > 0 || opts.Port != 0 || opts.Family != 0 {
 		return nil
 	}
 	var out []counterCheck

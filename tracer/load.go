@@ -145,6 +145,7 @@ func loadSpec(opts *Options) (*ebpf.CollectionSpec, *tcptraceVariableSpecs, erro
 	}
 	err = set(append(detectorSettings(opts.Events, &v),
 		setting{v.CfgFilterPid, boolByte(len(opts.PIDs) > 0)},
+		setting{v.CfgFilterCgroup, boolByte(len(opts.Cgroups) > 0)},
 		setting{v.CfgPort, opts.Port},
 		setting{v.CfgFamily, family},
 		setting{v.CfgSnapshotNs, uint64(snapshotRefresh(opts.Interval))},

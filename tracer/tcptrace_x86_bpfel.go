@@ -448,6 +448,7 @@ type tcptraceTwArmed struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcptraceMapAggregates                      = "aggregates"
+	tcptraceMapCgroupFilter                    = "cgroup_filter"
 	tcptraceMapConnReqEntries                  = "conn_req_entries"
 	tcptraceMapCpuOffset                       = "cpu_offset"
 	tcptraceMapDelackArmed                     = "delack_armed"
@@ -568,6 +569,7 @@ const (
 	tcptraceVarCfgEmitNagleDelack              = "cfg_emit_nagle_delack"
 	tcptraceVarCfgEmitRetransmit               = "cfg_emit_retransmit"
 	tcptraceVarCfgFamily                       = "cfg_family"
+	tcptraceVarCfgFilterCgroup                 = "cfg_filter_cgroup"
 	tcptraceVarCfgFilterPid                    = "cfg_filter_pid"
 	tcptraceVarCfgMibOk                        = "cfg_mib_ok"
 	tcptraceVarCfgOwnerStorage                 = "cfg_owner_storage"
@@ -713,6 +715,7 @@ type tcptraceProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
 	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
+	CgroupFilter   *ebpf.MapSpec `ebpf:"cgroup_filter"`
 	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
 	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
 	DelackArmed    *ebpf.MapSpec `ebpf:"delack_armed"`
@@ -766,6 +769,7 @@ type tcptraceVariableSpecs struct {
 	CfgEmitNagleDelack    *ebpf.VariableSpec `ebpf:"cfg_emit_nagle_delack"`
 	CfgEmitRetransmit     *ebpf.VariableSpec `ebpf:"cfg_emit_retransmit"`
 	CfgFamily             *ebpf.VariableSpec `ebpf:"cfg_family"`
+	CfgFilterCgroup       *ebpf.VariableSpec `ebpf:"cfg_filter_cgroup"`
 	CfgFilterPid          *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.VariableSpec `ebpf:"cfg_mib_ok"`
 	CfgOwnerStorage       *ebpf.VariableSpec `ebpf:"cfg_owner_storage"`
@@ -810,6 +814,7 @@ func (o *tcptraceObjects) Close() error {
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
 	Aggregates     *ebpf.Map `ebpf:"aggregates"`
+	CgroupFilter   *ebpf.Map `ebpf:"cgroup_filter"`
 	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
 	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
 	DelackArmed    *ebpf.Map `ebpf:"delack_armed"`
@@ -845,6 +850,7 @@ type tcptraceMaps struct {
 func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
 		m.Aggregates,
+		m.CgroupFilter,
 		m.ConnReqEntries,
 		m.CpuOffset,
 		m.DelackArmed,
@@ -899,6 +905,7 @@ type tcptraceVariables struct {
 	CfgEmitNagleDelack    *ebpf.Variable `ebpf:"cfg_emit_nagle_delack"`
 	CfgEmitRetransmit     *ebpf.Variable `ebpf:"cfg_emit_retransmit"`
 	CfgFamily             *ebpf.Variable `ebpf:"cfg_family"`
+	CfgFilterCgroup       *ebpf.Variable `ebpf:"cfg_filter_cgroup"`
 	CfgFilterPid          *ebpf.Variable `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.Variable `ebpf:"cfg_mib_ok"`
 	CfgOwnerStorage       *ebpf.Variable `ebpf:"cfg_owner_storage"`

@@ -20,6 +20,9 @@ import (
 type Options struct {
 	// PIDs limits tracing to sockets of these processes (threads included).
 	PIDs []uint32
+	// Cgroups limits tracing to processes in these cgroups (v2 paths
+	// below the hierarchy's root) and their descendants, made later too.
+	Cgroups []string
 	// Port keeps only connections with this local or remote port (0: any).
 	Port uint16
 	// Family is 4, 6, or 0 for both.
@@ -35,18 +38,20 @@ type Options struct {
 
 // Tracer holds the loaded programs until Close.
 type Tracer struct {
-	opts      Options
-	objs      *objects
-	status    []ProbeStatus
-	reader    *ringbuf.Reader
-	dec       *decoder
-	agg       *aggregator
-	closeMu   sync.Mutex
-	closed    bool
-	lost      map[EventType]uint64
-	skipped   map[string]uint64 // program runs the kernel skipped (recursion guard)
-	unjudged  uint64            // SYNs whose outcome could not be told (listen.go)
-	rtxFolded uint64            // retransmitted segments counted in a later line (retransmit.go)
+	opts   Options
+	objs   *objects
+	status []ProbeStatus
+	reader *ringbuf.Reader
+	// cgroupFilter: the cgroups --cgroup and --container trace, nil: all.
+	cgroupFilter *cgroupFilter
+	dec          *decoder
+	agg          *aggregator
+	closeMu      sync.Mutex
+	closed       bool
+	lost         map[EventType]uint64
+	skipped      map[string]uint64 // program runs the kernel skipped (recursion guard)
+	unjudged     uint64            // SYNs whose outcome could not be told (listen.go)
+	rtxFolded    uint64            // retransmitted segments counted in a later line (retransmit.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 	// baselineErr says why some SYNs may be judged by the listener's state
@@ -209,6 +214,12 @@ func (t *Tracer) fillPIDFilter() error {
 			return fmt.Errorf("setting the pid filter: %w", err)
 		}
 	}
+	if len(t.opts.Cgroups) > 0 {
+		t.cgroupFilter = &cgroupFilter{cg: t.dec.cgroups, roots: t.opts.Cgroups, m: t.objs.m.CgroupFilter, put: map[uint64]bool{}}
+		if err := t.cgroupFilter.refresh(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -266,6 +277,9 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 		}
 		next = time.Now().Add(t.opts.Interval)
 		if err := t.agg.flush(emit, false); err != nil {
+			return err
+		}
+		if err := t.cgroupFilter.refresh(); err != nil {
 			return err
 		}
 		idle()

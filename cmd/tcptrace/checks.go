@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/tcptrace/tcptrace/tracer"
 	"golang.org/x/sys/unix"
 )
 
@@ -92,4 +95,36 @@ func isZombie(pid uint32) bool {
 		}
 	}
 	return false
+}
+
+// resolveCgroups turns --cgroup and --container into the cgroups to trace:
+// a cgroup must exist (a path from /proc/<pid>/cgroup, or the same with the
+// hierarchy's mount point in front), a container prefix must name one
+// container on this host.
+func resolveCgroups(o *options) error {
+	switch {
+	case o.cgroup != "":
+		root := tracer.CgroupRoot()
+		if root == "" {
+			return errors.New("--cgroup: no cgroup v2 hierarchy is mounted")
+		}
+		p := o.cgroup
+		if rel, ok := strings.CutPrefix(p, root); ok && (rel == "" || rel[0] == '/') {
+			p = rel
+			if p == "" {
+				p = "/"
+			}
+		}
+		if info, err := os.Stat(filepath.Join(root, p)); err != nil || !info.IsDir() {
+			return fmt.Errorf("--cgroup %s: no such cgroup below %s", o.cgroup, root)
+		}
+		o.tracer.Cgroups = []string{p}
+	case o.container != "":
+		paths, err := tracer.ContainerCgroups(o.container)
+		if err != nil {
+			return fmt.Errorf("--container: %w", err)
+		}
+		o.tracer.Cgroups = paths
+	}
+	return nil
 }

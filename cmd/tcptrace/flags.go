@@ -22,9 +22,13 @@ type options struct {
 	metrics       string
 	maxSeries     int
 	webConfigFile string
-	listProbes    bool
-	help          bool
-	version       bool
+	// cgroup and container: --cgroup PATH, --container ID; resolved to
+	// tracer.Options.Cgroups once the privileges are checked.
+	cgroup     string
+	container  string
+	listProbes bool
+	help       bool
+	version    bool
 }
 
 const usageHead = `tcptrace: one annotated line per TCP pathology, as it happens.
@@ -46,6 +50,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	pids := fs.StringSliceP("pid", "p", nil, "only sockets of these processes, threads included (comma-separated)")
 	// A string, not a Uint16: pflag's own parse errors quote strconv.
 	port := fs.String("port", "", "only connections with local or remote port `N`, 1-65535")
+	fs.StringVar(&o.cgroup, "cgroup", "", "only processes in this cgroup (v2 `PATH`, e.g. /system.slice/nginx.service) and below it")
+	fs.StringVar(&o.container, "container", "", "only processes of this container (full `ID` or a unique prefix)")
 	v4 := fs.BoolP("ipv4", "4", false, "only IPv4 connections")
 	v6 := fs.BoolP("ipv6", "6", false, "only IPv6 connections")
 	events := fs.StringSliceP("events", "e", nil, "only these events (comma-separated): "+eventNames())
@@ -122,6 +128,15 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	}
 	if o.maxSeries <= 0 {
 		return nil, fmt.Errorf("--metrics-max-series must be positive, got %d", o.maxSeries)
+	}
+	if o.cgroup != "" && o.container != "" {
+		return nil, errors.New("--cgroup and --container exclude each other")
+	}
+	if fs.Changed("container") && (len(o.container) < 4 || strings.Trim(o.container, "0123456789abcdef") != "") {
+		return nil, fmt.Errorf("invalid --container %q: want a container id or a prefix of it, at least 4 hex digits", o.container)
+	}
+	if fs.Changed("cgroup") && !strings.HasPrefix(o.cgroup, "/") {
+		return nil, fmt.Errorf("invalid --cgroup %q: want a path from the cgroup hierarchy's root, as in /proc/<pid>/cgroup", o.cgroup)
 	}
 	if o.webConfigFile != "" && o.metrics == "" {
 		return nil, errors.New("--web.config.file needs --metrics")

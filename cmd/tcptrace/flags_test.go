@@ -63,6 +63,10 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--force-path", "uprobe"}, `unknown probe path "uprobe"`},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--metrics-max-series", "0"}, "--metrics-max-series must be positive, got 0"},
+		{[]string{"--container", "abc"}, `invalid --container "abc": want a container id or a prefix of it, at least 4 hex digits`},
+		{[]string{"--container", "nginx"}, `invalid --container "nginx"`},
+		{[]string{"--cgroup", "system.slice"}, `invalid --cgroup "system.slice": want a path from the cgroup hierarchy's root`},
+		{[]string{"--cgroup", "/a", "--container", "abcd"}, "--cgroup and --container exclude each other"},
 		{[]string{"--web.config.file", "web.yml"}, "--web.config.file needs --metrics"},
 	} {
 		_, err := parseFlags(c.args, io.Discard)

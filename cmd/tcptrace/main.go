@@ -64,6 +64,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	if err := checkPIDs(o.tracer.PIDs); err != nil {
 		return usageError{err}
 	}
+	if err := resolveCgroups(o); err != nil {
+		return usageError{err}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// On the way out, ignore rather than restore the default action: a
 	// SIGINT that arrives while tcptrace is exiting on its own (--duration,
