@@ -11,8 +11,9 @@ APT_GET = DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o=Dpkg::Use-Pty=0
 # bpf2go, libbpf's headers, bpftool to regenerate vmlinux.h.
 BUILD_DEPS = clang llvm libbpf-dev bpftool
 # What the end-to-end tests need: ip netns, nft, a Prometheus server to
-# scrape --metrics.
-TEST_DEPS = iproute2 nftables prometheus
+# scrape --metrics, podman (with runc: crun refuses a hybrid cgroup layout)
+# to run a real container.
+TEST_DEPS = iproute2 nftables prometheus podman runc
 
 .PHONY: all build test unit e2e vmtest generate check-generated bpf-check vmlinux deps-build deps-test bench fmt-check vet clean
 
@@ -91,7 +92,7 @@ deps-build:
 		{ apt-get update -qq && $(APT_GET) install $(BUILD_DEPS) >/dev/null; }
 
 deps-test:
-	@command -v ip >/dev/null && command -v nft >/dev/null && command -v prometheus >/dev/null || \
+	@command -v ip >/dev/null && command -v nft >/dev/null && command -v prometheus >/dev/null && command -v podman >/dev/null && command -v runc >/dev/null || \
 		{ apt-get update -qq && $(APT_GET) install --no-install-recommends $(TEST_DEPS) >/dev/null; }
 
 clean:

@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A real container: Debian's podman runs a listening server from an image
+// built here offline (podman import of a root file system holding this
+// test binary and the libraries it links), in a network namespace the test
+// made. 20 clients flood its backlog of 6 from outside the container. The
+// drops happen in softirq context, yet every syn_drop carries the
+// container's id (JSON and the metrics' labels), and --container with a
+// prefix of the id shows exactly those drops.
+func TestPodmanContainer(t *testing.T) {
+	requireEvents(t, "syn_drop")
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		if inMatrix() {
+			t.Skip("no podman in the VM guest: this test runs on the host")
+		}
+		t.Fatalf("podman is not installed (make deps-test installs Debian's podman and runc): %v", err)
+	}
+	image := importImage(t, podman)
+	ns := newNetns(t)
+	all := startTracer(t, "-e", "syn_drop", "--interval", "500ms")
+	metricsAddr := freeLoopbackAddr(t)
+	withMetrics := startTracer(t, "-e", "syn_drop", "--interval", "500ms", "--metrics", metricsAddr, "-o", "none")
+
+	name := "tcptrace-e2e-" + randomHex(t, 6)
+	cmd := exec.Command(podman, "--runtime", "runc", "run", "--rm", "-i", "--name", name,
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+		"--network", "ns:/run/netns/"+ns.name,
+		"-e", helperEnv+"=server", "-e", helperBacklogEnv+"=6", "-e", helperSecondsEnv+"=0",
+		image, "/e2e.test")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		exec.Command(podman, "rm", "-f", "-t", "0", name).Run()
+		cmd.Wait()
+	})
+	out := bufio.NewScanner(stdout)
+	if !out.Scan() {
+		t.Fatalf("the container ended before READY: %s", stderr.String())
+	}
+	kv, ok := keyValues(out.Text(), "READY")
+	if !ok {
+		t.Fatalf("container: %q", out.Text())
+	}
+	port, _ := strconv.Atoi(kv["port"])
+	inspect := func(format string) string {
+		b, err := exec.Command(podman, "inspect", "-f", format, name).Output()
+		if err != nil {
+			t.Fatalf("podman inspect %s: %v", format, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	id, hostPID := inspect("{{.Id}}"), inspect("{{.State.Pid}}")
+	pid, _ := strconv.Atoi(hostPID)
+	t.Logf("container %s, host pid %d, cgroup %s", id[:12], pid, procCgroupPath(t, pid))
+	byContainer := startTracer(t, "-e", "syn_drop", "--interval", "500ms", "--container", id[:12])
+	time.Sleep(500 * time.Millisecond)
+
+	cl := startClients(t, ns, port, 20, 2500*time.Millisecond)
+	cl.send()
+	time.Sleep(time.Second) // an interval: the aggregated counts are printed
+	exposition := scrape(t, metricsAddr)
+	for _, tr := range []*tracerRun{all, withMetrics, byContainer} {
+		if err := tr.stop(syscall.SIGINT); err != nil {
+			t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+		}
+	}
+	drops := all.eventsFor("syn_drop", pid)
+	if len(drops) == 0 {
+		t.Fatalf("no syn_drop of the container's server (pid %d):\n%s", pid, dump(all.eventsFor("", 0)))
+	}
+	for _, e := range drops {
+		if e.ContainerID != id || !strings.Contains(e.Cgroup, id) {
+			t.Errorf("syn_drop of the container names container %q, cgroup %q; want %s", e.ContainerID, e.Cgroup, id)
+		}
+	}
+	n := sumCounts(drops)
+	if got := sumCounts(byContainer.eventsFor("syn_drop", 0)); got != n || len(byContainer.eventsFor("syn_drop", pid)) == 0 {
+		t.Errorf("--container %s: %d drops, the host-wide run %d of the container's", id[:12], got, n)
+	}
+	re := regexp.MustCompile(`(?m)^tcptrace_events_total\{[^}]*container_id="` + id + `"[^}]*\} (\d+)$`)
+	if m := re.FindStringSubmatch(exposition); m == nil || m[1] != strconv.FormatUint(n, 10) {
+		t.Errorf("metrics: no tcptrace_events_total of container %s with %d (%v):\n%s", id[:12], n, m, exposition)
+	}
+	t.Logf("%d drops of the container, all named after it", n)
+}
+
+// importImage builds the test's image offline: a root file system with
+// this test binary and what it links (ldd), imported by podman.
+func importImage(t *testing.T, podman string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{"/e2e.test": self}
+	if out, err := exec.Command("ldd", self).Output(); err == nil {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and the
+		// interpreter "/lib64/ld-linux-x86-64.so.2 (0x...)".
+		for _, line := range strings.Split(string(out), "\n") {
+			for _, f := range strings.Fields(line) {
+				if strings.HasPrefix(f, "/") {
+					files[f] = f
+				}
+			}
+		}
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, dir := range []string{"proc", "sys", "dev", "tmp", "etc", "run"} {
+		tw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	for in, src := range files {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for d := filepath.Dir(in); d != "/"; d = filepath.Dir(d) {
+			tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(d, "/") + "/", Typeflag: tar.TypeDir, Mode: 0o755})
+		}
+		tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(in, "/"), Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg})
+		tw.Write(b)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	image := "localhost/tcptrace-e2e:" + randomHex(t, 4)
+	cmd := exec.Command(podman, "import", "-", image)
+	cmd.Stdin = &buf
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("podman import: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(podman, "rmi", "-f", image).Run() })
+	return image
+}
+
+// scrape reads tcptrace's /metrics.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
