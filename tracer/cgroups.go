@@ -306,3 +306,23 @@ func ContainerCgroups(prefix string) ([]string, error) {
 	sort.Strings(ids)
 	return nil, fmt.Errorf("container %q is ambiguous: %s", prefix, strings.Join(ids, ", "))
 }
+
+// HostRunsContainers says whether any cgroup on this host names a
+// container now: the text output then shows a CONTAINER column.
+func HostRunsContainers() bool {
+	c := newCgroups()
+	if c.root == "" {
+		return false
+	}
+	found := errors.New("found")
+	err := filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if id, _ := containerOf(strings.TrimPrefix(p, c.root)); id != "" {
+			return found
+		}
+		return nil
+	})
+	return err == found
+}

@@ -19,12 +19,19 @@ type Writer interface {
 	Flush() error
 }
 
-// NewWriter returns the writer for format "text" or "json".
+// NewWriter returns the writer for format "text", "json" or "none".
 func NewWriter(format string, w io.Writer) (Writer, error) {
+	return NewWriterContainers(format, w, false)
+}
+
+// NewWriterContainers is NewWriter whose text lines have a CONTAINER column
+// (the container id's first 12 digits, "-" for a process in none) when
+// containers is set: on a host that runs containers (HostRunsContainers).
+func NewWriterContainers(format string, w io.Writer, containers bool) (Writer, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	switch format {
 	case "text":
-		return &textWriter{w: bw}, nil
+		return &textWriter{w: bw, containers: containers}, nil
 	case "json":
 		return &jsonWriter{w: bw}, nil
 	case "none":
@@ -43,21 +50,39 @@ func (noWriter) Flush() error      { return nil }
 const textHeader = "%-12s %7s %-15s %-18s %-22s %-21s %-21s %6s %s\n"
 
 type textWriter struct {
-	w      *bufio.Writer
-	header bool
+	w          *bufio.Writer
+	header     bool
+	containers bool
 }
 
 func (t *textWriter) Flush() error { return t.w.Flush() }
 
+const textHeaderContainers = "%-12s %7s %-15s %-12s %-18s %-22s %-21s %-21s %6s %s\n"
+
 func (t *textWriter) Write(e Event) error {
 	if !t.header {
 		t.header = true
-		if _, err := fmt.Fprintf(t.w, textHeader, "TIME", "PID", "COMM", "EVENT", "REASON", "LOCAL", "REMOTE", "COUNT", "EXPLANATION"); err != nil {
+		var err error
+		if t.containers {
+			_, err = fmt.Fprintf(t.w, textHeaderContainers, "TIME", "PID", "COMM", "CONTAINER", "EVENT", "REASON", "LOCAL", "REMOTE", "COUNT", "EXPLANATION")
+		} else {
+			_, err = fmt.Fprintf(t.w, textHeader, "TIME", "PID", "COMM", "EVENT", "REASON", "LOCAL", "REMOTE", "COUNT", "EXPLANATION")
+		}
+		if err != nil {
 			return err
 		}
 	}
 	// The explanation can quote a process name too (the peer's, in a
 	// nagle_delack_stall).
+	if t.containers {
+		c := "-"
+		if e.ContainerID != "" {
+			c = e.ContainerID[:min(12, len(e.ContainerID))]
+		}
+		_, err := fmt.Fprintf(t.w, textHeaderContainers, e.Time.Format("15:04:05.000"), fmt.Sprint(e.PID), printable(e.Comm), c, e.Type,
+			printable(string(e.Reason)), e.Local, e.Remote, fmt.Sprint(e.Count), printable(e.Explanation))
+		return err
+	}
 	_, err := fmt.Fprintf(t.w, textHeader, e.Time.Format("15:04:05.000"), fmt.Sprint(e.PID), printable(e.Comm), e.Type,
 		printable(string(e.Reason)), e.Local, e.Remote, fmt.Sprint(e.Count), printable(e.Explanation))
 	return err

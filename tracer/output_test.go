@@ -174,3 +174,36 @@ func TestTextAndSummaryEscapeNames(t *testing.T) {
 		t.Errorf("summary does not show the name escaped: %q", out)
 	}
 }
+
+// On a host with containers the text lines name each line's container by
+// the first 12 digits of its id, "-" for a process in none.
+func TestTextContainerColumn(t *testing.T) {
+	var b strings.Builder
+	w, err := NewWriterContainers("text", &b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := Event{Type: SynDrop, Reason: reasonAcceptQueueFull, PID: 42, Comm: "nginx", Count: 1,
+		ContainerID: "3f1d5a0c2b7e4f6a8d9c0b1a2e3f4d5c6b7a8e9f0d1c2b3a4e5f6d7c8b9a0e1f"}
+	w.Write(e)
+	e.ContainerID = ""
+	w.Write(e)
+	w.Flush()
+	lines := strings.Split(b.String(), "\n")
+	if f := strings.Fields(lines[0]); len(f) < 4 || f[3] != "CONTAINER" {
+		t.Errorf("header %q", lines[0])
+	}
+	if f := strings.Fields(lines[1]); len(f) < 4 || f[3] != "3f1d5a0c2b7e" || f[4] != "syn_drop" {
+		t.Errorf("line in a container %q", lines[1])
+	}
+	if f := strings.Fields(lines[2]); len(f) < 4 || f[3] != "-" {
+		t.Errorf("line in none %q", lines[2])
+	}
+	var plain strings.Builder
+	w, _ = NewWriter("text", &plain)
+	w.Write(e)
+	w.Flush()
+	if strings.Contains(plain.String(), "CONTAINER") {
+		t.Errorf("a host without containers has no CONTAINER column:\n%s", plain.String())
+	}
+}

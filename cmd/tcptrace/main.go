@@ -119,7 +119,9 @@ func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Wri
 		go watchPIDs(ctx, o.tracer.PIDs, stderr, cancel)
 	}
 
-	w, err := tracer.NewWriter(o.output, stdout)
+	// A CONTAINER column where there are containers to tell apart, or a
+	// container was asked for.
+	w, err := tracer.NewWriterContainers(o.output, stdout, o.container != "" || tracer.HostRunsContainers())
 	if err != nil {
 		return usageError{err}
 	}
