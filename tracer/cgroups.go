@@ -326,3 +326,22 @@ func HostRunsContainers() bool {
 	})
 	return err == found
 }
+
+// HostContainers is the set of container ids the host's cgroups name now.
+func HostContainers() map[string]bool {
+	c := newCgroups()
+	out := map[string]bool{}
+	if c.root == "" {
+		return out
+	}
+	filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if id, _ := containerOf(strings.TrimPrefix(p, c.root)); id != "" {
+			out[id] = true
+		}
+		return nil
+	})
+	return out
+}

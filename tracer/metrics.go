@@ -25,8 +25,11 @@ type Metrics struct {
 	// container) must not grow the exposition without bound.
 	mu        sync.Mutex
 	maxSeries int
-	series    map[seriesKey]struct{}
+	series    map[seriesKey]time.Time // when each was last added to
 	refused   prometheus.Counter
+	// containers lists the containers on the host now (nil: none known);
+	// Sweep drops the series of the others.
+	containers func() map[string]bool
 }
 
 type seriesKey struct {
@@ -51,9 +54,10 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 			Name: "tcptrace_events_total",
 			Help: "Occurrences of each TCP pathology tcptrace reported (the sum of its lines' counts, as in its summary); listen_port is the listener's port on listener events.",
 		}, []string{"event", "reason", "comm", "container_id", "pod_uid", "listen_port"}),
-		hists:     map[EventType]*prometheus.HistogramVec{},
-		maxSeries: maxSeries,
-		series:    map[seriesKey]struct{}{},
+		hists:      map[EventType]*prometheus.HistogramVec{},
+		maxSeries:  maxSeries,
+		series:     map[seriesKey]time.Time{},
+		containers: HostContainers,
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tcptrace_metrics_series_refused_total",
 			Help: "Observations not recorded because they would have made a series beyond the cap (--metrics-max-series).",
@@ -126,15 +130,48 @@ func (m *Metrics) admit(metric string, labels ...string) bool {
 	copy(k.labels[:], labels)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.series[k]; ok {
-		return true
-	}
-	if len(m.series) >= m.maxSeries {
+	if _, ok := m.series[k]; !ok && len(m.series) >= m.maxSeries {
 		m.refused.Inc()
 		return false
 	}
-	m.series[k] = struct{}{}
+	m.series[k] = time.Now()
 	return true
+}
+
+// GoneAfter is how long the series of a container that is gone are kept:
+// a few scrapes see their last values, then they go and make room under the
+// cap.
+const GoneAfter = 5 * time.Minute
+
+// Sweep drops the series of containers that are no longer on the host
+// and have not moved for GoneAfter. Call it now and then (once a minute).
+func (m *Metrics) Sweep(now time.Time) {
+	present := m.containers()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, last := range m.series {
+		// labels: event, reason, comm, container_id, pod_uid[, listen_port]
+		if k.labels[3] == "" || present[k.labels[3]] || now.Sub(last) < GoneAfter {
+			continue
+		}
+		if k.metric == "events" {
+			m.events.DeleteLabelValues(k.labels[:]...)
+		} else if h := m.histByName(k.metric); h != nil {
+			h.DeleteLabelValues(k.labels[:5]...)
+		}
+		delete(m.series, k)
+	}
+}
+
+func (m *Metrics) histByName(name string) *prometheus.HistogramVec {
+	for _, d := range detectors {
+		for _, ds := range d.durations {
+			if ds.name == name {
+				return m.hists[ds.events[0]]
+			}
+		}
+	}
+	return nil
 }
 
 // selfCollector reports tcptrace itself, read when Prometheus scrapes.

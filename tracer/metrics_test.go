@@ -143,3 +143,41 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("%d duration series (%v), want one of each histogram", n, err)
 	}
 }
+
+// The series of a container that is gone go after GoneAfter without a
+// change; those of containers still there, or of no container, stay.
+func TestMetricsSweepGoneContainers(t *testing.T) {
+	m := NewMetrics(nil, "test", DefaultMaxSeries)
+	present := map[string]bool{"aaaa": true}
+	m.containers = func() map[string]bool { return present }
+	for _, c := range []string{"aaaa", "bbbb", ""} {
+		e := Event{Type: DelayedACK, Reason: reasonPingpong, Comm: "x", Count: 1, ContainerID: c,
+			tally: tally{count: 1, wait: 40 * time.Millisecond}, delack: delackState{heldKnown: true}}
+		m.Add(e)
+	}
+	series := func() int {
+		n, _ := testutil.GatherAndCount(m.Registry(), "tcptrace_events_total", "tcptrace_delayed_ack_hold_seconds")
+		return n
+	}
+	if n := series(); n != 6 {
+		t.Fatalf("%d series, want 6", n)
+	}
+	m.Sweep(time.Now().Add(GoneAfter / 2))
+	if n := series(); n != 6 {
+		t.Errorf("swept before GoneAfter: %d series", n)
+	}
+	m.Sweep(time.Now().Add(GoneAfter + time.Second))
+	if n := series(); n != 4 {
+		t.Errorf("%d series after the sweep, want 4 (bbbb's two gone)", n)
+	}
+	if got := testutil.ToFloat64(m.events.WithLabelValues("delayed_ack", "pingpong", "x", "aaaa", "", "")); got != 1 {
+		t.Errorf("a present container's count: %v", got)
+	}
+	// Room under the cap again.
+	m.mu.Lock()
+	n := len(m.series)
+	m.mu.Unlock()
+	if n != 4 {
+		t.Errorf("%d series kept under the cap, want 4", n)
+	}
+}

@@ -134,6 +134,7 @@ func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Wri
 		ms = serveMetrics(ml, metrics, o.webConfigFile, stderr)
 		// Stopped before the tracer closes: a scrape reads its maps.
 		defer ms.stop()
+		go sweepMetrics(ctx, metrics)
 	}
 	var writeErr error
 	fmt.Fprintf(stderr, "tcptrace: tracing %s\n", describe(t.Status()))

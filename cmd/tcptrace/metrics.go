@@ -67,6 +67,21 @@ func serveMetrics(l net.Listener, m *tracer.Metrics, webConfigFile string, stder
 	return s
 }
 
+// sweepMetrics drops, once a minute, the series of containers that are
+// gone (tracer.Metrics.Sweep), until ctx is done.
+func sweepMetrics(ctx context.Context, m *tracer.Metrics) {
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			m.Sweep(now)
+		}
+	}
+}
+
 // stop ends the server, waiting briefly for a scrape in progress; later
 // calls return the first one's result.
 func (s *metricsServer) stop() error {
