@@ -281,3 +281,21 @@ func dump(evs []event) string {
 	}
 	return b.String()
 }
+
+// counterDelta is how much each counter moved.
+func counterDelta(before, after map[string]uint64, names ...string) map[string]uint64 {
+	d := map[string]uint64{}
+	for _, n := range names {
+		d[n] = after[n] - before[n]
+	}
+	return d
+}
+
+// countBy sums the counts of one event, per reason.
+func countBy(evs []event) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, e := range evs {
+		m[e.Reason] += e.Count
+	}
+	return m
+}
