@@ -21,8 +21,9 @@ import (
 // (-o none, a daemon printing no lines) every second while a server with a
 // backlog of 6 that never accepts is flooded by 20 clients. Prometheus's
 // sums of tcptrace_events_total for that listener's port add up to the
-// namespace's ListenOverflows, the probe-path info metric names the path
-// tcptrace uses, and the process name label is the server's.
+// namespace's ListenOverflows (and tcptrace's own live check says how many
+// it did not see), the probe-path info metric names the path tcptrace
+// uses, and the process name label is the server's.
 func TestMetricsPrometheus(t *testing.T) {
 	requireEvents(t, "syn_drop", "listen_overflow")
 	prom, err := exec.LookPath("prometheus")
@@ -60,6 +61,7 @@ func TestMetricsPrometheus(t *testing.T) {
 		got = s[0].value
 	}
 	comms := query(t, api, fmt.Sprintf(`sum by (comm) (tcptrace_events_total{listen_port="%s"})`, port))
+	notSeen := query(t, api, fmt.Sprintf(`tcptrace_kernel_counter_not_seen{counter="ListenOverflows",netns="%d"}`, ns.inode()))
 	paths := query(t, api, `tcptrace_probe_info{event="syn_drop"}`)
 	if err := tr.stop(syscall.SIGINT); err != nil {
 		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
@@ -67,6 +69,11 @@ func TestMetricsPrometheus(t *testing.T) {
 	t.Logf("ListenOverflows +%d; Prometheus: %v; by comm %v; probe %v", delta["ListenOverflows"], got, comms, paths)
 	if !kernelAgrees(t, tr, ns, "ListenOverflows", uint64(got), delta["ListenOverflows"], tr.skippedRuns(), "syn_drop", "listen_overflow") || got == 0 {
 		t.Errorf("Prometheus's sum %v, the namespace's ListenOverflows +%d:\n%s", got, delta["ListenOverflows"], tr.stderrText())
+	}
+	// What the kernel counted and tcptrace did not report, live: the
+	// namespace saw no traffic before the flood.
+	if len(notSeen) != 1 || uint64(got) > delta["ListenOverflows"] || notSeen[0].value != float64(delta["ListenOverflows"]-uint64(got)) {
+		t.Errorf("tcptrace_kernel_counter_not_seen for ListenOverflows in netns %d: %v; want ListenOverflows +%d less the %v reported", ns.inode(), notSeen, delta["ListenOverflows"], got)
 	}
 	if len(comms) != 1 || comms[0].labels["comm"] != procComm(t, srv.PID) {
 		t.Errorf("process names %v, want the server's only (%q)", comms, procComm(t, srv.PID))

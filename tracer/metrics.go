@@ -192,10 +192,13 @@ var (
 		[]string{"program"}, nil)
 	descBuild = prometheus.NewDesc("tcptrace_build_info",
 		"tcptrace's version.", []string{"version"}, nil)
+	descNotSeen = prometheus.NewDesc("tcptrace_kernel_counter_not_seen",
+		"How many the kernel's counter counted since tcptrace started, in a network namespace, beyond the events tcptrace reported that it counts (the summary's check; 0: every one seen).",
+		[]string{"counter", "events", "netns"}, nil)
 )
 
 func (c *selfCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descProbe, descLost, descSkipped, descBuild} {
+	for _, d := range []*prometheus.Desc{descProbe, descLost, descSkipped, descBuild, descNotSeen} {
 		ch <- d
 	}
 }
@@ -221,5 +224,9 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for prog, n := range c.t.skippedNow() {
 		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(n), prog)
+	}
+	for _, cc := range c.t.CounterChecksNow() {
+		ch <- prometheus.MustNewConstMetric(descNotSeen, prometheus.GaugeValue, float64(cc.notSeen()),
+			cc.Counter, cc.What, strconv.FormatUint(uint64(cc.NetNS), 10))
 	}
 }

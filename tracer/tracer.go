@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -59,8 +60,11 @@ type Tracer struct {
 	baselineErr error
 	// The kernel's counters of some events, at the start and against what
 	// was reported (kcounters.go); checks is empty when none applies.
-	checks   []counterCheck
-	kstart   netstats
+	checks []counterCheck
+	kstart netstats
+	// seenMu guards seen: Run counts into it while a scrape of the
+	// metrics compares it with the kernel's counters (CounterChecksNow).
+	seenMu   sync.Mutex
 	seen     seenCounts
 	counters []CounterCheck
 }
@@ -237,7 +241,11 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	// syn_cookie, nagle_delack_stall with delayed_ack).
 	emit := func(e Event) {
 		if containsEvent(t.opts.Events, e.Type) {
-			t.seen.add(&e)
+			if t.seen != nil {
+				t.seenMu.Lock()
+				t.seen.add(&e)
+				t.seenMu.Unlock()
+			}
 			emitAll(e)
 		}
 	}
@@ -421,4 +429,21 @@ func (t *Tracer) lostNow() (map[EventType]uint64, error) {
 // Safe beside Run: it reads the programs' and links' counters.
 func (t *Tracer) skippedNow() map[string]uint64 {
 	return t.objs.skippedRuns(t.objs.kprobeMissed())
+}
+
+// CounterChecksNow is the kernel's counters against what tcptrace has
+// reported so far (nil when the run has no check): what the metrics show
+// while the run goes on. It reads every namespace's counters.
+func (t *Tracer) CounterChecksNow() []CounterCheck {
+	if len(t.checks) == 0 {
+		return nil
+	}
+	now := readNetstats()
+	t.seenMu.Lock()
+	seen := seenCounts{}
+	for term, byNS := range t.seen {
+		seen[term] = maps.Clone(byNS)
+	}
+	t.seenMu.Unlock()
+	return compareCounters(t.checks, t.kstart, now, seen)
 }
