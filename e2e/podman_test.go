@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,10 +21,12 @@ import (
 // A real container: Debian's podman runs a listening server from an image
 // built here offline (podman import of a root file system holding this
 // test binary and the libraries it links), in a network namespace the test
-// made. 20 clients flood its backlog of 6 from outside the container. The
-// drops happen in softirq context, yet every syn_drop carries the
-// container's id (JSON and the metrics' labels), and --container with a
-// prefix of the id shows exactly those drops.
+// made, labelled as the kubelet labels a pod's container; podman's API
+// service answers on its socket. 20 clients flood its backlog of 6 from
+// outside the container. The drops happen in softirq context, yet every
+// syn_drop carries the container's id and its pod's and its own names
+// (JSON and the metrics' labels), and --container with a prefix of the id
+// shows exactly those drops.
 func TestPodmanContainer(t *testing.T) {
 	requireEvents(t, "syn_drop")
 	podman, err := exec.LookPath("podman")
@@ -34,6 +37,7 @@ func TestPodmanContainer(t *testing.T) {
 		t.Fatalf("podman is not installed (make deps-test installs Debian's podman and runc): %v", err)
 	}
 	image := importImage(t, podman)
+	startPodmanService(t, podman)
 	ns := newNetns(t)
 	all := startTracer(t, "-e", "syn_drop", "--interval", "500ms")
 	metricsAddr := freeLoopbackAddr(t)
@@ -43,6 +47,8 @@ func TestPodmanContainer(t *testing.T) {
 	cmd := exec.Command(podman, "--runtime", "runc", "run", "--rm", "-i", "--name", name,
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
 		"--network", "ns:/run/netns/"+ns.name,
+		"--label", "io.kubernetes.pod.name=web-0", "--label", "io.kubernetes.pod.namespace=shop",
+		"--label", "io.kubernetes.container.name=nginx",
 		"-e", helperEnv+"=server", "-e", helperBacklogEnv+"=6", "-e", helperSecondsEnv+"=0",
 		image, "/e2e.test")
 	stdin, _ := cmd.StdinPipe()
@@ -93,15 +99,16 @@ func TestPodmanContainer(t *testing.T) {
 		t.Fatalf("no syn_drop of the container's server (pid %d):\n%s", pid, dump(all.eventsFor("", 0)))
 	}
 	for _, e := range drops {
-		if e.ContainerID != id || !strings.Contains(e.Cgroup, id) {
-			t.Errorf("syn_drop of the container names container %q, cgroup %q; want %s", e.ContainerID, e.Cgroup, id)
+		if e.ContainerID != id || !strings.Contains(e.Cgroup, id) || e.Pod != "web-0" || e.PodNS != "shop" || e.Container != "nginx" {
+			t.Errorf("syn_drop of the container names container %q (%q), cgroup %q, pod %q/%q; want %s (nginx) of shop/web-0",
+				e.ContainerID, e.Container, e.Cgroup, e.PodNS, e.Pod, id)
 		}
 	}
 	n := sumCounts(drops)
 	if got := sumCounts(byContainer.eventsFor("syn_drop", 0)); got != n || len(byContainer.eventsFor("syn_drop", pid)) == 0 {
 		t.Errorf("--container %s: %d drops, the host-wide run %d of the container's", id[:12], got, n)
 	}
-	re := regexp.MustCompile(`(?m)^tcptrace_events_total\{[^}]*container_id="` + id + `"[^}]*\} (\d+)$`)
+	re := regexp.MustCompile(`(?m)^tcptrace_events_total\{[^}]*container_id="` + id + `",container_name="nginx"[^}]*pod_name="web-0",pod_namespace="shop"[^}]*\} (\d+)$`)
 	if m := re.FindStringSubmatch(exposition); m == nil || m[1] != strconv.FormatUint(n, 10) {
 		t.Errorf("metrics: no tcptrace_events_total of container %s with %d (%v):\n%s", id[:12], n, m, exposition)
 	}
@@ -167,4 +174,35 @@ func scrape(t *testing.T, addr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// startPodmanService makes podman's API (Docker's, on podman's socket)
+// answer, as it does where the podman.socket unit runs; one that already
+// answers is left as it is.
+func startPodmanService(t *testing.T, podman string) {
+	t.Helper()
+	const sock = "/run/podman/podman.sock"
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.Close()
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(podman, "system", "service", "--time=0", "unix://"+sock)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		os.Remove(sock)
+	})
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return
+		}
+	}
+	t.Fatalf("podman's API service did not answer on %s", sock)
 }

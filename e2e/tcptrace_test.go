@@ -32,6 +32,9 @@ type event struct {
 	Cgroup      string         `json:"cgroup"`
 	ContainerID string         `json:"container_id"`
 	PodUID      string         `json:"pod_uid"`
+	Pod         string         `json:"pod"`
+	PodNS       string         `json:"pod_namespace"`
+	Container   string         `json:"container"`
 	Count       uint64         `json:"count"`
 	Explanation string         `json:"explanation"`
 	Details     map[string]any `json:"details"`

@@ -39,14 +39,16 @@ type decoder struct {
 	// fates: recent SYNs refused on this host, for syn_retransmit's cause
 	// (nil: not kept).
 	fates *synFates
-	// cgroups names the cgroup ids the kernel records (nil: left out).
+	// cgroups names the cgroup ids the kernel records (nil: left out);
+	// names asks the runtime for a container's names (nil: not asked).
 	cgroups *cgroups
+	names   *runtimeNames
 }
 
 func newDecoder(hz uint64) *decoder {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano())), fates: newSynFates(), cgroups: newCgroups()}
+	return &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano())), fates: newSynFates(), cgroups: newCgroups(), names: newRuntimeNames()}
 }
 
 func (d *decoder) wall(ktimeNs uint64) time.Time {
@@ -91,8 +93,7 @@ func (d *decoder) ownerByInode(e *Event, ino uint32) {
 	p := d.owners.lookup(ino)
 	e.PID, e.Comm = p.pid, p.comm
 	if p.pid != 0 && p.cgroup != "" {
-		e.Cgroup = p.cgroup
-		e.ContainerID, e.PodUID = containerOf(p.cgroup)
+		d.nameContainer(e, p.cgroup)
 	}
 }
 
@@ -100,8 +101,18 @@ func (d *decoder) ownerByInode(e *Event, ino uint32) {
 // names.
 func (d *decoder) nameCgroup(e *Event, id uint64) {
 	if p, ok := d.cgroups.path(id); ok {
-		e.Cgroup = p
-		e.ContainerID, e.PodUID = containerOf(p)
+		d.nameContainer(e, p)
+	}
+}
+
+// nameContainer fills the event's cgroup path, the container and pod it
+// names, and their names where the runtime knows them.
+func (d *decoder) nameContainer(e *Event, path string) {
+	e.Cgroup = path
+	e.ContainerID, e.PodUID = containerOf(path)
+	if e.ContainerID != "" {
+		n := d.names.names(e.ContainerID)
+		e.Container, e.Pod, e.PodNamespace = n.container, n.pod, n.podNamespace
 	}
 }
 

@@ -111,6 +111,11 @@ type Event struct {
 	Cgroup      string
 	ContainerID string
 	PodUID      string
+	// Container, Pod and PodNamespace are the container's name and its
+	// pod's, from the runtime's labels where it answers (runtime.go).
+	Container    string
+	Pod          string
+	PodNamespace string
 	// Count is how many occurrences this line stands for (at least 1): a
 	// spinning sender's EAGAINs are summed per connection and interval.
 	Count uint64

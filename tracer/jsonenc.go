@@ -47,9 +47,11 @@ func appendJSON(b []byte, e *Event, keys []string) ([]byte, []string, error) {
 		b = append(b, `,"container_id":`...)
 		b = appendJSONString(b, j.ContainerID)
 	}
-	if j.PodUID != "" {
-		b = append(b, `,"pod_uid":`...)
-		b = appendJSONString(b, j.PodUID)
+	for _, kv := range [...]struct{ k, v string }{{`,"pod_uid":`, j.PodUID}, {`,"pod":`, j.Pod}, {`,"pod_namespace":`, j.PodNS}, {`,"container":`, j.Container}} {
+		if kv.v != "" {
+			b = append(b, kv.k...)
+			b = appendJSONString(b, kv.v)
+		}
 	}
 	b = append(b, `,"count":`...)
 	b = strconv.AppendUint(b, j.Count, 10)

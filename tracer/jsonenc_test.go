@@ -31,6 +31,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	inPod := events[1]
 	inPod.Cgroup = "/kubepods.slice/kubepods-pod7e2b1f04_8c3d.slice/cri-containerd-3f1d.scope"
 	inPod.ContainerID, inPod.PodUID = "3f1d", "7e2b1f04-8c3d"
+	inPod.Pod, inPod.PodNamespace, inPod.Container = "web-0", "shop", "nginx"
 	inContainer := events[2]
 	inContainer.Cgroup, inContainer.ContainerID = "/system.slice/docker-ab\"c.scope", "ab\"c"
 	events = append(events, odd, inPod, inContainer, Event{Type: SendEAGAIN})

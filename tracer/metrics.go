@@ -34,8 +34,13 @@ type Metrics struct {
 
 type seriesKey struct {
 	metric string
-	labels [6]string
+	labels [9]string
 }
+
+// whoLabels name where a pathology is. Not "pod", "namespace" or
+// "container": Prometheus's Kubernetes discovery gives a target such
+// labels (tcptrace's own pod's), and the target's would win.
+var whoLabels = []string{"event", "reason", "comm", "container_id", "container_name", "pod_uid", "pod_name", "pod_namespace"}
 
 // DefaultMaxSeries is the series cap unless the command line sets one.
 const DefaultMaxSeries = 10000
@@ -53,7 +58,7 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tcptrace_events_total",
 			Help: "Occurrences of each TCP pathology tcptrace reported (the sum of its lines' counts, as in its summary); listen_port is the listener's port on listener events.",
-		}, []string{"event", "reason", "comm", "container_id", "pod_uid", "listen_port"}),
+		}, append(whoLabels, "listen_port")),
 		hists:      map[EventType]*prometheus.HistogramVec{},
 		maxSeries:  maxSeries,
 		series:     map[seriesKey]time.Time{},
@@ -74,7 +79,7 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 				Name:    "tcptrace_" + ds.name + "_seconds",
 				Help:    ds.help,
 				Buckets: durationBuckets,
-			}, []string{"event", "reason", "comm", "container_id", "pod_uid"})
+			}, whoLabels)
 			m.reg.MustRegister(h)
 			for _, e := range ds.events {
 				m.hists[e] = h
@@ -98,9 +103,9 @@ func (m *Metrics) Add(e Event) {
 	if listenDetector.has(e.Type) {
 		port = strconv.Itoa(int(e.Local.Port()))
 	}
-	ev, reason := e.Type.String(), string(e.Reason)
-	if m.admit("events", ev, reason, comm, e.ContainerID, e.PodUID, port) {
-		m.events.WithLabelValues(ev, reason, comm, e.ContainerID, e.PodUID, port).Add(float64(e.Count))
+	who := []string{e.Type.String(), string(e.Reason), comm, e.ContainerID, printable(e.Container), e.PodUID, printable(e.Pod), printable(e.PodNamespace)}
+	if m.admit("events", append(who, port)...) {
+		m.events.WithLabelValues(append(who, port)...).Add(float64(e.Count))
 	}
 	h := m.hists[e.Type]
 	if h == nil {
@@ -109,13 +114,13 @@ func (m *Metrics) Add(e Event) {
 	det := detectorOf(e.Type)
 	for _, ds := range det.durations {
 		sum, ok := ds.sum(&e)
-		if !ok || !containsEvent(ds.events, e.Type) || e.Count == 0 || !m.admit(ds.name, ev, reason, comm, e.ContainerID, e.PodUID) {
+		if !ok || !containsEvent(ds.events, e.Type) || e.Count == 0 || !m.admit(ds.name, who...) {
 			continue
 		}
 		// A line stands for Count occurrences and knows their sum: each
 		// is counted at the mean, so _sum and _count are exact and the
 		// buckets as close as the line allows.
-		o := h.WithLabelValues(ev, reason, comm, e.ContainerID, e.PodUID)
+		o := h.WithLabelValues(who...)
 		mean := (sum / time.Duration(e.Count)).Seconds()
 		for i := uint64(0); i < e.Count; i++ {
 			o.Observe(mean)
@@ -150,14 +155,14 @@ func (m *Metrics) Sweep(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k, last := range m.series {
-		// labels: event, reason, comm, container_id, pod_uid[, listen_port]
+		// labels: whoLabels[, listen_port]
 		if k.labels[3] == "" || present[k.labels[3]] || now.Sub(last) < GoneAfter {
 			continue
 		}
 		if k.metric == "events" {
 			m.events.DeleteLabelValues(k.labels[:]...)
 		} else if h := m.histByName(k.metric); h != nil {
-			h.DeleteLabelValues(k.labels[:5]...)
+			h.DeleteLabelValues(k.labels[:len(whoLabels)]...)
 		}
 		delete(m.series, k)
 	}

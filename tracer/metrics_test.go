@@ -33,10 +33,10 @@ func TestMetricsCountsLines(t *testing.T) {
 		labels []string
 		want   float64
 	}{
-		{[]string{"syn_drop", "accept_queue_full", "nginx", "", "", "443"}, 13},
-		{[]string{"syn_drop", "syn_queue_full", "nginx", "", "", "443"}, 5},
-		{[]string{"send_eagain", "peer_zero_window", "redis-server", "", "", ""}, 7},
-		{[]string{"syn_drop", "accept_queue_full", "nginx", "3f1d", "7e2b1f04-8c3d", "443"}, 2},
+		{[]string{"syn_drop", "accept_queue_full", "nginx", "", "", "", "", "", "443"}, 13},
+		{[]string{"syn_drop", "syn_queue_full", "nginx", "", "", "", "", "", "443"}, 5},
+		{[]string{"send_eagain", "peer_zero_window", "redis-server", "", "", "", "", "", ""}, 7},
+		{[]string{"syn_drop", "accept_queue_full", "nginx", "3f1d", "", "7e2b1f04-8c3d", "", "", "443"}, 2},
 	} {
 		if got := testutil.ToFloat64(m.events.WithLabelValues(c.labels...)); got != c.want {
 			t.Errorf("%v: %v, want %v", c.labels, got, c.want)
@@ -60,31 +60,31 @@ func TestMetricsDurations(t *testing.T) {
 	want := `
 # HELP tcptrace_delayed_ack_hold_seconds How long the receiver's delayed-ACK timer held an ACK, from its arming to its firing.
 # TYPE tcptrace_delayed_ack_hold_seconds histogram
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.001"} 0
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.0025"} 0
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.005"} 0
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.01"} 0
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.025"} 0
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.05"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.1"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.25"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="0.5"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="1"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="2.5"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="5"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="10"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="30"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="60"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="120"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="300"} 4
-tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong",le="+Inf"} 4
-tcptrace_delayed_ack_hold_seconds_sum{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong"} 0.16
-tcptrace_delayed_ack_hold_seconds_count{comm="client",container_id="",event="delayed_ack",pod_uid="",reason="pingpong"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.001"} 0
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.0025"} 0
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.005"} 0
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.01"} 0
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.025"} 0
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.05"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.1"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.25"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="0.5"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="1"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="2.5"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="5"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="10"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="30"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="60"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="120"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="300"} 4
+tcptrace_delayed_ack_hold_seconds_bucket{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong",le="+Inf"} 4
+tcptrace_delayed_ack_hold_seconds_sum{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong"} 0.16
+tcptrace_delayed_ack_hold_seconds_count{comm="client",container_id="",container_name="",event="delayed_ack",pod_name="",pod_namespace="",pod_uid="",reason="pingpong"} 4
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "tcptrace_delayed_ack_hold_seconds"); err != nil {
 		t.Error(err)
 	}
-	if got := testutil.ToFloat64(m.events.WithLabelValues("delayed_ack", "pingpong", "client", "", "", "")); got != 8 {
+	if got := testutil.ToFloat64(m.events.WithLabelValues("delayed_ack", "pingpong", "client", "", "", "", "", "", "")); got != 8 {
 		t.Errorf("delayed_ack counted %v, want 8 (a hold not known still counts as an event)", got)
 	}
 }
@@ -101,7 +101,7 @@ func TestMetricsSeriesCap(t *testing.T) {
 	if got := testutil.ToFloat64(m.refused); got != 1 {
 		t.Errorf("refused %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(m.events.WithLabelValues("syn_drop", "accept_queue_full", "a", "", "", "80")); got != 2 {
+	if got := testutil.ToFloat64(m.events.WithLabelValues("syn_drop", "accept_queue_full", "a", "", "", "", "", "", "80")); got != 2 {
 		t.Errorf("a known series after the cap: %v, want 2", got)
 	}
 }
@@ -111,7 +111,7 @@ func TestMetricsSeriesCap(t *testing.T) {
 func TestMetricsCommEscaped(t *testing.T) {
 	m := NewMetrics(nil, "test", DefaultMaxSeries)
 	m.Add(listenerLine(reasonAcceptQueueFull, "bad\xffname", 80, 1))
-	if got := testutil.ToFloat64(m.events.WithLabelValues("syn_drop", "accept_queue_full", `bad\xffname`, "", "", "80")); got != 1 {
+	if got := testutil.ToFloat64(m.events.WithLabelValues("syn_drop", "accept_queue_full", `bad\xffname`, "", "", "", "", "", "80")); got != 1 {
 		t.Errorf("escaped name not found (%v)", got)
 	}
 }
@@ -170,7 +170,7 @@ func TestMetricsSweepGoneContainers(t *testing.T) {
 	if n := series(); n != 4 {
 		t.Errorf("%d series after the sweep, want 4 (bbbb's two gone)", n)
 	}
-	if got := testutil.ToFloat64(m.events.WithLabelValues("delayed_ack", "pingpong", "x", "aaaa", "", "")); got != 1 {
+	if got := testutil.ToFloat64(m.events.WithLabelValues("delayed_ack", "pingpong", "x", "aaaa", "", "", "", "", "")); got != 1 {
 		t.Errorf("a present container's count: %v", got)
 	}
 	// Room under the cap again.

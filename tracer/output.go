@@ -162,6 +162,9 @@ type jsonEvent struct {
 	Cgroup      string         `json:"cgroup,omitempty"`
 	ContainerID string         `json:"container_id,omitempty"`
 	PodUID      string         `json:"pod_uid,omitempty"`
+	Pod         string         `json:"pod,omitempty"`
+	PodNS       string         `json:"pod_namespace,omitempty"`
+	Container   string         `json:"container,omitempty"`
 	Count       uint64         `json:"count"`
 	Explanation string         `json:"explanation"`
 	Details     map[string]any `json:"details"`
@@ -201,6 +204,9 @@ func toJSON(e Event) jsonEvent {
 		Cgroup:      e.Cgroup,
 		ContainerID: e.ContainerID,
 		PodUID:      e.PodUID,
+		Pod:         e.Pod,
+		PodNS:       e.PodNamespace,
+		Container:   e.Container,
 		Count:       e.Count,
 		Explanation: e.Explanation,
 		Details:     e.Details,
