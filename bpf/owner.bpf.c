@@ -7,6 +7,32 @@
  */
 #include "owner.bpf.h"
 
+/* sk_cgrp_data before 5.15: one word that holds the cgroup's address, or,
+ * with a low bit set, net_prio's and net_cls's data instead. */
+struct sock_cgroup_data___word {
+	union {
+		__u64 val;
+	};
+} __attribute__((preserve_access_index));
+
+/* The cgroup (v2) the socket was made in (cgroup_sk_alloc()), 0 when the
+ * socket does not say: a socket of a cgroup v1 net_prio/net_cls user
+ * before 5.15, or the root's. */
+static __always_inline __u64 sock_cgroup_id(struct sock *sk)
+{
+	struct cgroup *cg;
+
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup)) {
+		cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	} else {
+		struct sock_cgroup_data___word *d = (void *)&sk->sk_cgrp_data;
+		__u64 v = BPF_CORE_READ(d, val);
+
+		cg = (v & 3) ? NULL : (struct cgroup *)v;
+	}
+	return cg ? BPF_CORE_READ(cg, kn, id) : 0;
+}
+
 /*
  * Sockets made before tcptrace started. iter/tcp walks the TCP sockets of
  * the network namespace of whoever reads it, so user space reads it once
@@ -40,7 +66,13 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	 * for -EEXIST: the tracepoint recorded the socket meanwhile), a
 	 * SO_REUSEPORT listener. */
 	if (o) {
+		__u64 cg = sock_cgroup_id(sk);
+
 		__builtin_memcpy(&r.o, o, sizeof(r.o));
+		/* The socket's own cgroup before its process's now (user
+		 * space's, from /proc): a process may have moved since. */
+		if (cg)
+			r.o.cgroup = cg;
 		err = bpf_map_update_elem(&owners, &key, &r, BPF_NOEXIST);
 	}
 	if (o && ((err && err != -EEXIST) || (listening && is_reuseport(sk))) && cfg_owner_storage_iter) {
@@ -48,7 +80,7 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 
 		/* A record the tracepoint made meanwhile is newer. */
 		if (s && !s->tgid)
-			__builtin_memcpy(s, o, sizeof(*s));
+			__builtin_memcpy(s, &r.o, sizeof(*s));
 	}
 	if (listening) {
 		struct listener_key lk;

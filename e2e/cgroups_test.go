@@ -120,6 +120,37 @@ func TestCgroupFilter(t *testing.T) {
 	}
 }
 
+// A socket belongs to the cgroup it was made in (sk_cgrp_data), also when
+// its process moved since: a server listens in one container's cgroup and
+// is moved into another before tcptrace starts; the socket iterator names
+// the first, where /proc would say the second.
+func TestCgroupsSocketOwnCgroup(t *testing.T) {
+	requireEvents(t, "syn_drop")
+	root := cgroup2Root(t)
+	made, moved := "/tcptrace-e2e/"+randomHex(t, 32), "/tcptrace-e2e/"+randomHex(t, 32)
+	dirMade, dirMoved := makeCgroup(t, root, made), makeCgroup(t, root, moved)
+	ns := newNetns(t)
+	srv := startServerIn(t, ns, dirMade, made, 6)
+	if err := os.WriteFile(filepath.Join(dirMoved, "cgroup.procs"), []byte(strconv.Itoa(srv.PID)), 0); err != nil {
+		t.Fatal(err)
+	}
+	tr := startTracer(t, "-e", "syn_drop", "--interval", "500ms")
+	cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
+	cl.send()
+	if err := tr.stop(syscall.SIGINT); err != nil {
+		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
+	}
+	drops := tr.eventsFor("syn_drop", srv.PID)
+	if len(drops) == 0 {
+		t.Fatalf("no syn_drop of the server:\n%s", tr.stderrText())
+	}
+	for _, e := range drops {
+		if e.Cgroup != made {
+			t.Errorf("syn_drop names cgroup %q, want the socket's %q (its process is in %q now)", e.Cgroup, made, moved)
+		}
+	}
+}
+
 // startServerIn starts a listening server (backlog) in ns, moved into the
 // cgroup dir (path below the root) before it makes its socket.
 func startServerIn(t *testing.T, ns *netns, dir, path string, backlog int) *helperProc {
