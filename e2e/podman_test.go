@@ -25,8 +25,9 @@ import (
 // service answers on its socket. 20 clients flood its backlog of 6 from
 // outside the container. The drops happen in softirq context, yet every
 // syn_drop carries the container's id and its pod's and its own names
-// (JSON and the metrics' labels), and --container with a prefix of the id
-// shows exactly those drops.
+// (JSON and the metrics' labels), their count is the namespace's
+// ListenOverflows, and --container with a prefix of the id shows exactly
+// those drops.
 func TestPodmanContainer(t *testing.T) {
 	requireEvents(t, "syn_drop")
 	podman, err := exec.LookPath("podman")
@@ -85,8 +86,10 @@ func TestPodmanContainer(t *testing.T) {
 	byContainer := startTracer(t, "-e", "syn_drop", "--interval", "500ms", "--container", id[:12])
 	time.Sleep(500 * time.Millisecond)
 
+	before := ns.netstat()
 	cl := startClients(t, ns, port, 20, 2500*time.Millisecond)
 	cl.send()
+	delta := counterDelta(before, ns.netstat(), listenCounters...)
 	time.Sleep(time.Second) // an interval: the aggregated counts are printed
 	exposition := scrape(t, metricsAddr)
 	for _, tr := range []*tracerRun{all, withMetrics, byContainer} {
@@ -105,6 +108,9 @@ func TestPodmanContainer(t *testing.T) {
 		}
 	}
 	n := sumCounts(drops)
+	if !kernelAgrees(t, all, ns, "ListenOverflows", n, delta["ListenOverflows"], all.skippedRuns(), "syn_drop", "listen_overflow") {
+		t.Errorf("the container's syn_drop %d, its namespace's ListenOverflows +%d", n, delta["ListenOverflows"])
+	}
 	if got := sumCounts(byContainer.eventsFor("syn_drop", 0)); got != n || len(byContainer.eventsFor("syn_drop", pid)) == 0 {
 		t.Errorf("--container %s: %d drops, the host-wide run %d of the container's", id[:12], got, n)
 	}
