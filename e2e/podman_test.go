@@ -40,7 +40,7 @@ func TestPodmanContainer(t *testing.T) {
 	image := importImage(t, podman)
 	startPodmanService(t, podman)
 	ns := newNetns(t)
-	all := startTracer(t, "-e", "syn_drop", "--interval", "500ms")
+	all := startTracer(t, "-e", "syn_drop,listen_overflow", "--interval", "500ms")
 	metricsAddr := freeLoopbackAddr(t)
 	withMetrics := startTracer(t, "-e", "syn_drop", "--interval", "500ms", "--metrics", metricsAddr, "-o", "none")
 
