@@ -50,15 +50,7 @@ func TestCgroupsKubernetesShapes(t *testing.T) {
 				if !before {
 					tr = startTracer(t, "-e", "syn_drop", "--interval", "500ms")
 				}
-				cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
-				cl.send()
-				if err := tr.stop(syscall.SIGINT); err != nil {
-					t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
-				}
-				drops := tr.eventsFor("syn_drop", srv.PID)
-				if len(drops) == 0 {
-					t.Fatalf("no syn_drop of the server:\n%s", tr.stderrText())
-				}
+				drops := floodDrops(t, tr, ns, srv)
 				for _, e := range drops {
 					if e.Cgroup != path || e.ContainerID != id || e.PodUID != uid {
 						t.Errorf("syn_drop names cgroup %q container %q pod %q, want %q %q %q", e.Cgroup, e.ContainerID, e.PodUID, path, id, uid)
@@ -135,6 +127,17 @@ func TestCgroupsSocketOwnCgroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := startTracer(t, "-e", "syn_drop", "--interval", "500ms")
+	for _, e := range floodDrops(t, tr, ns, srv) {
+		if e.Cgroup != made {
+			t.Errorf("syn_drop names cgroup %q, want the socket's %q (its process is in %q now)", e.Cgroup, made, moved)
+		}
+	}
+}
+
+// floodDrops has 20 clients flood the server, stops the tracer and returns
+// its syn_drop lines of the server (at least one).
+func floodDrops(t *testing.T, tr *tracerRun, ns *netns, srv *helperProc) []event {
+	t.Helper()
 	cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
 	cl.send()
 	if err := tr.stop(syscall.SIGINT); err != nil {
@@ -144,11 +147,7 @@ func TestCgroupsSocketOwnCgroup(t *testing.T) {
 	if len(drops) == 0 {
 		t.Fatalf("no syn_drop of the server:\n%s", tr.stderrText())
 	}
-	for _, e := range drops {
-		if e.Cgroup != made {
-			t.Errorf("syn_drop names cgroup %q, want the socket's %q (its process is in %q now)", e.Cgroup, made, moved)
-		}
-	}
+	return drops
 }
 
 // startServerIn starts a listening server (backlog) in ns, moved into the
