@@ -39,6 +39,11 @@ func TestMetricsPrometheus(t *testing.T) {
 	tr := startTracer(t, "-e", "syn_drop,syn_cookie,listen_overflow,synack_retransmit", "--interval", "500ms",
 		"--metrics", metricsAddr, "-o", "none")
 	api := startPrometheus(t, prom, metricsAddr)
+	if resp, err := http.Get("http://" + metricsAddr + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz with every listener event attached: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// Scraped at least once before the flood: the series start from a
 	// scrape that Prometheus saw.
 	if !waitQuery(t, api, `up{job="tcptrace"} == 1`, 20*time.Second, func(v float64, n int) bool { return n == 1 }) {

@@ -131,7 +131,7 @@ func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Wri
 	if ml != nil {
 		bi, _ := debug.ReadBuildInfo()
 		metrics = tracer.NewMetrics(t, versionString(version, bi), o.maxSeries)
-		ms = serveMetrics(ml, metrics, o.webConfigFile, stderr)
+		ms = serveMetrics(ml, metrics, t.Status(), o.webConfigFile, stderr)
 		// Stopped before the tracer closes: a scrape reads its maps.
 		defer ms.stop()
 		go sweepMetrics(ctx, metrics)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,12 +48,30 @@ type metricsServer struct {
 	stopErr error
 }
 
-func serveMetrics(l net.Listener, m *tracer.Metrics, webConfigFile string, stderr io.Writer) *metricsServer {
+func serveMetrics(l net.Listener, m *tracer.Metrics, status []tracer.ProbeStatus, webConfigFile string, stderr io.Writer) *metricsServer {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(slog.NewTextHandler(stderr, nil), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
+	// Health for an orchestrator's probes: alive while the server answers;
+	// ready when every selected event's detector is attached (the server
+	// starts once tcptrace has attached what it could).
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		var missing []string
+		for _, st := range status {
+			if st.Path == 0 {
+				missing = append(missing, st.Names())
+			}
+		}
+		if len(missing) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not attached on this kernel: %s (tcptrace --list-probes says why)\n", strings.Join(missing, ", "))
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
 	s := &metricsServer{
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: log.New(stderr, "tcptrace: metrics: ", 0)},

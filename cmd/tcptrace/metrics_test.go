@@ -77,7 +77,7 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := tracer.NewMetrics(nil, "test", tracer.DefaultMaxSeries)
-	s := serveMetrics(l, m, web, io.Discard)
+	s := serveMetrics(l, m, nil, web, io.Discard)
 	defer s.stop()
 	url := "https://" + l.Addr().String() + "/metrics"
 	pool := x509.NewCertPool()
@@ -141,4 +141,40 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// /healthz answers while tcptrace runs; /readyz only when every selected
+// event's detector is attached, and names those that are not.
+func TestHealthEndpoints(t *testing.T) {
+	for _, c := range []struct {
+		status   []tracer.ProbeStatus
+		code     int
+		contains string
+	}{
+		{[]tracer.ProbeStatus{{Events: []tracer.EventType{tracer.SynDrop}, Path: tracer.PathTracepoint}}, http.StatusOK, "ok"},
+		{[]tracer.ProbeStatus{{Events: []tracer.EventType{tracer.SynDrop}, Path: tracer.PathTracepoint},
+			{Events: []tracer.EventType{tracer.SendEAGAIN}}}, http.StatusServiceUnavailable, "not attached on this kernel: send_eagain"},
+	} {
+		l, err := metricsListener(&options{metrics: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := serveMetrics(l, tracer.NewMetrics(nil, "test", tracer.DefaultMaxSeries), c.status, "", io.Discard)
+		get := func(path string) (int, string) {
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + l.Addr().String() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		if code, _ := get("/healthz"); code != http.StatusOK {
+			t.Errorf("/healthz: %d", code)
+		}
+		if code, body := get("/readyz"); code != c.code || !strings.Contains(body, c.contains) {
+			t.Errorf("/readyz with %+v: %d %q, want %d %q", c.status, code, body, c.code, c.contains)
+		}
+		s.stop()
+	}
 }
