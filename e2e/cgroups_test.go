@@ -87,7 +87,8 @@ func TestCgroupFilter(t *testing.T) {
 	srvC := startServerIn(t, ns, dirC, pod+"/"+idC, 4)
 	var clients []*clientsProc
 	for _, srv := range []*helperProc{srvA, srvB, srvC} {
-		clients = append(clients, startClients(t, ns, srv.Port, 10, 2500*time.Millisecond))
+		flood, fill := floodClients(t, ns, srv.Port, 4, 6, 2500*time.Millisecond)
+		clients = append(clients, flood, fill)
 	}
 	for _, cl := range clients {
 		cl.send()
@@ -134,12 +135,13 @@ func TestCgroupsSocketOwnCgroup(t *testing.T) {
 	}
 }
 
-// floodDrops has 20 clients flood the server, stops the tracer and returns
+// floodDrops has 13 clients flood the server's full accept queue, stops the tracer and returns
 // its syn_drop lines of the server (at least one).
 func floodDrops(t *testing.T, tr *tracerRun, ns *netns, srv *helperProc) []event {
 	t.Helper()
-	cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
+	cl, fill := floodClients(t, ns, srv.Port, 6, 13, 2500*time.Millisecond)
 	cl.send()
+	fill.send()
 	if err := tr.stop(syscall.SIGINT); err != nil {
 		t.Fatalf("tcptrace: %v\n%s", err, tr.stderrText())
 	}

@@ -347,3 +347,19 @@ func kernelAgrees(t *testing.T, tr *tracerRun, ns *netns, counter string, got, w
 	t.Logf("%s: tcptrace %d of %d, the %d missing named in its summary as not seen (%d)", counter, got, want, want-got, notSeen)
 	return true
 }
+
+// floodClients overflows the accept queue of a server that never accepts:
+// backlog+1 clients fill it first (the queue is full past its backlog),
+// then n more connect, and every SYN of theirs is dropped, retransmitted
+// and dropped again for d. Filling first keeps the drops at the SYN: 20
+// clients at once under emulation can all reach the SYN stage before any
+// handshake completes, and then overflow at the final ACK instead. Both
+// helpers end with flood.send() and fill.send().
+func floodClients(t testing.TB, ns *netns, port, backlog, n int, d time.Duration) (flood, fill *clientsProc) {
+	t.Helper()
+	fill = startClients(t, ns, port, backlog+1, 0)
+	if fill.established != backlog+1 {
+		t.Fatalf("%d of %d clients filling the accept queue connected", fill.established, backlog+1)
+	}
+	return startClients(t, ns, port, n, d), fill
+}

@@ -12,10 +12,9 @@ import (
 
 var listenerEvents = []string{"-e", "syn_drop,syn_cookie,listen_overflow,synack_retransmit", "--interval", "500ms"}
 
-// The classic: a server that listens with backlog 6 and never accepts, and
-// 20 clients at once. Handshakes complete one by one on loopback, the accept
-// queue fills, and the later SYNs are dropped (and retransmitted, and
-// dropped again). The server made its socket before tcptrace started, so its
+// The classic: a server that listens with backlog 6 and never accepts; 7
+// clients fill its accept queue, then 13 more connect, and their SYNs are
+// dropped (and retransmitted, and dropped again). The server made its socket before tcptrace started, so its
 // owner comes from the socket iterator.
 func TestSynDropAcceptQueueFull(t *testing.T) {
 	requireEvents(t, "syn_drop")
@@ -27,8 +26,9 @@ func TestSynDropAcceptQueueFull(t *testing.T) {
 	mine := startTracer(t, append(listenerEvents, "--pid", strconv.Itoa(srv.PID))...)
 	theirs := startTracer(t, append(listenerEvents, "--pid", strconv.Itoa(other))...)
 
-	cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
+	cl, fill := floodClients(t, ns, srv.Port, 6, 13, 2500*time.Millisecond)
 	cl.send()
+	fill.send()
 	time.Sleep(100 * time.Millisecond)
 	delta := counterDelta(before, ns.netstat(), listenCounters...)
 	t.Logf("counters read at %s", time.Now().Format("15:04:05.000000"))

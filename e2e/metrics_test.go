@@ -51,8 +51,9 @@ func TestMetricsPrometheus(t *testing.T) {
 	}
 
 	before := ns.netstat()
-	cl := startClients(t, ns, srv.Port, 20, 2500*time.Millisecond)
+	cl, fill := floodClients(t, ns, srv.Port, 6, 13, 2500*time.Millisecond)
 	cl.send()
+	fill.send()
 	delta := counterDelta(before, ns.netstat(), listenCounters...)
 	port := strconv.Itoa(srv.Port)
 	q := fmt.Sprintf(`sum(tcptrace_events_total{event="syn_drop",reason="accept_queue_full",listen_port="%s"}) + `+

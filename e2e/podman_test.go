@@ -87,8 +87,9 @@ func TestPodmanContainer(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	before := ns.netstat()
-	cl := startClients(t, ns, port, 20, 2500*time.Millisecond)
+	cl, fill := floodClients(t, ns, port, 6, 13, 2500*time.Millisecond)
 	cl.send()
+	fill.send()
 	delta := counterDelta(before, ns.netstat(), listenCounters...)
 	time.Sleep(time.Second) // an interval: the aggregated counts are printed
 	exposition := scrape(t, metricsAddr)
