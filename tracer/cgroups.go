@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,34 +113,34 @@ func (c *cgroups) path(id uint64) (string, bool) {
 // that are gone go too.
 func (c *cgroups) scan() {
 	c.scanned = time.Now()
-	byID := map[uint64]string{}
-	filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
+	c.byID = map[uint64]string{}
+	c.walk("/", func(rel string, id uint64) { c.byID[id] = rel })
+}
+
+// walk calls fn with the path (below the root; "/" for the root) and id of
+// the cgroup at path and of every cgroup below it. A cgroup that goes while
+// it is walked is left out.
+func (c *cgroups) walk(path string, fn func(rel string, id uint64)) {
+	if c == nil || c.root == "" {
+		return
+	}
+	filepath.WalkDir(filepath.Join(c.root, path), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
-		info, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		if id := dirID(d.Info()); id != 0 {
 			rel := strings.TrimPrefix(p, c.root)
 			if rel == "" {
 				rel = "/"
 			}
-			byID[st.Ino] = rel
+			fn(rel, id)
 		}
 		return nil
 	})
-	c.byID = byID
 }
 
-// idOf is the id of the cgroup at path below the root, from the
-// directory's inode; 0 if it cannot be read.
-func (c *cgroups) idOf(path string) uint64 {
-	if c == nil || c.root == "" {
-		return 0
-	}
-	info, err := os.Stat(filepath.Join(c.root, path))
+// dirID is a cgroup directory's id: its inode number.
+func dirID(info fs.FileInfo, err error) uint64 {
 	if err != nil {
 		return 0
 	}
@@ -149,10 +150,19 @@ func (c *cgroups) idOf(path string) uint64 {
 	return 0
 }
 
+// idOf is the id of the cgroup at path below the root, from the
+// directory's inode; 0 if it cannot be read.
+func (c *cgroups) idOf(path string) uint64 {
+	if c == nil || c.root == "" {
+		return 0
+	}
+	return dirID(os.Stat(filepath.Join(c.root, path)))
+}
+
 // procCgroup is a process's cgroup v2 path ("0::/path" in
 // /proc/<pid>/cgroup), "" if it has none.
 func procCgroup(pid uint32) string {
-	f, err := os.Open("/proc/" + itoa(pid) + "/cgroup")
+	f, err := os.Open("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/cgroup")
 	if err != nil {
 		return ""
 	}
@@ -164,19 +174,6 @@ func procCgroup(pid uint32) string {
 		}
 	}
 	return ""
-}
-
-func itoa(n uint32) string {
-	var b [10]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 // A container's id as the runtimes name its cgroup: Docker
@@ -245,21 +242,8 @@ func (f *cgroupFilter) refresh() error {
 
 // below lists the ids of the cgroup at path and of its descendants.
 func (c *cgroups) below(path string) []uint64 {
-	if c == nil || c.root == "" {
-		return nil
-	}
 	var ids []uint64
-	filepath.WalkDir(filepath.Join(c.root, path), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if info, err := d.Info(); err == nil {
-			if st, ok := info.Sys().(*syscall.Stat_t); ok {
-				ids = append(ids, st.Ino)
-			}
-		}
-		return nil
-	})
+	c.walk(path, func(_ string, id uint64) { ids = append(ids, id) })
 	return ids
 }
 
@@ -276,20 +260,15 @@ func ContainerCgroups(prefix string) ([]string, error) {
 		return nil, errors.New("no cgroup v2 hierarchy is mounted: containers cannot be told apart")
 	}
 	byID := map[string][]string{}
-	filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		rel := strings.TrimPrefix(p, c.root)
+	c.walk("/", func(rel string, _ uint64) {
 		id, _ := containerOf(rel)
 		if id == "" || !strings.HasPrefix(id, prefix) {
-			return nil
+			return
 		}
 		// The container's topmost cgroup: its descendants come with it.
 		if parent, _ := containerOf(filepath.Dir(rel)); parent != id {
 			byID[id] = append(byID[id], rel)
 		}
-		return nil
 	})
 	switch len(byID) {
 	case 0:
@@ -309,39 +288,15 @@ func ContainerCgroups(prefix string) ([]string, error) {
 
 // HostRunsContainers says whether any cgroup on this host names a
 // container now: the text output then shows a CONTAINER column.
-func HostRunsContainers() bool {
-	c := newCgroups()
-	if c.root == "" {
-		return false
-	}
-	found := errors.New("found")
-	err := filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if id, _ := containerOf(strings.TrimPrefix(p, c.root)); id != "" {
-			return found
-		}
-		return nil
-	})
-	return err == found
-}
+func HostRunsContainers() bool { return len(HostContainers()) > 0 }
 
 // HostContainers is the set of container ids the host's cgroups name now.
 func HostContainers() map[string]bool {
-	c := newCgroups()
 	out := map[string]bool{}
-	if c.root == "" {
-		return out
-	}
-	filepath.WalkDir(c.root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if id, _ := containerOf(strings.TrimPrefix(p, c.root)); id != "" {
+	newCgroups().walk("/", func(rel string, _ uint64) {
+		if id, _ := containerOf(rel); id != "" {
 			out[id] = true
 		}
-		return nil
 	})
 	return out
 }

@@ -19,6 +19,7 @@ type Metrics struct {
 	reg    *prometheus.Registry
 	events *prometheus.CounterVec
 	hists  map[EventType]*prometheus.HistogramVec
+	byName map[string]*prometheus.HistogramVec // the same, by durationSpec name
 
 	// series caps the label sets of events and histograms together:
 	// a name chosen by every process of a busy host (or, later, every
@@ -60,6 +61,7 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 			Help: "Occurrences of each TCP pathology tcptrace reported (the sum of its lines' counts, as in its summary); listen_port is the listener's port on listener events.",
 		}, append(whoLabels, "listen_port")),
 		hists:      map[EventType]*prometheus.HistogramVec{},
+		byName:     map[string]*prometheus.HistogramVec{},
 		maxSeries:  maxSeries,
 		series:     map[seriesKey]time.Time{},
 		containers: HostContainers,
@@ -81,6 +83,7 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 				Buckets: durationBuckets,
 			}, whoLabels)
 			m.reg.MustRegister(h)
+			m.byName[ds.name] = h
 			for _, e := range ds.events {
 				m.hists[e] = h
 			}
@@ -104,8 +107,8 @@ func (m *Metrics) Add(e Event) {
 		port = strconv.Itoa(int(e.Local.Port()))
 	}
 	who := []string{e.Type.String(), string(e.Reason), comm, e.ContainerID, printable(e.Container), e.PodUID, printable(e.Pod), printable(e.PodNamespace)}
-	if m.admit("events", append(who, port)...) {
-		m.events.WithLabelValues(append(who, port)...).Add(float64(e.Count))
+	if labels := append(who, port); m.admit("events", labels...) {
+		m.events.WithLabelValues(labels...).Add(float64(e.Count))
 	}
 	h := m.hists[e.Type]
 	if h == nil {
@@ -161,22 +164,11 @@ func (m *Metrics) Sweep(now time.Time) {
 		}
 		if k.metric == "events" {
 			m.events.DeleteLabelValues(k.labels[:]...)
-		} else if h := m.histByName(k.metric); h != nil {
+		} else if h := m.byName[k.metric]; h != nil {
 			h.DeleteLabelValues(k.labels[:len(whoLabels)]...)
 		}
 		delete(m.series, k)
 	}
-}
-
-func (m *Metrics) histByName(name string) *prometheus.HistogramVec {
-	for _, d := range detectors {
-		for _, ds := range d.durations {
-			if ds.name == name {
-				return m.hists[ds.events[0]]
-			}
-		}
-	}
-	return nil
 }
 
 // selfCollector reports tcptrace itself, read when Prometheus scrapes.
