@@ -173,4 +173,14 @@ for ev in $events; do
 	for k in "${kernels[@]}"; do printf ' %s |' "$(event_cell "${out[$k]}" "$ev")"; done
 	printf '\n'
 done
+
+# The output of each test that failed, last: a log cut to its tail still
+# says which test failed on which kernel and path, and why.
+for k in "${kernels[@]}"; do
+	grep -q '^FAILED-TEST ' "${out[$k]}" || continue
+	echo
+	echo "Failed on $k:"
+	grep -E '^VMTEST .* test=[^ /]+ result=FAIL' "${out[$k]}" | sed 's/^VMTEST kernel=[^ ]* /  /'
+	sed -n 's/^FAILED-TEST /  /p' "${out[$k]}"
+done
 exit "$status"

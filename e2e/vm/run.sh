@@ -375,6 +375,20 @@ for p in "${paths[@]}"; do
 done
 echo "VMTEST-HOST kernel=$kernel release=$release wall=${elapsed}s qemu_rc=$qemu_rc status=$([[ $failed == 0 ]] && echo PASS || echo FAIL)"
 if ((failed)); then
+	# Each failed test's own output (from its === RUN to its --- FAIL, at
+	# most 40 lines), so that a failure deep in a long run can be read
+	# without the console: the matrix repeats this block after its tables.
+	echo
+	echo "== failed tests ($release)"
+	awk '
+		/^VMTEST .* path=[a-z]+ test=/ { next }
+		/^=== RUN   Test[^\/]*$/ { name = $3; n = 0; buf = ""; next }
+		name != "" && $0 ~ ("^--- FAIL: " name " ") {
+			printf "%s%s\n", buf, $0; name = ""; next
+		}
+		name != "" && $0 ~ ("^--- (PASS|SKIP): " name " ") { name = ""; next }
+		name != "" && n < 40 { buf = buf $0 "\n"; n++ }
+	' "$console" | sed 's/^/FAILED-TEST /'
 	echo
 	echo "== tail of $console"
 	tail -n 80 "$console"
