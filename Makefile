@@ -15,12 +15,23 @@ BUILD_DEPS = clang llvm libbpf-dev bpftool
 # to run a real container.
 TEST_DEPS = iproute2 nftables prometheus podman runc
 
-.PHONY: all build test unit e2e vmtest generate check-generated bpf-check vmlinux deps-build deps-test bench fmt-check vet clean
+.PHONY: all build image test unit e2e vmtest generate check-generated bpf-check vmlinux deps-build deps-test bench fmt-check vet clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/tcptrace
+
+# The node agent's OCI image, built offline by podman from an empty base
+# (deploy/image/Containerfile): tagged $(IMAGE):$(VERSION) and $(IMAGE):latest.
+IMAGE ?= localhost/tcptrace
+image:
+	ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o "$$ctx/tcptrace" ./cmd/tcptrace && \
+	podman build --pull=never -q -f deploy/image/Containerfile \
+		--label org.opencontainers.image.version=$(VERSION) \
+		--label org.opencontainers.image.title=tcptrace \
+		-t $(IMAGE):$(VERSION) -t $(IMAGE):latest "$$ctx"
 
 # The whole suite: unit tests, then the end-to-end tests against this
 # kernel. Installs what the tests need first. Each test is named as it

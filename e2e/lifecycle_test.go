@@ -175,8 +175,8 @@ func TestNotRoot(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 		t.Fatalf("exit %v, want 2; output %q", err, out)
 	}
-	if got := strings.TrimSpace(string(out)); strings.Count(got, "\n") != 0 || !strings.Contains(got, "needs root") {
-		t.Errorf("want one line saying it needs root, got %q", got)
+	if got := strings.TrimSpace(string(out)); strings.Count(got, "\n") != 0 || !strings.Contains(got, "missing capability CAP_BPF") || !strings.Contains(got, "as root") {
+		t.Errorf("want one line naming CAP_BPF and saying to run it as root, got %q", got)
 	}
 }
 

@@ -23,7 +23,8 @@ var delackDetector = &detector{
 	reasons: []Reason{reasonPingpong, reasonQuickackExhausted, reasonOther},
 	probes: []probeSet{
 		{
-			events: []EventType{DelayedACK},
+			events:    []EventType{DelayedACK},
+			addresses: true,
 			paths: []pathSpec{
 				{path: PathTracepoint, hooks: "tp_btf/timer_start, timer_expire_entry, timer_expire_exit (callback tcp_delack_timer), per-CPU DelayedACKs",
 					progs: attach("tp_timer_start", "tp_timer_expire_entry", "tp_timer_expire_exit"), requires: needDelackTimer, enable: hookDelack},

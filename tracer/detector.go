@@ -243,6 +243,10 @@ func attach(progs ...string) []progAttach {
 type probeSet struct {
 	events []EventType
 	paths  []pathSpec
+	// addresses: every path finds counters or timers by kernel addresses
+	// from /proc/kallsyms, which shows zeros to a reader without
+	// CAP_SYSLOG (privileges.go).
+	addresses bool
 }
 
 type pathSpec struct {

@@ -46,7 +46,8 @@ var listenDetector = &detector{
 		reasonSyncookiesAlways, reasonNoFinalACK},
 	probes: []probeSet{
 		{
-			events: []EventType{SynDrop, SynCookie},
+			events:    []EventType{SynDrop, SynCookie},
+			addresses: true,
 			paths: []pathSpec{
 				{path: PathTracepoint, hooks: "tp_btf/consume_skb (6.3+) from tcp_rcv_state_process, per-CPU SNMP counters",
 					progs: attach("tp_consume_skb"), requires: needSynDropTracepoint, baselines: true},
@@ -57,7 +58,8 @@ var listenDetector = &detector{
 			},
 		},
 		{
-			events: []EventType{ListenOverflow},
+			events:    []EventType{ListenOverflow},
+			addresses: true,
 			paths: []pathSpec{
 				{path: PathTracepoint, hooks: "tp_btf/kfree_skb: reason TCP_LISTEN_OVERFLOW (6.15+), and drops in cookie_v4_check/cookie_v6_check told by per-CPU SNMP counters",
 					progs: attach("tp_kfree_skb"), requires: needListenOverflowTracepoint, baselines: true},

@@ -19,7 +19,8 @@ var timewaitDetector = &detector{
 	reasons: []Reason{reasonTimewaitLimit},
 	probes: []probeSet{
 		{
-			events: []EventType{TimewaitOverflow},
+			events:    []EventType{TimewaitOverflow},
+			addresses: true,
 			paths: []pathSpec{
 				{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state + tp_btf/timer_start (tw_timer_handler)",
 					progs: attach("tp_inet_sock_set_state", "tp_timer_start"), requires: needTwTimer, enable: hookTimewait},

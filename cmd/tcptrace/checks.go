@@ -14,29 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Capability numbers from include/uapi/linux/capability.h (5.8+).
-const (
-	capPerfmon = 38
-	capBPF     = 39
-)
-
-// checkPrivileges says, before anything is loaded, what is missing.
-func checkPrivileges() error {
-	if os.Geteuid() == 0 {
-		return nil
-	}
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("not root, and reading capabilities failed: %w", err)
-	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	if has(capBPF) && has(capPerfmon) {
-		return nil
-	}
-	return errors.New("needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
-}
-
 // checkBTF: CO-RE needs the kernel's own type information; without it
 // nothing loads, and the loader's error would not say why.
 func checkBTF() error {

@@ -55,7 +55,9 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "tcptrace", versionString(version, bi))
 		return nil
 	}
-	if err := checkPrivileges(); err != nil {
+	// What a container was not given is the user's to fix: exit 2, the
+	// missing capability named.
+	if err := tracer.CheckPrivileges(o.tracer); err != nil {
 		return usageError{err}
 	}
 	if err := checkBTF(); err != nil {
