@@ -22,6 +22,13 @@ all: build
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/tcptrace
 
+# The alert rules as a PrometheusRule: the plain rules file under spec.
+deploy/kubernetes/prometheusrule.yaml: deploy/prometheus/tcptrace.rules.yml
+	{ printf '%s\n' '# Generated from deploy/prometheus/tcptrace.rules.yml by make: edit that file.' \
+		'apiVersion: monitoring.coreos.com/v1' 'kind: PrometheusRule' 'metadata:' '  name: tcptrace' \
+		'  namespace: tcptrace' '  labels:' '    app.kubernetes.io/name: tcptrace' 'spec:'; \
+	  sed -n '/^groups:/,$$p' $< | sed 's/^/  /'; } > $@
+
 # The node agent's OCI image, built offline by podman from an empty base
 # (deploy/image/Containerfile): tagged $(IMAGE):$(VERSION) and $(IMAGE):latest.
 IMAGE ?= localhost/tcptrace
