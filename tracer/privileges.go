@@ -91,6 +91,15 @@ func CheckPrivileges(opts Options) error {
 }
 
 func checkPrivileges(c capabilities, opts Options, fs procFS) error {
+	others := 0
+	if !c.has(capSysAdmin) {
+		others = fs.otherNetns(opts.PIDs)
+	}
+	// With other namespaces to enter, CAP_SYS_ADMIN is needed anyway and
+	// stands for CAP_BPF and CAP_PERFMON: name it first.
+	if others > 0 && (!c.hasOrAdmin(capBPF) || !c.hasOrAdmin(capPerfmon)) {
+		return &PrivilegeError{"CAP_SYS_ADMIN", netnsWhy(others) + "; it also stands for CAP_BPF and CAP_PERFMON, which loading and attaching BPF programs need: run tcptrace as root (sudo), or grant it"}
+	}
 	if !c.hasOrAdmin(capBPF) {
 		return &PrivilegeError{"CAP_BPF", "loading BPF programs and maps needs it (or CAP_SYS_ADMIN, which implies it): run tcptrace as root (sudo), or grant it"}
 	}
@@ -107,16 +116,18 @@ func checkPrivileges(c capabilities, opts Options, fs procFS) error {
 	if names := needAddresses(attachedEvents(events)); len(names) > 0 && fs.kallsymsHidden() {
 		return kallsymsError(c, names, fs)
 	}
-	if !c.has(capSysAdmin) {
-		if n := fs.otherNetns(opts.PIDs); n > 0 {
-			what := fmt.Sprintf("%d other network namespaces exist", n)
-			if n == 1 {
-				what = "another network namespace exists"
-			}
-			return &PrivilegeError{"CAP_SYS_ADMIN", what + " (containers, ip netns); tcptrace enters them (setns) to find the owners of the sockets made before it started and to read their TCP counters"}
-		}
+	if others > 0 {
+		return &PrivilegeError{"CAP_SYS_ADMIN", netnsWhy(others)}
 	}
 	return fs.tryProcFDs(c, opts.PIDs)
+}
+
+func netnsWhy(n int) string {
+	what := fmt.Sprintf("%d other network namespaces exist", n)
+	if n == 1 {
+		what = "another network namespace exists"
+	}
+	return what + " (containers, ip netns); tcptrace enters them (setns) to find the owners of the sockets made before it started and to read their TCP counters"
 }
 
 // needAddresses names the wanted events whose probes read kernel addresses.

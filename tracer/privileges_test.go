@@ -87,6 +87,8 @@ func TestCheckPrivileges(t *testing.T) {
 	}{
 		{name: "everything", caps: caps(all...), hidden: false, netns: twoOther},
 		{name: "none", caps: caps(), want: "CAP_BPF"},
+		{name: "none, other namespaces", caps: caps(), netns: twoOther, want: "CAP_SYS_ADMIN"},
+		{name: "bpf and perfmon, other namespaces", caps: caps(capBPF, capPerfmon, capSyslog), netns: twoOther, want: "CAP_SYS_ADMIN"},
 		{name: "bpf only", caps: caps(capBPF), want: "CAP_PERFMON"},
 		{name: "bpf and perfmon, one namespace, addresses shown", caps: caps(capBPF, capPerfmon), netns: sameNS},
 		{name: "sys_admin implies bpf and perfmon", caps: caps(capSysAdmin, capSyslog), netns: twoOther},
