@@ -24,7 +24,7 @@ const mibBaselineProg = "mib_baseline_init"
 // when the CPU is the caller's). It finds the namespace through a socket the
 // thread made in it. CPUs this process may not run on (a cpuset) are left
 // to the listener's state.
-func takeMibBaselines(spec *ebpf.CollectionSpec, o *objects) (taken int, err error) {
+func takeMibBaselines(spec *ebpf.CollectionSpec, o *objects, pids []uint32) (taken int, err error) {
 	coll, err := ebpf.NewCollectionWithOptions(withPrograms(spec, mibBaselineProg),
 		ebpf.CollectionOptions{MapReplacements: o.maps.Maps, Cache: o.kernelBTF})
 	if err != nil {
@@ -33,7 +33,7 @@ func takeMibBaselines(spec *ebpf.CollectionSpec, o *objects) (taken int, err err
 	defer coll.Close()
 	prog := coll.Programs[mibBaselineProg]
 	var errs []error
-	for _, path := range netnsPaths() {
+	for _, path := range netnsPathsOf(pids) {
 		err := inNetns(path, func() error {
 			n, err := baselinesHere(prog)
 			taken += n

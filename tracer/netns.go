@@ -43,6 +43,26 @@ func netnsPaths() map[uint64]string {
 	return out
 }
 
+// netnsPathsOf is netnsPaths limited to the namespaces of the given
+// processes (every one when none is given): a run limited to processes
+// enters no other namespace, and needs no CAP_SYS_ADMIN to enter those.
+func netnsPathsOf(pids []uint32) map[uint64]string {
+	if len(pids) == 0 {
+		return netnsPaths()
+	}
+	out := map[uint64]string{}
+	for _, pid := range pids {
+		p := filepath.Join("/proc", strconv.FormatUint(uint64(pid), 10), "ns", "net")
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil {
+			if _, ok := out[st.Ino]; !ok {
+				out[st.Ino] = p
+			}
+		}
+	}
+	return out
+}
+
 // inNetns runs f on a thread of its own inside the namespace at path (an
 // iterator walks, and /proc/thread-self/net shows, the namespace of the
 // thread). The thread is thrown away afterwards: it stays in that namespace.

@@ -123,7 +123,7 @@ func learnExistingSockets(prog *ebpf.Program, inodeMap *ebpf.Map, pids []uint32)
 	}
 	defer it.Close()
 	var errs []error
-	for _, path := range netnsPaths() {
+	for _, path := range netnsPathsOf(pids) {
 		if err := readIterIn(it, path); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,7 +88,18 @@ func CheckPrivileges(opts Options) error {
 	if err != nil {
 		return err
 	}
-	return checkPrivileges(c, opts, procFS{})
+	if err := checkPrivileges(c, opts, procFS{}); err != nil {
+		return err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (64 KiB by
+	// default); later ones use cgroup accounting and this does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return &PrivilegeError{"CAP_SYS_RESOURCE", "this kernel (before 5.11) charges BPF maps to RLIMIT_MEMLOCK, and raising it needs CAP_SYS_RESOURCE"}
+		}
+		return fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
+	}
+	return nil
 }
 
 func checkPrivileges(c capabilities, opts Options, fs procFS) error {

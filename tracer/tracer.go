@@ -171,7 +171,7 @@ func New(opts Options) (*Tracer, error) {
 		t.ownerErr = attachOwnerTracking(spec, t.objs, opts.PIDs)
 	}
 	if t.needsBaselines() {
-		if _, err := takeMibBaselines(spec, t.objs); err != nil {
+		if _, err := takeMibBaselines(spec, t.objs, opts.PIDs); err != nil {
 			t.baselineErr = err
 		}
 	}

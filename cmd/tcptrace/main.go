@@ -103,10 +103,10 @@ func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Wri
 	defer t.Close()
 	printUnsupported(stderr, t.Status())
 	if err := t.OwnerError(); err != nil {
-		fmt.Fprintf(stderr, "tcptrace: some socket owners may be unknown: %v\n", err)
+		fmt.Fprintf(stderr, "tcptrace: some socket owners may be unknown: %s\n", oneLine(err))
 	}
 	if err := t.BaselineError(); err != nil {
-		fmt.Fprintf(stderr, "tcptrace: some first SYNs on a CPU will be judged by the listener's state (see \"SYNs not judged\" in the summary): %v\n", err)
+		fmt.Fprintf(stderr, "tcptrace: some first SYNs on a CPU will be judged by the listener's state (see \"SYNs not judged\" in the summary): %s\n", oneLine(err))
 	}
 
 	if o.duration > 0 {
@@ -289,3 +289,7 @@ func listProbes(o *options, stdout io.Writer) error {
 	}
 	return nil
 }
+
+// oneLine joins the lines of an error (errors.Join's, one per namespace) so
+// that a warning stays one line.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
