@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
@@ -88,18 +88,7 @@ func CheckPrivileges(opts Options) error {
 	if err != nil {
 		return err
 	}
-	if err := checkPrivileges(c, opts, procFS{}); err != nil {
-		return err
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (64 KiB by
-	// default); later ones use cgroup accounting and this does nothing.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			return &PrivilegeError{"CAP_SYS_RESOURCE", "this kernel (before 5.11) charges BPF maps to RLIMIT_MEMLOCK, and raising it needs CAP_SYS_RESOURCE"}
-		}
-		return fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
-	}
-	return nil
+	return checkPrivileges(c, opts, procFS{})
 }
 
 func checkPrivileges(c capabilities, opts Options, fs procFS) error {
@@ -118,7 +107,10 @@ func checkPrivileges(c capabilities, opts Options, fs procFS) error {
 	if !c.hasOrAdmin(capPerfmon) {
 		return &PrivilegeError{"CAP_PERFMON", "attaching to tracepoints, fentry and kprobes and reading kernel memory from BPF need it (or CAP_SYS_ADMIN, which implies it): run tcptrace as root (sudo), or grant it"}
 	}
-	if err := fs.tryBPF(); err != nil {
+	if err := fs.trySeccomp(); err != nil {
+		return err
+	}
+	if err := fs.raiseMemlock(); err != nil {
 		return err
 	}
 	events := opts.Events
@@ -174,8 +166,9 @@ func kallsymsError(c capabilities, names []string, fs procFS) error {
 // procFS is where the checks look: the real /proc, or a test's copy.
 type procFS struct {
 	root string // "" for /
-	// bpf, when set, replaces the bpf() attempt (tests).
-	bpf func() error
+	// bpf and memlock, when set, replace the bpf() attempt and raising
+	// RLIMIT_MEMLOCK (tests).
+	bpf, memlock func() error
 }
 
 func (fs procFS) path(p string) string { return filepath.Join(fs.root+"/", p) }
@@ -188,18 +181,25 @@ func (fs procFS) sysctl(name string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// tryBPF creates the smallest map: container runtimes' default seccomp
-// profiles refuse bpf() (EPERM) unless the container holds CAP_SYS_ADMIN
-// (or CAP_BPF, in newer profiles), whatever its other capabilities.
-func (fs procFS) tryBPF() error {
+// trySeccomp asks bpf() for the information of no object (fd -1):
+// container runtimes' default seccomp profiles refuse bpf() (EPERM) unless
+// the container holds CAP_SYS_ADMIN (or CAP_BPF, in newer profiles),
+// whatever its other capabilities; the kernel itself answers EBADF. A
+// command that allocates nothing: before 5.11 a map's creation also says
+// EPERM when RLIMIT_MEMLOCK is used up, by this or an earlier process
+// whose maps are still being freed.
+func (fs procFS) trySeccomp() error {
 	var err error
 	if fs.bpf != nil {
 		err = fs.bpf()
 	} else {
-		var m *ebpf.Map
-		m, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-		if err == nil {
-			m.Close()
+		attr := struct {
+			fd, infoLen uint32
+			info        uint64
+		}{fd: ^uint32(0)}
+		_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_OBJ_GET_INFO_BY_FD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		if errno != 0 {
+			err = errno
 		}
 	}
 	if errors.Is(err, unix.EPERM) {
@@ -207,6 +207,24 @@ func (fs procFS) tryBPF() error {
 	}
 	// Other failures (no BPF in this kernel) are the loader's to report.
 	return nil
+}
+
+// raiseMemlock: kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (64
+// KiB by default), and raising it needs CAP_SYS_RESOURCE; later ones
+// charge the memory cgroup and this does nothing.
+func (fs procFS) raiseMemlock() error {
+	f := rlimit.RemoveMemlock
+	if fs.memlock != nil {
+		f = fs.memlock
+	}
+	err := f()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EPERM):
+		return &PrivilegeError{"CAP_SYS_RESOURCE", "this kernel (before 5.11) charges BPF maps to RLIMIT_MEMLOCK, and raising it needs CAP_SYS_RESOURCE"}
+	}
+	return fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w", err)
 }
 
 // kallsymsHidden: the kernel prints zeros for every address to a reader it

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,7 +49,7 @@ func fakeProc(t *testing.T, hidden bool, netns map[string]string) procFS {
 			t.Fatal(err)
 		}
 	}
-	return procFS{root: root, bpf: func() error { return nil }}
+	return procFS{root: root, bpf: func() error { return nil }, memlock: func() error { return nil }}
 }
 
 func caps(n ...int) capabilities {
@@ -83,6 +84,7 @@ func TestCheckPrivileges(t *testing.T) {
 		events  []string
 		pids    []uint32
 		seccomp bool
+		memlock bool   // raising RLIMIT_MEMLOCK is refused
 		want    string // the capability named; "seccomp"; "" for no error
 	}{
 		{name: "everything", caps: caps(all...), hidden: false, netns: twoOther},
@@ -94,6 +96,7 @@ func TestCheckPrivileges(t *testing.T) {
 		{name: "sys_admin implies bpf and perfmon", caps: caps(capSysAdmin, capSyslog), netns: twoOther},
 		{name: "kernel before 5.8: CAP_BPF unknown", caps: capabilities{eff: 1<<capBPF | 1<<capPerfmon, last: 37}, want: "CAP_BPF"},
 		{name: "seccomp refuses bpf()", caps: caps(all...), seccomp: true, want: "seccomp"},
+		{name: "kernel before 5.11 without CAP_SYS_RESOURCE", caps: caps(all...), memlock: true, want: "CAP_SYS_RESOURCE"},
 		{name: "addresses hidden", caps: caps(capBPF, capPerfmon), hidden: true, netns: sameNS, want: "CAP_SYSLOG"},
 		{name: "addresses hidden, no event needs them", caps: caps(capBPF, capPerfmon), hidden: true, netns: sameNS, events: []string{"reset", "retransmit", "synack_retransmit"}},
 		{name: "addresses hidden, delayed_ack needs them", caps: caps(capBPF, capPerfmon), hidden: true, netns: sameNS, events: []string{"reset", "delayed_ack"}, want: "CAP_SYSLOG"},
@@ -106,6 +109,9 @@ func TestCheckPrivileges(t *testing.T) {
 			fs := fakeProc(t, tc.hidden, tc.netns)
 			if tc.seccomp {
 				fs.bpf = func() error { return unix.EPERM }
+			}
+			if tc.memlock {
+				fs.memlock = func() error { return fmt.Errorf("failed to set memlock rlimit: %w", unix.EPERM) }
 			}
 			err := checkPrivileges(tc.caps, Options{Events: events(t, tc.events...), PIDs: tc.pids}, fs)
 			var pe *PrivilegeError
