@@ -413,6 +413,11 @@ func explainAttach(err error) error {
 		return fmt.Errorf("%w: the kernel cannot attach this hook (before 6.6, x86 fentry/fexit took functions of at most 6 arguments): %v", errUnsupported, err)
 	case errors.Is(err, unix.EPERM):
 		return fmt.Errorf("%w: refused (EPERM): %v", errUnsupported, err)
+	case errors.Is(err, unix.EACCES):
+		// A kprobe is a perf event; Debian's kernel.perf_event_paranoid=3
+		// opens perf events to CAP_SYS_ADMIN only (privileges.go).
+		return fmt.Errorf("%w: refused (EACCES: a kprobe is a perf event, and kernel.perf_event_paranoid=%s; at 3, Debian's kernels let only CAP_SYS_ADMIN open one): %v",
+			errUnsupported, procFS{}.sysctl("kernel/perf_event_paranoid"), err)
 	}
 	return err
 }

@@ -113,6 +113,9 @@ func checkPrivileges(c capabilities, opts Options, fs procFS) error {
 	if err := fs.raiseMemlock(); err != nil {
 		return err
 	}
+	if opts.ForcePath == PathKprobe && !c.has(capSysAdmin) && fs.perfEventsRefused() {
+		return &PrivilegeError{"CAP_SYS_ADMIN", fmt.Sprintf("kprobes are perf events, and this kernel opens none to tcptrace (kernel.perf_event_paranoid=%s: at 3, Debian's kernels let only CAP_SYS_ADMIN open one)", fs.sysctl("kernel/perf_event_paranoid"))}
+	}
 	events := opts.Events
 	if len(events) == 0 {
 		events = AllEventTypes()
@@ -166,9 +169,26 @@ func kallsymsError(c capabilities, names []string, fs procFS) error {
 // procFS is where the checks look: the real /proc, or a test's copy.
 type procFS struct {
 	root string // "" for /
-	// bpf and memlock, when set, replace the bpf() attempt and raising
-	// RLIMIT_MEMLOCK (tests).
-	bpf, memlock func() error
+	// bpf, memlock and perf, when set, replace the bpf() attempt, raising
+	// RLIMIT_MEMLOCK and opening a perf event (tests).
+	bpf, memlock, perf func() error
+}
+
+// perfEventsRefused opens the cheapest perf event (a software dummy on this
+// process): upstream, CAP_PERFMON opens any; Debian's
+// kernel.perf_event_paranoid=3 (its default) refuses all of them without
+// CAP_SYS_ADMIN. Tried, not read: the sysctl's 3 means that on Debian only.
+func (fs procFS) perfEventsRefused() bool {
+	if fs.perf != nil {
+		return fs.perf() != nil
+	}
+	attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_DUMMY, Size: uint32(unsafe.Sizeof(unix.PerfEventAttr{}))}
+	fd, err := unix.PerfEventOpen(&attr, 0, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
+	if err != nil {
+		return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+	}
+	unix.Close(fd)
+	return false
 }
 
 func (fs procFS) path(p string) string { return filepath.Join(fs.root+"/", p) }

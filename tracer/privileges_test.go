@@ -49,7 +49,7 @@ func fakeProc(t *testing.T, hidden bool, netns map[string]string) procFS {
 			t.Fatal(err)
 		}
 	}
-	return procFS{root: root, bpf: func() error { return nil }, memlock: func() error { return nil }}
+	return procFS{root: root, bpf: func() error { return nil }, memlock: func() error { return nil }, perf: func() error { return nil }}
 }
 
 func caps(n ...int) capabilities {
@@ -84,7 +84,9 @@ func TestCheckPrivileges(t *testing.T) {
 		events  []string
 		pids    []uint32
 		seccomp bool
-		memlock bool   // raising RLIMIT_MEMLOCK is refused
+		memlock bool // raising RLIMIT_MEMLOCK is refused
+		perf    bool // opening a perf event is refused
+		force   ProbePath
 		want    string // the capability named; "seccomp"; "" for no error
 	}{
 		{name: "everything", caps: caps(all...), hidden: false, netns: twoOther},
@@ -97,6 +99,9 @@ func TestCheckPrivileges(t *testing.T) {
 		{name: "kernel before 5.8: CAP_BPF unknown", caps: capabilities{eff: 1<<capBPF | 1<<capPerfmon, last: 37}, want: "CAP_BPF"},
 		{name: "seccomp refuses bpf()", caps: caps(all...), seccomp: true, want: "seccomp"},
 		{name: "kernel before 5.11 without CAP_SYS_RESOURCE", caps: caps(all...), memlock: true, want: "CAP_SYS_RESOURCE"},
+		{name: "perf events refused, kprobes forced", caps: caps(capBPF, capPerfmon), netns: sameNS, perf: true, force: PathKprobe, want: "CAP_SYS_ADMIN"},
+		{name: "perf events refused, kprobes not forced", caps: caps(capBPF, capPerfmon), netns: sameNS, perf: true},
+		{name: "perf events refused, kprobes forced, CAP_SYS_ADMIN held", caps: caps(all...), perf: true, force: PathKprobe},
 		{name: "addresses hidden", caps: caps(capBPF, capPerfmon), hidden: true, netns: sameNS, want: "CAP_SYSLOG"},
 		{name: "addresses hidden, no event needs them", caps: caps(capBPF, capPerfmon), hidden: true, netns: sameNS, events: []string{"reset", "retransmit", "synack_retransmit"}},
 		{name: "addresses hidden, delayed_ack needs them", caps: caps(capBPF, capPerfmon), hidden: true, netns: sameNS, events: []string{"reset", "delayed_ack"}, want: "CAP_SYSLOG"},
@@ -110,10 +115,13 @@ func TestCheckPrivileges(t *testing.T) {
 			if tc.seccomp {
 				fs.bpf = func() error { return unix.EPERM }
 			}
+			if tc.perf {
+				fs.perf = func() error { return unix.EACCES }
+			}
 			if tc.memlock {
 				fs.memlock = func() error { return fmt.Errorf("failed to set memlock rlimit: %w", unix.EPERM) }
 			}
-			err := checkPrivileges(tc.caps, Options{Events: events(t, tc.events...), PIDs: tc.pids}, fs)
+			err := checkPrivileges(tc.caps, Options{Events: events(t, tc.events...), PIDs: tc.pids, ForcePath: tc.force}, fs)
 			var pe *PrivilegeError
 			switch {
 			case tc.want == "" && err != nil:
