@@ -127,6 +127,13 @@ func TestImageDaemonSet(t *testing.T) {
 	ctrPort, _ := strconv.Atoi(kv["port"])
 	id, _ := exec.Command(podman, "inspect", "-f", "{{.Id}}", ctr).Output()
 	ctrID := strings.TrimSpace(string(id))
+	// The kubelet's link to the container's log, as on a node whose runtime
+	// speaks only CRI: the agent reads the pod's names from it.
+	link := filepath.Join("/var/log/containers", "web-0_shop_nginx-"+ctrID+".log")
+	if err := os.Symlink("/var/log/pods/shop_web-0_uid/nginx/0.log", link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(link) })
 
 	hostNS := newNetns(t)
 	hostSrv := startHelper(t, hostNS, "server", 0, helperBacklogEnv+"=6")
@@ -159,6 +166,9 @@ func TestImageDaemonSet(t *testing.T) {
 			}
 			if s.labels["container_id"] != c.container || s.labels["comm"] != "e2e.test" {
 				t.Errorf("%s: a series names container %q, process %q; want %q, e2e.test", c.what, s.labels["container_id"], s.labels["comm"], c.container)
+			}
+			if pod := s.labels["pod_namespace"] + "/" + s.labels["pod_name"] + "/" + s.labels["container_name"]; c.container != "" && pod != "shop/web-0/nginx" {
+				t.Errorf("%s: a series names %q, want shop/web-0/nginx (the kubelet's log link)", c.what, pod)
 			}
 			got += uint64(s.value)
 		}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,13 @@ import (
 // (containerd and CRI-O answer only their gRPC CRI: not asked here.)
 var runtimeSockets = []string{"/run/podman/podman.sock", "/var/run/docker.sock", "/run/docker.sock"}
 
+// kubeletLogLinks is where the kubelet links every container's log as
+// <pod>_<namespace>_<container>-<container id>.log, whatever the runtime:
+// the names of a pod's containers on a node with containerd or CRI-O,
+// where no runtime answers Docker's API. Pod and namespace names are DNS
+// labels and subdomains, container names DNS labels: none holds "_".
+const kubeletLogLinks = "/var/log/containers"
+
 const (
 	labelPodName      = "io.kubernetes.pod.name"
 	labelPodNamespace = "io.kubernetes.pod.namespace"
@@ -32,10 +40,11 @@ type containerNames struct {
 }
 
 type runtimeNames struct {
-	sockets []string
-	timeout time.Duration
-	mu      sync.Mutex
-	known   map[string]namesEntry
+	logLinks string
+	sockets  []string
+	timeout  time.Duration
+	mu       sync.Mutex
+	known    map[string]namesEntry
 }
 
 type namesEntry struct {
@@ -49,7 +58,7 @@ type namesEntry struct {
 const retryAfter = 30 * time.Second
 
 func newRuntimeNames() *runtimeNames {
-	return &runtimeNames{sockets: runtimeSockets, timeout: 200 * time.Millisecond, known: map[string]namesEntry{}}
+	return &runtimeNames{logLinks: kubeletLogLinks, sockets: runtimeSockets, timeout: 200 * time.Millisecond, known: map[string]namesEntry{}}
 }
 
 // names asks the runtimes for a container's names, once per container
@@ -65,7 +74,11 @@ func (r *runtimeNames) names(id string) containerNames {
 		return e.names
 	}
 	e := namesEntry{at: time.Now()}
+	e.names, e.found = kubeletLogNames(r.logLinks, id)
 	for _, sock := range r.sockets {
+		if e.found {
+			break
+		}
 		if _, err := os.Stat(sock); err != nil {
 			continue
 		}
@@ -111,4 +124,20 @@ func inspectContainer(sock, id string, timeout time.Duration) (containerNames, b
 		n.container = strings.TrimPrefix(v.Name, "/")
 	}
 	return n, true
+}
+
+// kubeletLogNames finds a container's pod, namespace and name in the name of
+// the kubelet's link to its log.
+func kubeletLogNames(dir, id string) (containerNames, bool) {
+	if dir == "" || strings.ContainsAny(id, "/*?[") {
+		return containerNames{}, false
+	}
+	links, _ := filepath.Glob(filepath.Join(dir, "*-"+id+".log"))
+	for _, l := range links {
+		base := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(l), ".log"), "-"+id)
+		if parts := strings.Split(base, "_"); len(parts) == 3 && parts[0] != "" && parts[1] != "" && parts[2] != "" {
+			return containerNames{pod: parts[0], podNamespace: parts[1], container: parts[2]}, true
+		}
+	}
+	return containerNames{}, false
 }

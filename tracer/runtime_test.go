@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net"
+	"os"
 	"net/http"
 	"path/filepath"
 	"sync/atomic"
@@ -53,5 +54,37 @@ func TestRuntimeNames(t *testing.T) {
 	r.names("cccc")
 	if asked.Load() != before+1 {
 		t.Errorf("an unknown container is not asked again after retryAfter")
+	}
+}
+
+// On a node whose runtime speaks only CRI, the kubelet's log links name a
+// pod's containers; the runtime is not asked for a container they name.
+func TestKubeletLogNames(t *testing.T) {
+	dir := t.TempDir()
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, name := range []string{
+		"web-0_shop_nginx-" + id + ".log",
+		"api-7d9f8-x2x_payments_side-car-" + "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210" + ".log",
+		"odd_name_with_underscores-" + "1111111111111111111111111111111111111111111111111111111111111111" + ".log",
+	} {
+		if err := os.Symlink("/var/log/pods/x/0.log", filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, want := range map[string]containerNames{
+		id: {pod: "web-0", podNamespace: "shop", container: "nginx"},
+		"fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210": {pod: "api-7d9f8-x2x", podNamespace: "payments", container: "side-car"},
+		"1111111111111111111111111111111111111111111111111111111111111111": {},
+		"2222222222222222222222222222222222222222222222222222222222222222": {},
+		"*": {},
+	} {
+		got, ok := kubeletLogNames(dir, id)
+		if got != want || ok != (want != containerNames{}) {
+			t.Errorf("%s: %+v %v, want %+v", id[:1], got, ok, want)
+		}
+	}
+	r := &runtimeNames{logLinks: dir, sockets: []string{filepath.Join(t.TempDir(), "absent.sock")}, timeout: time.Second, known: map[string]namesEntry{}}
+	if got := r.names(id); got.pod != "web-0" {
+		t.Errorf("runtimeNames with log links: %+v", got)
 	}
 }
