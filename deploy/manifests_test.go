@@ -55,28 +55,27 @@ func (m *manifests) decodeStrict(doc []byte) error {
 	if err := yaml.Unmarshal(doc, &tm); err != nil {
 		return err
 	}
-	var err error
 	switch tm.APIVersion + " " + tm.Kind {
 	case "v1 Namespace":
-		var o corev1.Namespace
-		err = strict(doc, &o)
-		m.namespaces = append(m.namespaces, o)
+		return decodeInto(doc, &m.namespaces)
 	case "apps/v1 DaemonSet":
-		var o appsv1.DaemonSet
-		err = strict(doc, &o)
-		m.daemonSets = append(m.daemonSets, o)
+		return decodeInto(doc, &m.daemonSets)
 	case "monitoring.coreos.com/v1 PodMonitor":
-		var o monitoringv1.PodMonitor
-		err = strict(doc, &o)
-		m.podMons = append(m.podMons, o)
+		return decodeInto(doc, &m.podMons)
 	case "monitoring.coreos.com/v1 PrometheusRule":
-		var o monitoringv1.PrometheusRule
-		err = strict(doc, &o)
-		m.rules = append(m.rules, o)
-	default:
-		return fmt.Errorf("unexpected object %s %s", tm.APIVersion, tm.Kind)
+		return decodeInto(doc, &m.rules)
 	}
-	return err
+	return fmt.Errorf("unexpected object %s %s", tm.APIVersion, tm.Kind)
+}
+
+// decodeInto decodes doc strictly as a T and appends it to list.
+func decodeInto[T any](doc []byte, list *[]T) error {
+	var o T
+	if err := strict(doc, &o); err != nil {
+		return err
+	}
+	*list = append(*list, o)
+	return nil
 }
 
 func loadManifests(t *testing.T) *manifests {

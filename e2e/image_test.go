@@ -36,13 +36,7 @@ import (
 // exits 2.
 func TestImageDaemonSet(t *testing.T) {
 	requireEvents(t, "syn_drop")
-	podman, err := exec.LookPath("podman")
-	if err != nil {
-		if inMatrix() {
-			t.Skip("no podman in the VM guest: this test runs on the host")
-		}
-		t.Fatalf("podman is not installed (make deps-test installs Debian's podman and runc): %v", err)
-	}
+	podman := requirePodman(t)
 	ds := readDaemonSet(t)
 	agent := buildAgentImage(t)
 	pod := newNetns(t)
@@ -105,28 +99,8 @@ func TestImageDaemonSet(t *testing.T) {
 	// container, in a namespace of its own), each flooded.
 	image := importImage(t, podman)
 	other := newNetns(t)
-	ctr := "tcptrace-e2e-" + randomHex(t, 6)
-	srvCmd := exec.Command(podman, "--runtime", "runc", "run", "--rm", "-i", "--name", ctr,
-		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "ns:/run/netns/"+other.name,
-		"-e", helperEnv+"=server", "-e", helperBacklogEnv+"=6", "-e", helperSecondsEnv+"=0", image, "/e2e.test")
-	stdin, _ := srvCmd.StdinPipe()
-	stdout, _ := srvCmd.StdoutPipe()
-	if err := srvCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		exec.Command(podman, "rm", "-f", "-t", "0", ctr).Run()
-		srvCmd.Wait()
-	})
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() {
-		t.Fatal("the server container ended before READY")
-	}
-	kv, _ := keyValues(sc.Text(), "READY")
-	ctrPort, _ := strconv.Atoi(kv["port"])
-	id, _ := exec.Command(podman, "inspect", "-f", "{{.Id}}", ctr).Output()
-	ctrID := strings.TrimSpace(string(id))
+	srv := startContainerServer(t, podman, image, other, 6)
+	ctrID, ctrPort := srv.id, srv.port
 	// The kubelet's link to the container's log, as on a node whose runtime
 	// speaks only CRI: the agent reads the pod's names from it.
 	link := filepath.Join("/var/log/containers", "web-0_shop_nginx-"+ctrID+".log")

@@ -30,13 +30,7 @@ import (
 // those drops.
 func TestPodmanContainer(t *testing.T) {
 	requireEvents(t, "syn_drop")
-	podman, err := exec.LookPath("podman")
-	if err != nil {
-		if inMatrix() {
-			t.Skip("no podman in the VM guest: this test runs on the host")
-		}
-		t.Fatalf("podman is not installed (make deps-test installs Debian's podman and runc): %v", err)
-	}
+	podman := requirePodman(t)
 	image := importImage(t, podman)
 	startPodmanService(t, podman)
 	ns := newNetns(t)
@@ -44,44 +38,10 @@ func TestPodmanContainer(t *testing.T) {
 	metricsAddr := freeLoopbackAddr(t)
 	withMetrics := startTracer(t, "-e", "syn_drop", "--interval", "500ms", "--metrics", metricsAddr, "-o", "none")
 
-	name := "tcptrace-e2e-" + randomHex(t, 6)
-	cmd := exec.Command(podman, "--runtime", "runc", "run", "--rm", "-i", "--name", name,
-		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-		"--network", "ns:/run/netns/"+ns.name,
+	c := startContainerServer(t, podman, image, ns, 6,
 		"--label", "io.kubernetes.pod.name=web-0", "--label", "io.kubernetes.pod.namespace=shop",
-		"--label", "io.kubernetes.container.name=nginx",
-		"-e", helperEnv+"=server", "-e", helperBacklogEnv+"=6", "-e", helperSecondsEnv+"=0",
-		image, "/e2e.test")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		exec.Command(podman, "rm", "-f", "-t", "0", name).Run()
-		cmd.Wait()
-	})
-	out := bufio.NewScanner(stdout)
-	if !out.Scan() {
-		t.Fatalf("the container ended before READY: %s", stderr.String())
-	}
-	kv, ok := keyValues(out.Text(), "READY")
-	if !ok {
-		t.Fatalf("container: %q", out.Text())
-	}
-	port, _ := strconv.Atoi(kv["port"])
-	inspect := func(format string) string {
-		b, err := exec.Command(podman, "inspect", "-f", format, name).Output()
-		if err != nil {
-			t.Fatalf("podman inspect %s: %v", format, err)
-		}
-		return strings.TrimSpace(string(b))
-	}
-	id, hostPID := inspect("{{.Id}}"), inspect("{{.State.Pid}}")
-	pid, _ := strconv.Atoi(hostPID)
+		"--label", "io.kubernetes.container.name=nginx")
+	id, port, pid := c.id, c.port, c.pid
 	t.Logf("container %s, host pid %d, cgroup %s", id[:12], pid, procCgroupPath(t, pid))
 	byContainer := startTracer(t, "-e", "syn_drop", "--interval", "500ms", "--container", id[:12])
 	time.Sleep(500 * time.Millisecond)
@@ -120,6 +80,68 @@ func TestPodmanContainer(t *testing.T) {
 		t.Errorf("metrics: no tcptrace_events_total of container %s with %d (%v):\n%s", id[:12], n, m, exposition)
 	}
 	t.Logf("%d drops of the container, all named after it", n)
+}
+
+// requirePodman finds podman, which the host always has (make deps-test)
+// and the VM guests do not.
+func requirePodman(t *testing.T) string {
+	t.Helper()
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		if inMatrix() {
+			t.Skip("no podman in the VM guest: this test runs on the host")
+		}
+		t.Fatalf("podman is not installed (make deps-test installs Debian's podman and runc): %v", err)
+	}
+	return podman
+}
+
+// containerServer is the helper's listening server in a podman container.
+type containerServer struct {
+	name, id  string
+	port, pid int // the port it listens on; its host pid
+}
+
+// startContainerServer runs the helper's server (listen backlog) from image
+// in a container on the network namespace ns, with podman's extra flags.
+func startContainerServer(t *testing.T, podman, image string, ns *netns, backlog int, flags ...string) containerServer {
+	t.Helper()
+	c := containerServer{name: "tcptrace-e2e-" + randomHex(t, 6)}
+	args := append([]string{"--runtime", "runc", "run", "--rm", "-i", "--name", c.name,
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "ns:/run/netns/" + ns.name}, flags...)
+	cmd := exec.Command(podman, append(args, "-e", helperEnv+"=server", "-e", helperBacklogEnv+"="+strconv.Itoa(backlog),
+		"-e", helperSecondsEnv+"=0", image, "/e2e.test")...)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		exec.Command(podman, "rm", "-f", "-t", "0", c.name).Run()
+		cmd.Wait()
+	})
+	out := bufio.NewScanner(stdout)
+	if !out.Scan() {
+		t.Fatalf("the container ended before READY: %s", stderr.String())
+	}
+	kv, ok := keyValues(out.Text(), "READY")
+	if !ok {
+		t.Fatalf("container: %q", out.Text())
+	}
+	c.port, _ = strconv.Atoi(kv["port"])
+	inspect := func(format string) string {
+		b, err := exec.Command(podman, "inspect", "-f", format, c.name).Output()
+		if err != nil {
+			t.Fatalf("podman inspect %s: %v", format, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	c.id = inspect("{{.Id}}")
+	c.pid, _ = strconv.Atoi(inspect("{{.State.Pid}}"))
+	return c
 }
 
 // importImage builds the test's image offline: a root file system with

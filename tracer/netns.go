@@ -67,16 +67,19 @@ func netnsPathsOf(pids []uint32) map[uint64]string {
 // iterator walks, and /proc/thread-self/net shows, the namespace of the
 // thread). The thread is thrown away afterwards: it stays in that namespace.
 func inNetns(path string, f func() error) error {
-	// setns needs CAP_SYS_ADMIN even into the namespace the thread is
-	// already in: skip it there, so that a run that enters no other
-	// namespace needs no CAP_SYS_ADMIN (privileges.go).
-	var st, own unix.Stat_t
-	if unix.Stat(path, &st) == nil && unix.Stat("/proc/thread-self/ns/net", &own) == nil && st.Ino == own.Ino && st.Dev == own.Dev {
-		return f()
-	}
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		// Never unlocked: the thread dies with the goroutine, with its
+		// namespace and whatever affinity f left it with.
+		runtime.LockOSThread()
+		// setns needs CAP_SYS_ADMIN even into the namespace the thread is
+		// already in: skip it there, so that a run that enters no other
+		// namespace needs no CAP_SYS_ADMIN (privileges.go).
+		var st, own unix.Stat_t
+		if unix.Stat(path, &st) == nil && unix.Stat("/proc/thread-self/ns/net", &own) == nil && st.Ino == own.Ino && st.Dev == own.Dev {
+			done <- f()
+			return
+		}
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			done <- err
