@@ -2,8 +2,8 @@ package tracer
 
 import (
 	"net"
-	"os"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
