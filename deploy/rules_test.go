@@ -1,6 +1,7 @@
-// Package deploy holds what runs tcptrace as a fleet's agent: alert rules
-// for Prometheus (prometheus/) and, later, the Kubernetes manifests. Its
-// tests check them with the tools their users run.
+// Package deploy holds what runs tcptrace as a fleet's agent: the image's
+// Containerfile (image/), alert rules for Prometheus (prometheus/) and the
+// Kubernetes manifests (kubernetes/). Its tests check them with the tools
+// and types their users' systems use: promtool, the Kubernetes API types.
 package deploy
 
 import (
