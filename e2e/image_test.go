@@ -59,28 +59,43 @@ func TestImageDaemonSet(t *testing.T) {
 	port := metricsPort(t, ds)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 
-	// Ready only with every detector attached: the first answer is 200,
-	// and the metrics then show a path for every event.
+	// From the container's start: while the programs load, /healthz
+	// answers and /readyz says "loading" (503); the first 200 of /readyz
+	// comes with every event's probe attached, as the metrics then show.
 	start := time.Now()
+	loading, healthyWhileLoading := 0, false
 	for {
 		code, body, err := httpGetIn(pod.name, addr, "/readyz")
 		if err == nil {
-			if code != http.StatusOK {
-				t.Fatalf("the first answer of /readyz: %d %q\n%s", code, body, logs.String())
+			if code == http.StatusOK {
+				break
 			}
-			break
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, "loading") {
+				t.Fatalf("/readyz before ready: %d %q, want 503 loading\n%s", code, body, logs.String())
+			}
+			if loading++; loading == 1 {
+				hc, hb, herr := httpGetIn(pod.name, addr, "/healthz")
+				if herr != nil || hc != http.StatusOK {
+					t.Errorf("/healthz while loading: %d %q %v", hc, hb, herr)
+				}
+				healthyWhileLoading = herr == nil && hc == http.StatusOK
+				if mc, mb, merr := httpGetIn(pod.name, addr, "/metrics"); merr == nil && mc == http.StatusOK {
+					t.Errorf("/metrics while loading: 200\n%s", mb)
+				}
+			}
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("the agent exited (%v) before serving /readyz:\n%s", err, logs.String())
+			t.Fatalf("the agent exited (%v) before ready:\n%s", err, logs.String())
 		default:
 		}
 		if time.Since(start) > 60*time.Second {
-			t.Fatalf("/readyz did not answer in 60 s: %v\n%s", err, logs.String())
+			t.Fatalf("/readyz not ready in 60 s: %d %v\n%s", code, err, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("ready %v after the container started", time.Since(start).Round(time.Millisecond))
+	t.Logf("ready %v after the container started; /readyz answered 503 loading %d times before (/healthz 200 meanwhile: %v)",
+		time.Since(start).Round(time.Millisecond), loading, healthyWhileLoading)
 	_, exposition, err := httpGetIn(pod.name, addr, "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -88,8 +103,10 @@ func TestImageDaemonSet(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^tcptrace_probe_info\{event="([a-z_]+)",path="none"\}`).FindAllStringSubmatch(exposition, -1); len(m) > 0 {
 		t.Errorf("ready while some events have no probe: %v", m)
 	}
-	if !strings.Contains(exposition, `tcptrace_probe_info{event="syn_drop",path=`) {
-		t.Fatalf("no tcptrace_probe_info for syn_drop:\n%s", exposition)
+	for _, e := range allEventNames(t) {
+		if !strings.Contains(exposition, `tcptrace_probe_info{event="`+e+`",path=`) {
+			t.Errorf("ready, but no tcptrace_probe_info for %s:\n%s", e, exposition)
+		}
 	}
 	if code, _, err := httpGetIn(pod.name, addr, "/healthz"); err != nil || code != http.StatusOK {
 		t.Errorf("/healthz: %d %v", code, err)
@@ -417,4 +434,18 @@ func metricSeries(exposition, name string) []sample {
 		out = append(out, s)
 	}
 	return out
+}
+
+// allEventNames are the events tcptrace knows, from its --help.
+func allEventNames(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command(tcptraceBin, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tcptrace --help: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`only these events \(comma-separated\): ([a-z_, ]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("tcptrace --help lists no events:\n%s", out)
+	}
+	return strings.Split(string(m[1]), ", ")
 }

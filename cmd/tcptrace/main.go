@@ -93,14 +93,18 @@ func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Wri
 	// What the user can get wrong was checked above; a failure now (a
 	// verifier rejection, no probe path for any event, a map the kernel
 	// refuses) is not bad input.
+	var ms *metricsServer
+	if ml != nil {
+		ms = serveMetrics(ml, o.webConfigFile, stderr)
+	}
 	t, err := tracer.New(o.tracer)
 	if err != nil {
-		if ml != nil {
-			ml.Close()
-		}
+		ms.stop()
 		return err
 	}
 	defer t.Close()
+	// Stopped before the tracer closes: a scrape reads its maps.
+	defer ms.stop()
 	printUnsupported(stderr, t.Status())
 	if err := t.OwnerError(); err != nil {
 		fmt.Fprintf(stderr, "tcptrace: some socket owners may be unknown: %s\n", oneLine(err))
@@ -129,13 +133,10 @@ func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Wri
 	}
 	sum := tracer.NewSummary()
 	var metrics *tracer.Metrics
-	var ms *metricsServer
-	if ml != nil {
+	if ms != nil {
 		bi, _ := debug.ReadBuildInfo()
 		metrics = tracer.NewMetrics(t, versionString(version, bi), o.maxSeries)
-		ms = serveMetrics(ml, metrics, t.Status(), o.webConfigFile, stderr)
-		// Stopped before the tracer closes: a scrape reads its maps.
-		defer ms.stop()
+		ms.ready(metrics, t.Status(), stderr)
 		go sweepMetrics(ctx, metrics)
 	}
 	var writeErr error

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -38,31 +39,52 @@ func metricsListener(o *options) (net.Listener, error) {
 	return l, nil
 }
 
-// metricsServer serves /metrics on l until stopped. exporter-toolkit adds
-// TLS and basic authentication from the web configuration file, as every
-// Prometheus exporter does.
+// metricsServer serves /metrics, /healthz and /readyz on l until stopped.
+// exporter-toolkit adds TLS and basic authentication from the web
+// configuration file, as every Prometheus exporter does.
 type metricsServer struct {
 	srv     *http.Server
 	done    chan error
 	once    sync.Once
 	stopErr error
+	// loaded: the metrics and the probes' status once tracer.New has
+	// attached what it could; nil while the programs load.
+	loaded atomic.Pointer[loadedState]
 }
 
-func serveMetrics(l net.Listener, m *tracer.Metrics, status []tracer.ProbeStatus, webConfigFile string, stderr io.Writer) *metricsServer {
+type loadedState struct {
+	metrics http.Handler
+	status  []tracer.ProbeStatus
+}
+
+// serveMetrics starts serving at once, before anything is loaded: loading
+// and attaching the programs takes seconds, and an orchestrator's liveness
+// probe must not find the port closed meanwhile. Until ready is called,
+// /healthz answers, /readyz and /metrics say "loading" with 503.
+func serveMetrics(l net.Listener, webConfigFile string, stderr io.Writer) *metricsServer {
+	s := &metricsServer{done: make(chan error, 1)}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(slog.NewTextHandler(stderr, nil), slog.LevelError),
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		st := s.loaded.Load()
+		if st == nil {
+			loading(w)
+			return
+		}
+		st.metrics.ServeHTTP(w, r)
+	})
 	// Health for an orchestrator's probes: alive while the server answers;
-	// ready when every selected event's detector is attached (the server
-	// starts once tcptrace has attached what it could).
+	// ready when every selected event's detector is attached.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := s.loaded.Load()
+		if st == nil {
+			loading(w)
+			return
+		}
 		var missing []string
-		for _, st := range status {
-			if st.Path == 0 {
-				missing = append(missing, st.Names())
+		for _, p := range st.status {
+			if p.Path == 0 {
+				missing = append(missing, p.Names())
 			}
 		}
 		if len(missing) > 0 {
@@ -72,11 +94,8 @@ func serveMetrics(l net.Listener, m *tracer.Metrics, status []tracer.ProbeStatus
 		}
 		io.WriteString(w, "ok\n")
 	})
-	s := &metricsServer{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: log.New(stderr, "tcptrace: metrics: ", 0)},
-		done: make(chan error, 1),
-	}
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(stderr, "tcptrace: metrics: ", 0)}
 	// The toolkit logs every start at Info; only what goes wrong is
 	// worth a line beside the events.
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -84,6 +103,22 @@ func serveMetrics(l net.Listener, m *tracer.Metrics, status []tracer.ProbeStatus
 		s.done <- web.Serve(l, s.srv, &web.FlagConfig{WebConfigFile: &webConfigFile}, logger)
 	}()
 	return s
+}
+
+func loading(w http.ResponseWriter) {
+	w.WriteHeader(http.StatusServiceUnavailable)
+	io.WriteString(w, "loading: the probes are not attached yet\n")
+}
+
+// ready serves m's metrics and judges readiness by status from now on.
+func (s *metricsServer) ready(m *tracer.Metrics, status []tracer.ProbeStatus, stderr io.Writer) {
+	s.loaded.Store(&loadedState{
+		metrics: promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{
+			ErrorLog:      slog.NewLogLogger(slog.NewTextHandler(stderr, nil), slog.LevelError),
+			ErrorHandling: promhttp.ContinueOnError,
+		}),
+		status: status,
+	})
 }
 
 // sweepMetrics drops, once a minute, the series of containers that are

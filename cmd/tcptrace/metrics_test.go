@@ -77,7 +77,8 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := tracer.NewMetrics(nil, "test", tracer.DefaultMaxSeries)
-	s := serveMetrics(l, m, nil, web, io.Discard)
+	s := serveMetrics(l, web, io.Discard)
+	s.ready(m, nil, io.Discard)
 	defer s.stop()
 	url := "https://" + l.Addr().String() + "/metrics"
 	pool := x509.NewCertPool()
@@ -143,8 +144,10 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 
-// /healthz answers while tcptrace runs; /readyz only when every selected
-// event's detector is attached, and names those that are not.
+// /healthz answers from the start, while the programs load; /readyz says
+// "loading" until then, and afterwards is ready only when every selected
+// event's detector is attached, naming those that are not. /metrics is
+// served once loaded.
 func TestHealthEndpoints(t *testing.T) {
 	for _, c := range []struct {
 		status   []tracer.ProbeStatus
@@ -159,7 +162,7 @@ func TestHealthEndpoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := serveMetrics(l, tracer.NewMetrics(nil, "test", tracer.DefaultMaxSeries), c.status, "", io.Discard)
+		s := serveMetrics(l, "", io.Discard)
 		get := func(path string) (int, string) {
 			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + l.Addr().String() + path)
 			if err != nil {
@@ -169,11 +172,24 @@ func TestHealthEndpoints(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			return resp.StatusCode, string(b)
 		}
+		// Loading: alive, not ready, no metrics yet.
+		if code, _ := get("/healthz"); code != http.StatusOK {
+			t.Errorf("/healthz while loading: %d", code)
+		}
+		for _, path := range []string{"/readyz", "/metrics"} {
+			if code, body := get(path); code != http.StatusServiceUnavailable || !strings.Contains(body, "loading") {
+				t.Errorf("%s while loading: %d %q, want 503 loading", path, code, body)
+			}
+		}
+		s.ready(tracer.NewMetrics(nil, "test", tracer.DefaultMaxSeries), c.status, io.Discard)
 		if code, _ := get("/healthz"); code != http.StatusOK {
 			t.Errorf("/healthz: %d", code)
 		}
 		if code, body := get("/readyz"); code != c.code || !strings.Contains(body, c.contains) {
 			t.Errorf("/readyz with %+v: %d %q, want %d %q", c.status, code, body, c.code, c.contains)
+		}
+		if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "tcptrace_metrics_series_refused_total") {
+			t.Errorf("/metrics once loaded: %d %q", code, body)
 		}
 		s.stop()
 	}
