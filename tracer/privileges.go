@@ -92,6 +92,11 @@ func CheckPrivileges(opts Options) error {
 }
 
 func checkPrivileges(c capabilities, opts Options, fs procFS) error {
+	// First: every later check reads other processes under /proc, which
+	// shows only this namespace's.
+	if err := fs.hostPIDNamespace(); err != nil {
+		return err
+	}
 	others := 0
 	if !c.has(capSysAdmin) {
 		others = fs.otherNetns(opts.PIDs)
@@ -164,6 +169,30 @@ func kallsymsError(c capabilities, names []string, fs procFS) error {
 		return &PrivilegeError{"", why + ": set kernel.kptr_restrict to 1, or leave these events out (-e)"}
 	}
 	return &PrivilegeError{"CAP_SYSLOG", why + ": grant CAP_SYSLOG, or leave these events out (-e)"}
+}
+
+// pidInitIno is the inode number of the kernel's initial PID namespace,
+// fixed at build time (PROC_PID_INIT_INO, include/linux/proc_ns.h), so that
+// it reads the same on every boot and every kernel.
+const pidInitIno = 0xEFFFFFFC
+
+// hostPIDNamespace: the kernel records host pids (bpf_get_current_pid_tgid
+// and the task's tgid are the initial namespace's numbers), and tcptrace
+// looks each one up under /proc to name its process and find the sockets
+// it holds; in a PID namespace of its own (a container without the host's)
+// /proc shows none of them, or other processes under the same numbers.
+func (fs procFS) hostPIDNamespace() error {
+	link, err := os.Readlink(fs.path("/proc/self/ns/pid"))
+	if err != nil {
+		return nil // a kernel without PID namespaces: there is only the host's
+	}
+	ino, ok := strings.CutPrefix(link, "pid:[")
+	ino, ok2 := strings.CutSuffix(ino, "]")
+	n, err := strconv.ParseUint(ino, 10, 64)
+	if !ok || !ok2 || err != nil || n == pidInitIno {
+		return nil
+	}
+	return &PrivilegeError{"", fmt.Sprintf("not in the host's PID namespace (this one is %s): the kernel reports the host's pids, which /proc here does not show; run tcptrace in the host's PID namespace (hostPID: true in a pod, --pid host with podman or docker)", link)}
 }
 
 // procFS is where the checks look: the real /proc, or a test's copy.

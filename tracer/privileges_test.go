@@ -35,6 +35,9 @@ func fakeProc(t *testing.T, hidden bool, netns map[string]string) procFS {
 	write("proc/sys/kernel/perf_event_paranoid", "2\n")
 	// netns: path -> the path it is the same namespace as ("" for a new one).
 	write("proc/self/ns/net", "")
+	if err := os.Symlink(fmt.Sprintf("pid:[%d]", pidInitIno), filepath.Join(root, "proc/self/ns/pid")); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{"proc/1/ns/net", "proc/2/ns/net", "run/netns/a"} {
 		same, ok := netns[p]
 		if !ok {
@@ -167,5 +170,45 @@ func TestKallsymsHidden(t *testing.T) {
 		if got := kallsymsHiddenIn(strings.NewReader(in)); got != want {
 			t.Errorf("%q: hidden %v, want %v", in, got, want)
 		}
+	}
+}
+
+// In a PID namespace of its own tcptrace cannot find the processes the
+// kernel names, and says so before anything else; in the initial one, or on
+// a kernel without PID namespaces, nothing is said.
+func TestCheckPrivilegesHostPIDNamespace(t *testing.T) {
+	all := caps(capBPF, capPerfmon, capSyslog, capSysAdmin, capSysPtrace, capDACReadSearch)
+	for _, tc := range []struct {
+		name string
+		link string // /proc/self/ns/pid; "" for none
+		caps capabilities
+		want string
+	}{
+		{"the host's", fmt.Sprintf("pid:[%d]", pidInitIno), all, ""},
+		{"no PID namespaces", "", all, ""},
+		{"a container's", "pid:[4026532713]", all, "not in the host's PID namespace (this one is pid:[4026532713])"},
+		{"a container's, no capabilities either", "pid:[4026532713]", caps(), "hostPID: true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := fakeProc(t, false, nil)
+			link := filepath.Join(fs.root, "proc/self/ns/pid")
+			os.Remove(link)
+			if tc.link != "" {
+				if err := os.Symlink(tc.link, link); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := checkPrivileges(tc.caps, Options{}, fs)
+			var pe *PrivilegeError
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("got %v, want no error", err)
+			case tc.want == "":
+			case !errors.As(err, &pe) || pe.Capability != "":
+				t.Fatalf("got %v, want a PrivilegeError naming no capability", err)
+			case !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--pid host") || strings.Contains(err.Error(), "\n"):
+				t.Fatalf("got %q, want one line saying %q and --pid host", err, tc.want)
+			}
+		})
 	}
 }
