@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,6 +177,37 @@ func TestImageDaemonSet(t *testing.T) {
 	default:
 	}
 
+	// The host's PID namespace is needed: in one of its own, the agent says
+	// so in one line and exits 2.
+	if ds.Spec.Template.Spec.HostPID {
+		t.Run("without the host's PID namespace", func(t *testing.T) {
+			args := podmanArgs(t, ds, pod.name, "")
+			i := slices.Index(args, "--pid")
+			if i < 0 || args[i+1] != "host" {
+				t.Fatalf("podmanArgs %q: no --pid host", args)
+			}
+			args = slices.Delete(args, i, i+2)
+			// An agent that does not refuse runs until stopped.
+			name := "tcptrace-e2e-nopid-" + randomHex(t, 4)
+			t.Cleanup(func() { exec.Command(podman, "rm", "-f", "-t", "0", name).Run() })
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, podman, append(append([]string{"--runtime", "runc", "run", "--rm", "--name", name}, args...), agent)...)
+			cmd.Args = append(cmd.Args, ds.Spec.Template.Spec.Containers[0].Args...)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("exit %v, want 2:\n%s", err, out)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "tcptrace: not in the host's PID namespace") || !strings.Contains(lines[0], "hostPID: true") {
+				t.Errorf("want one line naming the host's PID namespace, got:\n%s", out)
+			}
+		})
+	} else {
+		t.Error("the DaemonSet does not ask for the host's PID namespace: the agent refuses to run without it")
+	}
+
 	// Each capability the DaemonSet adds is needed: without it, the agent
 	// names it in one line and exits 2 (CAP_SYSLOG only where the kernel
 	// hides addresses from a process without it).
@@ -241,6 +274,13 @@ func podmanArgs(t *testing.T, ds *appsv1.DaemonSet, netnsName string, without co
 	spec := ds.Spec.Template.Spec
 	c := spec.Containers[0]
 	args := []string{"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "ns:/run/netns/" + netnsName}
+	// The pod's fields and the container's that this knows: each is given
+	// to podman below, or says nothing podman could give (scheduling, the
+	// service account token tcptrace does not read, the probes, tested
+	// themselves). Any other (a pod securityContext, sysctls, the host's
+	// network, env, a command) fails the test until taught here.
+	unknownFields(t, "the pod's spec", spec, "containers", "hostPID", "automountServiceAccountToken", "priorityClassName", "tolerations", "volumes")
+	unknownFields(t, "the container", c, "name", "image", "args", "ports", "securityContext", "resources", "livenessProbe", "readinessProbe", "volumeMounts")
 	if spec.HostNetwork || spec.HostIPC {
 		t.Fatal("the DaemonSet asks for the host's network or IPC namespace: teach podmanArgs")
 	}
@@ -251,15 +291,7 @@ func podmanArgs(t *testing.T, ds *appsv1.DaemonSet, netnsName string, without co
 	if sc == nil || sc.Capabilities == nil {
 		t.Fatal("the DaemonSet's container has no securityContext.capabilities")
 	}
-	known := map[string]bool{"runAsUser": true, "runAsGroup": true, "readOnlyRootFilesystem": true, "seccompProfile": true, "capabilities": true}
-	raw, _ := yaml.Marshal(sc)
-	var fields map[string]any
-	yaml.Unmarshal(raw, &fields)
-	for f := range fields {
-		if !known[f] {
-			t.Fatalf("securityContext.%s: teach podmanArgs what it means", f)
-		}
-	}
+	unknownFields(t, "the container's securityContext", sc, "runAsUser", "runAsGroup", "readOnlyRootFilesystem", "seccompProfile", "capabilities")
 	if sc.RunAsUser != nil {
 		g := int64(0)
 		if sc.RunAsGroup != nil {
@@ -313,6 +345,25 @@ func podmanArgs(t *testing.T, ds *appsv1.DaemonSet, netnsName string, without co
 		args = append(args, "-v", v.HostPath.Path+":"+vm.MountPath+":"+strings.Join(opts, ","))
 	}
 	return args
+}
+
+// unknownFields fails the test when v, as the manifest spells it, sets a
+// field not in known.
+func unknownFields(t *testing.T, what string, v any, known ...string) {
+	t.Helper()
+	raw, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := yaml.Unmarshal(raw, &fields); err != nil {
+		t.Fatal(err)
+	}
+	for f := range fields {
+		if !slices.Contains(known, f) {
+			t.Fatalf("%s sets %s: teach podmanArgs what it means", what, f)
+		}
+	}
 }
 
 func metricsPort(t *testing.T, ds *appsv1.DaemonSet) int {
