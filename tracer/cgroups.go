@@ -24,8 +24,10 @@ import (
 // cgroup's directory, which is its inode number in the cgroup2 file system
 // on 64-bit kernels. User space maps the id to the directory's path by
 // walking that file system, and the path to a container and a pod by the
-// names the runtimes and the kubelet give their cgroups. No runtime API is
-// asked: the ids need no socket and no Kubernetes API server.
+// names the runtimes and the kubelet give their cgroups: the ids need no
+// runtime socket and no Kubernetes API server. Only a container's names
+// (its pod's, its own) are not in its cgroup: runtime.go asks the
+// kubelet's log links or the runtime's Docker-compatible API for them.
 type cgroups struct {
 	root string // where the v2 hierarchy is mounted; "": none
 	mu   sync.Mutex
@@ -33,6 +35,9 @@ type cgroups struct {
 	byID      map[uint64]string
 	scanned   time.Time
 	minRescan time.Duration
+	// gone, when set, is told after each walk which containers the
+	// hierarchy names now, so that what is kept of the others goes.
+	gone func(present map[string]bool)
 }
 
 // newCgroups finds the cgroup2 mount: /sys/fs/cgroup on a unified host,
@@ -115,6 +120,15 @@ func (c *cgroups) scan() {
 	c.scanned = time.Now()
 	c.byID = map[uint64]string{}
 	c.walk("/", func(rel string, id uint64) { c.byID[id] = rel })
+	if c.gone != nil {
+		present := map[string]bool{}
+		for _, rel := range c.byID {
+			if id, _ := containerOf(rel); id != "" {
+				present[id] = true
+			}
+		}
+		c.gone(present)
+	}
 }
 
 // walk calls fn with the path (below the root; "/" for the root) and id of

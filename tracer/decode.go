@@ -48,7 +48,11 @@ type decoder struct {
 func newDecoder(hz uint64) *decoder {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano())), fates: newSynFates(), cgroups: newCgroups(), names: newRuntimeNames()}
+	d := &decoder{hz: hz, bootWall: time.Now().Add(-time.Duration(ts.Nano())), fates: newSynFates(), cgroups: newCgroups(), names: newRuntimeNames()}
+	// A walk of the hierarchy, made when an event names a cgroup not seen
+	// yet, also tells which containers are gone.
+	d.cgroups.gone = d.names.forget
+	return d
 }
 
 func (d *decoder) wall(ktimeNs uint64) time.Time {

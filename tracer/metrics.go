@@ -54,6 +54,14 @@ var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 // and skipped runs are read when Prometheus scrapes). version names the
 // build in tcptrace_build_info.
 func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
+	var self selfSource
+	if t != nil { // (nil: the unit tests' sink, with no kernel side)
+		self = t
+	}
+	return newMetrics(self, version, maxSeries)
+}
+
+func newMetrics(self selfSource, version string, maxSeries int) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -72,8 +80,8 @@ func NewMetrics(t *Tracer, version string, maxSeries int) *Metrics {
 	}
 	m.reg.MustRegister(m.events, m.refused, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if t != nil { // (nil: the unit tests' sink, with no kernel side)
-		m.reg.MustRegister(&selfCollector{t: t, version: version})
+	if self != nil {
+		m.reg.MustRegister(&selfCollector{t: self, version: version})
 	}
 	for _, d := range detectors {
 		for _, ds := range d.durations {
@@ -173,8 +181,18 @@ func (m *Metrics) Sweep(now time.Time) {
 
 // selfCollector reports tcptrace itself, read when Prometheus scrapes.
 type selfCollector struct {
-	t       *Tracer
+	t       selfSource
 	version string
+}
+
+// selfSource is what selfCollector reads of a Tracer; the unit tests give
+// it one without a kernel side, so that every metric can be linted.
+type selfSource interface {
+	Status() []ProbeStatus
+	tracedEvents() []EventType
+	lostNow() (map[EventType]uint64, error)
+	skippedNow() map[string]uint64
+	CounterChecksNow() []CounterCheck
 }
 
 var (
@@ -216,7 +234,7 @@ func (c *selfCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(descLost, err)
 		return
 	}
-	for _, e := range c.t.opts.Events {
+	for _, e := range c.t.tracedEvents() {
 		ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(lost[e]), e.String())
 	}
 	for prog, n := range c.t.skippedNow() {

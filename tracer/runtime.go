@@ -43,14 +43,30 @@ type runtimeNames struct {
 	logLinks string
 	sockets  []string
 	timeout  time.Duration
-	mu       sync.Mutex
-	known    map[string]namesEntry
+	// wait is how long a line waits for the names of a container not
+	// asked about yet; past it the line goes without them and the lookup
+	// goes on beside the decoding.
+	wait time.Duration
+	// lookup finds a container's names (nil: the log links, then the
+	// sockets); the unit tests give their own.
+	lookup func(id string) (containerNames, bool)
+	mu     sync.Mutex
+	known  map[string]*namesEntry
+	// slow: a line waited in vain, or the last lookup to end took longer
+	// than wait. Lines then do not wait at all, so that a runtime that
+	// hangs costs one wait, not one per container, until it answers in
+	// time again.
+	slow bool
 }
 
 type namesEntry struct {
 	names containerNames
 	at    time.Time
 	found bool
+	// done is closed when the entry's lookup ends; asking is true until
+	// then.
+	done   chan struct{}
+	asking bool
 }
 
 // retryAfter: a container the runtime did not know (or no runtime
@@ -58,37 +74,97 @@ type namesEntry struct {
 const retryAfter = 30 * time.Second
 
 func newRuntimeNames() *runtimeNames {
-	return &runtimeNames{logLinks: kubeletLogLinks, sockets: runtimeSockets, timeout: 200 * time.Millisecond, known: map[string]namesEntry{}}
+	return &runtimeNames{logLinks: kubeletLogLinks, sockets: runtimeSockets, timeout: 200 * time.Millisecond,
+		wait: 200 * time.Millisecond, known: map[string]*namesEntry{}}
 }
 
-// names asks the runtimes for a container's names, once per container
-// (and again after retryAfter when none knew it). At most timeout per
-// socket: a stuck runtime delays one line, not the run.
+// names is a container's names as the kubelet's log links or a runtime
+// give them, asked once per container (and again after retryAfter when none
+// knew it). The lookup runs on its own, without the lock: the line that
+// starts it waits at most wait for it (nothing when the runtime was slow
+// last time), later lines take what is known, and a runtime that hangs
+// delays no line more than once.
 func (r *runtimeNames) names(id string) containerNames {
 	if r == nil || id == "" {
 		return containerNames{}
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e, ok := r.known[id]; ok && (e.found || time.Since(e.at) < retryAfter) {
-		return e.names
+	if e, ok := r.known[id]; ok && (e.found || e.asking || time.Since(e.at) < retryAfter) {
+		n := e.names
+		r.mu.Unlock()
+		return n
 	}
-	e := namesEntry{at: time.Now()}
-	e.names, e.found = kubeletLogNames(r.logLinks, id)
-	for _, sock := range r.sockets {
-		if e.found {
-			break
+	e := &namesEntry{at: time.Now(), done: make(chan struct{}), asking: true}
+	r.known[id] = e
+	wait := r.wait
+	if r.slow {
+		wait = 0
+	}
+	lookup := r.lookup
+	if lookup == nil {
+		lookup = r.ask
+	}
+	r.mu.Unlock()
+	go func() {
+		start := time.Now()
+		n, found := lookup(id)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		// (An entry forgotten meanwhile is no longer in known: filling
+		// it in does not bring it back.)
+		e.names, e.found, e.at, e.asking = n, found, time.Now(), false
+		r.slow = time.Since(start) > r.wait
+		close(e.done)
+	}()
+	timedOut := false
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-e.done:
+		case <-t.C:
+			timedOut = true
 		}
+		t.Stop()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if timedOut && e.asking {
+		r.slow = true
+	}
+	return e.names
+}
+
+// ask looks a container's names up: the kubelet's log links, then each
+// runtime socket there is, at most timeout each.
+func (r *runtimeNames) ask(id string) (containerNames, bool) {
+	if n, ok := kubeletLogNames(r.logLinks, id); ok {
+		return n, true
+	}
+	for _, sock := range r.sockets {
 		if _, err := os.Stat(sock); err != nil {
 			continue
 		}
 		if n, ok := inspectContainer(sock, id, r.timeout); ok {
-			e.names, e.found = n, true
-			break
+			return n, true
 		}
 	}
-	r.known[id] = e
-	return e.names
+	return containerNames{}, false
+}
+
+// forget drops what is known of the containers not in present (the
+// containers the cgroup hierarchy names now): a container that is gone
+// takes no more room.
+func (r *runtimeNames) forget(present map[string]bool) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.known {
+		if !present[id] {
+			delete(r.known, id)
+		}
+	}
 }
 
 // inspectContainer asks one Docker-API socket about a container.

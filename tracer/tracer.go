@@ -425,6 +425,9 @@ func (t *Tracer) lostNow() (map[EventType]uint64, error) {
 	return lost, nil
 }
 
+// tracedEvents are the events asked for (all when none were named).
+func (t *Tracer) tracedEvents() []EventType { return t.opts.Events }
+
 // skippedNow is, per program, the hook hits it missed so far (SkippedRuns).
 // Safe beside Run: it reads the programs' and links' counters.
 func (t *Tracer) skippedNow() map[string]uint64 {
