@@ -74,7 +74,7 @@ func TestRetransmitOutage(t *testing.T) {
 // last segment leaves no ACK to tell: the tail loss probe fires and, the
 // client having nothing unsent, resends it: loss_probe. Each kind equals
 // the kernel's counter of it, which counts the same retransmissions, one
-// for one (net/ipv4/tcp_output.c):
+// for one (net/ipv4/tcp_output.c, tcp_timer.c):
 //   - TCPFastRetrans and TCPSlowStartRetrans: tcp_xmit_retransmit_queue()
 //     after each segment it resends (lost ones only), by the congestion
 //     state, segment for segment (tcp_skb_pcount());
