@@ -249,6 +249,10 @@ static __always_inline void read_snapshot(struct sock *sk, struct tcp_snapshot *
 	/* icsk_timeout was removed in 6.15; the timer's own expiry exists in
 	 * every version and is what the removed field mirrored. */
 	s->timer_expires = BPF_CORE_READ(icsk, icsk_retransmit_timer.expires);
+	/* 6.15 made the RTO ceiling settable, per socket and per namespace;
+	 * TCP_RTO_MAX is a constant before. Resolved at load: no read. */
+	s->rto_max_knobs = (bpf_core_field_exists(icsk->icsk_rto_max) ? RTO_MAX_SOCKOPT : 0) |
+			   (bpf_core_field_exists(struct netns_ipv4, sysctl_tcp_rto_max_ms) ? RTO_MAX_SYSCTL : 0);
 
 	/* tcp_memory_pressure and tcp_memory_allocated are globals that TCP
 	 * points its struct proto at; reading through the pointers avoids a

@@ -136,11 +136,18 @@ static __always_inline void rtx_fill(struct sock *sk, struct event *e, __u8 path
 	if (bpf_core_field_exists(icsk->icsk_rto_max))
 		e->c.rto_max = BPF_CORE_READ(icsk, icsk_rto_max);
 	e->x.ssthresh = BPF_CORE_READ(tp, snd_ssthresh);
-	e->x.rttvar_us = BPF_CORE_READ(tp, rttvar_us);
+	/* What TCP_INFO reports as tcpi_rttvar (mdev_us >> 2): rttvar_us is
+	 * the RTO's variance term, which tcp_rtt_estimator() keeps at
+	 * tcp_rto_min or above, not a measurement. */
+	e->x.rttvar_us = BPF_CORE_READ(tp, mdev_us);
 	/* int in 5.10, u8 since (and in Debian's 5.10 backport): the probed
 	 * read takes either. */
 	ipv4 = net_ipv4(BPF_CORE_READ(sk, __sk_common.skc_net.net));
 	e->x.retries2 = BPF_CORE_READ_BITFIELD_PROBED(ipv4, sysctl_tcp_retries2);
+	/* 6.15+: the namespace's ceiling, the default of new sockets'
+	 * TCP_RTO_MAX_MS. */
+	if (bpf_core_field_exists(ipv4->sysctl_tcp_rto_max_ms))
+		e->x.rto_max_sysctl_ms = BPF_CORE_READ(ipv4, sysctl_tcp_rto_max_ms);
 }
 
 /* One line per connection and kind, then its count per interval. The

@@ -287,6 +287,7 @@ const volatile enum shared_hook btf_anchor_shared_hook;
 const volatile enum conn_limits btf_anchor_conn_limits;
 const volatile enum rtx_kind btf_anchor_rtx_kind;
 const volatile enum rto_stall_kind btf_anchor_rto_stall_kind;
+const volatile enum rto_max_knob btf_anchor_rto_max_knob;
 
 /* GPL: tp_btf, fentry and ring buffer helpers are GPL-only. */
 char LICENSE[] SEC("license") = "GPL";

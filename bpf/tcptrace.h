@@ -82,6 +82,13 @@ enum rtx_kind {
 	RTX_SLOW_START = 4, /* the queue resent in slow start after a timeout or a path-MTU drop: TCPSlowStartRetrans */
 };
 
+/* What the kernel lets a user set of the RTO ceiling (6.15+; TCP_RTO_MAX,
+ * 120 s, fixed before): read_snapshot() tells by the fields' existence. */
+enum rto_max_knob {
+	RTO_MAX_SOCKOPT = 1, /* TCP_RTO_MAX_MS (icsk_rto_max) */
+	RTO_MAX_SYSCTL = 2,  /* net.ipv4.tcp_rto_max_ms (sysctl_tcp_rto_max_ms) */
+};
+
 /* Which kind of hook produced an event: printed by --list-probes and kept in
  * every event so a test (and an SRE) can tell which path ran. */
 enum probe_path {
@@ -133,7 +140,8 @@ struct tcp_snapshot {
 	__u8 probes_out;     /* unanswered zero-window probes */
 	__u8 nonagle;        /* TCP_NAGLE_OFF (1) = TCP_NODELAY, TCP_NAGLE_CORK (2) */
 	__u8 ca_state;       /* TCP_CA_Open, ..., TCP_CA_Loss */
-	__u8 _pad[2];
+	__u8 rto_max_knobs;  /* enum rto_max_knob bits: the kernel's settings for the RTO ceiling */
+	__u8 _pad[1];
 };
 
 /*
@@ -261,12 +269,13 @@ struct rtx_snapshot {
 	__u32 segs;          /* segments of this retransmission (the socket's total_retrans grew by this) */
 	__u32 bytes;         /* bytes of this retransmission (skb->len); a line's total is in wait_ns */
 	__u32 ssthresh;      /* snd_ssthresh, packets */
-	__u32 rttvar_us;     /* rttvar_us, microseconds (<< 2 like the kernel's mdev) */
+	__u32 rttvar_us;     /* mdev_us, microseconds << 2 (TCP_INFO's tcpi_rttvar is mdev_us >> 2) */
 	__u32 retries2;      /* net.ipv4.tcp_retries2 of the namespace */
 	__s32 err;           /* 6.17+: the attempt's result; 0 before */
 	__u8 kind;           /* retransmit: enum rtx_kind; rto_stall: enum rto_stall_kind */
 	__u8 episode_known;  /* tcptrace saw the episode's first timeout: since_first_rto_ns is real */
 	__u8 _pad[2];
+	__u32 rto_max_sysctl_ms; /* net.ipv4.tcp_rto_max_ms of the namespace (RTO_MAX_SYSCTL in s.rto_max_knobs) */
 	__u64 since_first_rto_ns; /* rto_stall: since the first timeout of this episode */
 	__u64 since_last_rto_ns;  /* rto_stall: since the latest timeout's retransmission */
 	__u64 since_heard_ns;     /* rto_stall: since the first peer segment seen in the stall (recovered: the part with the path back) */

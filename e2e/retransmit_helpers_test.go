@@ -170,3 +170,66 @@ func rtoSide(time.Duration) error {
 	<-exit
 	return nil
 }
+
+func init() {
+	connHelpers["messages"] = messages
+}
+
+// messages: one loopback connection where the client sends requests of two
+// 1000-byte segments (TCP_NODELAY, a write each) and waits for the server's
+// 1-byte reply before the next, for d after GO. The client never has data
+// unsent while its segments are in flight: a tail loss probe finds no new
+// data to send and resends the last segment (tcp_send_loss_probe()).
+func messages(d time.Duration) error {
+	client, server, err := connectPair(0)
+	if err != nil {
+		return err
+	}
+	if err := unix.SetsockoptInt(client, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return err
+	}
+	if err := unix.SetsockoptInt(server, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return err
+	}
+	lport, _ := localPort(client)
+	sport, _ := localPort(server)
+	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, sport)
+	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
+		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	}
+	const seg = 1000
+	served := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 2*seg)
+		for {
+			for got := 0; got < len(buf); {
+				n, err := unix.Read(server, buf[got:])
+				if err != nil || n == 0 {
+					served <- err
+					return
+				}
+				got += n
+			}
+			if _, err := unix.Write(server, buf[:1]); err != nil {
+				served <- err
+				return
+			}
+		}
+	}()
+	msg, reply := make([]byte, seg), make([]byte, 1)
+	var requests uint64
+	for start := time.Now(); time.Since(start) < d; requests++ {
+		for range 2 {
+			if _, err := unix.Write(client, msg); err != nil {
+				return err
+			}
+		}
+		if n, err := unix.Read(client, reply); err != nil || n != 1 {
+			return fmt.Errorf("reply %d: %d bytes, %v", requests, n, err)
+		}
+	}
+	unix.Close(client)
+	<-served
+	fmt.Printf("RESULT requests=%d\n", requests)
+	return nil
+}

@@ -68,17 +68,32 @@ func TestRetransmitOutage(t *testing.T) {
 	}
 }
 
-// A lossy path: one data segment in 50 to the receiver is dropped while a
-// bulk sender runs. Loss recovery resends them (fast), with a tail loss
-// probe or a timeout now and then; every kind adds up to the kernel's
-// counter of it, and the whole to RetransSegs less TCPSynRetrans. A tail
-// loss probe is counted by TCPLossProbes, which also counts probes that
-// sent new data: at most that many.
+// A lossy path: one data segment in 50 to the server is dropped while a
+// client sends two-segment requests and waits for each reply. A dropped
+// first segment is repaired from the peer's SACK (RACK): fast. A dropped
+// last segment leaves no ACK to tell: the tail loss probe fires and, the
+// client having nothing unsent, resends it: loss_probe. Each kind equals
+// the kernel's counter of it, which counts the same retransmissions, one
+// for one (net/ipv4/tcp_output.c, tcp_timer.c):
+//   - TCPFastRetrans and TCPSlowStartRetrans: tcp_xmit_retransmit_queue()
+//     after each segment it resends (lost ones only), by the congestion
+//     state, segment for segment (tcp_skb_pcount());
+//   - TCPLossProbes: tcp_send_loss_probe(), once per probe that went out,
+//     a resent last segment (one segment: it trims the skb to one MSS) or
+//     new data, which these requests never leave unsent;
+//   - TCPTimeouts: tcp_retransmit_timer(), once per firing past the
+//     zero-window branch, each resending one segment unless it gave up
+//     (none here: no zero window, no give-up).
+//
+// The whole equals RetransSegs less TCPSynRetrans. The lines are on the
+// client's connection, named after the helper, with the rttvar TCP_INFO
+// reports: under a millisecond on loopback, where the kernel's rttvar_us
+// (the RTO's variance term) stays at tcp_rto_min/4, 50 ms, or above.
 func TestRetransmitLossyPath(t *testing.T) {
 	requireEvents(t, "retransmit")
 	ns := newNetns(t)
 	tr := startTracer(t, "-e", "retransmit")
-	h := startHelper(t, ns, "bulk", 3*time.Second)
+	h := startHelper(t, ns, "messages", 3*time.Second)
 	ns.nft(fmt.Sprintf(`table ip tcptrace_e2e_loss {
 		chain in { type filter hook input priority 0; tcp dport %d meta length > 200 numgen inc mod 50 == 0 drop; }
 	}`, h.Port))
@@ -94,14 +109,16 @@ func TestRetransmitLossyPath(t *testing.T) {
 	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(evs) != want {
 		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
 	}
-	if by["fast"] == 0 || !rtxKindsAgree(t, tr, by, map[string]uint64{"fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"], "timeout": ext["TCPTimeouts"]}) ||
-		by["loss_probe"] > ext["TCPLossProbes"] || by["other"] != 0 {
-		t.Errorf("by kind %v; TCPFastRetrans %d, TCPSlowStartRetrans %d, TCPTimeouts %d, TCPLossProbes %d",
-			by, ext["TCPFastRetrans"], ext["TCPSlowStartRetrans"], ext["TCPTimeouts"], ext["TCPLossProbes"])
+	want := map[string]uint64{"fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"], "timeout": ext["TCPTimeouts"], "loss_probe": ext["TCPLossProbes"]}
+	if by["fast"] == 0 || by["loss_probe"] == 0 || !rtxKindsAgree(t, tr, by, want) || by["other"] != 0 {
+		t.Errorf("by kind %v; want fast and loss_probe, and %v", by, want)
 	}
 	for _, e := range evs {
 		if e.LPort != h.LPort || e.RPort != h.Port || e.Details["owner_known"] != true {
-			t.Errorf("retransmit not on the sender's connection or not named after it: %s", dump([]event{e}))
+			t.Errorf("retransmit not on the client's connection or not named after it: %s", dump([]event{e}))
+		}
+		if v := detail(e, "rttvar_us"); v >= 50000 {
+			t.Errorf("rttvar %v µs on loopback, want TCP_INFO's (mdev_us/4), not the RTO's floor: %s", v, dump([]event{e}))
 		}
 	}
 }
@@ -110,7 +127,8 @@ func TestRetransmitLossyPath(t *testing.T) {
 // both ways over one connection (TCP_NODELAY, non-blocking). Both pause,
 // the path is cut both ways, and they resume writing inside the outage 4 s
 // apart, as one service's backoff in the field is often ahead of the
-// other's: the client's timeouts run 4 s ahead of the server's. When the
+// other's: the client's timeouts run 4 s ahead of the server's, both
+// retransmitting on timeouts with a growing backoff meanwhile. When the
 // path is back, the client's next retransmission gets through first and
 // resumes its direction; the server's data waits for its own backed-off
 // timer although the client's segments arrive: rto_stall for the server,
@@ -118,7 +136,8 @@ func TestRetransmitLossyPath(t *testing.T) {
 // client's reads record that), then recovered with the stall's length and
 // the part of it with the peer heard. Nothing for the client, which was
 // never stalled. --pid of the server shows its retransmits and stall only,
-// although they happen in timer and softirq context.
+// although they happen in timer and softirq context, and all of them: as
+// many as the run without --pid saw on its connection.
 func TestRTOStall(t *testing.T) {
 	requireEvents(t, "retransmit", "rto_stall")
 	ns := newNetns(t)
@@ -148,6 +167,7 @@ func TestRTOStall(t *testing.T) {
 	ns.nft(fmt.Sprintf(`table ip tcptrace_e2e_cut {
 		chain in { type filter hook input priority 0; tcp dport %d drop; tcp sport %d drop; }
 	}`, server.Port, server.Port))
+	cut := time.Now()
 	time.Sleep(time.Second)
 	fmt.Fprintln(client.stdin, "RESUME")
 	time.Sleep(4 * time.Second)
@@ -216,6 +236,19 @@ func TestRTOStall(t *testing.T) {
 		t.Errorf("summary: RetransSegs-TCPSynRetrans +%d, %d not seen (found: %v); want +%d, all seen:\n%s",
 			kernel, notSeen, ok, delta["RetransSegs"]-ext["TCPSynRetrans"], tr.stderrText())
 	}
+	// During the outage both sides' timers fire again and again, each
+	// firing backed off further than the one before.
+	for _, h := range []*helperProc{server, client} {
+		var backoffs []float64
+		for _, e := range rtx {
+			if at := eventTime(t, e); e.LPort == h.LPort && e.Reason == "timeout" && at.After(cut) && at.Before(restored) {
+				backoffs = append(backoffs, detail(e, "backoff"))
+			}
+		}
+		if len(backoffs) < 2 || backoffs[len(backoffs)-1] <= backoffs[0] {
+			t.Errorf("pid %d (port %d): timeout lines during the outage with backoff %v, want two or more, growing", h.PID, h.LPort, backoffs)
+		}
+	}
 	// During the outage both sides' sends fail, their data unacknowledged.
 	for _, h := range []*helperProc{server, client} {
 		if !eagain {
@@ -246,7 +279,15 @@ func TestRTOStall(t *testing.T) {
 	firstAt, recAt := eventTime(t, first), eventTime(t, rec)
 	resumed := time.UnixMilli(int64(detailNum(results[client]["resumed_unix_ms"])))
 	predicted := firstAt.Add(time.Duration(detail(first, "next_retransmit_ms") * float64(time.Millisecond)))
-	if d := resumed.Sub(predicted); d < -300*time.Millisecond || d > 300*time.Millisecond {
+	// When the timer fires and when the client's read wakes are both late
+	// under the matrix's emulated CPUs, two guests to the host's cores (336
+	// ms seen once on 5.10); a wrong prediction (the RTO instead of what is
+	// left of it, one backoff off) is off by seconds.
+	slack := 300 * time.Millisecond
+	if inMatrix() {
+		slack = time.Second
+	}
+	if d := resumed.Sub(predicted); d < -slack || d > slack {
 		t.Errorf("the stall said the next retransmission at %s, the server's data resumed at %s", predicted.Format("15:04:05.000"), resumed.Format("15:04:05.000"))
 	}
 	if firstAt.Before(restored) || detail(first, "rto_retransmits") < 3 {
@@ -280,22 +321,34 @@ func TestRTOStall(t *testing.T) {
 	if d := stall - recAt.Sub(firstRTO); firstRTO.IsZero() || d < -50*time.Millisecond || d > 50*time.Millisecond {
 		t.Errorf("recovered: stall of %s, the first timeout was %s before", stall, recAt.Sub(firstRTO))
 	}
-	if d := recAt.Sub(resumed); d < -300*time.Millisecond || d > 300*time.Millisecond {
+	if d := recAt.Sub(resumed); d < -slack || d > slack {
 		t.Errorf("recovered at %s, the server's data resumed at %s", recAt.Format("15:04:05.000"), resumed.Format("15:04:05.000"))
 	}
-	// --pid of the server: its own lines, the stall among them.
+	// --pid of the server: its own lines, its retransmits and the stall
+	// among them, as many as the host-wide run saw on its connection.
 	mine := inNetns(byPID.eventsFor("", 0), ns.inode())
-	var mineStalls []event
+	var mineStalls, mineRtx, serverRtx []event
 	for _, e := range mine {
 		if e.PID != server.PID || e.LPort != server.Port {
 			t.Errorf("--pid %d shows another's line: %s", server.PID, dump([]event{e}))
 		}
-		if e.Event == "rto_stall" {
+		switch e.Event {
+		case "rto_stall":
 			mineStalls = append(mineStalls, e)
+		case "retransmit":
+			mineRtx = append(mineRtx, e)
+		}
+	}
+	for _, e := range rtx {
+		if e.LPort == server.Port {
+			serverRtx = append(serverRtx, e)
 		}
 	}
 	if got, want := countBy(mineStalls), countBy(append(stalls, recovered...)); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("--pid %d: rto_stall %v, the host-wide run %v", server.PID, got, want)
+	}
+	if got, want := countBy(mineRtx), countBy(serverRtx); sumCounts(serverRtx) == 0 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("--pid %d: retransmit %v, the host-wide run's on the server's connection %v", server.PID, got, want)
 	}
 }
 

@@ -330,6 +330,8 @@ func goldenCases() []goldenCase {
 	add("retransmit_timeout", rtx(tcptraceRtxKindRTX_TIMEOUT), tally{wait: 1448})
 	r = rtx(tcptraceRtxKindRTX_TIMEOUT)
 	r.C.UserTimeoutMs, r.C.RtoMax = 30000, 5000
+	r.S.RtoMaxKnobs = uint8(tcptraceRtoMaxKnobRTO_MAX_SOCKOPT | tcptraceRtoMaxKnobRTO_MAX_SYSCTL)
+	r.X.RtoMaxSysctlMs = 120000
 	add("retransmit_timeout_user_timeout", r, tally{count: 3, wait: 3 * 1448})
 	r = rtx(tcptraceRtxKindRTX_TIMEOUT)
 	r.C.OwnerKnown, r.S.Ino = 0, 0
@@ -362,7 +364,9 @@ func goldenCases() []goldenCase {
 	}
 	add("rto_stall_backoff", stall(tcptraceRtoStallKindRTO_STALL_WAITING), tally{})
 	r = stall(tcptraceRtoStallKindRTO_STALL_WAITING)
-	r.C.UserTimeoutMs, r.C.RtoMax = 60000, 120000
+	r.C.UserTimeoutMs, r.C.RtoMax = 60000, 20000
+	r.S.RtoMaxKnobs = uint8(tcptraceRtoMaxKnobRTO_MAX_SOCKOPT | tcptraceRtoMaxKnobRTO_MAX_SYSCTL)
+	r.X.RtoMaxSysctlMs = 30000
 	r.X.SinceHeardNs = 1_500e6
 	add("rto_stall_backoff_aggregated", r, tally{count: 40})
 	r = stall(tcptraceRtoStallKindRTO_STALL_WAITING)

@@ -116,9 +116,15 @@ type retransmitState struct {
 	RTTVar      time.Duration
 	Retries2    uint8
 	UserTimeout time.Duration
-	RTOMax      time.Duration // 0: unknown (HZ unknown)
-	// RTOMaxSettable: the kernel has TCP_RTO_MAX_MS and tcp_rto_max_ms (6.15+).
-	RTOMaxSettable bool
+	// RTOMax: the ceiling of this socket's backoff, its TCP_RTO_MAX_MS
+	// where the kernel has it (snapshot.RTOMaxSockopt), else the constant
+	// TCP_RTO_MAX; 0: unknown (HZ unknown).
+	RTOMax time.Duration
+	// RTOMaxSysctl: the namespace's net.ipv4.tcp_rto_max_ms, where the
+	// kernel has it (snapshot.RTOMaxSysctl).
+	RTOMaxSysctl time.Duration
+	// Tick: one jiffy (1/CONFIG_HZ); 0 when HZ is unknown.
+	Tick time.Duration
 	// GiveUp: how long after its first retransmission the connection is
 	// aborted if nothing is acknowledged (TCP_USER_TIMEOUT, else
 	// tcp_retries2 doublings from TCP_RTO_MIN); 0 when HZ is unknown.
@@ -159,10 +165,13 @@ func decodeRtx(d *decoder, r *tcptraceEvent, t tally) (Event, map[string]any) {
 			d.ownerByInode(&e, r.S.Ino)
 		}
 	}
+	if e.snap.RTOMaxSysctl {
+		x.RTOMaxSysctl = time.Duration(r.X.RtoMaxSysctlMs) * time.Millisecond
+	}
 	if d.hz > 0 {
+		x.Tick = time.Second / time.Duration(d.hz)
 		x.RTOMax = tcpRTOMax
-		if r.C.RtoMax != 0 {
-			x.RTOMaxSettable = true
+		if e.snap.RTOMaxSockopt && r.C.RtoMax != 0 {
 			x.RTOMax = time.Duration(uint64(r.C.RtoMax) * uint64(time.Second) / d.hz)
 		}
 		x.GiveUp = x.UserTimeout
@@ -192,6 +201,12 @@ func decodeRtx(d *decoder, r *tcptraceEvent, t tally) (Event, map[string]any) {
 	dt["rttvar_us"] = x.RTTVar.Microseconds()
 	dt["tcp_retries2"] = x.Retries2
 	dt["user_timeout_ms"] = x.UserTimeout.Milliseconds()
+	// Whether rto_max_ms is the socket's TCP_RTO_MAX_MS or the constant
+	// TCP_RTO_MAX.
+	dt["rto_max_settable"] = s.RTOMaxSockopt
+	if s.RTOMaxSysctl {
+		dt["tcp_rto_max_ms"] = ms(x.RTOMaxSysctl)
+	}
 	if s.HZKnown {
 		dt["rto_ms"] = ms(s.RTO)
 		dt["since_last_ack_ms"] = ms(s.SinceLastACK)
@@ -242,6 +257,38 @@ func caStateName(s uint8) string {
 	return "unknown"
 }
 
+// peerHeardBeforeTimeout: an ACK came while the retransmission timer that
+// just fired ran, and advanced nothing (one that did would have re-armed
+// it). The timer was armed with this RTO (the handler doubles it after the
+// retransmission) and fires no sooner than that after it was armed; with
+// nothing from the peer since, the last ACK is about one RTO old, or up to
+// an RTT less where tcp_rearm_rto() counted the RTO from the head
+// segment's send time (after a loss probe or a RACK reorder timer,
+// tcp_rto_delta_us()). rcv_tstamp and the timer count in jiffies, so the
+// two can also differ by a tick or two either way. An ACK is the peer's
+// only when it is younger than the RTO by more than both: srtt and three
+// ticks.
+func peerHeardBeforeTimeout(s *snapshot, tick time.Duration) bool {
+	if !s.HZKnown || tick <= 0 {
+		return false
+	}
+	return s.SinceLastACK+s.SRTT+3*tick < s.RTO
+}
+
+// rtoMaxKnobs names the settings of the RTO ceiling this kernel has
+// (6.15+), "" where the ceiling is the constant TCP_RTO_MAX.
+func rtoMaxKnobs(s *snapshot) string {
+	switch {
+	case s.RTOMaxSockopt && s.RTOMaxSysctl:
+		return "TCP_RTO_MAX_MS per socket, net.ipv4.tcp_rto_max_ms per namespace"
+	case s.RTOMaxSockopt:
+		return "TCP_RTO_MAX_MS per socket"
+	case s.RTOMaxSysctl:
+		return "net.ipv4.tcp_rto_max_ms per namespace"
+	}
+	return ""
+}
+
 func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint64) string {
 	var b strings.Builder
 	segs := "1 segment"
@@ -251,11 +298,7 @@ func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint6
 	switch kind {
 	case reasonRtxTimeout:
 		fmt.Fprintf(&b, "%s retransmitted because the retransmission timer fired", segs)
-		// The timer that fired was armed with this RTO (the handler
-		// doubles it after the retransmission): an ACK younger than
-		// the RTO came while it ran, and advanced nothing (one that
-		// did would have re-armed it).
-		heard := s.HZKnown && s.SinceLastACK < s.RTO
+		heard := peerHeardBeforeTimeout(s, x.Tick)
 		switch {
 		case heard:
 			fmt.Fprintf(&b, " (RTO %s, timeout %d in a row, backoff %d); %d bytes unacknowledged: the peer is heard (an ACK %s ago) but acknowledges none of them, so they waited for the timer",
@@ -269,6 +312,9 @@ func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint6
 		b.WriteString("; each timeout doubles the next")
 		if x.RTOMax > 0 {
 			fmt.Fprintf(&b, " up to %s", dur(x.RTOMax))
+			if !s.RTOMaxSockopt && !s.RTOMaxSysctl {
+				b.WriteString(" (a ceiling fixed on this kernel)")
+			}
 		}
 		if x.GiveUp > 0 {
 			if x.UserTimeout > 0 {
@@ -282,8 +328,8 @@ func explainRetransmit(kind Reason, x *retransmitState, s *snapshot, count uint6
 		} else {
 			b.WriteString("; to fail over sooner set TCP_USER_TIMEOUT or lower net.ipv4.tcp_retries2")
 		}
-		if x.RTOMaxSettable {
-			b.WriteString(", and to resume sooner once the path is back cap the backoff (TCP_RTO_MAX_MS or net.ipv4.tcp_rto_max_ms, 6.15+)")
+		if k := rtoMaxKnobs(s); k != "" {
+			fmt.Fprintf(&b, ", and to resume sooner once the path is back cap the backoff (%s)", k)
 		}
 	case reasonRtxLossProbe:
 		fmt.Fprintf(&b, "%s resent by a tail loss probe", segs)

@@ -88,7 +88,7 @@ func explainRTOStall(reason Reason, x *retransmitState, s *snapshot, count uint6
 		fmt.Fprintf(&b, " (the retransmission timer fired %s, backoff %d)", timeouts, s.Backoff)
 		fmt.Fprintf(&b, "; the peer had been heard for the last %s of it while the data waited for the backed-off timer", dur(st.Heard))
 		b.WriteString("; ")
-		writeRTORemedies(&b, x)
+		writeRTORemedies(&b, x, s)
 		b.WriteString(".")
 		return b.String()
 	}
@@ -122,7 +122,7 @@ func explainRTOStall(reason Reason, x *retransmitState, s *snapshot, count uint6
 		}
 	}
 	b.WriteString("; ")
-	writeRTORemedies(&b, x)
+	writeRTORemedies(&b, x, s)
 	b.WriteString("; TCP_NODELAY is not the cause: Nagle holds only data not yet sent, these bytes were sent and wait to be sent again")
 	b.WriteString(".")
 	return b.String()
@@ -130,13 +130,23 @@ func explainRTOStall(reason Reason, x *retransmitState, s *snapshot, count uint6
 
 // writeRTORemedies names what bounds an RTO stall, as far as this kernel
 // has it.
-func writeRTORemedies(b *strings.Builder, x *retransmitState) {
-	if x.RTOMaxSettable {
-		fmt.Fprintf(b, "to resume sooner once the path is back, cap the backoff below its %s ceiling (TCP_RTO_MAX_MS per socket, net.ipv4.tcp_rto_max_ms per namespace)", dur(x.RTOMax))
-	} else if x.RTOMax > 0 {
-		fmt.Fprintf(b, "this kernel's backoff ceiling is fixed at %s (TCP_RTO_MAX_MS and net.ipv4.tcp_rto_max_ms came in 6.15)", dur(x.RTOMax))
+func writeRTORemedies(b *strings.Builder, x *retransmitState, s *snapshot) {
+	k := rtoMaxKnobs(s)
+	switch {
+	case k != "" && x.RTOMax > 0:
+		fmt.Fprintf(b, "to resume sooner once the path is back, cap the backoff below its %s ceiling (%s", dur(x.RTOMax), k)
+	case k != "":
+		fmt.Fprintf(b, "to resume sooner once the path is back, cap the backoff (%s", k)
+	case x.RTOMax > 0:
+		fmt.Fprintf(b, "the backoff's ceiling is fixed at %s on this kernel", dur(x.RTOMax))
 	}
-	if x.RTOMax > 0 {
+	if k != "" {
+		if s.RTOMaxSysctl {
+			fmt.Fprintf(b, ", %s in this namespace", dur(x.RTOMaxSysctl))
+		}
+		b.WriteString(")")
+	}
+	if k != "" || x.RTOMax > 0 {
 		b.WriteString("; ")
 	}
 	if x.UserTimeout > 0 {

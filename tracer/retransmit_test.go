@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestWriteRetransmitFolded(t *testing.T) {
@@ -37,4 +38,75 @@ func TestRTOStallNextRetransmit(t *testing.T) {
 		return
 	}
 	t.Fatal("no golden case rto_stall_backoff")
+}
+
+// A first timeout finds the last ACK about one RTO old: the peer is heard
+// only when the ACK is younger than the RTO by more than srtt and three
+// ticks, whatever the kernel's HZ.
+func TestPeerHeardBeforeTimeout(t *testing.T) {
+	for _, hz := range []time.Duration{1000, 250, 100} {
+		tick := time.Second / hz
+		margin := time.Millisecond + 3*tick // srtt 1 ms
+		s := snapshot{HZKnown: true, RTO: 204 * time.Millisecond, SRTT: time.Millisecond}
+		for _, c := range []struct {
+			since time.Duration
+			heard bool
+		}{
+			{s.RTO + tick, false},   // armed in the tick after the ACK
+			{s.RTO, false},          // a first timeout: the ACK armed it
+			{s.RTO - tick, false},   // jiffy rounding
+			{s.RTO - margin, false}, // an RTT less: armed from the head's send time
+			{s.RTO - margin - tick, true},
+			{20 * time.Millisecond, true}, // a duplicate ACK just now
+		} {
+			s.SinceLastACK = c.since
+			if got := peerHeardBeforeTimeout(&s, tick); got != c.heard {
+				t.Errorf("HZ %d: last ACK %s ago, RTO %s: heard %v, want %v", hz, c.since, s.RTO, got, c.heard)
+			}
+			x := retransmitState{Tick: tick}
+			got := explainRetransmit(reasonRtxTimeout, &x, &s, 1)
+			if strings.Contains(got, "the peer is heard") != c.heard || strings.Contains(got, "silent") == c.heard {
+				t.Errorf("HZ %d: last ACK %s ago, RTO %s: %s", hz, c.since, s.RTO, got)
+			}
+		}
+		s.SinceLastACK = 0
+		if peerHeardBeforeTimeout(&s, 0) {
+			t.Errorf("heard with HZ unknown")
+		}
+	}
+}
+
+// The RTO ceiling is offered as a setting only where the kernel has one,
+// and called fixed where it has none.
+func TestRTOCeilingSettings(t *testing.T) {
+	base := snapshot{HZKnown: true, RTO: 6400 * time.Millisecond, RTORetransmits: 5, Backoff: 5, UnackedBytes: 1000, SinceLastACK: 9 * time.Second}
+	x := retransmitState{RTOMax: tcpRTOMax, Retries2: 15, Tick: time.Millisecond, stall: rtoStall{StallKnown: true, Stall: 9 * time.Second}}
+	for _, c := range []struct {
+		sockopt, sysctl bool
+		want, notWant   []string
+	}{
+		{false, false, []string{"fixed"}, []string{"TCP_RTO_MAX_MS", "tcp_rto_max_ms"}},
+		{true, false, []string{"TCP_RTO_MAX_MS per socket"}, []string{"tcp_rto_max_ms", "fixed"}},
+		{false, true, []string{"net.ipv4.tcp_rto_max_ms per namespace"}, []string{"TCP_RTO_MAX_MS", "fixed"}},
+		{true, true, []string{"TCP_RTO_MAX_MS per socket", "net.ipv4.tcp_rto_max_ms per namespace"}, []string{"fixed"}},
+	} {
+		s := base
+		s.RTOMaxSockopt, s.RTOMaxSysctl = c.sockopt, c.sysctl
+		for _, got := range []string{
+			explainRetransmit(reasonRtxTimeout, &x, &s, 1),
+			explainRTOStall(reasonRTOBackoff, &x, &s, 1),
+			explainRTOStall(reasonRecovered, &x, &s, 1),
+		} {
+			for _, w := range c.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("sockopt %v sysctl %v: lacks %q: %s", c.sockopt, c.sysctl, w, got)
+				}
+			}
+			for _, w := range c.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("sockopt %v sysctl %v: has %q: %s", c.sockopt, c.sysctl, w, got)
+				}
+			}
+		}
+	}
 }

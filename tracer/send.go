@@ -218,6 +218,7 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 		b.WriteString("; ")
 	}
 	blocked()
+	nodelaySaid := false
 	fmt.Fprintf(&b, "send buffer full (%d of %d bytes queued", s.WmemQueued, s.SndbufBytes)
 	if s.SndbufLocked {
 		b.WriteString(", SO_SNDBUF set by the application")
@@ -260,7 +261,19 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 		// The timer was armed with the current RTO at the latest
 		// retransmission: an ACK younger than that came after it.
 		if rtxTimer && s.SinceLastACK < s.RTO-s.TimerIn {
-			fmt.Fprintf(&b, "; the peer is heard (an ACK %s ago, after the latest retransmission) but acknowledges none of these bytes: they wait for the backed-off retransmission timer (rto_stall says until when); cap the backoff where the kernel allows it (TCP_RTO_MAX_MS, 6.15+), set TCP_USER_TIMEOUT to fail over sooner; TCP_NODELAY is not the cause", dur(s.SinceLastACK))
+			fmt.Fprintf(&b, "; the peer is heard (an ACK %s ago, after the latest retransmission) but acknowledges none of these bytes: they wait for the backed-off retransmission timer (rto_stall says until when); ", dur(s.SinceLastACK))
+			if k := rtoMaxKnobs(s); k != "" {
+				fmt.Fprintf(&b, "cap the backoff (%s), ", k)
+			} else {
+				fmt.Fprintf(&b, "the backoff's ceiling is fixed at %s on this kernel; ", dur(tcpRTOMax))
+			}
+			b.WriteString("set TCP_USER_TIMEOUT to fail over sooner; ")
+			b.WriteString("TCP_NODELAY is not the cause")
+			if s.NoDelay {
+				b.WriteString(" (it is set)")
+			}
+			b.WriteString(": Nagle holds only data not yet sent")
+			nodelaySaid = true
 			break
 		}
 		if s.HZKnown {
@@ -290,7 +303,7 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 		}
 		fmt.Fprintf(&b, "; %d bytes unacknowledged, %d unsent, peer window %d bytes, %d of %d packets in flight: no single limit stands out", s.UnackedBytes, s.NotsentBytes, s.PeerWindow, s.InFlight, s.Cwnd)
 	}
-	if s.NoDelay {
+	if s.NoDelay && !nodelaySaid {
 		b.WriteString("; TCP_NODELAY is set")
 	}
 	if s.Cork {

@@ -130,6 +130,9 @@ func TestExplainSendCarriesItsNumbers(t *testing.T) {
 	zero := full()
 	zero.PeerWindow, zero.NotsentBytes, zero.ProbesOut = 0, 65536, 4
 
+	backKnobs := back
+	backKnobs.RTOMaxSockopt, backKnobs.RTOMaxSysctl = true, true
+
 	noHZ := cut
 	noHZ.HZKnown = false
 
@@ -151,6 +154,12 @@ func TestExplainSendCarriesItsNumbers(t *testing.T) {
 		{"path back, data waiting for the timer", SendEAGAIN, reasonUnackedRetransmitting, back, tally{count: 1},
 			[]string{"the next in 4.0 s", "the peer is heard (an ACK 20 ms ago, after the latest retransmission)", "rto_stall", "TCP_NODELAY is not the cause"},
 			[]string{"path down", "no ACK"}},
+		{"path back, the ceiling fixed on this kernel", SendEAGAIN, reasonUnackedRetransmitting, back, tally{count: 1},
+			[]string{"the backoff's ceiling is fixed at 120 s on this kernel", "TCP_NODELAY is not the cause (it is set)"},
+			[]string{"TCP_RTO_MAX_MS", "tcp_rto_max_ms", "TCP_NODELAY is set."}},
+		{"path back, a kernel with both settings", SendEAGAIN, reasonUnackedRetransmitting, backKnobs, tally{count: 1},
+			[]string{"cap the backoff (TCP_RTO_MAX_MS per socket, net.ipv4.tcp_rto_max_ms per namespace)"},
+			[]string{"fixed"}},
 		{"durations left out without HZ", SendEAGAIN, reasonUnackedRetransmitting, noHZ, tally{count: 1},
 			[]string{"184320 bytes unacknowledged,"}, []string{" for ", "next in"}},
 		{"zero window", SendEAGAIN, reasonPeerZeroWindow, zero, tally{count: 1},

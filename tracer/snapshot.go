@@ -84,6 +84,11 @@ type snapshot struct {
 	MemAllocated   int64  // pages charged to TCP (tcp_mem units)
 	CAState        uint8
 	HZKnown        bool
+	// The kernel's settings for the RTO ceiling (6.15+): TCP_RTO_MAX_MS
+	// per socket, net.ipv4.tcp_rto_max_ms per namespace. Neither: the
+	// ceiling is the constant TCP_RTO_MAX.
+	RTOMaxSockopt bool
+	RTOMaxSysctl  bool
 }
 
 // newSnapshot converts the raw kernel snapshot. hz is CONFIG_HZ, 0 if unknown.
@@ -115,6 +120,8 @@ func newSnapshot(r *tcptraceTcpSnapshot, hz uint64) snapshot {
 		MemPressure:    r.MemPressure != 0,
 		MemAllocated:   r.MemAllocated,
 		CAState:        r.CaState,
+		RTOMaxSockopt:  r.RtoMaxKnobs&uint8(tcptraceRtoMaxKnobRTO_MAX_SOCKOPT) != 0,
+		RTOMaxSysctl:   r.RtoMaxKnobs&uint8(tcptraceRtoMaxKnobRTO_MAX_SYSCTL) != 0,
 	}
 	// Signed: sacked+lost may transiently exceed packets_out's share.
 	if f := int64(r.PacketsOut) - int64(r.SackedOut) - int64(r.LostOut) + int64(r.RetransOut); f > 0 {

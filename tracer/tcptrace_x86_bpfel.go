@@ -301,6 +301,13 @@ const (
 	tcptraceProbePathPATH_KPROBE     tcptraceProbePath = 3
 )
 
+type tcptraceRtoMaxKnob uint32
+
+const (
+	tcptraceRtoMaxKnobRTO_MAX_SOCKOPT tcptraceRtoMaxKnob = 1
+	tcptraceRtoMaxKnobRTO_MAX_SYSCTL  tcptraceRtoMaxKnob = 2
+)
+
 type tcptraceRtoStallKind uint32
 
 const (
@@ -335,7 +342,7 @@ type tcptraceRtxSnapshot struct {
 	Kind            uint8
 	EpisodeKnown    uint8
 	Pad             [2]uint8
-	_               [4]byte
+	RtoMaxSysctlMs  uint32
 	SinceFirstRtoNs uint64
 	SinceLastRtoNs  uint64
 	SinceHeardNs    uint64
@@ -430,7 +437,8 @@ type tcptraceTcpSnapshot struct {
 	ProbesOut    uint8
 	Nonagle      uint8
 	CaState      uint8
-	Pad          [2]uint8
+	RtoMaxKnobs  uint8
+	Pad          [1]uint8
 	_            [4]byte
 }
 
@@ -556,6 +564,7 @@ const (
 	tcptraceVarBtfAnchorEventType              = "btf_anchor_event_type"
 	tcptraceVarBtfAnchorListenReason           = "btf_anchor_listen_reason"
 	tcptraceVarBtfAnchorProbePath              = "btf_anchor_probe_path"
+	tcptraceVarBtfAnchorRtoMaxKnob             = "btf_anchor_rto_max_knob"
 	tcptraceVarBtfAnchorRtoStallKind           = "btf_anchor_rto_stall_kind"
 	tcptraceVarBtfAnchorRtxKind                = "btf_anchor_rtx_kind"
 	tcptraceVarBtfAnchorSharedHook             = "btf_anchor_shared_hook"
@@ -756,6 +765,7 @@ type tcptraceVariableSpecs struct {
 	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.VariableSpec `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.VariableSpec `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorRtoMaxKnob   *ebpf.VariableSpec `ebpf:"btf_anchor_rto_max_knob"`
 	BtfAnchorRtoStallKind *ebpf.VariableSpec `ebpf:"btf_anchor_rto_stall_kind"`
 	BtfAnchorRtxKind      *ebpf.VariableSpec `ebpf:"btf_anchor_rtx_kind"`
 	BtfAnchorSharedHook   *ebpf.VariableSpec `ebpf:"btf_anchor_shared_hook"`
@@ -892,6 +902,7 @@ type tcptraceVariables struct {
 	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
 	BtfAnchorListenReason *ebpf.Variable `ebpf:"btf_anchor_listen_reason"`
 	BtfAnchorProbePath    *ebpf.Variable `ebpf:"btf_anchor_probe_path"`
+	BtfAnchorRtoMaxKnob   *ebpf.Variable `ebpf:"btf_anchor_rto_max_knob"`
 	BtfAnchorRtoStallKind *ebpf.Variable `ebpf:"btf_anchor_rto_stall_kind"`
 	BtfAnchorRtxKind      *ebpf.Variable `ebpf:"btf_anchor_rtx_kind"`
 	BtfAnchorSharedHook   *ebpf.Variable `ebpf:"btf_anchor_shared_hook"`
