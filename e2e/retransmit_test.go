@@ -280,9 +280,9 @@ func TestRTOStall(t *testing.T) {
 	resumed := time.UnixMilli(int64(detailNum(results[client]["resumed_unix_ms"])))
 	predicted := firstAt.Add(time.Duration(detail(first, "next_retransmit_ms") * float64(time.Millisecond)))
 	// When the timer fires and when the client's read wakes are both late
-	// under the matrix's emulated CPUs, two guests to the host's cores (336
-	// ms seen once on 5.10); a wrong prediction (the RTO instead of what is
-	// left of it, one backoff off) is off by seconds.
+	// under the matrix's emulated CPUs, two guests to the host's cores; a
+	// wrong prediction (the RTO instead of what is left of it, one backoff
+	// off) is off by seconds.
 	slack := 300 * time.Millisecond
 	if inMatrix() {
 		slack = time.Second
