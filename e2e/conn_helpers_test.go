@@ -98,8 +98,12 @@ var connHelpers = map[string]func(time.Duration) error{
 
 var loopback = [4]byte{127, 0, 0, 1}
 
-func readyAndWait(port int) error {
-	fmt.Printf("READY pid=%d lport=0 port=%d\n", os.Getpid(), port)
+func readyAndWait(port int) error { return readyThenGo(0, port) }
+
+// readyThenGo tells the test the helper's pid and ports (the READY line
+// it parses), then waits for the GO that starts the pathology.
+func readyThenGo(lport, port int) error {
+	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, port)
 	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
 		return fmt.Errorf("waiting for GO: %q %v", line, err)
 	}

@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -121,9 +118,8 @@ func fullQueueConnect(time.Duration) error {
 		return err
 	}
 	cport, _ := localPort(cl)
-	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), cport, port)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyThenGo(cport, port); err != nil {
+		return err
 	}
 	err = unix.Connect(cl, &unix.SockaddrInet4{Addr: loopback, Port: port})
 	fmt.Printf("RESULT errno=%d\n", errnoOf(err))

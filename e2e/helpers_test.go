@@ -122,9 +122,8 @@ func helper(mode string, d time.Duration) error {
 	}
 	lport, _ := localPort(client)
 	sport, _ := localPort(server)
-	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, sport)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyThenGo(lport, sport); err != nil {
+		return err
 	}
 	switch mode {
 	case "cut":
@@ -262,9 +261,8 @@ func churn(d time.Duration) error {
 		return err
 	}
 	port, _ := localPort(ln)
-	fmt.Printf("READY pid=%d lport=0 port=%d\n", os.Getpid(), port)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyAndWait(port); err != nil {
+		return err
 	}
 	go func() {
 		for {

@@ -194,15 +194,7 @@ func TestImageDaemonSet(t *testing.T) {
 			defer cancel()
 			cmd := exec.CommandContext(ctx, podman, append(append([]string{"--runtime", "runc", "run", "--rm", "--name", name}, args...), agent)...)
 			cmd.Args = append(cmd.Args, ds.Spec.Template.Spec.Containers[0].Args...)
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-				t.Fatalf("exit %v, want 2:\n%s", err, out)
-			}
-			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			if len(lines) != 1 || !strings.HasPrefix(lines[0], "tcptrace: not in the host's PID namespace") || !strings.Contains(lines[0], "hostPID: true") {
-				t.Errorf("want one line naming the host's PID namespace, got:\n%s", out)
-			}
+			refusedInOneLine(t, cmd, "tcptrace: not in the host's PID namespace", "hostPID: true")
 		})
 	} else {
 		t.Error("the DaemonSet does not ask for the host's PID namespace: the agent refuses to run without it")
@@ -223,15 +215,7 @@ func TestImageDaemonSet(t *testing.T) {
 			args := podmanArgs(t, ds, pod.name, c)
 			cmd := exec.Command(podman, append(append([]string{"--runtime", "runc", "run", "--rm"}, args...), agent)...)
 			cmd.Args = append(cmd.Args, ds.Spec.Template.Spec.Containers[0].Args...)
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-				t.Fatalf("exit %v, want 2:\n%s", err, out)
-			}
-			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-			if len(lines) != 1 || !strings.HasPrefix(lines[0], "tcptrace: missing capability "+capName+": ") {
-				t.Errorf("want one line naming %s, got:\n%s", capName, out)
-			}
+			refusedInOneLine(t, cmd, "tcptrace: missing capability "+capName+": ")
 		})
 	}
 }
@@ -499,4 +483,24 @@ func allEventNames(t *testing.T) []string {
 		t.Fatalf("tcptrace --help lists no events:\n%s", out)
 	}
 	return strings.Split(string(m[1]), ", ")
+}
+
+// refusedInOneLine runs the agent and fails t unless it exits 2 with one
+// line that starts with prefix and holds each of want: a refusal before
+// anything is loaded.
+func refusedInOneLine(t *testing.T, cmd *exec.Cmd, prefix string, want ...string) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit %v, want 2:\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	ok := len(lines) == 1 && strings.HasPrefix(lines[0], prefix)
+	for _, w := range want {
+		ok = ok && strings.Contains(lines[0], w)
+	}
+	if !ok {
+		t.Errorf("want one line %q... holding %q, got:\n%s", prefix, want, out)
+	}
 }

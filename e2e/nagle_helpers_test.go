@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -104,9 +102,8 @@ func kvClient() error {
 		return err
 	}
 	lport, _ := localPort(fd)
-	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, port)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyThenGo(lport, port); err != nil {
+		return err
 	}
 	req := make([]byte, kvRequest)
 	resp := make([]byte, kvHeader+kvBody)

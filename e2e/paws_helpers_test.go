@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -128,9 +125,8 @@ func pawsEstablished(time.Duration) error {
 	}
 	cport, _ := localPort(client)
 	sport, _ := localPort(server)
-	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), cport, sport)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyThenGo(cport, sport); err != nil {
+		return err
 	}
 	unix.Write(client, []byte("hello"))
 	buf := make([]byte, 16)

@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,9 +17,8 @@ func resetPair(time.Duration) error {
 	}
 	cport, _ := localPort(client)
 	sport, _ := localPort(server)
-	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), cport, sport)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyThenGo(cport, sport); err != nil {
+		return err
 	}
 	unix.Write(client, []byte("request the server never answers"))
 	time.Sleep(20 * time.Millisecond)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -37,9 +36,8 @@ func exchange(d time.Duration) error {
 			return err
 		}
 	}
-	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, sport)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyThenGo(lport, sport); err != nil {
+		return err
 	}
 	msg, buf := make([]byte, 512), make([]byte, 64<<10)
 	var eagain [2]uint64
@@ -193,9 +191,8 @@ func messages(d time.Duration) error {
 	}
 	lport, _ := localPort(client)
 	sport, _ := localPort(server)
-	fmt.Printf("READY pid=%d lport=%d port=%d\n", os.Getpid(), lport, sport)
-	if line, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil || strings.TrimSpace(line) != "GO" {
-		return fmt.Errorf("waiting for GO: %q %v", line, err)
+	if err := readyThenGo(lport, sport); err != nil {
+		return err
 	}
 	const seg = 1000
 	served := make(chan error, 1)
