@@ -40,15 +40,32 @@ struct {
 	__type(value, struct mibs);
 } mib_baseline SEC(".maps");
 
-/* The newest namespace (net_cookie, given in creation order) that
- * mib_baseline_init saw. A namespace made later started with every
- * counter at zero while tcptrace was attached: zero is its baseline. */
+/* Every network namespace that existed when the baselines were taken
+ * (mib_known_nets walks the kernel's list of them, after attaching). One
+ * not among them was made later, while tcptrace was attached: it started
+ * with every counter at zero, and zero is its baseline. The kernel's
+ * net_cookie cannot tell this: from 5.12 it is handed out from per-CPU
+ * batches (6.17 alone made it one global counter), so a namespace made
+ * later on another CPU may hold a smaller cookie. A freed namespace's
+ * address reused by a new one reads as known: that namespace is judged by
+ * the listener's state, never against a wrong baseline. */
+#define MIB_NETS_MAX 8192
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MIB_NETS_MAX);
+	__type(key, __u64); /* struct net * */
+	__type(value, __u8);
+} mib_nets SEC(".maps");
+
+/* 1 once mib_known_nets walked the whole list into mib_nets; until then
+ * (or when the list did not fit) no namespace is taken for a new one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} mib_watermark SEC(".maps");
+	__type(value, __u32);
+} mib_nets_complete SEC(".maps");
 
 /* SYNs whose outcome no counter baseline and no listener state told:
  * reported in the summary, never silently left out. */
@@ -86,26 +103,18 @@ static __always_inline bool read_mibs(struct net *net, struct sock *tcp_sk, stru
 	return true;
 }
 
-static __always_inline __u64 net_cookie(struct net *net)
-{
-	if (!bpf_core_field_exists(net->net_cookie))
-		return 0;
-	/* A plain u64 since 5.14; atomic64_t when it came (5.12). */
-	return BPF_CORE_READ(net, net_cookie);
-}
-
 /* The baseline of this CPU for net: its slot, or for a namespace made after
  * the baselines were taken, zero (into zero). NULL when unknown: a SYN is
  * then judged by the listener's state. */
 static __always_inline const struct mibs *mib_before(struct net *net, struct mibs *base, struct mibs *zero)
 {
-	__u32 k = 0;
-	__u64 *w;
+	__u64 key = (__u64)net;
+	__u32 k = 0, *complete;
 
 	if (base && base->valid)
 		return base;
-	w = bpf_map_lookup_elem(&mib_watermark, &k);
-	if (w && *w && net_cookie(net) > *w) {
+	complete = bpf_map_lookup_elem(&mib_nets_complete, &k);
+	if (complete && *complete && !bpf_map_lookup_elem(&mib_nets, &key)) {
 		__builtin_memset(zero, 0, sizeof(*zero));
 		return zero;
 	}

@@ -326,22 +326,44 @@ func TestSynCookieFirstOnCPU(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		t.Skipf("needs 2 CPUs, this machine has %d", runtime.NumCPU())
 	}
-	for _, before := range []bool{true, false} {
-		name := "namespace made after tcptrace"
-		if before {
-			name = "namespace made before tcptrace"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before bool // the namespace is made before tcptrace starts
+		behind bool // made on the CPU whose namespace cookies lag the other's
+	}{
+		{"namespace made before tcptrace", true, false},
+		{"namespace made after tcptrace", false, false},
+		// Namespace cookies come from per-CPU batches (5.12 to 6.16, and
+		// 6.18): a namespace made later on the CPU whose batch is behind
+		// holds a smaller cookie than one made earlier on the other CPU.
+		// "Made after tcptrace" must not be told by the cookie.
+		{"namespace made after tcptrace with a smaller cookie", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			var tr *tracerRun
-			if !before {
+			behindCPU := -1
+			if tc.behind {
+				a, b := newNetnsOnCPU(t, 0), newNetnsOnCPU(t, 1)
+				behindCPU = 0
+				if a.cookie() > b.cookie() {
+					behindCPU = 1
+				}
+				defer func() {
+					t.Logf("namespace cookies: CPU 0's %d, CPU 1's %d", a.cookie(), b.cookie())
+				}()
+			}
+			if !tc.before {
 				tr = startTracer(t, listenerEvents...)
 			}
-			ns := newNetns(t)
+			ns := newNetnsOnCPU(t, behindCPU)
+			if tc.behind {
+				t.Logf("the namespace under test, made on CPU %d after tcptrace started: cookie %d", behindCPU, ns.cookie())
+			}
 			counters := ns.netstat()
 			srv := startServer(t, ns, 1)
 			ns.dropNonSYNTo(srv.Port)
 			fill := startClients(t, ns, srv.Port, 3, 0, helperPinEnv+"=0")
-			if before {
+			if tc.before {
 				tr = startTracer(t, listenerEvents...)
 				counters = ns.netstat()
 			}

@@ -3,10 +3,15 @@ package e2e
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // netns is a network namespace made for one test, with loopback up. All
@@ -19,8 +24,19 @@ type netns struct {
 
 func newNetns(t testing.TB) *netns {
 	t.Helper()
+	return newNetnsOnCPU(t, -1)
+}
+
+// newNetnsOnCPU makes the namespace from a process pinned to cpu (-1: any):
+// the kernel hands a new namespace its cookie from that CPU's batch.
+func newNetnsOnCPU(t testing.TB, cpu int) *netns {
+	t.Helper()
 	n := &netns{t: t, name: fmt.Sprintf("tcptrace-e2e-%d", rand.Uint32())}
-	run(t, "ip", "netns", "add", n.name)
+	if cpu >= 0 {
+		run(t, "taskset", "-c", strconv.Itoa(cpu), "ip", "netns", "add", n.name)
+	} else {
+		run(t, "ip", "netns", "add", n.name)
+	}
 	n.made = time.Now()
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.name).Run() })
 	n.run("ip", "link", "set", "lo", "up")
@@ -70,4 +86,37 @@ func run(t testing.TB, args ...string) string {
 		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// cookie is the namespace's net_cookie (SO_NETNS_COOKIE, 5.14+), 0 where
+// the kernel has none. Read from a thread that enters the namespace and is
+// thrown away with its goroutine.
+func (n *netns) cookie() uint64 {
+	n.t.Helper()
+	out := make(chan uint64, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in n
+		f, err := os.Open("/run/netns/" + n.name)
+		if err != nil {
+			out <- 0
+			return
+		}
+		defer f.Close()
+		if unix.Setns(int(f.Fd()), unix.CLONE_NEWNET) != nil {
+			out <- 0
+			return
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			out <- 0
+			return
+		}
+		defer unix.Close(fd)
+		c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		if err != nil {
+			c = 0
+		}
+		out <- c
+	}()
+	return <-out
 }

@@ -8,7 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const mibBaselineProg = "mib_baseline_init"
+const (
+	mibBaselineProg  = "mib_baseline_init"
+	mibKnownNetsProg = "mib_known_nets"
+)
 
 // takeMibBaselines gives the tracepoint path of the SYN detector a baseline
 // of every CPU's counters in every network namespace, just after its
@@ -24,15 +27,23 @@ const mibBaselineProg = "mib_baseline_init"
 // when the CPU is the caller's). It finds the namespace through a socket the
 // thread made in it. CPUs this process may not run on (a cpuset) are left
 // to the listener's state.
+//
+// First, the kernel's list of namespaces is copied (mib_known_nets): a
+// namespace not on it was made later and starts from zero. Only a walk of
+// the whole list can say so: a walk of /proc misses namespaces no process
+// is in, and the kernel's namespace cookies are not in creation order.
 func takeMibBaselines(spec *ebpf.CollectionSpec, o *objects, pids []uint32) (taken int, err error) {
-	coll, err := ebpf.NewCollectionWithOptions(withPrograms(spec, mibBaselineProg),
+	coll, err := ebpf.NewCollectionWithOptions(withPrograms(spec, mibBaselineProg, mibKnownNetsProg),
 		ebpf.CollectionOptions{MapReplacements: o.maps.Maps, Cache: o.kernelBTF})
 	if err != nil {
 		return 0, fmt.Errorf("loading %s: %w", mibBaselineProg, explainLoad(err))
 	}
 	defer coll.Close()
-	prog := coll.Programs[mibBaselineProg]
 	var errs []error
+	if ret, err := coll.Programs[mibKnownNetsProg].Run(&ebpf.RunOptions{}); err != nil || ret != 1 {
+		errs = append(errs, fmt.Errorf("the kernel's list of network namespaces was not read whole (%d, %v): the first SYN a CPU handles in a namespace made later is judged by the listener's state", ret, err))
+	}
+	prog := coll.Programs[mibBaselineProg]
 	for _, path := range netnsPathsOf(pids) {
 		err := inNetns(path, func() error {
 			n, err := baselinesHere(prog)

@@ -468,7 +468,8 @@ const (
 	tcptraceMapListeners                       = "listeners"
 	tcptraceMapLost                            = "lost"
 	tcptraceMapMibBaseline                     = "mib_baseline"
-	tcptraceMapMibWatermark                    = "mib_watermark"
+	tcptraceMapMibNets                         = "mib_nets"
+	tcptraceMapMibNetsComplete                 = "mib_nets_complete"
 	tcptraceMapNagleHolds                      = "nagle_holds"
 	tcptraceMapOwnerStore                      = "owner_store"
 	tcptraceMapOwnerUnknown                    = "owner_unknown"
@@ -541,6 +542,7 @@ const (
 	tcptraceProgKretprobeTcpV4SynRecvSock      = "kretprobe_tcp_v4_syn_recv_sock"
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
 	tcptraceProgMibBaselineInit                = "mib_baseline_init"
+	tcptraceProgMibKnownNets                   = "mib_known_nets"
 	tcptraceProgProbeOwnerStorage              = "probe_owner_storage"
 	tcptraceProgProbeOwnerStorageIter          = "probe_owner_storage_iter"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
@@ -698,6 +700,7 @@ type tcptraceProgramSpecs struct {
 	KretprobeTcpV4SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	MibBaselineInit                *ebpf.ProgramSpec `ebpf:"mib_baseline_init"`
+	MibKnownNets                   *ebpf.ProgramSpec `ebpf:"mib_known_nets"`
 	ProbeOwnerStorage              *ebpf.ProgramSpec `ebpf:"probe_owner_storage"`
 	ProbeOwnerStorageIter          *ebpf.ProgramSpec `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
@@ -723,38 +726,39 @@ type tcptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
-	Aggregates     *ebpf.MapSpec `ebpf:"aggregates"`
-	CgroupFilter   *ebpf.MapSpec `ebpf:"cgroup_filter"`
-	ConnReqEntries *ebpf.MapSpec `ebpf:"conn_req_entries"`
-	CpuOffset      *ebpf.MapSpec `ebpf:"cpu_offset"`
-	DelackArmed    *ebpf.MapSpec `ebpf:"delack_armed"`
-	DelackFirings  *ebpf.MapSpec `ebpf:"delack_firings"`
-	DelackRecent   *ebpf.MapSpec `ebpf:"delack_recent"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	InodeOwners    *ebpf.MapSpec `ebpf:"inode_owners"`
-	KprobeSocks    *ebpf.MapSpec `ebpf:"kprobe_socks"`
-	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
-	Lost           *ebpf.MapSpec `ebpf:"lost"`
-	MibBaseline    *ebpf.MapSpec `ebpf:"mib_baseline"`
-	MibWatermark   *ebpf.MapSpec `ebpf:"mib_watermark"`
-	NagleHolds     *ebpf.MapSpec `ebpf:"nagle_holds"`
-	OwnerStore     *ebpf.MapSpec `ebpf:"owner_store"`
-	OwnerUnknown   *ebpf.MapSpec `ebpf:"owner_unknown"`
-	Owners         *ebpf.MapSpec `ebpf:"owners"`
-	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
-	RtxCalls       *ebpf.MapSpec `ebpf:"rtx_calls"`
-	RtxFolded      *ebpf.MapSpec `ebpf:"rtx_folded"`
-	RtxInProbe     *ebpf.MapSpec `ebpf:"rtx_in_probe"`
-	RtxSocks       *ebpf.MapSpec `ebpf:"rtx_socks"`
-	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
-	SendmsgSk      *ebpf.MapSpec `ebpf:"sendmsg_sk"`
-	SnapScratch    *ebpf.MapSpec `ebpf:"snap_scratch"`
-	SynRtxAttempts *ebpf.MapSpec `ebpf:"syn_rtx_attempts"`
-	SynRtxDest     *ebpf.MapSpec `ebpf:"syn_rtx_dest"`
-	SynUnjudged    *ebpf.MapSpec `ebpf:"syn_unjudged"`
-	SynackCounts   *ebpf.MapSpec `ebpf:"synack_counts"`
-	TwArmed        *ebpf.MapSpec `ebpf:"tw_armed"`
-	WaitStarts     *ebpf.MapSpec `ebpf:"wait_starts"`
+	Aggregates      *ebpf.MapSpec `ebpf:"aggregates"`
+	CgroupFilter    *ebpf.MapSpec `ebpf:"cgroup_filter"`
+	ConnReqEntries  *ebpf.MapSpec `ebpf:"conn_req_entries"`
+	CpuOffset       *ebpf.MapSpec `ebpf:"cpu_offset"`
+	DelackArmed     *ebpf.MapSpec `ebpf:"delack_armed"`
+	DelackFirings   *ebpf.MapSpec `ebpf:"delack_firings"`
+	DelackRecent    *ebpf.MapSpec `ebpf:"delack_recent"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	InodeOwners     *ebpf.MapSpec `ebpf:"inode_owners"`
+	KprobeSocks     *ebpf.MapSpec `ebpf:"kprobe_socks"`
+	Listeners       *ebpf.MapSpec `ebpf:"listeners"`
+	Lost            *ebpf.MapSpec `ebpf:"lost"`
+	MibBaseline     *ebpf.MapSpec `ebpf:"mib_baseline"`
+	MibNets         *ebpf.MapSpec `ebpf:"mib_nets"`
+	MibNetsComplete *ebpf.MapSpec `ebpf:"mib_nets_complete"`
+	NagleHolds      *ebpf.MapSpec `ebpf:"nagle_holds"`
+	OwnerStore      *ebpf.MapSpec `ebpf:"owner_store"`
+	OwnerUnknown    *ebpf.MapSpec `ebpf:"owner_unknown"`
+	Owners          *ebpf.MapSpec `ebpf:"owners"`
+	PidFilter       *ebpf.MapSpec `ebpf:"pid_filter"`
+	RtxCalls        *ebpf.MapSpec `ebpf:"rtx_calls"`
+	RtxFolded       *ebpf.MapSpec `ebpf:"rtx_folded"`
+	RtxInProbe      *ebpf.MapSpec `ebpf:"rtx_in_probe"`
+	RtxSocks        *ebpf.MapSpec `ebpf:"rtx_socks"`
+	Scratch         *ebpf.MapSpec `ebpf:"scratch"`
+	SendmsgSk       *ebpf.MapSpec `ebpf:"sendmsg_sk"`
+	SnapScratch     *ebpf.MapSpec `ebpf:"snap_scratch"`
+	SynRtxAttempts  *ebpf.MapSpec `ebpf:"syn_rtx_attempts"`
+	SynRtxDest      *ebpf.MapSpec `ebpf:"syn_rtx_dest"`
+	SynUnjudged     *ebpf.MapSpec `ebpf:"syn_unjudged"`
+	SynackCounts    *ebpf.MapSpec `ebpf:"synack_counts"`
+	TwArmed         *ebpf.MapSpec `ebpf:"tw_armed"`
+	WaitStarts      *ebpf.MapSpec `ebpf:"wait_starts"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -823,38 +827,39 @@ func (o *tcptraceObjects) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
-	Aggregates     *ebpf.Map `ebpf:"aggregates"`
-	CgroupFilter   *ebpf.Map `ebpf:"cgroup_filter"`
-	ConnReqEntries *ebpf.Map `ebpf:"conn_req_entries"`
-	CpuOffset      *ebpf.Map `ebpf:"cpu_offset"`
-	DelackArmed    *ebpf.Map `ebpf:"delack_armed"`
-	DelackFirings  *ebpf.Map `ebpf:"delack_firings"`
-	DelackRecent   *ebpf.Map `ebpf:"delack_recent"`
-	Events         *ebpf.Map `ebpf:"events"`
-	InodeOwners    *ebpf.Map `ebpf:"inode_owners"`
-	KprobeSocks    *ebpf.Map `ebpf:"kprobe_socks"`
-	Listeners      *ebpf.Map `ebpf:"listeners"`
-	Lost           *ebpf.Map `ebpf:"lost"`
-	MibBaseline    *ebpf.Map `ebpf:"mib_baseline"`
-	MibWatermark   *ebpf.Map `ebpf:"mib_watermark"`
-	NagleHolds     *ebpf.Map `ebpf:"nagle_holds"`
-	OwnerStore     *ebpf.Map `ebpf:"owner_store"`
-	OwnerUnknown   *ebpf.Map `ebpf:"owner_unknown"`
-	Owners         *ebpf.Map `ebpf:"owners"`
-	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
-	RtxCalls       *ebpf.Map `ebpf:"rtx_calls"`
-	RtxFolded      *ebpf.Map `ebpf:"rtx_folded"`
-	RtxInProbe     *ebpf.Map `ebpf:"rtx_in_probe"`
-	RtxSocks       *ebpf.Map `ebpf:"rtx_socks"`
-	Scratch        *ebpf.Map `ebpf:"scratch"`
-	SendmsgSk      *ebpf.Map `ebpf:"sendmsg_sk"`
-	SnapScratch    *ebpf.Map `ebpf:"snap_scratch"`
-	SynRtxAttempts *ebpf.Map `ebpf:"syn_rtx_attempts"`
-	SynRtxDest     *ebpf.Map `ebpf:"syn_rtx_dest"`
-	SynUnjudged    *ebpf.Map `ebpf:"syn_unjudged"`
-	SynackCounts   *ebpf.Map `ebpf:"synack_counts"`
-	TwArmed        *ebpf.Map `ebpf:"tw_armed"`
-	WaitStarts     *ebpf.Map `ebpf:"wait_starts"`
+	Aggregates      *ebpf.Map `ebpf:"aggregates"`
+	CgroupFilter    *ebpf.Map `ebpf:"cgroup_filter"`
+	ConnReqEntries  *ebpf.Map `ebpf:"conn_req_entries"`
+	CpuOffset       *ebpf.Map `ebpf:"cpu_offset"`
+	DelackArmed     *ebpf.Map `ebpf:"delack_armed"`
+	DelackFirings   *ebpf.Map `ebpf:"delack_firings"`
+	DelackRecent    *ebpf.Map `ebpf:"delack_recent"`
+	Events          *ebpf.Map `ebpf:"events"`
+	InodeOwners     *ebpf.Map `ebpf:"inode_owners"`
+	KprobeSocks     *ebpf.Map `ebpf:"kprobe_socks"`
+	Listeners       *ebpf.Map `ebpf:"listeners"`
+	Lost            *ebpf.Map `ebpf:"lost"`
+	MibBaseline     *ebpf.Map `ebpf:"mib_baseline"`
+	MibNets         *ebpf.Map `ebpf:"mib_nets"`
+	MibNetsComplete *ebpf.Map `ebpf:"mib_nets_complete"`
+	NagleHolds      *ebpf.Map `ebpf:"nagle_holds"`
+	OwnerStore      *ebpf.Map `ebpf:"owner_store"`
+	OwnerUnknown    *ebpf.Map `ebpf:"owner_unknown"`
+	Owners          *ebpf.Map `ebpf:"owners"`
+	PidFilter       *ebpf.Map `ebpf:"pid_filter"`
+	RtxCalls        *ebpf.Map `ebpf:"rtx_calls"`
+	RtxFolded       *ebpf.Map `ebpf:"rtx_folded"`
+	RtxInProbe      *ebpf.Map `ebpf:"rtx_in_probe"`
+	RtxSocks        *ebpf.Map `ebpf:"rtx_socks"`
+	Scratch         *ebpf.Map `ebpf:"scratch"`
+	SendmsgSk       *ebpf.Map `ebpf:"sendmsg_sk"`
+	SnapScratch     *ebpf.Map `ebpf:"snap_scratch"`
+	SynRtxAttempts  *ebpf.Map `ebpf:"syn_rtx_attempts"`
+	SynRtxDest      *ebpf.Map `ebpf:"syn_rtx_dest"`
+	SynUnjudged     *ebpf.Map `ebpf:"syn_unjudged"`
+	SynackCounts    *ebpf.Map `ebpf:"synack_counts"`
+	TwArmed         *ebpf.Map `ebpf:"tw_armed"`
+	WaitStarts      *ebpf.Map `ebpf:"wait_starts"`
 }
 
 func (m *tcptraceMaps) Close() error {
@@ -872,7 +877,8 @@ func (m *tcptraceMaps) Close() error {
 		m.Listeners,
 		m.Lost,
 		m.MibBaseline,
-		m.MibWatermark,
+		m.MibNets,
+		m.MibNetsComplete,
 		m.NagleHolds,
 		m.OwnerStore,
 		m.OwnerUnknown,
@@ -998,6 +1004,7 @@ type tcptracePrograms struct {
 	KretprobeTcpV4SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v4_syn_recv_sock"`
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	MibBaselineInit                *ebpf.Program `ebpf:"mib_baseline_init"`
+	MibKnownNets                   *ebpf.Program `ebpf:"mib_known_nets"`
 	ProbeOwnerStorage              *ebpf.Program `ebpf:"probe_owner_storage"`
 	ProbeOwnerStorageIter          *ebpf.Program `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
@@ -1075,6 +1082,7 @@ func (p *tcptracePrograms) Close() error {
 		p.KretprobeTcpV4SynRecvSock,
 		p.KretprobeTcpV6SynRecvSock,
 		p.MibBaselineInit,
+		p.MibKnownNets,
 		p.ProbeOwnerStorage,
 		p.ProbeOwnerStorageIter,
 		p.TpConsumeSkb,
