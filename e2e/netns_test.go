@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +32,26 @@ func newNetnsOnCPU(t testing.TB, cpu int) *netns {
 	t.Helper()
 	n := &netns{t: t, name: fmt.Sprintf("tcptrace-e2e-%d", rand.Uint32())}
 	if cpu >= 0 {
-		run(t, "taskset", "-c", strconv.Itoa(cpu), "ip", "netns", "add", n.name)
+		// Pinned from a thread of its own, which the child inherits
+		// (the VMs' busybox taskset would run its own ip applet).
+		done := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with its affinity
+			var one unix.CPUSet
+			one.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				done <- err
+				return
+			}
+			if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
+				done <- fmt.Errorf("ip netns add %s on CPU %d: %v: %s", n.name, cpu, err, out)
+				return
+			}
+			done <- nil
+		}()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	} else {
 		run(t, "ip", "netns", "add", n.name)
 	}
