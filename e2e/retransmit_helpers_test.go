@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -229,4 +231,62 @@ func messages(d time.Duration) error {
 	<-served
 	fmt.Printf("RESULT requests=%d\n", requests)
 	return nil
+}
+
+// rtxTimer is a socket's retransmission timer as ss shows it.
+type rtxTimer struct {
+	left     time.Duration // until it fires
+	timeouts int           // icsk_retransmits: firings since data was last acknowledged
+}
+
+var ssRetransmitTimer = regexp.MustCompile(`^\S+\s+\S+\s+\S+:(\d+)\s+\S+\s+timer:\(on,([0-9.a-z]+),(\d+)\)`)
+
+// retransmitTimers: the established sockets of the namespace whose
+// retransmission timer is armed, by local port.
+func (n *netns) retransmitTimers() map[int]rtxTimer {
+	n.t.Helper()
+	out := map[int]rtxTimer{}
+	for _, line := range strings.Split(n.run("ss", "-tnoH", "state", "established"), "\n") {
+		m := ssRetransmitTimer.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			continue
+		}
+		port, _ := strconv.Atoi(m[1])
+		left, ok := ssDuration(m[2])
+		timeouts, _ := strconv.Atoi(m[3])
+		if ok {
+			out[port] = rtxTimer{left, timeouts}
+		}
+	}
+	return out
+}
+
+// ssDuration reads ss's timer durations: "980ms", "9.2sec", "1min2sec".
+func ssDuration(s string) (time.Duration, bool) {
+	var d time.Duration
+	for s != "" {
+		i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+		if i <= 0 {
+			return 0, false
+		}
+		v, err := strconv.ParseFloat(s[:i], 64)
+		if err != nil {
+			return 0, false
+		}
+		unit := s[i:]
+		switch {
+		case strings.HasPrefix(unit, "min"):
+			d += time.Duration(v * float64(time.Minute))
+			s = unit[3:]
+		case strings.HasPrefix(unit, "sec"):
+			d += time.Duration(v * float64(time.Second))
+			s = unit[3:]
+		case strings.HasPrefix(unit, "ms"):
+			d += time.Duration(v * float64(time.Millisecond))
+			s = unit[2:]
+		default:
+			return 0, false
+		}
+	}
+	return d, true
 }
