@@ -123,10 +123,12 @@ struct {
 
 static __always_inline void rto_episode_start(struct sock *sk, __u64 k)
 {
-	__u32 slot = BPF_CORE_READ(sk, __sk_common.skc_hash) & (RTO_SLOTS - 1);
-	__u32 zero = 0;
+	/* The index stays in a 64-bit variable of its own: 5.10's verifier
+	 * forgets the bounds of a 32-bit value once it is on the stack. */
+	__u64 slot = BPF_CORE_READ(sk, __sk_common.skc_hash) & (RTO_SLOTS - 1);
+	__u32 val = slot, zero = 0;
 	__u64 *n;
-	long err = bpf_map_update_elem(&rto_socks, &k, &slot, BPF_NOEXIST);
+	long err = bpf_map_update_elem(&rto_socks, &k, &val, BPF_NOEXIST);
 
 	if (!err) {
 		__sync_fetch_and_add(&rto_slots[slot], 1);
@@ -145,7 +147,8 @@ static __always_inline void rto_episode_start(struct sock *sk, __u64 k)
 
 static __always_inline void rto_episode_end(__u64 k, struct rtx_sock *r)
 {
-	__u32 *slot, s;
+	__u32 *slot;
+	__u64 s;
 
 	if (r) {
 		r->first_rto_ns = 0;
