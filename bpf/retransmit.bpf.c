@@ -107,10 +107,12 @@ struct {
 	__type(value, __u32); /* its slot of rto_slots */
 } rto_socks SEC(".maps");
 
+/* Defined in this order, rto_episodes shares its line of .bss with
+ * nagle_holders, the other load every run of tcp_probe makes. */
+__u64 rto_episodes = 0;
+
 #define RTO_SLOTS 256
 __u32 rto_slots[RTO_SLOTS] = {};
-
-__u64 rto_episodes = 0;
 
 /* Episodes rto_stall did not watch: rto_socks was full when they began.
  * Reported at exit. */
