@@ -81,21 +81,92 @@ struct {
 	__type(value, __u64);
 } rtx_folded SEC(".maps");
 
-/* Sockets whose record holds an RTO episode (last_rto_ns set): tcp_probe,
- * which runs for every received segment of the host, leaves after one load
- * while there are none, reading nothing of the socket (its lines are often
- * not in the cache yet at the top of tcp_rcv_established(): reading two
- * fields there cost 80 ns a segment). An episode whose end tcptrace does not
- * see (acknowledged outside ESTABLISHED) counts until its socket closes. */
+/*
+ * Sockets in an RTO episode (their record's last_rto_ns set). tcp_probe,
+ * which runs for every segment the host receives, must tell a socket in an
+ * episode from the rest without reading the socket (its lines are often not
+ * yet in the cache at the top of tcp_rcv_established()) and without a map
+ * lookup (a helper call and a hash on every segment, dearer than the reads
+ * it would spare). So it reads two globals: rto_episodes, 0 while no socket
+ * of the host is in backoff, then the counter of the socket's slot in
+ * rto_slots, the number of sockets in an episode that fall there; only a
+ * socket whose slot is not 0 (its own episode, or a collision) is read
+ * further. The slot comes from skc_hash, the hash of the connection's
+ * addresses that the established-socket lookup has just compared: that
+ * line of the socket is in the cache when tcp_probe runs.
+ *
+ * rto_socks holds the episodes themselves, with their slot, and both counts
+ * follow its inserts and deletes that succeeded: an LRU eviction of a record
+ * from rtx_socks cannot leave them counting, the entry goes when the episode
+ * ends or the socket closes, record or not.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* struct sock * */
+	__type(value, __u32); /* its slot of rto_slots */
+} rto_socks SEC(".maps");
+
+/* Defined in this order, rto_episodes shares its line of .bss with
+ * nagle_holders, the other load every run of tcp_probe makes. */
 __u64 rto_episodes = 0;
 
-static __always_inline void rto_episode_end(struct rtx_sock *r)
+#define RTO_SLOTS 256
+__u32 rto_slots[RTO_SLOTS] = {};
+
+/* Episodes rto_stall did not watch: rto_socks was full when they began.
+ * Reported at exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} rto_unwatched SEC(".maps");
+
+static __always_inline void rto_episode_start(struct sock *sk, __u64 k)
 {
-	if (r->last_rto_ns)
+	/* The index stays in a 64-bit variable of its own: 5.10's verifier
+	 * forgets the bounds of a 32-bit value once it is on the stack. */
+	__u64 slot = BPF_CORE_READ(sk, __sk_common.skc_hash) & (RTO_SLOTS - 1);
+	__u32 val = slot, zero = 0;
+	__u64 *n;
+	long err = bpf_map_update_elem(&rto_socks, &k, &val, BPF_NOEXIST);
+
+	if (!err) {
+		__sync_fetch_and_add(&rto_slots[slot], 1);
+		__sync_fetch_and_add(&rto_episodes, 1);
+		return;
+	}
+	/* -EEXIST: the socket's record was evicted and made again within
+	 * the episode. Anything else is a full table (not only -E2BIG: see
+	 * owner.bpf.h). */
+	if (err == -EEXIST)
+		return;
+	n = bpf_map_lookup_elem(&rto_unwatched, &zero);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void rto_episode_end(__u64 k, struct rtx_sock *r)
+{
+	__u32 *slot;
+	__u64 s;
+
+	if (r) {
+		r->first_rto_ns = 0;
+		r->last_rto_ns = 0;
+		r->heard_ns = 0;
+	}
+	if (!rto_episodes)
+		return;
+	slot = bpf_map_lookup_elem(&rto_socks, &k);
+	if (!slot)
+		return;
+	s = *slot & (RTO_SLOTS - 1);
+	if (!bpf_map_delete_elem(&rto_socks, &k)) {
 		__sync_fetch_and_add(&rto_episodes, -1);
-	r->first_rto_ns = 0;
-	r->last_rto_ns = 0;
-	r->heard_ns = 0;
+		__sync_fetch_and_add(&rto_slots[s], -1);
+	}
 }
 
 /* Which of rto_stall's lines the run wants; retransmit lines are the
@@ -200,7 +271,7 @@ static __shared_hook void on_retransmit(struct sock *sk, struct sk_buff *skb, __
 			/* fallthrough */
 		default:
 			if (!r->last_rto_ns)
-				__sync_fetch_and_add(&rto_episodes, 1);
+				rto_episode_start(sk, k);
 			r->last_rto_ns = now;
 		}
 	}
@@ -223,20 +294,19 @@ static __shared_hook void on_retransmit(struct sock *sk, struct sk_buff *skb, __
 	agg_commit_n(&key, t, bytes, n);
 }
 
-/* A socket's record goes with it. */
+/* A socket's record goes with it, and its episode, which outlives the
+ * record when the LRU evicted it. */
 static __shared_hook void retransmit_forget(struct sock *sk, int newstate)
 {
 	__u64 k = (__u64)sk;
-
 	struct rtx_sock *r;
 
 	if (newstate != TCP_CLOSE)
 		return;
 	r = bpf_map_lookup_elem(&rtx_socks, &k);
-	if (!r)
-		return;
-	rto_episode_end(r);
-	bpf_map_delete_elem(&rtx_socks, &k);
+	rto_episode_end(k, r);
+	if (r)
+		bpf_map_delete_elem(&rtx_socks, &k);
 }
 
 /*
@@ -258,15 +328,16 @@ static __shared_hook void retransmit_forget(struct sock *sk, int newstate)
  * stall was seen: the recovered line, with the whole episode's length and
  * the part of it with the peer heard.
  *
- * The caller (tcptrace.bpf.c) has checked that some socket is in an
- * episode (rto_episodes) and the first two conditions. Out of line, unlike
+ * The caller (tcptrace.bpf.c) has found the socket's slot of rto_slots in
+ * use. An episode whose end tcptrace does not see (acknowledged outside
+ * ESTABLISHED) holds its slot until its socket closes. Out of line, unlike
  * the other handlers: inlined, its code made every run of the tcp_probe
  * program dearer, stall or not (pingpong load, bpf_stats: 71-73 ns a run
  * against 52-54 for an empty program; out of line 51-53 against 49-51).
  */
 static __noinline __attribute__((unused)) void rto_stall_check(struct sock *sk, struct sk_buff *skb)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct agg_key key = { .sk = (__u64)sk, .type = EVENT_RTO_STALL };
 	__u64 k = (__u64)sk, now, srtt_ns;
 	__u32 ack, snd_una;
@@ -274,6 +345,8 @@ static __noinline __attribute__((unused)) void rto_stall_check(struct sock *sk, 
 	SCRATCH_EVENT(t);
 	__u8 th[14];
 
+	if (!tp || !tp->inet_conn.icsk_retransmits || !tp->packets_out)
+		return;
 	r = bpf_map_lookup_elem(&rtx_socks, &k);
 	if (!r || !r->last_rto_ns)
 		return;
@@ -286,7 +359,7 @@ static __noinline __attribute__((unused)) void rto_stall_check(struct sock *sk, 
 	now = bpf_ktime_get_ns();
 	if ((th[13] & TCP_FLAG_ACK) && (__s32)(ack - snd_una) > 0) {
 		if (!r->heard_ns) {
-			rto_episode_end(r);
+			rto_episode_end(k, r);
 			return; /* answered without a stall */
 		}
 		key.sub = RTO_STALL_RECOVERED;
@@ -315,7 +388,7 @@ static __noinline __attribute__((unused)) void rto_stall_check(struct sock *sk, 
 		}
 	}
 	if (key.sub == RTO_STALL_RECOVERED)
-		rto_episode_end(r);
+		rto_episode_end(k, r);
 }
 
 /* Whether a retransmission is this detector's: past the handshake. */

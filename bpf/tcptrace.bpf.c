@@ -235,21 +235,17 @@ int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
  * established connection receives: on every path, since it is in every
  * supported kernel. A segment leaves after a load while no Nagle hold is
  * open and one while no connection is in an RTO episode (the common
- * case: nothing of the socket is read); otherwise after two loads of the
- * socket while its own connection is not in backoff with data out
- * (bpf_skc_to_tcp_sock(), 5.9+, makes it a typed pointer: direct loads).
+ * case); while one is, after a second, its socket's slot in rto_slots:
+ * only a socket whose slot is in use has its socket read (retransmit.bpf.c).
  */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(tp_tcp_probe, struct sock *sk, struct sk_buff *skb)
 {
-	struct tcp_sock *tp;
-
 	if (nagle_holders)
 		nagle_release(sk, skb);
 	if (!rto_episodes || !(hooks_on & HOOK_RTO_STALL))
 		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp || !tp->inet_conn.icsk_retransmits || !tp->packets_out)
+	if (!rto_slots[sk->__sk_common.skc_hash & (RTO_SLOTS - 1)])
 		return 0;
 	rto_stall_check(sk, skb);
 	return 0;

@@ -360,3 +360,17 @@ func WriteRetransmitFolded(w io.Writer, n uint64) {
 	}
 	fmt.Fprintf(w, "  retransmits seen late: %d segments were counted in their connection's next retransmit line, under its kind: their own retransmission was not seen (a transmit that failed, which fires no tracepoint before 6.17, or a probe run the kernel skipped); the totals still match RetransSegs\n", n)
 }
+
+// rtoSocksMax is the size of rto_socks (bpf/retransmit.bpf.c): the sockets
+// that can be in an RTO episode at once with rto_stall watching them.
+const rtoSocksMax = 4096
+
+// WriteRTOUnwatched reports RTO episodes rto_stall did not watch
+// (Tracer.RTOUnwatched): their connections' stalls and recoveries have no
+// line; their retransmit lines are unaffected.
+func WriteRTOUnwatched(w io.Writer, n uint64) {
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  RTO episodes not watched: %d: more than %d connections were in RTO backoff at once, the most rto_stall's table holds; those episodes have no rto_stall lines (their retransmit lines are complete)\n", n, rtoSocksMax)
+}

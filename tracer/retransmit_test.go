@@ -110,3 +110,26 @@ func TestRTOCeilingSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteRTOUnwatched(t *testing.T) {
+	var b bytes.Buffer
+	WriteRTOUnwatched(&b, 0)
+	if b.Len() != 0 {
+		t.Errorf("nothing unwatched, got %q", b.String())
+	}
+	WriteRTOUnwatched(&b, 2)
+	if got := b.String(); !strings.Contains(got, "RTO episodes not watched: 2: more than 4096") || strings.Count(got, "\n") != 1 {
+		t.Errorf("got %q", got)
+	}
+}
+
+// The summary names the table's size: the one the object declares.
+func TestRTOSocksMax(t *testing.T) {
+	spec, err := loadTcptrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := spec.Maps["rto_socks"]; m == nil || m.MaxEntries != rtoSocksMax {
+		t.Errorf("rto_socks: %+v, want %d entries", m, rtoSocksMax)
+	}
+}

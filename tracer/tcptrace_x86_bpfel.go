@@ -475,6 +475,8 @@ const (
 	tcptraceMapOwnerUnknown                    = "owner_unknown"
 	tcptraceMapOwners                          = "owners"
 	tcptraceMapPidFilter                       = "pid_filter"
+	tcptraceMapRtoSocks                        = "rto_socks"
+	tcptraceMapRtoUnwatched                    = "rto_unwatched"
 	tcptraceMapRtxCalls                        = "rtx_calls"
 	tcptraceMapRtxFolded                       = "rtx_folded"
 	tcptraceMapRtxInProbe                      = "rtx_in_probe"
@@ -601,6 +603,7 @@ const (
 	tcptraceVarPcpuFwAllocOff                  = "pcpu_fw_alloc_off"
 	tcptraceVarPcpuRunqueuesOff                = "pcpu_runqueues_off"
 	tcptraceVarRtoEpisodes                     = "rto_episodes"
+	tcptraceVarRtoSlots                        = "rto_slots"
 	tcptraceVarWaiters                         = "waiters"
 )
 
@@ -746,6 +749,8 @@ type tcptraceMapSpecs struct {
 	OwnerUnknown    *ebpf.MapSpec `ebpf:"owner_unknown"`
 	Owners          *ebpf.MapSpec `ebpf:"owners"`
 	PidFilter       *ebpf.MapSpec `ebpf:"pid_filter"`
+	RtoSocks        *ebpf.MapSpec `ebpf:"rto_socks"`
+	RtoUnwatched    *ebpf.MapSpec `ebpf:"rto_unwatched"`
 	RtxCalls        *ebpf.MapSpec `ebpf:"rtx_calls"`
 	RtxFolded       *ebpf.MapSpec `ebpf:"rtx_folded"`
 	RtxInProbe      *ebpf.MapSpec `ebpf:"rtx_in_probe"`
@@ -804,6 +809,7 @@ type tcptraceVariableSpecs struct {
 	PcpuFwAllocOff        *ebpf.VariableSpec `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.VariableSpec `ebpf:"pcpu_runqueues_off"`
 	RtoEpisodes           *ebpf.VariableSpec `ebpf:"rto_episodes"`
+	RtoSlots              *ebpf.VariableSpec `ebpf:"rto_slots"`
 	Waiters               *ebpf.VariableSpec `ebpf:"waiters"`
 }
 
@@ -847,6 +853,8 @@ type tcptraceMaps struct {
 	OwnerUnknown    *ebpf.Map `ebpf:"owner_unknown"`
 	Owners          *ebpf.Map `ebpf:"owners"`
 	PidFilter       *ebpf.Map `ebpf:"pid_filter"`
+	RtoSocks        *ebpf.Map `ebpf:"rto_socks"`
+	RtoUnwatched    *ebpf.Map `ebpf:"rto_unwatched"`
 	RtxCalls        *ebpf.Map `ebpf:"rtx_calls"`
 	RtxFolded       *ebpf.Map `ebpf:"rtx_folded"`
 	RtxInProbe      *ebpf.Map `ebpf:"rtx_in_probe"`
@@ -884,6 +892,8 @@ func (m *tcptraceMaps) Close() error {
 		m.OwnerUnknown,
 		m.Owners,
 		m.PidFilter,
+		m.RtoSocks,
+		m.RtoUnwatched,
 		m.RtxCalls,
 		m.RtxFolded,
 		m.RtxInProbe,
@@ -943,6 +953,7 @@ type tcptraceVariables struct {
 	PcpuFwAllocOff        *ebpf.Variable `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.Variable `ebpf:"pcpu_runqueues_off"`
 	RtoEpisodes           *ebpf.Variable `ebpf:"rto_episodes"`
+	RtoSlots              *ebpf.Variable `ebpf:"rto_slots"`
 	Waiters               *ebpf.Variable `ebpf:"waiters"`
 }
 

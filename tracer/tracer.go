@@ -53,6 +53,7 @@ type Tracer struct {
 	skipped      map[string]uint64 // program runs the kernel skipped (recursion guard)
 	unjudged     uint64            // SYNs whose outcome could not be told (listen.go)
 	rtxFolded    uint64            // retransmitted segments counted in a later line (retransmit.go)
+	rtoUnwatched uint64            // RTO episodes rto_stall could not watch (retransmit.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 	// baselineErr says why some SYNs may be judged by the listener's state
@@ -326,6 +327,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
 	t.unjudged = sumPerCPU(t.objs.m.SynUnjudged)
 	t.rtxFolded = sumPerCPU(t.objs.m.RtxFolded)
+	t.rtoUnwatched = sumPerCPU(t.objs.m.RtoUnwatched)
 	if kend != nil {
 		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
 	}
@@ -357,6 +359,11 @@ func (t *Tracer) UnjudgedSYNs() uint64 { return t.unjudged }
 // counted in a line of their socket other than their own
 // (bpf/retransmit.bpf.c rtx_folded).
 func (t *Tracer) RetransmitFolded() uint64 { return t.rtxFolded }
+
+// RTOUnwatched is, after Run, how many RTO episodes rto_stall did not watch:
+// its table of sockets in an episode was full (bpf/retransmit.bpf.c
+// rto_unwatched).
+func (t *Tracer) RTOUnwatched() uint64 { return t.rtoUnwatched }
 
 // SkippedRuns is, per program, how many hits of its hook the kernel did not
 // run it on (objects.skippedRuns); read when Run returns.
