@@ -46,7 +46,7 @@ func decodeRTOStall(d *decoder, r *tcptraceEvent, t tally) Event {
 		Heard:      time.Duration(r.X.SinceHeardNs),
 	}
 	if s.HZKnown && s.Timer == timerName(timerRetrans) {
-		st.Next, st.NextKnown = max(s.TimerIn, 0), true
+		st.Next, st.NextKnown = max(s.TimerFiresIn, 0), true
 	}
 	if st.StallKnown && e.retransmit.GiveUp > st.Stall {
 		st.GiveUpIn = e.retransmit.GiveUp - st.Stall

@@ -20,7 +20,8 @@ func TestWriteRetransmitFolded(t *testing.T) {
 }
 
 // A stall line's numbers agree: the timer fires next when the RTO that was
-// armed at the latest retransmission runs out.
+// armed at the latest retransmission runs out, rounded up by the timer
+// wheel to its level's granularity (an eighth of the RTO at most).
 func TestRTOStallNextRetransmit(t *testing.T) {
 	c := goldenCases()
 	for _, gc := range c {
@@ -29,10 +30,13 @@ func TestRTOStallNextRetransmit(t *testing.T) {
 		}
 		e := goldenDecode(gc)
 		st := e.retransmit.stall
-		if !st.NextKnown || st.Next+st.SinceLast != e.snap.RTO {
+		if armed := st.Next + st.SinceLast; !st.NextKnown || armed < e.snap.RTO || armed > e.snap.RTO*9/8 {
 			t.Errorf("next %s + since last %s, RTO %s", st.Next, st.SinceLast, e.snap.RTO)
 		}
-		if e.Details["next_retransmit_ms"] != 3800.0 || e.Details["stall_ms"] != 9200.0 {
+		// RTO 12.8 s at HZ 1000: 12800 jiffies, the wheel's level 3,
+		// whose buckets are 512 jiffies: the expiry 3.8 s ahead is run
+		// at the next multiple of 512 jiffies, 4.12 s ahead.
+		if e.Details["next_retransmit_ms"] != 4120.0 || e.Details["stall_ms"] != 9200.0 {
 			t.Errorf("details %v", e.Details)
 		}
 		return
@@ -131,5 +135,22 @@ func TestRTOSocksMax(t *testing.T) {
 	}
 	if m := spec.Maps["rto_socks"]; m == nil || m.MaxEntries != rtoSocksMax {
 		t.Errorf("rto_socks: %+v, want %d entries", m, rtoSocksMax)
+	}
+}
+
+// The timer wheel's level by how far ahead a timer is armed, and its
+// expiry rounded up to that level's granularity (kernel/time/timer.c).
+func TestWheelFires(t *testing.T) {
+	for _, tc := range []struct{ expires, armedFor, want uint64 }{
+		{1000000, 50, 1000001},    // level 0: the next tick
+		{1000000, 400, 1000008},   // level 1: 8 jiffies
+		{1000000, 3200, 1000064},  // level 2: 64 (12.8 s at HZ 250)
+		{1000000, 6400, 1000448},  // level 3: 512 (25.6 s at HZ 250: up to 2 s late)
+		{1000448, 6400, 1000960},  // on a boundary: the next one, never early
+		{1000000, 40000, 1003520}, // level 4: 4096
+	} {
+		if got := wheelFires(tc.expires, tc.armedFor); got != tc.want {
+			t.Errorf("wheelFires(%d, %d) = %d, want %d", tc.expires, tc.armedFor, got, tc.want)
+		}
 	}
 }

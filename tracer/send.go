@@ -253,8 +253,8 @@ func explainSend(t EventType, r Reason, s *snapshot, n tally) string {
 			fmt.Fprintf(&b, ", %d consecutive retransmission timeouts", s.RTORetransmits)
 		}
 		rtxTimer := s.HZKnown && s.TimerPending && s.Timer == "retransmit"
-		if rtxTimer && s.TimerIn > 0 {
-			fmt.Fprintf(&b, ", the next in %s", dur(s.TimerIn))
+		if rtxTimer && s.TimerFiresIn > 0 {
+			fmt.Fprintf(&b, ", the next in %s", dur(s.TimerFiresIn))
 		} else if rtxTimer {
 			b.WriteString(", the next due now")
 		}

@@ -118,14 +118,14 @@ func TestExplainSendCarriesItsNumbers(t *testing.T) {
 	cut.SndbufBytes, cut.WmemQueued = 212992, 212992
 	cut.UnackedBytes, cut.RTORetransmits, cut.Backoff = 184320, 7, 7
 	cut.HZKnown, cut.SinceLastACK = true, 5200*time.Millisecond
-	cut.TimerPending, cut.Timer, cut.TimerIn = true, "retransmit", 12800*time.Millisecond
+	cut.TimerPending, cut.Timer, cut.TimerIn, cut.TimerFiresIn = true, "retransmit", 12800*time.Millisecond, 12800*time.Millisecond
 	cut.RTO = 12800 * time.Millisecond
 	cut.NoDelay = true
 
 	// The path is back: an ACK 20 ms ago, the latest retransmission 8.8 s
 	// ago (its timer armed with the 12.8 s RTO fires in 4 s).
 	back := cut
-	back.SinceLastACK, back.TimerIn = 20*time.Millisecond, 4*time.Second
+	back.SinceLastACK, back.TimerIn, back.TimerFiresIn = 20*time.Millisecond, 4*time.Second, 4*time.Second
 
 	zero := full()
 	zero.PeerWindow, zero.NotsentBytes, zero.ProbesOut = 0, 65536, 4

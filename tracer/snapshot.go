@@ -73,7 +73,8 @@ type snapshot struct {
 	ProbesOut      uint8
 	Timer          string
 	TimerPending   bool
-	TimerIn        time.Duration // until the pending timer fires; negative if overdue
+	TimerIn        time.Duration // until the pending timer's expiry; negative if overdue
+	TimerFiresIn   time.Duration // until the timer wheel runs it (wheelFires): what to tell users
 	RTO            time.Duration
 	SinceLastACK   time.Duration
 	SRTT           time.Duration
@@ -135,6 +136,11 @@ func newSnapshot(r *tcptraceTcpSnapshot, hz uint64) snapshot {
 		s.SinceLastACK = j(int64(int32(uint32(r.NowJiffies) - r.RcvTstamp)))
 		if s.TimerPending {
 			s.TimerIn = j(int64(r.TimerExpires) - int64(r.NowJiffies))
+			s.TimerFiresIn = s.TimerIn
+			// The retransmission timer is armed the RTO ahead.
+			if r.Pending == timerRetrans {
+				s.TimerFiresIn = j(int64(wheelFires(r.TimerExpires, uint64(r.Rto))) - int64(r.NowJiffies))
+			}
 		}
 	}
 	return s
@@ -143,4 +149,21 @@ func newSnapshot(r *tcptraceTcpSnapshot, hz uint64) snapshot {
 // jiffies converts a count of the kernel's ticks; hz must not be 0.
 func jiffies(n uint32, hz uint64) time.Duration {
 	return time.Duration(n) * time.Second / time.Duration(hz)
+}
+
+// wheelFires is when the kernel's timer wheel runs a timer due at expires
+// (jiffies) that was armed armedFor jiffies ahead (the retransmission
+// timer: the RTO). Since 4.8 the wheel files a timer in a level by how far
+// ahead it is, and each level rounds its expiry up to the level's
+// granularity, 8^level jiffies (calc_wheel_index() and calc_index() in
+// kernel/time/timer.c), so that a timer never fires early: a timer armed
+// 16 s or more ahead at HZ 250 fires up to 2 s after its expiry.
+func wheelFires(expires, armedFor uint64) uint64 {
+	const clkShift, lvlSize = 3, 64
+	lvl := uint(0)
+	for lvl < 8 && armedFor >= (lvlSize-1)<<(clkShift*lvl) {
+		lvl++
+	}
+	shift := clkShift * lvl
+	return ((expires >> shift) + 1) << shift
 }
