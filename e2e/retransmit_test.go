@@ -253,14 +253,18 @@ func TestRTOStall(t *testing.T) {
 			t.Errorf("a reset: %s", dump([]event{e}))
 		}
 	}
-	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(rtx) != want || want == 0 {
-		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(rtx), want)
+	// Short only by hook hits the kernel did not run tcptrace's program
+	// on (kprobes: another kprobe's program running on that CPU), which
+	// its summary names.
+	skipped := tr.skippedRuns()
+	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; want == 0 || sumCounts(rtx) > want || sumCounts(rtx)+skipped < want {
+		t.Errorf("retransmit counted %d segments (%d skipped runs), RetransSegs less TCPSynRetrans moved by %d", sumCounts(rtx), skipped, want)
 	}
 	if by := countBy(rtx); !rtxKindsAgree(t, tr, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "slow_start": ext["TCPSlowStartRetrans"]}) {
 		t.Errorf("by kind %v; TCPTimeouts %d, TCPSlowStartRetrans %d", by, ext["TCPTimeouts"], ext["TCPSlowStartRetrans"])
 	}
 	// The summary's own check of the same identity.
-	if kernel, notSeen, ok := tr.counterCheck("RetransSegs-TCPSynRetrans", ns.inode()); !ok || notSeen != 0 || kernel != delta["RetransSegs"]-ext["TCPSynRetrans"] {
+	if kernel, notSeen, ok := tr.counterCheck("RetransSegs-TCPSynRetrans", ns.inode()); !ok || notSeen > skipped || kernel != delta["RetransSegs"]-ext["TCPSynRetrans"] {
 		t.Errorf("summary: RetransSegs-TCPSynRetrans +%d, %d not seen (found: %v); want +%d, all seen:\n%s",
 			kernel, notSeen, ok, delta["RetransSegs"]-ext["TCPSynRetrans"], tr.stderrText())
 	}
