@@ -44,7 +44,7 @@ func TestRetransmitOutage(t *testing.T) {
 	evs := tr.eventsFor("retransmit", h.PID)
 	t.Logf("helper %v, RetransSegs %d, %v:\n%s", res, delta["RetransSegs"], ext, dump(evs))
 	by := countBy(evs)
-	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(evs) != want || want == 0 {
+	if want, got := delta["RetransSegs"]-ext["TCPSynRetrans"], sumCounts(evs); want == 0 || got > want || got+tr.skippedRuns() < want {
 		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
 	}
 	if !rtxKindsAgree(t, tr, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"]}) {
@@ -106,7 +106,7 @@ func TestRetransmitLossyPath(t *testing.T) {
 	evs := tr.eventsFor("retransmit", h.PID)
 	by := countBy(evs)
 	t.Logf("helper %v, RetransSegs %d, %v, by kind %v", res, delta["RetransSegs"], ext, by)
-	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; sumCounts(evs) != want {
+	if want, got := delta["RetransSegs"]-ext["TCPSynRetrans"], sumCounts(evs); got > want || got+tr.skippedRuns() < want {
 		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
 	}
 	want := map[string]uint64{"fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"], "timeout": ext["TCPTimeouts"], "loss_probe": ext["TCPLossProbes"]}
