@@ -86,8 +86,8 @@ bpf-check: deps-build
 vmlinux: deps-build
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
-# Benchmarks: printed, and collected as Markdown in bench.md for the README's
-# "Cost" (each e2e benchmark appends its table; the Go ones are summarised).
+# Benchmarks: printed, and collected as Markdown in bench.md for docs/cost.md
+# (each e2e benchmark appends its table; the Go ones are summarised).
 BENCH_MD ?= $(CURDIR)/bench.md
 bench:
 	@command -v bpftrace >/dev/null && command -v iperf3 >/dev/null || { apt-get update -qq && $(APT_GET) install bpftrace iperf3 >/dev/null; }

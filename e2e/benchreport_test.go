@@ -7,8 +7,8 @@ import (
 )
 
 // benchMarkdownEnv names the file make bench collects its report in
-// (bench.md): each benchmark appends its section as Markdown, ready for the
-// README's "Cost".
+// (bench.md): each benchmark appends its section as Markdown, ready for
+// docs/cost.md.
 const benchMarkdownEnv = "TCPTRACE_BENCH_MD"
 
 // benchReport logs a benchmark's result and appends it to the report.

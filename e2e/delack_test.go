@@ -55,8 +55,8 @@ func TestDelayedACKOneWay(t *testing.T) {
 // where a probe path cannot see them: on the handler paths (fentry, kprobe)
 // the program runs the tracer reported skipped; on the tracepoint path also
 // the firings deferred to tcp_release_cb() (DelayedACKLocked) and those that
-// came while the CPU ran no tracing program (README, "Counts against the
-// kernel's": 1 of 29 in about one run of ten on this machine), at most a
+// came while the CPU ran no tracing program (docs/probes.md, "Counts against
+// the kernel's": 1 of 29 in about one run of ten on this machine), at most a
 // tenth (at least one).
 func delackCountOK(t *testing.T, tr *tracerRun, ino uint32, got, kernel, locked uint64) bool {
 	t.Helper()
