@@ -358,14 +358,21 @@ func TestSynRetransmitDroppedOnOutput(t *testing.T) {
 	if len(tos) != 1 || uint64(detail(tos[0], "syn_retransmits")) != delta["TCPSynRetrans"] {
 		t.Fatalf("connect_timeout %s does not carry the %d retransmits TCPSynRetrans counted; stderr:\n%s", dump(tos), delta["TCPSynRetrans"], tr.stderrText())
 	}
+	// What no line counted, the summary says, from the socket's own
+	// counter at connect()'s end.
+	unseen := tr.synRetransmitsUnseen()
 	if !seesFailures {
-		if len(rtx) != 0 {
-			t.Errorf("the tracepoint before 6.17 fires only for sent retransmits, yet:\n%s", dump(rtx))
+		if len(rtx) != 0 || unseen != delta["TCPSynRetrans"] {
+			t.Errorf("the tracepoint before 6.17 fires only for sent retransmits: want no line and all %d reported not seen, got %d not seen and:\n%s", delta["TCPSynRetrans"], unseen, dump(rtx))
 		}
 		return
 	}
-	if got := sumCounts(rtx); got != delta["TCPSynRetrans"] {
-		t.Errorf("TCPSynRetrans moved by %d; tcptrace: %d syn_retransmit", delta["TCPSynRetrans"], got)
+	// Here every attempt fires the tracepoint: a retransmit is unseen
+	// only when the kernel did not run the program for it (seen on 6.18,
+	// rarely, with no recursion miss counted), and then the summary must
+	// say so.
+	if got := sumCounts(rtx); got+unseen != delta["TCPSynRetrans"] {
+		t.Errorf("TCPSynRetrans moved by %d; tcptrace: %d syn_retransmit and %d reported not seen; stderr:\n%s", delta["TCPSynRetrans"], got, unseen, tr.stderrText())
 	}
 	for _, e := range rtx {
 		if e.Details["transmit_error"] != "EPERM" || !strings.Contains(e.Explanation, "never left this host") {

@@ -212,6 +212,18 @@ func (r *tracerRun) skippedRuns() uint64 {
 	return total
 }
 
+// synRetransmitsUnseen is what the summary's "SYN retransmits not seen"
+// line says.
+func (r *tracerRun) synRetransmitsUnseen() uint64 {
+	for _, line := range strings.Split(r.stderrText(), "\n") {
+		var n uint64
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "SYN retransmits not seen: %d:", &n); err == nil {
+			return n
+		}
+	}
+	return 0
+}
+
 var (
 	notSeenLine = regexp.MustCompile(`not seen: (\d+) \S+ in netns (\d+): the kernel's (\S+) went up by (\d+)`)
 	agreesLine  = regexp.MustCompile(`kernel (?:agrees|counter): (\S+) \+(\d+) in netns (\d+)`)

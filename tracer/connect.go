@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -172,4 +173,14 @@ func errnoName(e unix.Errno) string {
 		return n
 	}
 	return fmt.Sprintf("errno %d", int(e))
+}
+
+// WriteSynRetransmitsUnseen reports SYN retransmits that no syn_retransmit
+// line counted (Tracer.SynRetransmitsUnseen): the lines add up to
+// TCPSynRetrans less these.
+func WriteSynRetransmitsUnseen(w io.Writer, n uint64) {
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  SYN retransmits not seen: %d: their connections' own counters (total_retrans when connect() ended) hold %d more than the syn_retransmit lines counted (a transmit that failed, which fires no tracepoint before 6.17, or a program run the kernel did not make); the connect_timeout and connect_refused lines count them\n", n, n)
 }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"net/netip"
 	"strings"
 	"testing"
@@ -192,5 +193,17 @@ func TestAttemptRange(t *testing.T) {
 	now[len(now)-1]++ // the last slot holds later attempts too
 	if lo, hi := attemptRange(&printed, &now, 40); lo != 32 || hi != 40 {
 		t.Errorf("range %d..%d, want 32..40", lo, hi)
+	}
+}
+
+func TestWriteSynRetransmitsUnseen(t *testing.T) {
+	var b bytes.Buffer
+	WriteSynRetransmitsUnseen(&b, 0)
+	if b.Len() != 0 {
+		t.Errorf("none unseen, got %q", b.String())
+	}
+	WriteSynRetransmitsUnseen(&b, 2)
+	if got := b.String(); !strings.HasPrefix(got, "  SYN retransmits not seen: 2:") || strings.Count(got, "\n") != 1 {
+		t.Errorf("got %q", got)
 	}
 }

@@ -486,6 +486,7 @@ const (
 	tcptraceMapSnapScratch                     = "snap_scratch"
 	tcptraceMapSynRtxAttempts                  = "syn_rtx_attempts"
 	tcptraceMapSynRtxDest                      = "syn_rtx_dest"
+	tcptraceMapSynRtxUnseen                    = "syn_rtx_unseen"
 	tcptraceMapSynUnjudged                     = "syn_unjudged"
 	tcptraceMapSynackCounts                    = "synack_counts"
 	tcptraceMapTwArmed                         = "tw_armed"
@@ -760,6 +761,7 @@ type tcptraceMapSpecs struct {
 	SnapScratch     *ebpf.MapSpec `ebpf:"snap_scratch"`
 	SynRtxAttempts  *ebpf.MapSpec `ebpf:"syn_rtx_attempts"`
 	SynRtxDest      *ebpf.MapSpec `ebpf:"syn_rtx_dest"`
+	SynRtxUnseen    *ebpf.MapSpec `ebpf:"syn_rtx_unseen"`
 	SynUnjudged     *ebpf.MapSpec `ebpf:"syn_unjudged"`
 	SynackCounts    *ebpf.MapSpec `ebpf:"synack_counts"`
 	TwArmed         *ebpf.MapSpec `ebpf:"tw_armed"`
@@ -864,6 +866,7 @@ type tcptraceMaps struct {
 	SnapScratch     *ebpf.Map `ebpf:"snap_scratch"`
 	SynRtxAttempts  *ebpf.Map `ebpf:"syn_rtx_attempts"`
 	SynRtxDest      *ebpf.Map `ebpf:"syn_rtx_dest"`
+	SynRtxUnseen    *ebpf.Map `ebpf:"syn_rtx_unseen"`
 	SynUnjudged     *ebpf.Map `ebpf:"syn_unjudged"`
 	SynackCounts    *ebpf.Map `ebpf:"synack_counts"`
 	TwArmed         *ebpf.Map `ebpf:"tw_armed"`
@@ -903,6 +906,7 @@ func (m *tcptraceMaps) Close() error {
 		m.SnapScratch,
 		m.SynRtxAttempts,
 		m.SynRtxDest,
+		m.SynRtxUnseen,
 		m.SynUnjudged,
 		m.SynackCounts,
 		m.TwArmed,

@@ -53,6 +53,7 @@ type Tracer struct {
 	skipped      map[string]uint64 // program runs the kernel skipped (recursion guard)
 	unjudged     uint64            // SYNs whose outcome could not be told (listen.go)
 	rtxFolded    uint64            // retransmitted segments counted in a later line (retransmit.go)
+	synUnseen    uint64            // SYN retransmits no line counted, found at connect()'s end (connect.go)
 	rtoUnwatched uint64            // RTO episodes rto_stall could not watch (retransmit.go)
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
@@ -327,6 +328,7 @@ func (t *Tracer) Run(ctx context.Context, emitAll func(Event), idle func()) erro
 	t.skipped = t.objs.skippedRuns(kprobeMissed)
 	t.unjudged = sumPerCPU(t.objs.m.SynUnjudged)
 	t.rtxFolded = sumPerCPU(t.objs.m.RtxFolded)
+	t.synUnseen = sumPerCPU(t.objs.m.SynRtxUnseen)
 	t.rtoUnwatched = sumPerCPU(t.objs.m.RtoUnwatched)
 	if kend != nil {
 		t.counters = compareCounters(t.checks, t.kstart, kend, t.seen)
@@ -359,6 +361,11 @@ func (t *Tracer) UnjudgedSYNs() uint64 { return t.unjudged }
 // counted in a line of their socket other than their own
 // (bpf/retransmit.bpf.c rtx_folded).
 func (t *Tracer) RetransmitFolded() uint64 { return t.rtxFolded }
+
+// SynRetransmitsUnseen is, after Run, how many SYN retransmits no
+// syn_retransmit line counted, as their sockets' own counters said when
+// their connect() ended (bpf/connect.bpf.c syn_rtx_unseen).
+func (t *Tracer) SynRetransmitsUnseen() uint64 { return t.synUnseen }
 
 // RTOUnwatched is, after Run, how many RTO episodes rto_stall did not watch:
 // its table of sockets in an episode was full (bpf/retransmit.bpf.c

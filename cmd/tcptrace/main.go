@@ -164,6 +164,7 @@ func run(ctx context.Context, o *options, ml net.Listener, stdout, stderr io.Wri
 	tracer.WriteSkipped(stderr, t.SkippedRuns())
 	tracer.WriteUnjudgedSYNs(stderr, t.UnjudgedSYNs())
 	tracer.WriteRetransmitFolded(stderr, t.RetransmitFolded())
+	tracer.WriteSynRetransmitsUnseen(stderr, t.SynRetransmitsUnseen())
 	tracer.WriteRTOUnwatched(stderr, t.RTOUnwatched())
 	tracer.WriteOwnersUnknown(stderr, t.OwnersUnknown())
 	tracer.WriteCounterChecks(stderr, t.CounterChecks())
