@@ -18,6 +18,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // The fleet's view: a real Prometheus server scrapes tcptrace --metrics
@@ -286,6 +287,14 @@ func TestMetricsAddressRefused(t *testing.T) {
 // not run again).
 func loadedMeanwhile(t *testing.T, tries int, f func()) string {
 	t.Helper()
+	// Up to 5.10 a program's memory is charged to the user's locked
+	// memory, which every process of the user shares (the maps of a
+	// tcptrace that just exited are freed a little later), and checked
+	// against this process's RLIMIT_MEMLOCK; later kernels charge the
+	// memory cgroup, and RemoveMemlock leaves the limit alone.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
 	// The first load in a process is preceded by cilium/ebpf's probes of
 	// the kernel's features, and reading its id by another: made here,
 	// once.
