@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // The fleet's view: a real Prometheus server scrapes tcptrace --metrics
@@ -292,9 +293,17 @@ func loadedMeanwhile(t *testing.T, tries int, f func()) string {
 	// tcptrace that just exited are freed a little later), and checked
 	// against this process's RLIMIT_MEMLOCK; later kernels charge the
 	// memory cgroup, and RemoveMemlock leaves the limit alone.
+	var saved unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &saved); err != nil {
+		t.Fatal(err)
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
+	// Back as it was: the tests after start tcptrace with the limit it
+	// inherits from this process (TestPrivilegesNamed's CAP_SYS_RESOURCE
+	// case needs the usual one).
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_MEMLOCK, &saved) })
 	// The first load in a process is preceded by cilium/ebpf's probes of
 	// the kernel's features, and reading its id by another: made here,
 	// once.
