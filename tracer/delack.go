@@ -164,9 +164,7 @@ func delackDetails(a *delackState, s *snapshot, r *tcptraceEvent, n tally) map[s
 	d["unacked_bytes"] = a.unacked
 	d["rcv_mss_bytes"] = a.rcvMSS
 	d["ato_jiffies"] = a.atoJiffies
-	if s.HZKnown {
-		d["ato_ms"] = ms(a.ato)
-	}
+	optMs(d, "ato_ms", a.ato, s.HZKnown)
 	if a.heldKnown {
 		d["held_ms"] = ms(n.wait)
 		d["max_held_ms"] = ms(n.maxWait)
