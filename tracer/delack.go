@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -59,13 +58,7 @@ var delackDetector = &detector{
 }
 
 func needDelackTimer(f *kernelFacts) error {
-	if err := needCounters(f); err != nil {
-		return err
-	}
-	if f.delackTimer == 0 {
-		return errors.New("tcp_delack_timer not found in /proc/kallsyms (needed to recognise the delayed-ACK timer among all timers)")
-	}
-	return nil
+	return needCountersAt(f, f.delackTimer, "tcp_delack_timer not found in /proc/kallsyms (needed to recognise the delayed-ACK timer among all timers)")
 }
 
 // delackState is the receiver's side of a delayed_ack line, read when its
