@@ -90,9 +90,7 @@ func decodeConnect(d *decoder, r *tcptraceEvent, t tally) Event {
 // connectDetails adds every number read, with its unit in the key.
 func connectDetails(d map[string]any, t EventType, c *connState) {
 	d["state"] = c.State
-	if c.StartKnown {
-		d["since_connect_ms"] = ms(c.Elapsed)
-	}
+	optMs(d, "since_connect_ms", c.Elapsed, c.StartKnown)
 	d["syn_retransmits"] = c.SynRetransmits
 	if t != SynRetransmit {
 		d["errno"] = errnoName(c.Errno)

@@ -154,6 +154,15 @@ func ms(d time.Duration) float64 {
 	return float64(d.Microseconds()) / 1000
 }
 
+// optMs adds a duration in milliseconds only where it was measured: an
+// unmeasured one (HZ unknown, a start tcptrace did not see) is zero, which
+// the key would present as a measurement.
+func optMs(d map[string]any, key string, v time.Duration, known bool) {
+	if known {
+		d[key] = ms(v)
+	}
+}
+
 func cString(b []byte) string {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]

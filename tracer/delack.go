@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -59,13 +58,7 @@ var delackDetector = &detector{
 }
 
 func needDelackTimer(f *kernelFacts) error {
-	if err := needCounters(f); err != nil {
-		return err
-	}
-	if f.delackTimer == 0 {
-		return errors.New("tcp_delack_timer not found in /proc/kallsyms (needed to recognise the delayed-ACK timer among all timers)")
-	}
-	return nil
+	return needCountersAt(f, f.delackTimer, "tcp_delack_timer not found in /proc/kallsyms (needed to recognise the delayed-ACK timer among all timers)")
 }
 
 // delackState is the receiver's side of a delayed_ack line, read when its
@@ -164,9 +157,7 @@ func delackDetails(a *delackState, s *snapshot, r *tcptraceEvent, n tally) map[s
 	d["unacked_bytes"] = a.unacked
 	d["rcv_mss_bytes"] = a.rcvMSS
 	d["ato_jiffies"] = a.atoJiffies
-	if s.HZKnown {
-		d["ato_ms"] = ms(a.ato)
-	}
+	optMs(d, "ato_ms", a.ato, s.HZKnown)
 	if a.heldKnown {
 		d["held_ms"] = ms(n.wait)
 		d["max_held_ms"] = ms(n.maxWait)

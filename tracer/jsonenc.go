@@ -17,46 +17,32 @@ import (
 // HTML, and the decoded values are the same.
 func appendJSON(b []byte, e *Event, keys []string) ([]byte, []string, error) {
 	j := toJSON(*e)
-	b = append(b, `{"time":`...)
-	b = appendJSONString(b, j.Time)
-	b = append(b, `,"event":`...)
-	b = appendJSONString(b, j.Event)
-	b = append(b, `,"reason":`...)
-	b = appendJSONString(b, j.Reason)
-	b = append(b, `,"pid":`...)
-	b = strconv.AppendUint(b, uint64(j.PID), 10)
-	b = append(b, `,"comm":`...)
-	b = appendJSONString(b, j.Comm)
-	b = append(b, `,"family":`...)
-	b = strconv.AppendInt(b, int64(j.Family), 10)
-	b = append(b, `,"laddr":`...)
-	b = appendJSONString(b, j.LAddr)
-	b = append(b, `,"lport":`...)
-	b = strconv.AppendUint(b, uint64(j.LPort), 10)
-	b = append(b, `,"raddr":`...)
-	b = appendJSONString(b, j.RAddr)
-	b = append(b, `,"rport":`...)
-	b = strconv.AppendUint(b, uint64(j.RPort), 10)
-	b = append(b, `,"netns":`...)
-	b = strconv.AppendUint(b, uint64(j.NetNS), 10)
+	b = appendJSONString(append(b, `{"time":`...), j.Time)
+	b = appendJSONString(append(b, `,"event":`...), j.Event)
+	b = appendJSONString(append(b, `,"reason":`...), j.Reason)
+	b = strconv.AppendUint(append(b, `,"pid":`...), uint64(j.PID), 10)
+	b = appendJSONString(append(b, `,"comm":`...), j.Comm)
+	b = strconv.AppendInt(append(b, `,"family":`...), int64(j.Family), 10)
+	b = appendJSONString(append(b, `,"laddr":`...), j.LAddr)
+	b = strconv.AppendUint(append(b, `,"lport":`...), uint64(j.LPort), 10)
+	b = appendJSONString(append(b, `,"raddr":`...), j.RAddr)
+	b = strconv.AppendUint(append(b, `,"rport":`...), uint64(j.RPort), 10)
+	b = strconv.AppendUint(append(b, `,"netns":`...), uint64(j.NetNS), 10)
+	// cgroup and container_id stay out of the loop below: its array is
+	// built for every line, and six entries instead of four slowed it.
 	if j.Cgroup != "" {
-		b = append(b, `,"cgroup":`...)
-		b = appendJSONString(b, j.Cgroup)
+		b = appendJSONString(append(b, `,"cgroup":`...), j.Cgroup)
 	}
 	if j.ContainerID != "" {
-		b = append(b, `,"container_id":`...)
-		b = appendJSONString(b, j.ContainerID)
+		b = appendJSONString(append(b, `,"container_id":`...), j.ContainerID)
 	}
 	for _, kv := range [...]struct{ k, v string }{{`,"pod_uid":`, j.PodUID}, {`,"pod":`, j.Pod}, {`,"pod_namespace":`, j.PodNS}, {`,"container":`, j.Container}} {
 		if kv.v != "" {
-			b = append(b, kv.k...)
-			b = appendJSONString(b, kv.v)
+			b = appendJSONString(append(b, kv.k...), kv.v)
 		}
 	}
-	b = append(b, `,"count":`...)
-	b = strconv.AppendUint(b, j.Count, 10)
-	b = append(b, `,"explanation":`...)
-	b = appendJSONString(b, j.Explanation)
+	b = strconv.AppendUint(append(b, `,"count":`...), j.Count, 10)
+	b = appendJSONString(append(b, `,"explanation":`...), j.Explanation)
 	b = append(b, `,"details":`...)
 	if j.Details == nil {
 		b = append(b, "null"...)

@@ -115,6 +115,19 @@ func needCounters(f *kernelFacts) error {
 	return nil
 }
 
+// needCountersAt: the per-CPU SNMP counters and a kernel function's address
+// from /proc/kallsyms (addr, zero when not found: missing says which and
+// what it is for), which several paths need together.
+func needCountersAt(f *kernelFacts, addr uint64, missing string) error {
+	if err := needCounters(f); err != nil {
+		return err
+	}
+	if addr == 0 {
+		return errors.New(missing)
+	}
+	return nil
+}
+
 // tracepointArgs counts the arguments a BTF tracepoint passes (its typedef's
 // prototype, the first being the probe's data pointer), 0 if not found.
 func tracepointArgs(spec *btf.Spec, typedef string) int {

@@ -107,26 +107,14 @@ func needListenOverflowTracepoint(f *kernelFacts) error {
 	if !f.listenOverflow {
 		return errors.New("the kernel has no drop reason SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (added in 6.15)")
 	}
-	if err := needCounters(f); err != nil {
-		return err
-	}
-	if f.cookie4Start == 0 {
-		return errors.New("cookie_v4_check not found in /proc/kallsyms: overflows of ACKs carrying a syncookie would not be seen")
-	}
-	return nil
+	return needCountersAt(f, f.cookie4Start, "cookie_v4_check not found in /proc/kallsyms: overflows of ACKs carrying a syncookie would not be seen")
 }
 
 func needSynDropTracepoint(f *kernelFacts) error {
 	if !f.consumeLocation {
 		return errors.New("skb:consume_skb does not pass its caller's address (added in 6.3)")
 	}
-	if err := needCounters(f); err != nil {
-		return err
-	}
-	if f.rspStart == 0 {
-		return errors.New("tcp_rcv_state_process not found in /proc/kallsyms")
-	}
-	return nil
+	return needCountersAt(f, f.rspStart, "tcp_rcv_state_process not found in /proc/kallsyms")
 }
 
 // needSynRecvArgs: fexit reads the return value after the last argument,

@@ -163,12 +163,8 @@ func nagleDetails(t EventType, a *nagleState, s *snapshot, r *tcptraceEvent, n t
 		}
 		d["peer_interactive"] = a.peerInteractive
 		d["peer_ato_jiffies"] = a.peerATOJiffies
-		if s.HZKnown {
-			d["peer_ato_ms"] = ms(a.peerATO)
-		}
-		if a.peerHeld > 0 {
-			d["peer_held_ms"] = ms(a.peerHeld)
-		}
+		optMs(d, "peer_ato_ms", a.peerATO, s.HZKnown)
+		optMs(d, "peer_held_ms", a.peerHeld, a.peerHeld > 0)
 	}
 	return d
 }

@@ -204,9 +204,7 @@ func decodeRtx(d *decoder, r *tcptraceEvent, t tally) (Event, map[string]any) {
 	// Whether rto_max_ms is the socket's TCP_RTO_MAX_MS or the constant
 	// TCP_RTO_MAX.
 	dt["rto_max_settable"] = s.RTOMaxSockopt
-	if s.RTOMaxSysctl {
-		dt["tcp_rto_max_ms"] = ms(x.RTOMaxSysctl)
-	}
+	optMs(dt, "tcp_rto_max_ms", x.RTOMaxSysctl, s.RTOMaxSysctl)
 	if s.HZKnown {
 		dt["rto_ms"] = ms(s.RTO)
 		dt["since_last_ack_ms"] = ms(s.SinceLastACK)

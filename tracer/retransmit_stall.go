@@ -58,16 +58,10 @@ func decodeRTOStall(d *decoder, r *tcptraceEvent, t tally) Event {
 	dt["unsent_bytes"] = s.NotsentBytes
 	dt["since_last_rto_ms"] = ms(st.SinceLast)
 	dt["peer_heard_ms"] = ms(st.Heard)
-	if st.StallKnown {
-		dt["stall_ms"] = ms(st.Stall)
-	}
+	optMs(dt, "stall_ms", st.Stall, st.StallKnown)
 	if e.Reason == reasonRTOBackoff {
-		if st.NextKnown {
-			dt["next_retransmit_ms"] = ms(st.Next)
-		}
-		if st.GiveUpIn > 0 {
-			dt["give_up_in_ms"] = ms(st.GiveUpIn)
-		}
+		optMs(dt, "next_retransmit_ms", st.Next, st.NextKnown)
+		optMs(dt, "give_up_in_ms", st.GiveUpIn, st.GiveUpIn > 0)
 	}
 	e.Details = dt
 	return e

@@ -191,9 +191,7 @@ func sendDetails(s *snapshot, r *tcptraceEvent, path ProbePath) map[string]any {
 	if s.HZKnown {
 		d["rto_ms"] = ms(s.RTO)
 		d["since_last_ack_ms"] = ms(s.SinceLastACK)
-		if s.TimerPending {
-			d["timer_in_ms"] = ms(s.TimerIn)
-		}
+		optMs(d, "timer_in_ms", s.TimerIn, s.TimerPending)
 	}
 	return d
 }
