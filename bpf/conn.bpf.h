@@ -14,12 +14,7 @@
 #define TCPF(s) (1U << (s))
 
 /* kprobe path: the socket passed to the function whose return is awaited. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* tid */
-	__type(value, __u64);
-} kprobe_socks SEC(".maps");
+DEFINE_MAP(kprobe_socks, BPF_MAP_TYPE_LRU_HASH, __u32, __u64, 4096); /* key: tid */
 
 /* net->ipv4, whatever its offset in this kernel's struct net. */
 static __always_inline struct netns_ipv4 *net_ipv4(struct net *net)

@@ -29,12 +29,7 @@ struct syn_rtx_last {
 	__u64 ts_ns;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct agg_key);
-	__type(value, struct syn_rtx_last);
-} syn_rtx_dest SEC(".maps");
+DEFINE_MAP(syn_rtx_dest, BPF_MAP_TYPE_LRU_HASH, struct agg_key, struct syn_rtx_last, 4096);
 
 /* SYN retransmits no syn_retransmit line counted, found when connect()
  * ends: the socket's own total_retrans is past what the lines took from it
@@ -43,12 +38,7 @@ struct {
  * later retransmit of the socket folds such ones into its line, but nothing
  * follows the last ones. Reported at exit, so that the lines and
  * TCPSynRetrans are seen to differ by exactly this. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} syn_rtx_unseen SEC(".maps");
+DEFINE_COUNTERS(syn_rtx_unseen, 1);
 
 /* Per destination: SYN retransmits counted in the aggregation table, by
  * attempt number (slot i: attempt i + 1; the last slot, that attempt and
@@ -60,12 +50,7 @@ struct syn_attempts {
 	__u64 n[SYN_ATTEMPT_SLOTS];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct agg_key);
-	__type(value, struct syn_attempts);
-} syn_rtx_attempts SEC(".maps");
+DEFINE_MAP(syn_rtx_attempts, BPF_MAP_TYPE_LRU_HASH, struct agg_key, struct syn_attempts, 4096);
 
 /* What decides when connect() gives up (tcp_write_timeout()). */
 static __always_inline void read_syn_limits(struct sock *sk, struct conn_snapshot *c)
@@ -108,7 +93,7 @@ static __always_inline struct agg_value *conn_template(__u8 type, __u8 path)
 static __always_inline void conn_submit(struct agg_value *t)
 {
 	if (submit(&t->ev))
-		count_lost(t->ev.type);
+		counter_inc(&lost, t->ev.type);
 }
 
 static __always_inline void conn_fill_start(struct event *e, struct conn_start *cs, struct sock *sk, __u64 now, __u8 path)

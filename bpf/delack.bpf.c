@@ -80,12 +80,7 @@ struct delack_firing {
 	__u8 counted;  /* the counter could be read */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct delack_firing);
-} delack_firings SEC(".maps");
+DEFINE_MAP(delack_firings, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct delack_firing, 1);
 
 static __always_inline struct delack_firing *firing_slot(void)
 {

@@ -68,12 +68,7 @@ struct conn_req_entry {
 #define SLOT_CONN_REQUEST 0
 #define SLOT_SYN_RECV 1
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
-	__type(key, __u32);
-	__type(value, struct conn_req_entry);
-} conn_req_entries SEC(".maps");
+DEFINE_MAP(conn_req_entries, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct conn_req_entry, 2);
 
 /* SYN-ACK retransmits seen per request, exact for a request tcptrace saw
  * from its first retransmit. The kernel's req->num_retrans stands in for
@@ -86,12 +81,7 @@ struct synack_count {
 	__u32 isn;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct synack_count);
-} synack_counts SEC(".maps");
+DEFINE_MAP(synack_counts, BPF_MAP_TYPE_LRU_HASH, __u64, struct synack_count, 16384);
 
 /*
  * Run by user space (BPF_PROG_TEST_RUN) on each CPU in turn, pinned there,

@@ -26,12 +26,7 @@ const volatile __u64 pcpu_fw_alloc_off = 0;
 const volatile __u8 cfg_mib_ok = 0; /* user space found all of the above */
 
 /* This CPU's offset, once computed (it never changes). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} cpu_offset SEC(".maps");
+DEFINE_MAP(cpu_offset, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 1);
 
 static __always_inline bool this_cpu_off(struct sock *tcp_sk, __u64 *off)
 {

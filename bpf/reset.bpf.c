@@ -54,7 +54,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		return;
 	known = sock_owner(sk, in_close, &o);
 	if (who_filtered() && !known) {
-		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_FILTERED);
 		return;
 	}
 	if (known && !who_wanted(o.tgid, o.cgroup))
@@ -77,7 +77,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		t->ev.cgroup = o.cgroup;
 		__builtin_memcpy(t->ev.comm, o.comm, sizeof(t->ev.comm));
 	} else
-		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_REPORTED);
 	agg_commit(&key, t, 0);
 }
 

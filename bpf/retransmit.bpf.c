@@ -62,24 +62,14 @@ struct rtx_sock {
 	__u8 _pad[3];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct rtx_sock);
-} rtx_socks SEC(".maps");
+DEFINE_MAP(rtx_socks, BPF_MAP_TYPE_LRU_HASH, __u64, struct rtx_sock, 65536); /* key: struct sock * */
 
 /* Segments counted in a line other than their own: the socket's
  * total_retrans grew by more than this call's segments, so an earlier
  * retransmission of it was not seen (up to 6.16 a transmit that failed
  * fires no tracepoint; a kprobe run the kernel skipped). The count stays
  * exact; those segments go under this call's kind. Reported at exit. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} rtx_folded SEC(".maps");
+DEFINE_COUNTERS(rtx_folded, 1);
 
 /*
  * Sockets in an RTO episode (their record's last_rto_ns set). tcp_probe,
@@ -100,12 +90,7 @@ struct {
  * from rtx_socks cannot leave them counting, the entry goes when the episode
  * ends or the socket closes, record or not.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64); /* struct sock * */
-	__type(value, __u32); /* its slot of rto_slots */
-} rto_socks SEC(".maps");
+DEFINE_MAP(rto_socks, BPF_MAP_TYPE_HASH, __u64, __u32, 4096); /* struct sock * -> its slot of rto_slots */
 
 /* Defined in this order, rto_episodes shares its line of .bss with
  * nagle_holders, the other load every run of tcp_probe makes. */
@@ -116,12 +101,7 @@ __u32 rto_slots[RTO_SLOTS] = {};
 
 /* Episodes rto_stall did not watch: rto_socks was full when they began.
  * Reported at exit. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} rto_unwatched SEC(".maps");
+DEFINE_COUNTERS(rto_unwatched, 1);
 
 static __always_inline void rto_episode_start(struct sock *sk, __u64 k)
 {
@@ -239,13 +219,8 @@ static __shared_hook void on_retransmit(struct sock *sk, struct sk_buff *skb, __
 	r = bpf_map_lookup_elem(&rtx_socks, &k);
 	if (r) {
 		n = total - r->total;
-		if (n > own) {
-			__u32 zero = 0;
-			__u64 *f = bpf_map_lookup_elem(&rtx_folded, &zero);
-
-			if (f)
-				*f += n - own;
-		}
+		if (n > own)
+			counter_add(&rtx_folded, 0, n - own);
 	} else {
 		/* First seen: this call's segments (earlier ones are not
 		 * ours to count). */
@@ -406,12 +381,7 @@ struct rtx_call {
 	__u64 skb;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* tid */
-	__type(value, struct rtx_call);
-} rtx_calls SEC(".maps");
+DEFINE_MAP(rtx_calls, BPF_MAP_TYPE_LRU_HASH, __u32, struct rtx_call, 4096); /* key: tid */
 
 static __shared_hook void rtx_stash(struct sock *sk, struct sk_buff *skb)
 {
@@ -441,12 +411,7 @@ static __shared_hook bool rtx_unstash(struct rtx_call *out)
  * inside tcp_send_loss_probe(), which the timer calls by its symbol on every
  * build: this CPU's socket in the probe, set on entry, cleared on return.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} rtx_in_probe SEC(".maps");
+DEFINE_MAP(rtx_in_probe, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 1);
 
 static __always_inline void rtx_probe_mark(struct sock *sk)
 {

@@ -94,12 +94,7 @@ int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size
 }
 
 /* kretprobes do not see arguments: the entry probe parks sk per thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u64);
-} sendmsg_sk SEC(".maps");
+DEFINE_MAP(sendmsg_sk, BPF_MAP_TYPE_HASH, __u64, __u64, 16384);
 
 SEC("kprobe/tcp_sendmsg")
 int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)

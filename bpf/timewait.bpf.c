@@ -29,12 +29,7 @@ struct tw_armed {
 	__u16 num;   /* local port */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tw_armed);
-} tw_armed SEC(".maps");
+DEFINE_MAP(tw_armed, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct tw_armed, 1);
 
 /* One line per namespace and interval. */
 static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_read, struct conn_snapshot *given)
