@@ -152,4 +152,17 @@ static __always_inline struct sock *kprobe_unstash(void)
 	return sk;
 }
 
+/*
+ * fexit_<fn>, kprobe_<fn> and kretprobe_<fn>: call at the return of fn, a
+ * function with a socket argument sk, with `ret` (declared ret_decl) its
+ * return value and `path` the probe path. fexit finds the return value
+ * after the arguments, so args are all of fn's. A kretprobe sees no
+ * arguments: the kprobe at fn's entry parks sk for it, per thread.
+ */
+#define SOCK_RETURN_PROGS(fn, ret_decl, call, args...)                                              \
+	ONE_CALL_PROG("fexit/" #fn, fexit_##fn, BPF_PROG, PATH_FENTRY, call, args, ret_decl)        \
+	ONE_CALL_PROG("kprobe/" #fn, kprobe_##fn, BPF_KPROBE, PATH_KPROBE, kprobe_stash(sk), args) \
+	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##fn, BPF_KRETPROBE, PATH_KPROBE,                 \
+		      struct sock *sk = kprobe_unstash(); if (sk) { call; }, ret_decl)
+
 #endif /* CONN_BPF_H */

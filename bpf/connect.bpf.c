@@ -317,35 +317,16 @@ static __shared_hook void conn_set_state(struct sock *sk, int oldstate, int news
 		on_connect_end(sk, PATH_TRACEPOINT);
 }
 
-/* fentry path: tcp_connect() is where every connect() sends its first SYN;
- * tcp_done() is where a failed one closes, sk_err already set. */
-SEC("fentry/tcp_connect")
-int BPF_PROG(fentry_tcp_connect, struct sock *sk)
-{
-	on_connect_start(sk);
-	return 0;
-}
-
-SEC("fentry/tcp_done")
-int BPF_PROG(fentry_tcp_done, struct sock *sk)
+static __always_inline void on_tcp_done(struct sock *sk, __u8 path)
 {
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)
-		on_connect_end(sk, PATH_FENTRY);
-	return 0;
+		on_connect_end(sk, path);
 }
 
-SEC("kprobe/tcp_connect")
-int BPF_KPROBE(kprobe_tcp_connect, struct sock *sk)
-{
-	on_connect_start(sk);
-	return 0;
-}
-
-
-SEC("kprobe/tcp_done")
-int BPF_KPROBE(kprobe_tcp_done, struct sock *sk)
-{
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)
-		on_connect_end(sk, PATH_KPROBE);
-	return 0;
-}
+/* fentry and kprobe paths: tcp_connect() is where every connect() sends
+ * its first SYN; tcp_done() is where a failed one closes, sk_err already
+ * set. */
+/* fentry_tcp_connect, kprobe_tcp_connect */
+ENTRY_PROGS(tcp_connect, on_connect_start(sk), struct sock *sk)
+/* fentry_tcp_done, kprobe_tcp_done */
+ENTRY_PROGS(tcp_done, on_tcp_done(sk, path), struct sock *sk)

@@ -272,36 +272,11 @@ static __always_inline void conn_request_exit(__u8 path)
 		on_syn_done(net, l, (struct sk_buff *)e->skb, &e->m, &now, path);
 }
 
-SEC("fentry/tcp_conn_request")
-int BPF_PROG(fentry_tcp_conn_request, struct request_sock_ops *rsk_ops, void *af_ops, struct sock *sk,
-	     struct sk_buff *skb)
-{
-	conn_request_enter(sk, skb);
-	return 0;
-}
-
-SEC("fexit/tcp_conn_request")
-int BPF_PROG(fexit_tcp_conn_request, struct request_sock_ops *rsk_ops, void *af_ops, struct sock *sk,
-	     struct sk_buff *skb, int ret)
-{
-	conn_request_exit(PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/tcp_conn_request")
-int BPF_KPROBE(kprobe_tcp_conn_request, struct request_sock_ops *rsk_ops, void *af_ops, struct sock *sk,
-	       struct sk_buff *skb)
-{
-	conn_request_enter(sk, skb);
-	return 0;
-}
-
-SEC("kretprobe/tcp_conn_request")
-int BPF_KRETPROBE(kretprobe_tcp_conn_request, int ret)
-{
-	conn_request_exit(PATH_KPROBE);
-	return 0;
-}
+/* fentry_tcp_conn_request, kprobe_tcp_conn_request */
+ENTRY_PROGS(tcp_conn_request, conn_request_enter(sk, skb), struct request_sock_ops *rsk_ops, void *af_ops,
+	    struct sock *sk, struct sk_buff *skb)
+/* fexit_tcp_conn_request, kretprobe_tcp_conn_request */
+RETURN_PROGS(tcp_conn_request, conn_request_exit(path))
 
 /* A third-ACK overflow moved ListenOverflows and ListenDrops on this CPU:
  * move the SYN baseline with them, so the next SYN is not blamed. */
@@ -403,80 +378,28 @@ static __always_inline void syn_recv_exit(void *child, __u8 path)
 	on_listen_overflow(l, (struct sk_buff *)e->skb, path, e->cookie_ack);
 }
 
-SEC("fentry/tcp_v4_syn_recv_sock")
-int BPF_PROG(fentry_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-/*
- * fexit finds the return value after the last argument, and the verifier
+/* fexit finds the return value after the last argument, and the verifier
  * wants a constant context offset: one program per argument count (BTF
- * says which the kernel has; the probe table loads that one).
- */
-SEC("fexit/tcp_v4_syn_recv_sock")
-int fexit_tcp_v4_syn_recv_sock(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[7], PATH_FENTRY);
-	return 0;
-}
+ * says which the kernel has; the probe table loads that one). */
+#define SYN_RECV_FEXIT(fn, name, ret_index)                     \
+	SEC("fexit/" #fn)                                       \
+	int name(__u64 *ctx)                                    \
+	{                                                       \
+		syn_recv_exit((void *)ctx[ret_index], PATH_FENTRY); \
+		return 0;                                       \
+	}
 
-SEC("fexit/tcp_v4_syn_recv_sock")
-int fexit_tcp_v4_syn_recv_sock_6args(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[6], PATH_FENTRY);
-	return 0;
-}
+/* The programs on one of tcp_v4_syn_recv_sock and tcp_v6_syn_recv_sock
+ * (<fn>): fentry_<fn>, kprobe_<fn>; fexit_<fn> (7 arguments),
+ * fexit_<fn>_6args; kretprobe_<fn>. */
+#define SYN_RECV_PROGS(fn)                                                                                  \
+	ENTRY_PROGS(fn, syn_recv_enter(sk, skb, req), struct sock *sk, struct sk_buff *skb, struct request_sock *req) \
+	SYN_RECV_FEXIT(fn, fexit_##fn, 7)                                                                   \
+	SYN_RECV_FEXIT(fn, fexit_##fn##_6args, 6)                                                           \
+	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##fn, BPF_KRETPROBE, PATH_KPROBE, syn_recv_exit(ret, path), void *ret)
 
-SEC("fentry/tcp_v6_syn_recv_sock")
-int BPF_PROG(fentry_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-SEC("fexit/tcp_v6_syn_recv_sock")
-int fexit_tcp_v6_syn_recv_sock(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[7], PATH_FENTRY);
-	return 0;
-}
-
-SEC("fexit/tcp_v6_syn_recv_sock")
-int fexit_tcp_v6_syn_recv_sock_6args(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[6], PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/tcp_v4_syn_recv_sock")
-int BPF_KPROBE(kprobe_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-SEC("kretprobe/tcp_v4_syn_recv_sock")
-int BPF_KRETPROBE(kretprobe_tcp_v4_syn_recv_sock, void *ret)
-{
-	syn_recv_exit(ret, PATH_KPROBE);
-	return 0;
-}
-
-SEC("kprobe/tcp_v6_syn_recv_sock")
-int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-SEC("kretprobe/tcp_v6_syn_recv_sock")
-int BPF_KRETPROBE(kretprobe_tcp_v6_syn_recv_sock, void *ret)
-{
-	syn_recv_exit(ret, PATH_KPROBE);
-	return 0;
-}
+SYN_RECV_PROGS(tcp_v4_syn_recv_sock)
+SYN_RECV_PROGS(tcp_v6_syn_recv_sock)
 
 /* tcp:tcp_retransmit_synack(sk = listener, req), from the request's timer.
  * acked: the final ACK came but the accept queue was full (tcp_check_req's

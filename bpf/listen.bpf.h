@@ -59,14 +59,10 @@ DEFINE_COUNTERS(syn_unjudged, 1);
 /* This CPU's counters of net. tcp_sk is any TCP socket (for the anchor). */
 static __always_inline bool read_mibs(struct net *net, struct sock *tcp_sk, struct mibs *m)
 {
-	__u64 off, base;
+	__u64 base;
 
-	if (!cfg_mib_ok || !this_cpu_off(tcp_sk, &off))
+	if (!this_cpu_mibs(net, tcp_sk, &base))
 		return false;
-	base = (__u64)BPF_CORE_READ(net, mib.net_statistics);
-	if (!base)
-		return false;
-	base += off;
 	m->overflows = mib_read(base, mib_listen_overflows);
 	m->drops = mib_read(base, mib_listen_drops);
 	m->reqq_drop = mib_read(base, mib_reqq_full_drop);

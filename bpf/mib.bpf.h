@@ -59,6 +59,21 @@ static __always_inline bool this_cpu_off(struct sock *tcp_sk, __u64 *off)
 	return true;
 }
 
+/* Where this CPU's counters of net start (its struct linux_mib), into
+ * *mibs. tcp_sk is any TCP socket (for the anchor). */
+static __always_inline bool this_cpu_mibs(struct net *net, struct sock *tcp_sk, __u64 *mibs)
+{
+	__u64 off, base;
+
+	if (!cfg_mib_ok || !this_cpu_off(tcp_sk, &off))
+		return false;
+	base = (__u64)BPF_CORE_READ(net, mib.net_statistics);
+	if (!base)
+		return false;
+	*mibs = base + off;
+	return true;
+}
+
 static __always_inline __u64 mib_read(__u64 mibs, __u32 idx)
 {
 	__u64 v = 0;

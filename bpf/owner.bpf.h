@@ -171,20 +171,27 @@ static __noinline bool table_owner(struct sock *sk, struct owner *out)
 	return true;
 }
 
+/* A known owner o into the event's pid, comm and cgroup; an unknown one
+ * (known false) is counted. Returns known. */
+static __always_inline bool owner_into(struct event *e, const struct owner *o, bool known)
+{
+	if (!known) {
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_REPORTED);
+		return false;
+	}
+	e->pid = o->tgid;
+	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	e->cgroup = o->cgroup;
+	return true;
+}
+
 /* The owner of sk into the event's pid and comm; false if unknown. sk may
  * be any socket address (from a map, a kprobe's registers). */
 static __always_inline bool fill_owner(struct event *e, struct sock *sk)
 {
 	struct owner o;
 
-	if (!table_owner(sk, &o)) {
-		counter_inc(&owner_unknown, OWNER_UNKNOWN_REPORTED);
-		return false;
-	}
-	e->pid = o.tgid;
-	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
-	e->cgroup = o.cgroup;
-	return true;
+	return owner_into(e, &o, table_owner(sk, &o));
 }
 
 /* --pid for events outside process context: by the socket's owner. A socket
@@ -235,14 +242,7 @@ static __always_inline bool fill_sock_owner(struct event *e, struct sock *sk, bo
 {
 	struct owner o;
 
-	if (!sock_owner(sk, in_task, &o)) {
-		counter_inc(&owner_unknown, OWNER_UNKNOWN_REPORTED);
-		return false;
-	}
-	e->pid = o.tgid;
-	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
-	e->cgroup = o.cgroup;
-	return true;
+	return owner_into(e, &o, sock_owner(sk, in_task, &o));
 }
 
 static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)

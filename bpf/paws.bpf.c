@@ -245,16 +245,6 @@ static __always_inline void on_timewait_segment(struct sock *sk, struct sk_buff 
 	on_paws(skb, PAWS_RECOMPUTED, sk, path);
 }
 
-SEC("fentry/tcp_timewait_state_process")
-int BPF_PROG(fentry_tcp_timewait_state_process, struct inet_timewait_sock *tw, struct sk_buff *skb)
-{
-	on_timewait_segment((struct sock *)tw, skb, PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/tcp_timewait_state_process")
-int BPF_KPROBE(kprobe_tcp_timewait_state_process, struct inet_timewait_sock *tw, struct sk_buff *skb)
-{
-	on_timewait_segment((struct sock *)tw, skb, PATH_KPROBE);
-	return 0;
-}
+/* fentry_tcp_timewait_state_process, kprobe_tcp_timewait_state_process */
+ENTRY_PROGS(tcp_timewait_state_process, on_timewait_segment((struct sock *)tw, skb, path),
+	    struct inet_timewait_sock *tw, struct sk_buff *skb)

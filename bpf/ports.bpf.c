@@ -126,50 +126,9 @@ static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)
 	port_exhausted(&c, tgid, comm, path);
 }
 
-SEC("fexit/inet_hash_connect")
-int BPF_PROG(fexit_inet_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk, int ret)
-{
-	on_hash_connect(sk, ret, PATH_FENTRY);
-	return 0;
-}
-
-SEC("fexit/inet6_hash_connect")
-int BPF_PROG(fexit_inet6_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk, int ret)
-{
-	on_hash_connect(sk, ret, PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/inet_hash_connect")
-int BPF_KPROBE(kprobe_inet_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk)
-{
-	kprobe_stash(sk);
-	return 0;
-}
-
-SEC("kretprobe/inet_hash_connect")
-int BPF_KRETPROBE(kretprobe_inet_hash_connect, int ret)
-{
-	struct sock *sk = kprobe_unstash();
-
-	if (sk)
-		on_hash_connect(sk, ret, PATH_KPROBE);
-	return 0;
-}
-
-SEC("kprobe/inet6_hash_connect")
-int BPF_KPROBE(kprobe_inet6_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk)
-{
-	kprobe_stash(sk);
-	return 0;
-}
-
-SEC("kretprobe/inet6_hash_connect")
-int BPF_KRETPROBE(kretprobe_inet6_hash_connect, int ret)
-{
-	struct sock *sk = kprobe_unstash();
-
-	if (sk)
-		on_hash_connect(sk, ret, PATH_KPROBE);
-	return 0;
-}
+/* fexit_inet_hash_connect, kprobe_inet_hash_connect, kretprobe_inet_hash_connect */
+SOCK_RETURN_PROGS(inet_hash_connect, int ret, on_hash_connect(sk, ret, path), struct inet_timewait_death_row *dr,
+		  struct sock *sk)
+/* fexit_inet6_hash_connect, kprobe_inet6_hash_connect, kretprobe_inet6_hash_connect */
+SOCK_RETURN_PROGS(inet6_hash_connect, int ret, on_hash_connect(sk, ret, path), struct inet_timewait_death_row *dr,
+		  struct sock *sk)

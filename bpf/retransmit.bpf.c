@@ -430,39 +430,16 @@ static __always_inline bool rtx_in_loss_probe(struct sock *sk)
 	return v && *v == (__u64)sk;
 }
 
-SEC("fentry/tcp_send_loss_probe")
-int BPF_PROG(fentry_tcp_send_loss_probe, struct sock *sk)
-{
-	rtx_probe_mark(sk);
-	return 0;
-}
-
-SEC("fexit/tcp_send_loss_probe")
-int BPF_PROG(fexit_tcp_send_loss_probe, struct sock *sk)
-{
-	rtx_probe_mark(NULL);
-	return 0;
-}
+/* fentry_tcp_send_loss_probe, kprobe_tcp_send_loss_probe */
+ENTRY_PROGS(tcp_send_loss_probe, rtx_probe_mark(sk), struct sock *sk)
+/* fexit_tcp_send_loss_probe, kretprobe_tcp_send_loss_probe */
+RETURN_PROGS(tcp_send_loss_probe, rtx_probe_mark(NULL))
 
 SEC("fexit/__tcp_retransmit_skb")
 int BPF_PROG(fexit_loss_probe_retransmit, struct sock *sk, struct sk_buff *skb, int segs, int ret)
 {
 	if (rtx_in_loss_probe(sk) && rtx_state(sk))
 		on_retransmit(sk, skb, PATH_FENTRY, ret);
-	return 0;
-}
-
-SEC("kprobe/tcp_send_loss_probe")
-int BPF_KPROBE(kprobe_tcp_send_loss_probe, struct sock *sk)
-{
-	rtx_probe_mark(sk);
-	return 0;
-}
-
-SEC("kretprobe/tcp_send_loss_probe")
-int BPF_KRETPROBE(kretprobe_tcp_send_loss_probe)
-{
-	rtx_probe_mark(NULL);
 	return 0;
 }
 
