@@ -31,7 +31,7 @@ struct mibs {
 
 /* The counters as the previous SYN on this CPU left them, per namespace.
  * Taken for every CPU of every namespace just after attaching
- * (mib_baseline_init, listen.bpf.c), so that a SYN is judged by its
+ * (mib_baseline_init, mib_baseline.bpf.c), so that a SYN is judged by its
  * counters from the first one on. */
 DEFINE_MAP(mib_baseline, BPF_MAP_TYPE_PERCPU_HASH, __u64, struct mibs, 1024); /* key: struct net * */
 

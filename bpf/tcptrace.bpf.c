@@ -22,6 +22,7 @@
 
 #include "owner.bpf.c"
 #include "listen.bpf.c"
+#include "mib_baseline.bpf.c"
 #include "send.bpf.c"
 #include "delack.bpf.c"
 #include "nagle.bpf.c"
