@@ -332,20 +332,25 @@ static __always_inline struct agg_value *agg_template(__u32 type)
 	return t;
 }
 
+/* agg_template() for an event seen on `path`. */
+static __always_inline struct agg_value *agg_template_on(__u32 type, __u8 path)
+{
+	struct agg_value *t = agg_template(type);
+
+	if (t)
+		t->ev.path = path;
+	return t;
+}
+
 /* The usual start of an aggregated event: a repeat on a key whose entry is
  * fresh is only counted (NULL); a first occurrence gets a zeroed template
  * of `type` from `path`, to fill and give to agg_commit(). Hold the result
  * in a SCRATCH_EVENT variable. */
 static __always_inline struct agg_value *agg_first(struct agg_key *key, __u32 type, __u8 path)
 {
-	struct agg_value *t;
-
 	if (agg_hit(key, 0))
 		return NULL;
-	t = agg_template(type);
-	if (t)
-		t->ev.path = path;
-	return t;
+	return agg_template_on(type, path);
 }
 
 static __always_inline void scratch_put(struct agg_value **t)
@@ -414,10 +419,9 @@ static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, in
 
 	if (agg_hit(&key, wait_ns))
 		return;
-	t = agg_template(type);
+	t = agg_template_on(type, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	t->ev.ret = ret;
 	fill_task(&t->ev);
 	if (given)

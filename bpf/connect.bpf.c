@@ -52,13 +52,17 @@ struct syn_attempts {
 
 DEFINE_MAP(syn_rtx_attempts, BPF_MAP_TYPE_LRU_HASH, struct agg_key, struct syn_attempts, 4096);
 
-/* What decides when connect() gives up (tcp_write_timeout()). */
-static __always_inline void read_syn_limits(struct sock *sk, struct conn_snapshot *c)
+/* The connection, and what decides when connect() gives up
+ * (tcp_write_timeout()). */
+static __always_inline void read_conn_syn(struct sock *sk, struct conn_snapshot *c)
 {
 	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
-	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	struct netns_ipv4 *ipv4 = net_ipv4(net);
+	struct net *net;
+	struct netns_ipv4 *ipv4;
 
+	read_conn(sk, c);
+	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	ipv4 = net_ipv4(net);
 	c->syn_retries = BPF_CORE_READ_BITFIELD_PROBED(ipv4, sysctl_tcp_syn_retries);
 	/* 6.5+: the first SYN retransmits keep the initial RTO. */
 	if (bpf_core_field_exists(ipv4->sysctl_tcp_syn_linear_timeouts)) {
@@ -78,11 +82,10 @@ static __always_inline void read_syn_limits(struct sock *sk, struct conn_snapsho
 /* A zeroed event in the scratch slot, stamped now. */
 static __always_inline struct agg_value *conn_template(__u8 type, __u8 path)
 {
-	struct agg_value *t = agg_template(type);
+	struct agg_value *t = agg_template_on(type, path);
 
 	if (!t)
 		return NULL;
-	t->ev.path = path;
 	t->ev.count = 1;
 	t->ev.ts_ns = bpf_ktime_get_ns();
 	return t;
@@ -211,8 +214,7 @@ static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 			return;
 		t->ev.count = n;
 		t->ev.ret = err;
-		read_conn(sk, &t->ev.c);
-		read_syn_limits(sk, &t->ev.c);
+		read_conn_syn(sk, &t->ev.c);
 		conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns, path);
 		t->ev.c.seq = syn_isn(sk);
 		conn_submit(t);
@@ -228,13 +230,11 @@ static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 		syn_attempts_add(&dest, cs ? total - cs->base : BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits), n);
 		return;
 	}
-	t = agg_template(EVENT_SYN_RETRANSMIT);
+	t = agg_template_on(EVENT_SYN_RETRANSMIT, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	t->ev.ret = err;
-	read_conn(sk, &t->ev.c);
-	read_syn_limits(sk, &t->ev.c);
+	read_conn_syn(sk, &t->ev.c);
 	conn_fill_start(&t->ev, cs, sk, now, path);
 	t->ev.c.seq = syn_isn(sk);
 	/* An existing entry counts this one in the table; a new one sends
@@ -290,8 +290,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	if (!t)
 		return;
 	t->ev.ret = -err;
-	read_conn(sk, &t->ev.c);
-	read_syn_limits(sk, &t->ev.c);
+	read_conn_syn(sk, &t->ev.c);
 	conn_fill_start(&t->ev, cs, sk, bpf_ktime_get_ns(), path);
 	agg_commit(&key, t, 0);
 }

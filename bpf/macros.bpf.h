@@ -60,6 +60,9 @@ static __always_inline void counter_inc(void *counters, __u32 i)
 		return 0;                                                     \
 	}
 
+/* A tp_btf program on the tracepoint tp, named name. */
+#define TP_PROG(tp, name, call, args...) ONE_CALL_PROG("tp_btf/" #tp, name, BPF_PROG, PATH_TRACEPOINT, call, ##args)
+
 /* fentry_<fn> and kprobe_<fn>: call at fn's entry, on the fentry path and
  * on the kprobe path (kernels without BTF trampolines). */
 #define ENTRY_PROGS(fn, call, args...)                                                    \

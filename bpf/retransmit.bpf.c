@@ -178,6 +178,19 @@ static __shared_hook bool rtx_unstash(struct rtx_call *out)
 	return true;
 }
 
+/* kprobe_<name> and kretprobe_<name> on fn(sk, skb, ...): call at fn's
+ * return, with sk, skb, ret and `path`. A kretprobe sees no arguments, so
+ * the kprobe parks sk and skb per thread when `wanted` at the entry. */
+#define RTX_KPROBES(fn, name, wanted, call)                                                      \
+	ONE_CALL_PROG("kprobe/" #fn, kprobe_##name, BPF_KPROBE, PATH_KPROBE,                      \
+		      if (wanted) rtx_stash(sk, skb), struct sock *sk, struct sk_buff *skb)        \
+	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##name, BPF_KRETPROBE, PATH_KPROBE,             \
+		      struct rtx_call c; if (rtx_unstash(&c)) {                                    \
+			      struct sock *sk = (struct sock *)c.sk;                               \
+			      struct sk_buff *skb = (struct sk_buff *)c.skb;                       \
+			      call;                                                                \
+		      }, int ret)
+
 /*
  * A tail loss probe calls __tcp_retransmit_skb() itself, not
  * tcp_retransmit_skb(). A probe on __tcp_retransmit_skb() would also see
@@ -218,20 +231,6 @@ int BPF_PROG(fexit_loss_probe_retransmit, struct sock *sk, struct sk_buff *skb, 
 	return 0;
 }
 
-SEC("kprobe/__tcp_retransmit_skb")
-int BPF_KPROBE(kprobe_loss_probe_retransmit, struct sock *sk, struct sk_buff *skb)
-{
-	if (rtx_in_loss_probe(sk) && rtx_state(sk))
-		rtx_stash(sk, skb);
-	return 0;
-}
-
-SEC("kretprobe/__tcp_retransmit_skb")
-int BPF_KRETPROBE(kretprobe_loss_probe_retransmit, int ret)
-{
-	struct rtx_call c;
-
-	if (rtx_unstash(&c))
-		on_retransmit((struct sock *)c.sk, (struct sk_buff *)c.skb, PATH_KPROBE, ret);
-	return 0;
-}
+/* kprobe_loss_probe_retransmit, kretprobe_loss_probe_retransmit */
+RTX_KPROBES(__tcp_retransmit_skb, loss_probe_retransmit, rtx_in_loss_probe(sk) && rtx_state(sk),
+	    on_retransmit(sk, skb, path, ret))

@@ -181,20 +181,11 @@ static __always_inline void on_tcp_retransmit(struct sock *sk, struct sk_buff *s
 }
 
 /* Up to 6.16: fires only for a retransmit that was sent. */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
-{
-	on_tcp_retransmit(sk, skb, 0, PATH_TRACEPOINT);
-	return 0;
-}
-
+TP_PROG(tcp_retransmit_skb, tp_tcp_retransmit_skb, on_tcp_retransmit(sk, skb, 0, path), struct sock *sk,
+	struct sk_buff *skb)
 /* 6.17+: fires for every attempt, with its result. */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_tcp_retransmit_skb_err, struct sock *sk, struct sk_buff *skb, int err)
-{
-	on_tcp_retransmit(sk, skb, err, PATH_TRACEPOINT);
-	return 0;
-}
+TP_PROG(tcp_retransmit_skb, tp_tcp_retransmit_skb_err, on_tcp_retransmit(sk, skb, err, path), struct sock *sk,
+	struct sk_buff *skb, int err)
 
 SEC("fexit/tcp_retransmit_skb")
 int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int segs, int ret)
@@ -203,27 +194,20 @@ int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int
 	return 0;
 }
 
-/* kretprobes see no arguments: the entry parks the socket and skb. */
-SEC("kprobe/tcp_retransmit_skb")
-int BPF_KPROBE(kprobe_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+/* Whether the kprobe path parks a call to tcp_retransmit_skb(): one that
+ * on_tcp_retransmit() will not leave at once. */
+static __always_inline bool tcp_retransmit_wanted(struct sock *sk)
 {
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	__u32 on = hooks_on;
 
 	if ((state == TCP_SYN_SENT && (on & HOOK_SYN_RTX)) || ((on & HOOK_RETRANSMIT) && (TCPF(state) & RTX_STATES)))
-		rtx_stash(sk, skb);
-	return 0;
+		return true;
+	return false;
 }
 
-SEC("kretprobe/tcp_retransmit_skb")
-int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
-{
-	struct rtx_call c;
-
-	if (rtx_unstash(&c))
-		on_tcp_retransmit((struct sock *)c.sk, (struct sk_buff *)c.skb, ret, PATH_KPROBE);
-	return 0;
-}
+/* kprobe_tcp_retransmit_skb, kretprobe_tcp_retransmit_skb */
+RTX_KPROBES(tcp_retransmit_skb, tcp_retransmit_skb, tcp_retransmit_wanted(sk), on_tcp_retransmit(sk, skb, ret, path))
 
 /* ---- A segment received: nagle, retransmit (rto_stall) ---------------- */
 
