@@ -144,16 +144,27 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb, void *location)
 	return 0;
 }
 
-/* fentry/kprobe: counters before tcp_conn_request(sk = listener). */
-static __always_inline void conn_request_enter(struct sock *sk, struct sk_buff *skb)
+/*
+ * fentry/kprobe: this CPU's counters before tcp_conn_request() (which:
+ * SLOT_CONN_REQUEST) or *_syn_recv_sock() (SLOT_SYN_RECV) on the listener
+ * sk, parked in the function's slot with the segment for its return
+ * (kretprobes see no arguments). For *_syn_recv_sock(), whether req, the
+ * request it makes a child from, is a syncookie's: a request from the SYN
+ * queue is hashed and holds references; the one tcp_get_cookie_sock()
+ * passes for a syncookie ACK was just allocated, with none (reqsk_alloc()
+ * sets rsk_refcnt to 0, every version).
+ */
+static __always_inline void conn_req_enter(__u32 which, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
 {
-	__u32 slot = SLOT_CONN_REQUEST;
+	__u32 slot = which;
 	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
 
 	if (!e)
 		return;
 	e->sk = (__u64)sk;
 	e->skb = (__u64)skb;
+	if (which == SLOT_SYN_RECV)
+		e->cookie_ack = BPF_CORE_READ(req, __req_common.skc_refcnt.refs.counter) == 0;
 	e->ok = read_mibs(BPF_CORE_READ(sk, __sk_common.skc_net.net), sk, &e->m);
 }
 
@@ -175,7 +186,7 @@ static __always_inline void conn_request_exit(__u8 path)
 }
 
 /* fentry_tcp_conn_request, kprobe_tcp_conn_request */
-ENTRY_PROGS(tcp_conn_request, conn_request_enter(sk, skb), struct request_sock_ops *rsk_ops, void *af_ops,
+ENTRY_PROGS(tcp_conn_request, conn_req_enter(SLOT_CONN_REQUEST, sk, skb, NULL), struct request_sock_ops *rsk_ops, void *af_ops,
 	    struct sock *sk, struct sk_buff *skb)
 /* fexit_tcp_conn_request, kretprobe_tcp_conn_request */
 RETURN_PROGS(tcp_conn_request, conn_request_exit(path))
@@ -246,24 +257,7 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	return 0;
 }
 
-/* fentry/kprobe: the child could not be made; ListenOverflows says why.
- * The entry parks the listener and the skb (kretprobes see no arguments).
- * A request from the SYN queue is hashed and holds references; the one
- * tcp_get_cookie_sock() passes for a syncookie ACK was just allocated, with
- * none (reqsk_alloc() sets rsk_refcnt to 0, every version). */
-static __always_inline void syn_recv_enter(struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	__u32 slot = SLOT_SYN_RECV;
-	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
-
-	if (!e)
-		return;
-	e->sk = (__u64)sk;
-	e->skb = (__u64)skb;
-	e->cookie_ack = BPF_CORE_READ(req, __req_common.skc_refcnt.refs.counter) == 0;
-	e->ok = read_mibs(BPF_CORE_READ(sk, __sk_common.skc_net.net), sk, &e->m);
-}
-
+/* fentry/kprobe: the child could not be made; ListenOverflows says why. */
 static __always_inline void syn_recv_exit(void *child, __u8 path)
 {
 	__u32 slot = SLOT_SYN_RECV;
@@ -283,22 +277,24 @@ static __always_inline void syn_recv_exit(void *child, __u8 path)
 /* fexit finds the return value after the last argument, and the verifier
  * wants a constant context offset: one program per argument count (BTF
  * says which the kernel has; the probe table loads that one). */
-#define SYN_RECV_FEXIT(fn, name, ret_index)                     \
-	SEC("fexit/" #fn)                                       \
-	int name(__u64 *ctx)                                    \
-	{                                                       \
-		syn_recv_exit((void *)ctx[ret_index], PATH_FENTRY); \
-		return 0;                                       \
+#define SYN_RECV_FEXIT(fn, name, ret_index)                          \
+	SEC("fexit/" #fn)                                            \
+	int name(__u64 *ctx)                                         \
+	{                                                            \
+		syn_recv_exit((void *)ctx[ret_index], PATH_FENTRY);  \
+		return 0;                                            \
 	}
 
 /* The programs on one of tcp_v4_syn_recv_sock and tcp_v6_syn_recv_sock
  * (<fn>): fentry_<fn>, kprobe_<fn>; fexit_<fn> (7 arguments),
  * fexit_<fn>_6args; kretprobe_<fn>. */
-#define SYN_RECV_PROGS(fn)                                                                                  \
-	ENTRY_PROGS(fn, syn_recv_enter(sk, skb, req), struct sock *sk, struct sk_buff *skb, struct request_sock *req) \
-	SYN_RECV_FEXIT(fn, fexit_##fn, 7)                                                                   \
-	SYN_RECV_FEXIT(fn, fexit_##fn##_6args, 6)                                                           \
-	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##fn, BPF_KRETPROBE, PATH_KPROBE, syn_recv_exit(ret, path), void *ret)
+#define SYN_RECV_PROGS(fn)                                                                        \
+	ENTRY_PROGS(fn, conn_req_enter(SLOT_SYN_RECV, sk, skb, req), struct sock *sk,             \
+		    struct sk_buff *skb, struct request_sock *req)                                \
+	SYN_RECV_FEXIT(fn, fexit_##fn, 7)                                                         \
+	SYN_RECV_FEXIT(fn, fexit_##fn##_6args, 6)                                                 \
+	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##fn, BPF_KRETPROBE, PATH_KPROBE,               \
+		      syn_recv_exit(ret, path), void *ret)
 
 SYN_RECV_PROGS(tcp_v4_syn_recv_sock)
 SYN_RECV_PROGS(tcp_v6_syn_recv_sock)
