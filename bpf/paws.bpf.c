@@ -15,23 +15,21 @@
 #include "owner.bpf.h"
 #include "conn.bpf.h"
 
-/* The drop reasons of timestamp checks, by name: each exists only from the
- * version that added it, and enum values shift between versions. */
+/* reason is the drop reason `name` of the running kernel. A macro: CO-RE
+ * takes the enumerator's name, and the test of its existence comes first,
+ * since each exists only from the version that added it. */
+#define IS_DROP_REASON(reason, name)                                   \
+	(bpf_core_enum_value_exists(enum skb_drop_reason, name) &&     \
+	 (reason) == bpf_core_enum_value(enum skb_drop_reason, name))
+
+/* The drop reasons of timestamp checks, by name: enum values shift between
+ * versions. */
 static __always_inline bool paws_reason(__u32 reason)
 {
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS))
-		return true;
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TW_PAWS) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TW_PAWS))
-		return true;
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS_ACK) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS_ACK))
-		return true;
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TSECR) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TSECR))
-		return true;
-	return false;
+	return IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_PAWS) ||
+	       IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_TW_PAWS) ||
+	       IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_PAWS_ACK) ||
+	       IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_TSECR);
 }
 
 #define TCPOPT_EOL 0
