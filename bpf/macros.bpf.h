@@ -16,8 +16,9 @@
 #include "tcptrace.h"
 
 /* A map as libbpf and cilium/ebpf read it from .maps: an anonymous struct
- * whose members carry only BTF (type, entries, key and value types), in the
- * order the maps were first written in, so that their BTF stays the same. */
+ * whose members carry only BTF (type, entries, key and value types). The
+ * members keep the order every map here was written with, so the object's
+ * BTF is the same as written out. */
 #define DEFINE_MAP(name, map_type, key_type, value_type, entries) \
 	struct {                                                  \
 		__uint(type, map_type);                           \
@@ -64,7 +65,8 @@ static __always_inline void counter_inc(void *counters, __u32 i)
 #define TP_PROG(tp, name, call, args...) ONE_CALL_PROG("tp_btf/" #tp, name, BPF_PROG, PATH_TRACEPOINT, call, ##args)
 
 /* fentry_<fn> and kprobe_<fn>: call at fn's entry, on the fentry path and
- * on the kprobe path (kernels without BTF trampolines). */
+ * on the kprobe path (kernels without BTF trampolines). The loader takes
+ * the symbol a kprobe attaches to from its name (tracer/detector.go). */
 #define ENTRY_PROGS(fn, call, args...)                                                    \
 	ONE_CALL_PROG("fentry/" #fn, fentry_##fn, BPF_PROG, PATH_FENTRY, call, ##args)    \
 	ONE_CALL_PROG("kprobe/" #fn, kprobe_##fn, BPF_KPROBE, PATH_KPROBE, call, ##args)
