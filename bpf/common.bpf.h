@@ -12,6 +12,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 #include "tcptrace.h"
+#include "macros.bpf.h"
 
 /* Which detectors the shared programs work for (enum shared_hook), written
  * by the loader once the programs are attached: a program on a hook that
@@ -45,37 +46,17 @@ struct {
 } events SEC(".maps");
 
 /* tgids to trace when --pid is given; threads are covered by their tgid. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u8);
-} pid_filter SEC(".maps");
+DEFINE_MAP(pid_filter, BPF_MAP_TYPE_HASH, __u32, __u8, 1024);
 
 /* cgroup (v2) ids to trace when --cgroup or --container is given: the
  * cgroup and its descendants, kept up to date by user space. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u8);
-} cgroup_filter SEC(".maps");
+DEFINE_MAP(cgroup_filter, BPF_MAP_TYPE_HASH, __u64, __u8, 4096);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct agg_key);
-	__type(value, struct agg_value);
-} aggregates SEC(".maps");
+DEFINE_MAP(aggregates, BPF_MAP_TYPE_HASH, struct agg_key, struct agg_value, 16384);
 
 /* Records that did not reach user space, per event type: the ring buffer
  * was full, or the aggregation table was. Reported at exit, never hidden. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, EVENT_TYPE_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
+DEFINE_COUNTERS(lost, EVENT_TYPE_MAX);
 
 /*
  * Scratch space to build an event in: struct event is too large for the
@@ -98,20 +79,7 @@ struct scratch_stack {
 	struct agg_value slot[SCRATCH_LEVELS];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch_stack);
-} scratch SEC(".maps");
-
-static __always_inline void count_lost(__u32 type)
-{
-	__u64 *n = bpf_map_lookup_elem(&lost, &type);
-
-	if (n)
-		*n += 1;
-}
+DEFINE_MAP(scratch, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct scratch_stack, 1);
 
 /* Is there a filter on who (--pid, --cgroup, --container)? */
 static __always_inline bool who_filtered(void)
@@ -354,7 +322,7 @@ static __always_inline struct agg_value *agg_template(__u32 type)
 		return NULL;
 	d = s->depth;
 	if (d >= SCRATCH_LEVELS) {
-		count_lost(type);
+		counter_inc(&lost, type);
 		return NULL;
 	}
 	s->depth = d + 1;
@@ -364,20 +332,25 @@ static __always_inline struct agg_value *agg_template(__u32 type)
 	return t;
 }
 
+/* agg_template() for an event seen on `path`. */
+static __always_inline struct agg_value *agg_template_on(__u32 type, __u8 path)
+{
+	struct agg_value *t = agg_template(type);
+
+	if (t)
+		t->ev.path = path;
+	return t;
+}
+
 /* The usual start of an aggregated event: a repeat on a key whose entry is
  * fresh is only counted (NULL); a first occurrence gets a zeroed template
  * of `type` from `path`, to fill and give to agg_commit(). Hold the result
  * in a SCRATCH_EVENT variable. */
 static __always_inline struct agg_value *agg_first(struct agg_key *key, __u32 type, __u8 path)
 {
-	struct agg_value *t;
-
 	if (agg_hit(key, 0))
 		return NULL;
-	t = agg_template(type);
-	if (t)
-		t->ev.path = path;
-	return t;
+	return agg_template_on(type, path);
 }
 
 static __always_inline void scratch_put(struct agg_value **t)
@@ -418,11 +391,11 @@ static __always_inline void agg_commit_n(struct agg_key *key, struct agg_value *
 	if (bpf_map_update_elem(&aggregates, key, t, BPF_NOEXIST) == 0) {
 		if (submit(&t->ev) == 0)
 			return;
-		count_lost(key->type);
+		counter_inc(&lost, key->type);
 	} else if (!bpf_map_lookup_elem(&aggregates, key)) {
 		/* Table full: a line of its own rather than a lost count. */
 		if (submit(&t->ev))
-			count_lost(key->type);
+			counter_inc(&lost, key->type);
 		return;
 	}
 	v = bpf_map_lookup_elem(&aggregates, key);
@@ -446,10 +419,9 @@ static __always_inline void aggregate(struct sock *sk, __u32 type, __u8 path, in
 
 	if (agg_hit(&key, wait_ns))
 		return;
-	t = agg_template(type);
+	t = agg_template_on(type, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	t->ev.ret = ret;
 	fill_task(&t->ev);
 	if (given)

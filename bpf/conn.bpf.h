@@ -14,12 +14,7 @@
 #define TCPF(s) (1U << (s))
 
 /* kprobe path: the socket passed to the function whose return is awaited. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* tid */
-	__type(value, __u64);
-} kprobe_socks SEC(".maps");
+DEFINE_MAP(kprobe_socks, BPF_MAP_TYPE_LRU_HASH, __u32, __u64, 4096); /* key: tid */
 
 /* net->ipv4, whatever its offset in this kernel's struct net. */
 static __always_inline struct netns_ipv4 *net_ipv4(struct net *net)
@@ -156,5 +151,18 @@ static __always_inline struct sock *kprobe_unstash(void)
 	bpf_map_delete_elem(&kprobe_socks, &tid);
 	return sk;
 }
+
+/*
+ * fexit_<fn>, kprobe_<fn> and kretprobe_<fn>: call at the return of fn, a
+ * function with a socket argument sk, with `ret` (declared ret_decl) its
+ * return value and `path` the probe path. fexit finds the return value
+ * after the arguments, so args are all of fn's. A kretprobe sees no
+ * arguments: the kprobe at fn's entry parks sk for it, per thread.
+ */
+#define SOCK_RETURN_PROGS(fn, ret_decl, call, args...)                                              \
+	ONE_CALL_PROG("fexit/" #fn, fexit_##fn, BPF_PROG, PATH_FENTRY, call, args, ret_decl)        \
+	ONE_CALL_PROG("kprobe/" #fn, kprobe_##fn, BPF_KPROBE, PATH_KPROBE, kprobe_stash(sk), args) \
+	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##fn, BPF_KRETPROBE, PATH_KPROBE,                 \
+		      struct sock *sk = kprobe_unstash(); if (sk) { call; }, ret_decl)
 
 #endif /* CONN_BPF_H */

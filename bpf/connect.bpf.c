@@ -29,12 +29,7 @@ struct syn_rtx_last {
 	__u64 ts_ns;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct agg_key);
-	__type(value, struct syn_rtx_last);
-} syn_rtx_dest SEC(".maps");
+DEFINE_MAP(syn_rtx_dest, BPF_MAP_TYPE_LRU_HASH, struct agg_key, struct syn_rtx_last, 4096);
 
 /* SYN retransmits no syn_retransmit line counted, found when connect()
  * ends: the socket's own total_retrans is past what the lines took from it
@@ -43,12 +38,7 @@ struct {
  * later retransmit of the socket folds such ones into its line, but nothing
  * follows the last ones. Reported at exit, so that the lines and
  * TCPSynRetrans are seen to differ by exactly this. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} syn_rtx_unseen SEC(".maps");
+DEFINE_COUNTERS(syn_rtx_unseen, 1);
 
 /* Per destination: SYN retransmits counted in the aggregation table, by
  * attempt number (slot i: attempt i + 1; the last slot, that attempt and
@@ -60,20 +50,19 @@ struct syn_attempts {
 	__u64 n[SYN_ATTEMPT_SLOTS];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct agg_key);
-	__type(value, struct syn_attempts);
-} syn_rtx_attempts SEC(".maps");
+DEFINE_MAP(syn_rtx_attempts, BPF_MAP_TYPE_LRU_HASH, struct agg_key, struct syn_attempts, 4096);
 
-/* What decides when connect() gives up (tcp_write_timeout()). */
-static __always_inline void read_syn_limits(struct sock *sk, struct conn_snapshot *c)
+/* The connection, and what decides when connect() gives up
+ * (tcp_write_timeout()). */
+static __always_inline void read_conn_syn(struct sock *sk, struct conn_snapshot *c)
 {
 	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
-	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	struct netns_ipv4 *ipv4 = net_ipv4(net);
+	struct net *net;
+	struct netns_ipv4 *ipv4;
 
+	read_conn(sk, c);
+	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	ipv4 = net_ipv4(net);
 	c->syn_retries = BPF_CORE_READ_BITFIELD_PROBED(ipv4, sysctl_tcp_syn_retries);
 	/* 6.5+: the first SYN retransmits keep the initial RTO. */
 	if (bpf_core_field_exists(ipv4->sysctl_tcp_syn_linear_timeouts)) {
@@ -93,11 +82,10 @@ static __always_inline void read_syn_limits(struct sock *sk, struct conn_snapsho
 /* A zeroed event in the scratch slot, stamped now. */
 static __always_inline struct agg_value *conn_template(__u8 type, __u8 path)
 {
-	struct agg_value *t = agg_template(type);
+	struct agg_value *t = agg_template_on(type, path);
 
 	if (!t)
 		return NULL;
-	t->ev.path = path;
 	t->ev.count = 1;
 	t->ev.ts_ns = bpf_ktime_get_ns();
 	return t;
@@ -108,7 +96,7 @@ static __always_inline struct agg_value *conn_template(__u8 type, __u8 path)
 static __always_inline void conn_submit(struct agg_value *t)
 {
 	if (submit(&t->ev))
-		count_lost(t->ev.type);
+		counter_inc(&lost, t->ev.type);
 }
 
 static __always_inline void conn_fill_start(struct event *e, struct conn_start *cs, struct sock *sk, __u64 now, __u8 path)
@@ -226,8 +214,7 @@ static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 			return;
 		t->ev.count = n;
 		t->ev.ret = err;
-		read_conn(sk, &t->ev.c);
-		read_syn_limits(sk, &t->ev.c);
+		read_conn_syn(sk, &t->ev.c);
 		conn_fill_start(&t->ev, cs, sk, t->ev.ts_ns, path);
 		t->ev.c.seq = syn_isn(sk);
 		conn_submit(t);
@@ -243,13 +230,11 @@ static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
 		syn_attempts_add(&dest, cs ? total - cs->base : BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits), n);
 		return;
 	}
-	t = agg_template(EVENT_SYN_RETRANSMIT);
+	t = agg_template_on(EVENT_SYN_RETRANSMIT, path);
 	if (!t)
 		return;
-	t->ev.path = path;
 	t->ev.ret = err;
-	read_conn(sk, &t->ev.c);
-	read_syn_limits(sk, &t->ev.c);
+	read_conn_syn(sk, &t->ev.c);
 	conn_fill_start(&t->ev, cs, sk, now, path);
 	t->ev.c.seq = syn_isn(sk);
 	/* An existing entry counts this one in the table; a new one sends
@@ -305,8 +290,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
 	if (!t)
 		return;
 	t->ev.ret = -err;
-	read_conn(sk, &t->ev.c);
-	read_syn_limits(sk, &t->ev.c);
+	read_conn_syn(sk, &t->ev.c);
 	conn_fill_start(&t->ev, cs, sk, bpf_ktime_get_ns(), path);
 	agg_commit(&key, t, 0);
 }
@@ -332,35 +316,16 @@ static __shared_hook void conn_set_state(struct sock *sk, int oldstate, int news
 		on_connect_end(sk, PATH_TRACEPOINT);
 }
 
-/* fentry path: tcp_connect() is where every connect() sends its first SYN;
- * tcp_done() is where a failed one closes, sk_err already set. */
-SEC("fentry/tcp_connect")
-int BPF_PROG(fentry_tcp_connect, struct sock *sk)
-{
-	on_connect_start(sk);
-	return 0;
-}
-
-SEC("fentry/tcp_done")
-int BPF_PROG(fentry_tcp_done, struct sock *sk)
+static __always_inline void on_tcp_done(struct sock *sk, __u8 path)
 {
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)
-		on_connect_end(sk, PATH_FENTRY);
-	return 0;
+		on_connect_end(sk, path);
 }
 
-SEC("kprobe/tcp_connect")
-int BPF_KPROBE(kprobe_tcp_connect, struct sock *sk)
-{
-	on_connect_start(sk);
-	return 0;
-}
-
-
-SEC("kprobe/tcp_done")
-int BPF_KPROBE(kprobe_tcp_done, struct sock *sk)
-{
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)
-		on_connect_end(sk, PATH_KPROBE);
-	return 0;
-}
+/* fentry and kprobe paths: tcp_connect() is where every connect() sends
+ * its first SYN; tcp_done() is where a failed one closes, sk_err already
+ * set. */
+/* fentry_tcp_connect, kprobe_tcp_connect */
+ENTRY_PROGS(tcp_connect, on_connect_start(sk), struct sock *sk)
+/* fentry_tcp_done, kprobe_tcp_done */
+ENTRY_PROGS(tcp_done, on_tcp_done(sk, path), struct sock *sk)

@@ -80,12 +80,7 @@ struct delack_firing {
 	__u8 counted;  /* the counter could be read */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct delack_firing);
-} delack_firings SEC(".maps");
+DEFINE_MAP(delack_firings, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct delack_firing, 1);
 
 static __always_inline struct delack_firing *firing_slot(void)
 {
@@ -97,14 +92,11 @@ static __always_inline struct delack_firing *firing_slot(void)
 static __always_inline bool read_delayed_acks(struct sock *sk, __u64 *v)
 {
 	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	__u64 off, base;
+	__u64 base;
 
-	if (!cfg_mib_ok || !this_cpu_off(sk, &off))
+	if (!this_cpu_mibs(net, sk, &base))
 		return false;
-	base = (__u64)BPF_CORE_READ(net, mib.net_statistics);
-	if (!base)
-		return false;
-	*v = mib_read(base + off, mib_delayed_acks);
+	*v = mib_read(base, mib_delayed_acks);
 	return true;
 }
 
@@ -294,38 +286,15 @@ int BPF_PROG(tp_timer_expire_exit, struct timer_list *timer)
 
 /* fentry/kprobe: the handler itself, which also covers the firings that
  * tcp_release_cb() ran after the application released the socket. */
-SEC("fentry/tcp_send_delayed_ack")
-int BPF_PROG(fentry_tcp_send_delayed_ack, struct sock *sk)
-{
-	delack_arm(sk);
-	return 0;
-}
-
-SEC("fentry/tcp_delack_timer_handler")
-int BPF_PROG(fentry_tcp_delack_timer_handler, struct sock *sk)
-{
-	delack_enter(sk, (__u64)sk);
-	return 0;
-}
+/* fentry_tcp_send_delayed_ack, kprobe_tcp_send_delayed_ack */
+ENTRY_PROGS(tcp_send_delayed_ack, delack_arm(sk), struct sock *sk)
+/* fentry_tcp_delack_timer_handler, kprobe_tcp_delack_timer_handler */
+ENTRY_PROGS(tcp_delack_timer_handler, delack_enter(sk, (__u64)sk), struct sock *sk)
 
 SEC("fexit/tcp_delack_timer_handler")
 int BPF_PROG(fexit_tcp_delack_timer_handler, struct sock *sk)
 {
 	delack_exit((__u64)sk, PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/tcp_send_delayed_ack")
-int BPF_KPROBE(kprobe_tcp_send_delayed_ack, struct sock *sk)
-{
-	delack_arm(sk);
-	return 0;
-}
-
-SEC("kprobe/tcp_delack_timer_handler")
-int BPF_KPROBE(kprobe_tcp_delack_timer_handler, struct sock *sk)
-{
-	delack_enter(sk, (__u64)sk);
 	return 0;
 }
 

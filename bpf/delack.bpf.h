@@ -30,12 +30,7 @@ struct peer_delack {
 	__u8 owner_known;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct conn_tuple);
-	__type(value, struct peer_delack);
-} delack_recent SEC(".maps");
+DEFINE_MAP(delack_recent, BPF_MAP_TYPE_LRU_HASH, struct conn_tuple, struct peer_delack, 16384);
 
 /* A v4-mapped IPv6 address in the IPv4 layout of read_snapshot(), so that a
  * dual-stack server and an IPv4 client name the same connection alike. */

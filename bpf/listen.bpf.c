@@ -68,12 +68,7 @@ struct conn_req_entry {
 #define SLOT_CONN_REQUEST 0
 #define SLOT_SYN_RECV 1
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
-	__type(key, __u32);
-	__type(value, struct conn_req_entry);
-} conn_req_entries SEC(".maps");
+DEFINE_MAP(conn_req_entries, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct conn_req_entry, 2);
 
 /* SYN-ACK retransmits seen per request, exact for a request tcptrace saw
  * from its first retransmit. The kernel's req->num_retrans stands in for
@@ -86,110 +81,7 @@ struct synack_count {
 	__u32 isn;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct synack_count);
-} synack_counts SEC(".maps");
-
-/*
- * Run by user space (BPF_PROG_TEST_RUN) on each CPU in turn, pinned there,
- * once per namespace, just after the SYN programs are attached: this CPU's
- * counters of the namespace of the socket at file descriptor args[0] of the
- * calling thread become its baseline. Returns 1 when it took one.
- */
-SEC("raw_tp")
-int mib_baseline_init(struct bpf_raw_tracepoint_args *ctx)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	__u64 fd = ctx->args[0], key;
-	struct file **fds, *f = NULL;
-	struct mibs now, *base;
-	struct socket *sock;
-	struct net *net;
-	struct sock *sk;
-
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	sock = f ? BPF_CORE_READ(f, private_data) : NULL;
-	sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
-	if (!sk)
-		return 0;
-	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	if (!read_mibs(net, sk, &now))
-		return 0;
-	key = (__u64)net;
-	base = bpf_map_lookup_elem(&mib_baseline, &key);
-	/* A SYN may have made this CPU's slot already: it is newer. */
-	if (!base || !base->valid)
-		mib_store(net, base, &now);
-	return 1;
-}
-
-struct nets_walk {
-	__u64 first; /* the list node the walk started from */
-	__u64 node;
-	__u64 off;   /* of the list node in struct net */
-	bool complete;
-	bool full;
-};
-
-static long nets_walk_step(__u32 i, struct nets_walk *w)
-{
-	__u64 next = 0, net;
-	__u8 one = 1;
-
-	if (bpf_probe_read_kernel(&next, sizeof(next), (void *)w->node) || !next)
-		return 1;
-	if (next == w->first) {
-		w->complete = true;
-		return 1;
-	}
-	/* The list's head, net_namespace_list, is no namespace: its entry
-	 * is an address no struct net has, and never matches. */
-	net = next - w->off;
-	if (bpf_map_update_elem(&mib_nets, &net, &one, BPF_ANY)) {
-		w->full = true;
-		return 1;
-	}
-	w->node = next;
-	return 0;
-}
-
-/*
- * Run once by user space (BPF_PROG_TEST_RUN) after the SYN programs are
- * attached: every namespace on the kernel's list (net->list, a ring through
- * net_namespace_list, walked from the calling thread's own namespace, so
- * no address of the list's head is needed) goes into mib_nets. RCU keeps a
- * namespace unlinked meanwhile walkable. Returns 1 when the whole ring fit.
- */
-SEC("raw_tp")
-int mib_known_nets(void *ctx)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct net *net = BPF_CORE_READ(task, nsproxy, net_ns);
-	struct nets_walk w = {};
-	__u32 zero = 0, *complete;
-	__u64 key = (__u64)net;
-	__u8 one = 1;
-
-	if (!net || bpf_map_update_elem(&mib_nets, &key, &one, BPF_ANY))
-		return 0;
-	w.off = bpf_core_field_offset(struct net, list);
-	w.first = key + w.off;
-	w.node = w.first;
-	bpf_loop(MIB_NETS_MAX, nets_walk_step, &w, 0);
-	if (!w.complete || w.full)
-		return 0;
-	complete = bpf_map_lookup_elem(&mib_nets_complete, &zero);
-	if (complete)
-		*complete = 1;
-	return 1;
-}
+DEFINE_MAP(synack_counts, BPF_MAP_TYPE_LRU_HASH, __u64, struct synack_count, 16384);
 
 /* now: the counters after the SYN; before: ahead of it, NULL if unknown.
  * l: the listener found for the SYN (a SO_REUSEPORT group's member is
@@ -252,16 +144,27 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb, void *location)
 	return 0;
 }
 
-/* fentry/kprobe: counters before tcp_conn_request(sk = listener). */
-static __always_inline void conn_request_enter(struct sock *sk, struct sk_buff *skb)
+/*
+ * fentry/kprobe: this CPU's counters before tcp_conn_request() (which:
+ * SLOT_CONN_REQUEST) or *_syn_recv_sock() (SLOT_SYN_RECV) on the listener
+ * sk, parked in the function's slot with the segment for its return
+ * (kretprobes see no arguments). For *_syn_recv_sock(), whether req, the
+ * request it makes a child from, is a syncookie's: a request from the SYN
+ * queue is hashed and holds references; the one tcp_get_cookie_sock()
+ * passes for a syncookie ACK was just allocated, with none (reqsk_alloc()
+ * sets rsk_refcnt to 0, every version).
+ */
+static __always_inline void conn_req_enter(__u32 which, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
 {
-	__u32 slot = SLOT_CONN_REQUEST;
+	__u32 slot = which;
 	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
 
 	if (!e)
 		return;
 	e->sk = (__u64)sk;
 	e->skb = (__u64)skb;
+	if (which == SLOT_SYN_RECV)
+		e->cookie_ack = BPF_CORE_READ(req, __req_common.skc_refcnt.refs.counter) == 0;
 	e->ok = read_mibs(BPF_CORE_READ(sk, __sk_common.skc_net.net), sk, &e->m);
 }
 
@@ -282,36 +185,11 @@ static __always_inline void conn_request_exit(__u8 path)
 		on_syn_done(net, l, (struct sk_buff *)e->skb, &e->m, &now, path);
 }
 
-SEC("fentry/tcp_conn_request")
-int BPF_PROG(fentry_tcp_conn_request, struct request_sock_ops *rsk_ops, void *af_ops, struct sock *sk,
-	     struct sk_buff *skb)
-{
-	conn_request_enter(sk, skb);
-	return 0;
-}
-
-SEC("fexit/tcp_conn_request")
-int BPF_PROG(fexit_tcp_conn_request, struct request_sock_ops *rsk_ops, void *af_ops, struct sock *sk,
-	     struct sk_buff *skb, int ret)
-{
-	conn_request_exit(PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/tcp_conn_request")
-int BPF_KPROBE(kprobe_tcp_conn_request, struct request_sock_ops *rsk_ops, void *af_ops, struct sock *sk,
-	       struct sk_buff *skb)
-{
-	conn_request_enter(sk, skb);
-	return 0;
-}
-
-SEC("kretprobe/tcp_conn_request")
-int BPF_KRETPROBE(kretprobe_tcp_conn_request, int ret)
-{
-	conn_request_exit(PATH_KPROBE);
-	return 0;
-}
+/* fentry_tcp_conn_request, kprobe_tcp_conn_request */
+ENTRY_PROGS(tcp_conn_request, conn_req_enter(SLOT_CONN_REQUEST, sk, skb, NULL), struct request_sock_ops *rsk_ops, void *af_ops,
+	    struct sock *sk, struct sk_buff *skb)
+/* fexit_tcp_conn_request, kretprobe_tcp_conn_request */
+RETURN_PROGS(tcp_conn_request, conn_request_exit(path))
 
 /* A third-ACK overflow moved ListenOverflows and ListenDrops on this CPU:
  * move the SYN baseline with them, so the next SYN is not blamed. */
@@ -379,24 +257,7 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	return 0;
 }
 
-/* fentry/kprobe: the child could not be made; ListenOverflows says why.
- * The entry parks the listener and the skb (kretprobes see no arguments).
- * A request from the SYN queue is hashed and holds references; the one
- * tcp_get_cookie_sock() passes for a syncookie ACK was just allocated, with
- * none (reqsk_alloc() sets rsk_refcnt to 0, every version). */
-static __always_inline void syn_recv_enter(struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	__u32 slot = SLOT_SYN_RECV;
-	struct conn_req_entry *e = bpf_map_lookup_elem(&conn_req_entries, &slot);
-
-	if (!e)
-		return;
-	e->sk = (__u64)sk;
-	e->skb = (__u64)skb;
-	e->cookie_ack = BPF_CORE_READ(req, __req_common.skc_refcnt.refs.counter) == 0;
-	e->ok = read_mibs(BPF_CORE_READ(sk, __sk_common.skc_net.net), sk, &e->m);
-}
-
+/* fentry/kprobe: the child could not be made; ListenOverflows says why. */
 static __always_inline void syn_recv_exit(void *child, __u8 path)
 {
 	__u32 slot = SLOT_SYN_RECV;
@@ -413,80 +274,30 @@ static __always_inline void syn_recv_exit(void *child, __u8 path)
 	on_listen_overflow(l, (struct sk_buff *)e->skb, path, e->cookie_ack);
 }
 
-SEC("fentry/tcp_v4_syn_recv_sock")
-int BPF_PROG(fentry_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-/*
- * fexit finds the return value after the last argument, and the verifier
+/* fexit finds the return value after the last argument, and the verifier
  * wants a constant context offset: one program per argument count (BTF
- * says which the kernel has; the probe table loads that one).
- */
-SEC("fexit/tcp_v4_syn_recv_sock")
-int fexit_tcp_v4_syn_recv_sock(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[7], PATH_FENTRY);
-	return 0;
-}
+ * says which the kernel has; the probe table loads that one). */
+#define SYN_RECV_FEXIT(fn, name, ret_index)                          \
+	SEC("fexit/" #fn)                                            \
+	int name(__u64 *ctx)                                         \
+	{                                                            \
+		syn_recv_exit((void *)ctx[ret_index], PATH_FENTRY);  \
+		return 0;                                            \
+	}
 
-SEC("fexit/tcp_v4_syn_recv_sock")
-int fexit_tcp_v4_syn_recv_sock_6args(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[6], PATH_FENTRY);
-	return 0;
-}
+/* The programs on one of tcp_v4_syn_recv_sock and tcp_v6_syn_recv_sock
+ * (<fn>): fentry_<fn>, kprobe_<fn>; fexit_<fn> (7 arguments),
+ * fexit_<fn>_6args; kretprobe_<fn>. */
+#define SYN_RECV_PROGS(fn)                                                                        \
+	ENTRY_PROGS(fn, conn_req_enter(SLOT_SYN_RECV, sk, skb, req), struct sock *sk,             \
+		    struct sk_buff *skb, struct request_sock *req)                                \
+	SYN_RECV_FEXIT(fn, fexit_##fn, 7)                                                         \
+	SYN_RECV_FEXIT(fn, fexit_##fn##_6args, 6)                                                 \
+	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##fn, BPF_KRETPROBE, PATH_KPROBE,               \
+		      syn_recv_exit(ret, path), void *ret)
 
-SEC("fentry/tcp_v6_syn_recv_sock")
-int BPF_PROG(fentry_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-SEC("fexit/tcp_v6_syn_recv_sock")
-int fexit_tcp_v6_syn_recv_sock(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[7], PATH_FENTRY);
-	return 0;
-}
-
-SEC("fexit/tcp_v6_syn_recv_sock")
-int fexit_tcp_v6_syn_recv_sock_6args(__u64 *ctx)
-{
-	syn_recv_exit((void *)ctx[6], PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/tcp_v4_syn_recv_sock")
-int BPF_KPROBE(kprobe_tcp_v4_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-SEC("kretprobe/tcp_v4_syn_recv_sock")
-int BPF_KRETPROBE(kretprobe_tcp_v4_syn_recv_sock, void *ret)
-{
-	syn_recv_exit(ret, PATH_KPROBE);
-	return 0;
-}
-
-SEC("kprobe/tcp_v6_syn_recv_sock")
-int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb, struct request_sock *req)
-{
-	syn_recv_enter(sk, skb, req);
-	return 0;
-}
-
-SEC("kretprobe/tcp_v6_syn_recv_sock")
-int BPF_KRETPROBE(kretprobe_tcp_v6_syn_recv_sock, void *ret)
-{
-	syn_recv_exit(ret, PATH_KPROBE);
-	return 0;
-}
+SYN_RECV_PROGS(tcp_v4_syn_recv_sock)
+SYN_RECV_PROGS(tcp_v6_syn_recv_sock)
 
 /* tcp:tcp_retransmit_synack(sk = listener, req), from the request's timer.
  * acked: the final ACK came but the accept queue was full (tcp_check_req's

@@ -31,14 +31,9 @@ struct mibs {
 
 /* The counters as the previous SYN on this CPU left them, per namespace.
  * Taken for every CPU of every namespace just after attaching
- * (mib_baseline_init, listen.bpf.c), so that a SYN is judged by its
+ * (mib_baseline_init, mib_baseline.bpf.c), so that a SYN is judged by its
  * counters from the first one on. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u64); /* struct net * */
-	__type(value, struct mibs);
-} mib_baseline SEC(".maps");
+DEFINE_MAP(mib_baseline, BPF_MAP_TYPE_PERCPU_HASH, __u64, struct mibs, 1024); /* key: struct net * */
 
 /* Every network namespace that existed when the baselines were taken
  * (mib_known_nets walks the kernel's list of them, after attaching). One
@@ -51,51 +46,23 @@ struct {
  * the listener's state, never against a wrong baseline. */
 #define MIB_NETS_MAX 8192
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MIB_NETS_MAX);
-	__type(key, __u64); /* struct net * */
-	__type(value, __u8);
-} mib_nets SEC(".maps");
+DEFINE_MAP(mib_nets, BPF_MAP_TYPE_HASH, __u64, __u8, MIB_NETS_MAX); /* key: struct net * */
 
 /* 1 once mib_known_nets walked the whole list into mib_nets; until then
  * (or when the list did not fit) no namespace is taken for a new one. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} mib_nets_complete SEC(".maps");
+DEFINE_MAP(mib_nets_complete, BPF_MAP_TYPE_ARRAY, __u32, __u32, 1);
 
 /* SYNs whose outcome no counter baseline and no listener state told:
  * reported in the summary, never silently left out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} syn_unjudged SEC(".maps");
-
-static __always_inline void count_unjudged(void)
-{
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&syn_unjudged, &zero);
-
-	if (n)
-		*n += 1;
-}
+DEFINE_COUNTERS(syn_unjudged, 1);
 
 /* This CPU's counters of net. tcp_sk is any TCP socket (for the anchor). */
 static __always_inline bool read_mibs(struct net *net, struct sock *tcp_sk, struct mibs *m)
 {
-	__u64 off, base;
+	__u64 base;
 
-	if (!cfg_mib_ok || !this_cpu_off(tcp_sk, &off))
+	if (!this_cpu_mibs(net, tcp_sk, &base))
 		return false;
-	base = (__u64)BPF_CORE_READ(net, mib.net_statistics);
-	if (!base)
-		return false;
-	base += off;
 	m->overflows = mib_read(base, mib_listen_overflows);
 	m->drops = mib_read(base, mib_listen_drops);
 	m->reqq_drop = mib_read(base, mib_reqq_full_drop);
@@ -362,7 +329,7 @@ static __always_inline __u32 syn_outcome_by_state(struct sock *l, struct net *ne
 		return EVENT_SYN_DROP;
 	}
 	if (qlen >= (__s32)max)
-		count_unjudged();
+		counter_inc(&syn_unjudged, 0);
 	return 0;
 }
 

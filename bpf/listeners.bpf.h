@@ -23,12 +23,7 @@ struct listener_key {
 	__u8 addr[16]; /* IPv4 in the first 4 bytes; zero: the wildcard */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct listener_key);
-	__type(value, __u64); /* struct sock * */
-} listeners SEC(".maps");
+DEFINE_MAP(listeners, BPF_MAP_TYPE_HASH, struct listener_key, __u64, 8192); /* value: struct sock * */
 
 static __always_inline __u32 sk_netns(struct sock *sk)
 {

@@ -26,12 +26,7 @@ const volatile __u64 pcpu_fw_alloc_off = 0;
 const volatile __u8 cfg_mib_ok = 0; /* user space found all of the above */
 
 /* This CPU's offset, once computed (it never changes). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} cpu_offset SEC(".maps");
+DEFINE_MAP(cpu_offset, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 1);
 
 static __always_inline bool this_cpu_off(struct sock *tcp_sk, __u64 *off)
 {
@@ -61,6 +56,21 @@ static __always_inline bool this_cpu_off(struct sock *tcp_sk, __u64 *off)
 	*off = rq - (base + pcpu_runqueues_off);
 	if (cached)
 		*cached = *off;
+	return true;
+}
+
+/* Where this CPU's counters of net start (its struct linux_mib), into
+ * *mibs. tcp_sk is any TCP socket (for the anchor). */
+static __always_inline bool this_cpu_mibs(struct net *net, struct sock *tcp_sk, __u64 *mibs)
+{
+	__u64 off, base;
+
+	if (!cfg_mib_ok || !this_cpu_off(tcp_sk, &off))
+		return false;
+	base = (__u64)BPF_CORE_READ(net, mib.net_statistics);
+	if (!base)
+		return false;
+	*mibs = base + off;
 	return true;
 }
 

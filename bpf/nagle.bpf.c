@@ -52,12 +52,7 @@ struct nagle_hold {
 	__u64 cgroup;   /* tgid's */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct nagle_hold);
-} nagle_holds SEC(".maps");
+DEFINE_MAP(nagle_holds, BPF_MAP_TYPE_LRU_HASH, __u64, struct nagle_hold, 16384); /* key: struct sock * */
 
 /* Entries in nagle_holds: tcp_probe, which runs for every received segment
  * of the host, leaves after one load while nothing is held. */

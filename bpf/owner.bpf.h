@@ -88,12 +88,7 @@ struct {
 /* max_entries is set by user space from the host's socket count.
  * Preallocated: the tracing programs of kernels before 6.1 may not allocate
  * a hash element at run time. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct owner_rec);
-} owners SEC(".maps");
+DEFINE_MAP(owners, BPF_MAP_TYPE_HASH, __u64, struct owner_rec, 65536); /* key: struct sock * */
 
 /* Events whose socket had no known owner (enum owner_unknown), per CPU:
  * the summary reports them. */
@@ -103,28 +98,10 @@ enum owner_unknown {
 	OWNER_UNKNOWN_MAX,
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, OWNER_UNKNOWN_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} owner_unknown SEC(".maps");
+DEFINE_COUNTERS(owner_unknown, OWNER_UNKNOWN_MAX);
 
 /* Filled by user space before the iterator runs: socket inode -> owner. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct owner);
-} inode_owners SEC(".maps");
-
-static __always_inline void count_owner_unknown(__u32 what)
-{
-	__u64 *n = bpf_map_lookup_elem(&owner_unknown, &what);
-
-	if (n)
-		*n += 1;
-}
+DEFINE_MAP(inode_owners, BPF_MAP_TYPE_HASH, __u32, struct owner, 65536);
 
 /* The listener that made sk if sk is a passive connection, else NULL: the
  * listener the kernel would hand a SYN to sk's local address and port. An
@@ -194,20 +171,27 @@ static __noinline bool table_owner(struct sock *sk, struct owner *out)
 	return true;
 }
 
+/* A known owner o into the event's pid, comm and cgroup; an unknown one
+ * (known false) is counted. Returns known. */
+static __always_inline bool owner_into(struct event *e, const struct owner *o, bool known)
+{
+	if (!known) {
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_REPORTED);
+		return false;
+	}
+	e->pid = o->tgid;
+	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+	e->cgroup = o->cgroup;
+	return true;
+}
+
 /* The owner of sk into the event's pid and comm; false if unknown. sk may
  * be any socket address (from a map, a kprobe's registers). */
 static __always_inline bool fill_owner(struct event *e, struct sock *sk)
 {
 	struct owner o;
 
-	if (!table_owner(sk, &o)) {
-		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
-		return false;
-	}
-	e->pid = o.tgid;
-	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
-	e->cgroup = o.cgroup;
-	return true;
+	return owner_into(e, &o, table_owner(sk, &o));
 }
 
 /* --pid for events outside process context: by the socket's owner. A socket
@@ -219,7 +203,7 @@ static __always_inline bool owner_wanted(struct sock *sk)
 	if (!who_filtered())
 		return true;
 	if (!table_owner(sk, &o)) {
-		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_FILTERED);
 		return false;
 	}
 	return who_wanted(o.tgid, o.cgroup);
@@ -258,14 +242,7 @@ static __always_inline bool fill_sock_owner(struct event *e, struct sock *sk, bo
 {
 	struct owner o;
 
-	if (!sock_owner(sk, in_task, &o)) {
-		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
-		return false;
-	}
-	e->pid = o.tgid;
-	__builtin_memcpy(e->comm, o.comm, sizeof(e->comm));
-	e->cgroup = o.cgroup;
-	return true;
+	return owner_into(e, &o, sock_owner(sk, in_task, &o));
 }
 
 static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)
@@ -275,7 +252,7 @@ static __always_inline bool sock_owner_wanted(struct sock *sk, bool in_task)
 	if (!who_filtered())
 		return true;
 	if (!sock_owner(sk, in_task, &o)) {
-		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_FILTERED);
 		return false;
 	}
 	return who_wanted(o.tgid, o.cgroup);

@@ -15,28 +15,38 @@
 #include "owner.bpf.h"
 #include "conn.bpf.h"
 
-/* The drop reasons of timestamp checks, by name: each exists only from the
- * version that added it, and enum values shift between versions. */
+/* reason is the drop reason `name` of the running kernel. A macro: CO-RE
+ * takes the enumerator's name, and the test of its existence comes first,
+ * since each exists only from the version that added it. */
+#define IS_DROP_REASON(reason, name)                                   \
+	(bpf_core_enum_value_exists(enum skb_drop_reason, name) &&     \
+	 (reason) == bpf_core_enum_value(enum skb_drop_reason, name))
+
+/* The drop reasons of timestamp checks, by name: enum values shift between
+ * versions. */
 static __always_inline bool paws_reason(__u32 reason)
 {
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS))
-		return true;
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TW_PAWS) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TW_PAWS))
-		return true;
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS_ACK) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_PAWS_ACK))
-		return true;
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TSECR) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_RFC7323_TSECR))
-		return true;
-	return false;
+	return IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_PAWS) ||
+	       IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_TW_PAWS) ||
+	       IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_PAWS_ACK) ||
+	       IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_RFC7323_TSECR);
 }
 
 #define TCPOPT_EOL 0
 #define TCPOPT_NOP 1
 #define TCPOPT_TIMESTAMP 8
+
+/* A received segment's addresses, from its IP header ip (struct iphdr or
+ * ipv6hdr): local is where it was sent, remote where it came from. A
+ * macro, so that the copy knows the header's type and so its alignment:
+ * BPF has no unaligned loads, and through a void pointer clang copies byte
+ * by byte. */
+#define SEGMENT_ADDRS(c, fam, ip)                                                 \
+	do {                                                                      \
+		(c)->family = fam;                                                \
+		__builtin_memcpy((c)->saddr, &(ip).daddr, sizeof((ip).daddr));    \
+		__builtin_memcpy((c)->daddr, &(ip).saddr, sizeof((ip).saddr));    \
+	} while (0)
 
 /* The segment's addresses (local = its destination), flags and TSval/TSecr,
  * from its headers: the receive path keeps the network and transport
@@ -59,17 +69,13 @@ static __always_inline bool read_segment(struct sk_buff *skb, struct conn_snapsh
 
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
 			return false;
-		c->family = AF_INET;
-		__builtin_memcpy(c->saddr, &ip.daddr, 4);
-		__builtin_memcpy(c->daddr, &ip.saddr, 4);
+		SEGMENT_ADDRS(c, AF_INET, ip);
 	} else if (ver == 6) {
 		struct ipv6hdr ip6;
 
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
 			return false;
-		c->family = AF_INET6;
-		__builtin_memcpy(c->saddr, &ip6.daddr, 16);
-		__builtin_memcpy(c->daddr, &ip6.saddr, 16);
+		SEGMENT_ADDRS(c, AF_INET6, ip6);
 	} else {
 		return false;
 	}
@@ -189,25 +195,11 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 
 /* 6.11+: the socket that refused the segment is passed (may be NULL).
  * kfree_skb runs for every dropped packet: one or two compares and out. */
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(tp_paws_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
-	     struct sock *rx_sk)
-{
-	if (!paws_reason(reason))
-		return 0;
-	on_paws(skb, reason, rx_sk, PATH_TRACEPOINT);
-	return 0;
-}
-
+TP_PROG(kfree_skb, tp_paws_kfree_skb, if (paws_reason(reason)) on_paws(skb, reason, rx_sk, path),
+	struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
 /* 5.19 - 6.10: no socket; addresses from the headers. */
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(tp_paws_kfree_skb_nosk, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
-{
-	if (!paws_reason(reason))
-		return 0;
-	on_paws(skb, reason, NULL, PATH_TRACEPOINT);
-	return 0;
-}
+TP_PROG(kfree_skb, tp_paws_kfree_skb_nosk, if (paws_reason(reason)) on_paws(skb, reason, NULL, path),
+	struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 
 /*
  * Before 6.16 a segment refused by PAWS in TIME_WAIT is freed with no drop
@@ -245,16 +237,6 @@ static __always_inline void on_timewait_segment(struct sock *sk, struct sk_buff 
 	on_paws(skb, PAWS_RECOMPUTED, sk, path);
 }
 
-SEC("fentry/tcp_timewait_state_process")
-int BPF_PROG(fentry_tcp_timewait_state_process, struct inet_timewait_sock *tw, struct sk_buff *skb)
-{
-	on_timewait_segment((struct sock *)tw, skb, PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/tcp_timewait_state_process")
-int BPF_KPROBE(kprobe_tcp_timewait_state_process, struct inet_timewait_sock *tw, struct sk_buff *skb)
-{
-	on_timewait_segment((struct sock *)tw, skb, PATH_KPROBE);
-	return 0;
-}
+/* fentry_tcp_timewait_state_process, kprobe_tcp_timewait_state_process */
+ENTRY_PROGS(tcp_timewait_state_process, on_timewait_segment((struct sock *)tw, skb, path),
+	    struct inet_timewait_sock *tw, struct sk_buff *skb)

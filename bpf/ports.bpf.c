@@ -76,10 +76,16 @@ static __always_inline void port_exhausted(struct conn_snapshot *c, __u32 tgid, 
 	agg_commit(&key, t, 0);
 }
 
-static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snapshot *c)
+/* connect() on sk runs in its caller: *tgid. False when the filters leave
+ * the caller or the socket out. */
+static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snapshot *c, __u32 *tgid)
 {
-	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	struct net *net;
 
+	*tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!current_wanted(*tgid))
+		return false;
+	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 	if (!conn_sock_wanted(sk))
 		return false;
 	read_conn(sk, c);
@@ -100,10 +106,7 @@ static __shared_hook void port_set_state(struct sock *sk, int oldstate, int news
 		return;
 	if (sk->__sk_common.skc_num || BPF_CORE_READ((struct inet_sock *)sk, inet_sport) || BPF_CORE_READ(sk, sk_err))
 		return;
-	tgid = bpf_get_current_pid_tgid() >> 32; /* connect() runs in its caller */
-	if (!current_wanted(tgid))
-		return;
-	if (!fill_port_snapshot(sk, &c))
+	if (!fill_port_snapshot(sk, &c, &tgid))
 		return;
 	bpf_get_current_comm(&comm, sizeof(comm));
 	port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
@@ -117,59 +120,15 @@ static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)
 
 	if (ret != -EADDRNOTAVAIL)
 		return;
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!current_wanted(tgid))
-		return;
-	if (!fill_port_snapshot(sk, &c))
+	if (!fill_port_snapshot(sk, &c, &tgid))
 		return;
 	bpf_get_current_comm(&comm, sizeof(comm));
 	port_exhausted(&c, tgid, comm, path);
 }
 
-SEC("fexit/inet_hash_connect")
-int BPF_PROG(fexit_inet_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk, int ret)
-{
-	on_hash_connect(sk, ret, PATH_FENTRY);
-	return 0;
-}
-
-SEC("fexit/inet6_hash_connect")
-int BPF_PROG(fexit_inet6_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk, int ret)
-{
-	on_hash_connect(sk, ret, PATH_FENTRY);
-	return 0;
-}
-
-SEC("kprobe/inet_hash_connect")
-int BPF_KPROBE(kprobe_inet_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk)
-{
-	kprobe_stash(sk);
-	return 0;
-}
-
-SEC("kretprobe/inet_hash_connect")
-int BPF_KRETPROBE(kretprobe_inet_hash_connect, int ret)
-{
-	struct sock *sk = kprobe_unstash();
-
-	if (sk)
-		on_hash_connect(sk, ret, PATH_KPROBE);
-	return 0;
-}
-
-SEC("kprobe/inet6_hash_connect")
-int BPF_KPROBE(kprobe_inet6_hash_connect, struct inet_timewait_death_row *dr, struct sock *sk)
-{
-	kprobe_stash(sk);
-	return 0;
-}
-
-SEC("kretprobe/inet6_hash_connect")
-int BPF_KRETPROBE(kretprobe_inet6_hash_connect, int ret)
-{
-	struct sock *sk = kprobe_unstash();
-
-	if (sk)
-		on_hash_connect(sk, ret, PATH_KPROBE);
-	return 0;
-}
+/* fexit_inet_hash_connect, kprobe_inet_hash_connect, kretprobe_inet_hash_connect */
+SOCK_RETURN_PROGS(inet_hash_connect, int ret, on_hash_connect(sk, ret, path), struct inet_timewait_death_row *dr,
+		  struct sock *sk)
+/* fexit_inet6_hash_connect, kprobe_inet6_hash_connect, kretprobe_inet6_hash_connect */
+SOCK_RETURN_PROGS(inet6_hash_connect, int ret, on_hash_connect(sk, ret, path), struct inet_timewait_death_row *dr,
+		  struct sock *sk)

@@ -54,7 +54,7 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		return;
 	known = sock_owner(sk, in_close, &o);
 	if (who_filtered() && !known) {
-		count_owner_unknown(OWNER_UNKNOWN_FILTERED);
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_FILTERED);
 		return;
 	}
 	if (known && !who_wanted(o.tgid, o.cgroup))
@@ -77,29 +77,13 @@ static __always_inline void on_reset(struct sock *sk, __u8 side, __u32 rst_reaso
 		t->ev.cgroup = o.cgroup;
 		__builtin_memcpy(t->ev.comm, o.comm, sizeof(t->ev.comm));
 	} else
-		count_owner_unknown(OWNER_UNKNOWN_REPORTED);
+		counter_inc(&owner_unknown, OWNER_UNKNOWN_REPORTED);
 	agg_commit(&key, t, 0);
 }
 
 /* Up to 6.9: only full sockets; the reason did not exist. */
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tp_tcp_send_reset, struct sock *sk, struct sk_buff *skb)
-{
-	on_reset(sk, RST_SENT, 0, false);
-	return 0;
-}
-
+TP_PROG(tcp_send_reset, tp_tcp_send_reset, on_reset(sk, RST_SENT, 0, false), struct sock *sk, struct sk_buff *skb)
 /* 6.10+: every reset, sk NULL when no socket owns the segment. */
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tp_tcp_send_reset_reason, struct sock *sk, struct sk_buff *skb, int reason)
-{
-	on_reset(sk, RST_SENT, reason, true);
-	return 0;
-}
-
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(tp_tcp_receive_reset, struct sock *sk)
-{
-	on_reset(sk, RST_RECEIVED, 0, false);
-	return 0;
-}
+TP_PROG(tcp_send_reset, tp_tcp_send_reset_reason, on_reset(sk, RST_SENT, reason, true), struct sock *sk,
+	struct sk_buff *skb, int reason)
+TP_PROG(tcp_receive_reset, tp_tcp_receive_reset, on_reset(sk, RST_RECEIVED, 0, false), struct sock *sk)

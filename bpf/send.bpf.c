@@ -52,19 +52,9 @@ static __shared_hook int on_send_return(struct sock *sk, int ret, __u8 path)
  * reports it every interval ("still waiting"): a sender stuck for minutes on
  * a dead path is seen while it is stuck, not after.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct event);
-} wait_starts SEC(".maps");
+DEFINE_MAP(wait_starts, BPF_MAP_TYPE_HASH, __u64, struct event, 16384); /* key: pid_tgid */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tcp_snapshot);
-} snap_scratch SEC(".maps");
+DEFINE_MAP(snap_scratch, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct tcp_snapshot, 1);
 
 /* Entries in wait_starts. The hot paths test this before any lookup, so a
  * host with no blocked sender pays one load per send for send_blocked. */

@@ -22,6 +22,7 @@
 
 #include "owner.bpf.c"
 #include "listen.bpf.c"
+#include "mib_baseline.bpf.c"
 #include "send.bpf.c"
 #include "delack.bpf.c"
 #include "nagle.bpf.c"
@@ -31,6 +32,7 @@
 #include "paws.bpf.c"
 #include "reset.bpf.c"
 #include "retransmit.bpf.c"
+#include "rto_stall.bpf.c"
 
 /* ---- A send's return: send (send_eagain, send_blocked), nagle ---------- */
 
@@ -94,12 +96,7 @@ int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size
 }
 
 /* kretprobes do not see arguments: the entry probe parks sk per thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u64);
-} sendmsg_sk SEC(".maps");
+DEFINE_MAP(sendmsg_sk, BPF_MAP_TYPE_HASH, __u64, __u64, 16384);
 
 SEC("kprobe/tcp_sendmsg")
 int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
@@ -184,20 +181,11 @@ static __always_inline void on_tcp_retransmit(struct sock *sk, struct sk_buff *s
 }
 
 /* Up to 6.16: fires only for a retransmit that was sent. */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
-{
-	on_tcp_retransmit(sk, skb, 0, PATH_TRACEPOINT);
-	return 0;
-}
-
+TP_PROG(tcp_retransmit_skb, tp_tcp_retransmit_skb, on_tcp_retransmit(sk, skb, 0, path), struct sock *sk,
+	struct sk_buff *skb)
 /* 6.17+: fires for every attempt, with its result. */
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_tcp_retransmit_skb_err, struct sock *sk, struct sk_buff *skb, int err)
-{
-	on_tcp_retransmit(sk, skb, err, PATH_TRACEPOINT);
-	return 0;
-}
+TP_PROG(tcp_retransmit_skb, tp_tcp_retransmit_skb_err, on_tcp_retransmit(sk, skb, err, path), struct sock *sk,
+	struct sk_buff *skb, int err)
 
 SEC("fexit/tcp_retransmit_skb")
 int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int segs, int ret)
@@ -206,27 +194,20 @@ int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int
 	return 0;
 }
 
-/* kretprobes see no arguments: the entry parks the socket and skb. */
-SEC("kprobe/tcp_retransmit_skb")
-int BPF_KPROBE(kprobe_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+/* Whether the kprobe path parks a call to tcp_retransmit_skb(): one that
+ * on_tcp_retransmit() will not leave at once. */
+static __always_inline bool tcp_retransmit_wanted(struct sock *sk)
 {
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	__u32 on = hooks_on;
 
 	if ((state == TCP_SYN_SENT && (on & HOOK_SYN_RTX)) || ((on & HOOK_RETRANSMIT) && (TCPF(state) & RTX_STATES)))
-		rtx_stash(sk, skb);
-	return 0;
+		return true;
+	return false;
 }
 
-SEC("kretprobe/tcp_retransmit_skb")
-int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
-{
-	struct rtx_call c;
-
-	if (rtx_unstash(&c))
-		on_tcp_retransmit((struct sock *)c.sk, (struct sk_buff *)c.skb, ret, PATH_KPROBE);
-	return 0;
-}
+/* kprobe_tcp_retransmit_skb, kretprobe_tcp_retransmit_skb */
+RTX_KPROBES(tcp_retransmit_skb, tcp_retransmit_skb, tcp_retransmit_wanted(sk), on_tcp_retransmit(sk, skb, ret, path))
 
 /* ---- A segment received: nagle, retransmit (rto_stall) ---------------- */
 
@@ -236,7 +217,7 @@ int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
  * supported kernel. A segment leaves after a load while no Nagle hold is
  * open and one while no connection is in an RTO episode (the common
  * case); while one is, after a second, its socket's slot in rto_slots:
- * only a socket whose slot is in use has its socket read (retransmit.bpf.c).
+ * only a socket whose slot is in use has its socket read (rto_stall.bpf.c).
  */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(tp_tcp_probe, struct sock *sk, struct sk_buff *skb)

@@ -29,12 +29,7 @@ struct tw_armed {
 	__u16 num;   /* local port */
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tw_armed);
-} tw_armed SEC(".maps");
+DEFINE_MAP(tw_armed, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct tw_armed, 1);
 
 /* One line per namespace and interval. */
 static __always_inline void tw_overflow(struct sock *sk, __u8 path, bool limits_read, struct conn_snapshot *given)
@@ -129,28 +124,6 @@ static __shared_hook void tw_set_state(struct sock *sk, int oldstate, int newsta
 	tw_overflow(sk, PATH_TRACEPOINT, true, &c);
 }
 
-SEC("fexit/inet_twsk_alloc")
-int BPF_PROG(fexit_inet_twsk_alloc, struct sock *sk, struct inet_timewait_death_row *dr, int state,
-	     struct inet_timewait_sock *ret)
-{
-	if (!ret)
-		tw_overflow(sk, PATH_FENTRY, false, NULL);
-	return 0;
-}
-
-SEC("kprobe/inet_twsk_alloc")
-int BPF_KPROBE(kprobe_inet_twsk_alloc, struct sock *sk)
-{
-	kprobe_stash(sk);
-	return 0;
-}
-
-SEC("kretprobe/inet_twsk_alloc")
-int BPF_KRETPROBE(kretprobe_inet_twsk_alloc, void *ret)
-{
-	struct sock *sk = kprobe_unstash();
-
-	if (sk && !ret)
-		tw_overflow(sk, PATH_KPROBE, false, NULL);
-	return 0;
-}
+/* fexit_inet_twsk_alloc, kprobe_inet_twsk_alloc, kretprobe_inet_twsk_alloc */
+SOCK_RETURN_PROGS(inet_twsk_alloc, struct inet_timewait_sock *ret, if (!ret) tw_overflow(sk, path, false, NULL),
+		  struct sock *sk, struct inet_timewait_death_row *dr, int state)
