@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * What the retransmit detector's two kinds of line share: retransmit
- * (retransmit.bpf.c) and rto_stall (rto_stall.bpf.c). Each socket's record
+ * (retransmit.bpf.c) and rto_stall (retransmit_stall.bpf.c). Each socket's record
  * of its retransmissions and RTO episode, the set of sockets in an episode
  * that the received-segment program tests (tcptrace.bpf.c), and what a
  * line says about the connection.

@@ -32,7 +32,7 @@
 #include "paws.bpf.c"
 #include "reset.bpf.c"
 #include "retransmit.bpf.c"
-#include "rto_stall.bpf.c"
+#include "retransmit_stall.bpf.c"
 
 /* ---- A send's return: send (send_eagain, send_blocked), nagle ---------- */
 
@@ -217,7 +217,7 @@ RTX_KPROBES(tcp_retransmit_skb, tcp_retransmit_skb, tcp_retransmit_wanted(sk), o
  * supported kernel. A segment leaves after a load while no Nagle hold is
  * open and one while no connection is in an RTO episode (the common
  * case); while one is, after a second, its socket's slot in rto_slots:
- * only a socket whose slot is in use has its socket read (rto_stall.bpf.c).
+ * only a socket whose slot is in use has its socket read (retransmit_stall.bpf.c).
  */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(tp_tcp_probe, struct sock *sk, struct sk_buff *skb)

@@ -261,7 +261,7 @@ type pathSpec struct {
 	enable uint32
 	// baselines: the path judges by how a CPU's SNMP counters moved, and
 	// needs a baseline of every CPU's counters when attached
-	// (mibbaseline.go).
+	// (mib_baseline.go).
 	baselines bool
 }
 

@@ -58,7 +58,7 @@ type Tracer struct {
 	// ownerErr says why socket owners are partly unknown (nil: all known).
 	ownerErr error
 	// baselineErr says why some SYNs may be judged by the listener's state
-	// instead of the counters (mibbaseline.go).
+	// instead of the counters (mib_baseline.go).
 	baselineErr error
 	// The kernel's counters of some events, at the start and against what
 	// was reported (kcounters.go); checks is empty when none applies.
@@ -80,7 +80,7 @@ func (t *Tracer) OwnerError() error { return t.ownerErr }
 func (t *Tracer) BaselineError() error { return t.baselineErr }
 
 // needsBaselines: a path that judges by the per-CPU counters' movement is
-// attached (mibbaseline.go).
+// attached (mib_baseline.go).
 func (t *Tracer) needsBaselines() bool {
 	for _, s := range t.status {
 		if s.using != nil && s.using.baselines {
