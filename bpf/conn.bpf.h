@@ -9,7 +9,7 @@
 #define CONN_BPF_H
 
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 
 #define TCPF(s) (1U << (s))
 

@@ -3,10 +3,10 @@
  * Detector connect: syn_retransmit, connect_timeout, connect_refused.
  *
  * A connect() puts the socket in SYN_SENT (sock:inet_sock_set_state, in the
- * caller's process: owner.bpf.h records the owner and, in the same record,
+ * caller's process: owners.bpf.h records the owner and, in the same record,
  * the start time). Each SYN retransmit passes tcp:tcp_retransmit_skb with
  * the socket still in SYN_SENT (from the retransmit timer: the owner comes
- * from owner.bpf.h's records).
+ * from owners.bpf.h's records).
  * The attempt ends SYN_SENT -> CLOSE with sk_err already set: tcp_write_err()
  * sets ETIMEDOUT before tcp_done() (or a soft ICMP error seen meanwhile,
  * EHOSTUNREACH..., which is not reported as a timeout), tcp_reset() sets
@@ -14,7 +14,7 @@
  * read from the socket's total_retrans (see on_syn_retransmit()).
  */
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 #include "conn.bpf.h"
 
 #define ETIMEDOUT 110

@@ -26,7 +26,7 @@
  *   kprobe      the same with kprobes
  */
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 #include "mib.bpf.h"
 #include "delack.bpf.h"
 

@@ -9,7 +9,7 @@
 #define LISTEN_BPF_H
 
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 #include "mib.bpf.h"
 
 /* Indexes of the four counters in struct linux_mib, resolved by name from

@@ -2,11 +2,11 @@
 /*
  * Listening sockets by address. A dropped SYN carries only addresses, and
  * the listener's queues explain the drop; an accepted connection is its
- * listener owner's (owner.bpf.h); a PAWS reject at a TIME_WAIT socket is
+ * listener owner's (owners.bpf.h); a PAWS reject at a TIME_WAIT socket is
  * named after the listener of its port.
  *
  * listeners: (netns, port, family, bound address) -> listening socket,
- *            written by owner_set_state() (owner.bpf.h). Keyed like the
+ *            written by owner_set_state() (owners.bpf.h). Keyed like the
  *            kernel's own lookup, because one port often has several
  *            listeners: 0.0.0.0 and a v6only [::] (nginx, Redis), or one
  *            address per interface.

@@ -12,7 +12,7 @@
  * client's ISN, which NAT leaves alone).
  */
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 #include "conn.bpf.h"
 
 /* reason is the drop reason `name` of the running kernel. A macro: CO-RE

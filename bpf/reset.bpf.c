@@ -7,7 +7,7 @@
  * nobody owns) and passes the reset's reason (enum sk_rst_reason).
  */
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 #include "conn.bpf.h"
 
 #define RST_SENT 1

@@ -24,7 +24,7 @@
  *     the same test.
  */
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 #include "conn.bpf.h"
 #include "retransmit.bpf.h"
 

@@ -10,7 +10,7 @@
 #define RETRANSMIT_BPF_H
 
 #include "common.bpf.h"
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 #include "conn.bpf.h"
 
 /*
@@ -96,7 +96,7 @@ static __always_inline void rto_episode_start(struct sock *sk, __u64 k)
 	}
 	/* -EEXIST: the socket's record was evicted and made again within
 	 * the episode. Anything else is a full table (not only -E2BIG: see
-	 * owner.bpf.h). */
+	 * owners.bpf.h). */
 	if (err == -EEXIST)
 		return;
 	n = bpf_map_lookup_elem(&rto_unwatched, &zero);

@@ -20,7 +20,7 @@
  */
 #include "common.bpf.h"
 
-#include "owner.bpf.c"
+#include "owners.bpf.c"
 #include "listen.bpf.c"
 #include "mib_baseline.bpf.c"
 #include "send.bpf.c"

@@ -147,7 +147,7 @@ func readIterIn(it *link.Iter, path string) error {
 // Socket owners are kept in a table keyed by the socket's address whose size
 // is fixed at load time, and, where tracing programs may use it (5.11+), in
 // the socket's own storage for the sockets the table refuses when full
-// (bpf/owner.bpf.h).
+// (bpf/owners.bpf.h).
 const (
 	// ownersFloor is the table's size on a host with few sockets.
 	ownersFloor = 65536
@@ -242,7 +242,7 @@ func ownerStorageNote(o *objects) error {
 }
 
 // Indexes of the owner_unknown counters (enum owner_unknown in
-// bpf/owner.bpf.c).
+// bpf/owners.bpf.c).
 const (
 	ownerUnknownReported = 0
 	ownerUnknownFiltered = 1
@@ -288,7 +288,7 @@ func WriteOwnersUnknown(w io.Writer, c OwnerCounts) {
 
 // ownerTracking is what the detectors that need socket owners load besides
 // their own hooks: who owns each socket, and where the listeners are
-// (bpf/owner.bpf.c).
+// (bpf/owners.bpf.c).
 var ownerTracking = pathSpec{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state", progs: attach("tp_inet_sock_set_state"), enable: hookOwners}
 
 const ownerIterProg = "iter_tcp_owners"

@@ -31,11 +31,11 @@
  *            (find_listener_for()): the clone of the member's record is what
  *            names the process that will accept each connection.
  * Sockets made before tcptrace started are recorded by the iterator
- * (owner.bpf.c) from a socket-inode -> process table that user space builds
+ * (owners.bpf.c) from a socket-inode -> process table that user space builds
  * out of /proc/<pid>/fd.
  */
-#ifndef OWNER_BPF_H
-#define OWNER_BPF_H
+#ifndef OWNERS_BPF_H
+#define OWNERS_BPF_H
 
 #include "common.bpf.h"
 #include "listeners.bpf.h"
@@ -70,7 +70,7 @@ struct owner_rec {
 
 /* bpf_sk_storage_get works in tp_btf programs (and in the iterator): set by
  * the loader after the verifier accepted a program that uses it
- * (probe_owner_storage*, owner.bpf.c). */
+ * (probe_owner_storage*, owners.bpf.c). */
 const volatile __u8 cfg_owner_storage = 0;
 const volatile __u8 cfg_owner_storage_iter = 0;
 
@@ -376,4 +376,4 @@ static __shared_hook void owner_forget(struct sock *sk, int newstate)
 		bpf_map_delete_elem(&owners, &key);
 }
 
-#endif /* OWNER_BPF_H */
+#endif /* OWNERS_BPF_H */

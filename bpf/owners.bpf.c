@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The programs of socket owners (owner.bpf.h): the owners of sockets made
+ * The programs of socket owners (owners.bpf.h): the owners of sockets made
  * before tcptrace started, and the probes that tell whether this kernel
  * lets tracing programs use socket storage. Owners of sockets made later
  * are recorded by the inet_sock_set_state program (tcptrace.bpf.c).
  */
-#include "owner.bpf.h"
+#include "owners.bpf.h"
 
 /* sk_cgrp_data before 5.15: one word that holds the cgroup's address, or,
  * with a low bit set, net_prio's and net_cls's data instead. */
