@@ -251,14 +251,11 @@ static __shared_hook void on_syn_retransmit(struct sock *sk, __u8 path, int err)
  * counted (syn_rtx_unseen). */
 static __always_inline void syn_rtx_settle(struct sock *sk, struct conn_start *cs)
 {
-	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans), zero = 0;
-	__u64 *n;
+	__u32 total = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
 
 	if (total == cs->last)
 		return;
-	n = bpf_map_lookup_elem(&syn_rtx_unseen, &zero);
-	if (n)
-		__sync_fetch_and_add(n, total - cs->last);
+	counter_add(&syn_rtx_unseen, 0, total - cs->last);
 	cs->last = total;
 }
 

@@ -85,8 +85,7 @@ static __always_inline void rto_episode_start(struct sock *sk, __u64 k)
 	/* The index stays in a 64-bit variable of its own: 5.10's verifier
 	 * forgets the bounds of a 32-bit value once it is on the stack. */
 	__u64 slot = BPF_CORE_READ(sk, __sk_common.skc_hash) & (RTO_SLOTS - 1);
-	__u32 val = slot, zero = 0;
-	__u64 *n;
+	__u32 val = slot;
 	long err = bpf_map_update_elem(&rto_socks, &k, &val, BPF_NOEXIST);
 
 	if (!err) {
@@ -99,9 +98,7 @@ static __always_inline void rto_episode_start(struct sock *sk, __u64 k)
 	 * owners.bpf.h). */
 	if (err == -EEXIST)
 		return;
-	n = bpf_map_lookup_elem(&rto_unwatched, &zero);
-	if (n)
-		*n += 1;
+	counter_inc(&rto_unwatched, 0);
 }
 
 static __always_inline void rto_episode_end(__u64 k, struct rtx_sock *r)

@@ -242,7 +242,7 @@ func ownerStorageNote(o *objects) error {
 }
 
 // Indexes of the owner_unknown counters (enum owner_unknown in
-// bpf/owners.bpf.c).
+// bpf/owners.bpf.h).
 const (
 	ownerUnknownReported = 0
 	ownerUnknownFiltered = 1
@@ -288,7 +288,7 @@ func WriteOwnersUnknown(w io.Writer, c OwnerCounts) {
 
 // ownerTracking is what the detectors that need socket owners load besides
 // their own hooks: who owns each socket, and where the listeners are
-// (bpf/owners.bpf.c).
+// (bpf/owners.bpf.h).
 var ownerTracking = pathSpec{path: PathTracepoint, hooks: "tp_btf/inet_sock_set_state", progs: attach("tp_inet_sock_set_state"), enable: hookOwners}
 
 const ownerIterProg = "iter_tcp_owners"

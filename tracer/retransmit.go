@@ -16,7 +16,7 @@ const (
 	RTOStall   EventType = EventType(tcptraceEventTypeEVENT_RTO_STALL)
 )
 
-// The kinds, as bpf/retransmit.bpf.c tells them (enum rtx_kind).
+// The kinds, as bpf/retransmit.bpf.c tells them (enum rtx_kind, bpf/tcptrace.h).
 const (
 	reasonRtxTimeout   Reason = "timeout"
 	reasonRtxLossProbe Reason = "loss_probe"

@@ -359,7 +359,7 @@ func (t *Tracer) UnjudgedSYNs() uint64 { return t.unjudged }
 
 // RetransmitFolded is, after Run, how many retransmitted segments were
 // counted in a line of their socket other than their own
-// (bpf/retransmit.bpf.c rtx_folded).
+// (bpf/retransmit.bpf.h rtx_folded).
 func (t *Tracer) RetransmitFolded() uint64 { return t.rtxFolded }
 
 // SynRetransmitsUnseen is, after Run, how many SYN retransmits no
@@ -368,7 +368,7 @@ func (t *Tracer) RetransmitFolded() uint64 { return t.rtxFolded }
 func (t *Tracer) SynRetransmitsUnseen() uint64 { return t.synUnseen }
 
 // RTOUnwatched is, after Run, how many RTO episodes rto_stall did not watch:
-// its table of sockets in an episode was full (bpf/retransmit.bpf.c
+// its table of sockets in an episode was full (bpf/retransmit.bpf.h
 // rto_unwatched).
 func (t *Tracer) RTOUnwatched() uint64 { return t.rtoUnwatched }
 
