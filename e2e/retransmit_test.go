@@ -44,10 +44,12 @@ func TestRetransmitOutage(t *testing.T) {
 	evs := tr.eventsFor("retransmit", h.PID)
 	t.Logf("helper %v, RetransSegs %d, %v:\n%s", res, delta["RetransSegs"], ext, dump(evs))
 	by := countBy(evs)
-	if want, got := delta["RetransSegs"]-ext["TCPSynRetrans"], sumCounts(evs); want == 0 || got > want || got+tr.skippedRuns() < want {
-		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
+	want := delta["RetransSegs"] - ext["TCPSynRetrans"]
+	missed, ok := rtxCountOK(tr, ns.inode(), sumCounts(evs), want)
+	if want == 0 || !ok {
+		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d; stderr:\n%s", sumCounts(evs), want, tr.stderrText())
 	}
-	if !rtxKindsAgree(t, tr, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"]}) {
+	if !rtxKindsAgree(t, tr, missed, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"]}) {
 		t.Errorf("by kind %v; TCPTimeouts %d, TCPFastRetrans %d, TCPSlowStartRetrans %d",
 			by, ext["TCPTimeouts"], ext["TCPFastRetrans"], ext["TCPSlowStartRetrans"])
 	}
@@ -106,11 +108,12 @@ func TestRetransmitLossyPath(t *testing.T) {
 	evs := tr.eventsFor("retransmit", h.PID)
 	by := countBy(evs)
 	t.Logf("helper %v, RetransSegs %d, %v, by kind %v", res, delta["RetransSegs"], ext, by)
-	if want, got := delta["RetransSegs"]-ext["TCPSynRetrans"], sumCounts(evs); got > want || got+tr.skippedRuns() < want {
-		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d", sumCounts(evs), want)
+	missed, ok := rtxCountOK(tr, ns.inode(), sumCounts(evs), delta["RetransSegs"]-ext["TCPSynRetrans"])
+	if !ok {
+		t.Errorf("retransmit counted %d segments, RetransSegs less TCPSynRetrans moved by %d; stderr:\n%s", sumCounts(evs), delta["RetransSegs"]-ext["TCPSynRetrans"], tr.stderrText())
 	}
 	want := map[string]uint64{"fast": ext["TCPFastRetrans"], "slow_start": ext["TCPSlowStartRetrans"], "timeout": ext["TCPTimeouts"], "loss_probe": ext["TCPLossProbes"]}
-	if by["fast"] == 0 || by["loss_probe"] == 0 || !rtxKindsAgree(t, tr, by, want) || by["other"] != 0 {
+	if by["fast"] == 0 || by["loss_probe"] == 0 || !rtxKindsAgree(t, tr, missed, by, want) || by["other"] != 0 {
 		t.Errorf("by kind %v; want fast and loss_probe, and %v", by, want)
 	}
 	// The drops hit the client's requests; a reply of the server's can
@@ -186,14 +189,21 @@ func TestRTOStall(t *testing.T) {
 	ports := map[*helperProc]int{server: server.Port, client: client.LPort}
 	var stalled, other *helperProc
 	var stalledLeft time.Duration
-	for deadline := time.Now().Add(60 * time.Second); stalled == nil; time.Sleep(50 * time.Millisecond) {
+	// A moment comes back at each doubling of the backoffs while the sides
+	// stay apart; emulated CPUs fire each timer late, which narrows the gap
+	// the schedule began with (4 s; seen at 3 s by the eighth timeout).
+	wait := 60 * time.Second
+	if inMatrix() {
+		wait = 120 * time.Second
+	}
+	for deadline := time.Now().Add(wait); stalled == nil; time.Sleep(50 * time.Millisecond) {
 		timers := ns.retransmitTimers()
 		for _, p := range [][2]*helperProc{{client, server}, {server, client}} {
 			soon, far := timers[ports[p[0]]], timers[ports[p[1]]]
 			if soon.timeouts >= 3 && far.timeouts >= 3 &&
 				// Not so soon that the retransmission leaves before
 				// the rule is gone (a process or two to start).
-				soon.left > 700*time.Millisecond && soon.left < 2500*time.Millisecond && far.left > soon.left+3*time.Second {
+				soon.left > 700*time.Millisecond && soon.left < 2500*time.Millisecond && far.left > soon.left+2*time.Second {
 				other, stalled, stalledLeft = p[0], p[1], far.left
 				t.Logf("restoring with pid %d's timer %v away (%d timeouts), pid %d's %v (%d)", p[0].PID, soon.left, soon.timeouts, p[1].PID, far.left, far.timeouts)
 				break
@@ -253,20 +263,19 @@ func TestRTOStall(t *testing.T) {
 			t.Errorf("a reset: %s", dump([]event{e}))
 		}
 	}
-	// Short only by hook hits the kernel did not run tcptrace's program
-	// on (kprobes: another kprobe's program running on that CPU), which
-	// its summary names.
-	skipped := tr.skippedRuns()
-	if want := delta["RetransSegs"] - ext["TCPSynRetrans"]; want == 0 || sumCounts(rtx) > want || sumCounts(rtx)+skipped < want {
-		t.Errorf("retransmit counted %d segments (%d skipped runs), RetransSegs less TCPSynRetrans moved by %d", sumCounts(rtx), skipped, want)
+	want := delta["RetransSegs"] - ext["TCPSynRetrans"]
+	missed, ok := rtxCountOK(tr, ns.inode(), sumCounts(rtx), want)
+	if want == 0 || !ok {
+		t.Errorf("retransmit counted %d segments (%d skipped runs), RetransSegs less TCPSynRetrans moved by %d", sumCounts(rtx), tr.skippedRuns(), want)
 	}
-	if by := countBy(rtx); !rtxKindsAgree(t, tr, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "slow_start": ext["TCPSlowStartRetrans"]}) {
+	if by := countBy(rtx); !rtxKindsAgree(t, tr, missed, by, map[string]uint64{"timeout": ext["TCPTimeouts"], "slow_start": ext["TCPSlowStartRetrans"]}) {
 		t.Errorf("by kind %v; TCPTimeouts %d, TCPSlowStartRetrans %d", by, ext["TCPTimeouts"], ext["TCPSlowStartRetrans"])
 	}
-	// The summary's own check of the same identity.
-	if kernel, notSeen, ok := tr.counterCheck("RetransSegs-TCPSynRetrans", ns.inode()); !ok || notSeen > skipped || kernel != delta["RetransSegs"]-ext["TCPSynRetrans"] {
-		t.Errorf("summary: RetransSegs-TCPSynRetrans +%d, %d not seen (found: %v); want +%d, all seen:\n%s",
-			kernel, notSeen, ok, delta["RetransSegs"]-ext["TCPSynRetrans"], tr.stderrText())
+	// The summary's own check of the same identity: what it did not see is
+	// what the lines lack.
+	if kernel, notSeen, ok := tr.counterCheck("RetransSegs-TCPSynRetrans", ns.inode()); !ok || notSeen != missed || kernel != want {
+		t.Errorf("summary: RetransSegs-TCPSynRetrans +%d, %d not seen (found: %v); want +%d, %d not seen:\n%s",
+			kernel, notSeen, ok, want, missed, tr.stderrText())
 	}
 	// During the outage both sides' timers fire again and again, each
 	// firing backed off further than the one before.
@@ -386,7 +395,8 @@ func TestRTOStall(t *testing.T) {
 	if got, want := countBy(mineStalls), countBy(serverStalls); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("--pid %d: rto_stall %v, the host-wide run %v", server.PID, got, want)
 	}
-	if got, want := countBy(mineRtx), countBy(serverRtx); sumCounts(serverRtx) == 0 || fmt.Sprint(got) != fmt.Sprint(want) {
+	// Each tracer's kprobe runs can be skipped on their own (uncountedMisses).
+	if got, want := countBy(mineRtx), countBy(serverRtx); sumCounts(serverRtx) == 0 || kindsOff(got, want) > missed+uncountedMisses(sumCounts(serverRtx)) {
 		t.Errorf("--pid %d: retransmit %v, the host-wide run's on the server's connection %v", server.PID, got, want)
 	}
 }
@@ -407,7 +417,7 @@ var seenLateLine = regexp.MustCompile(`retransmits seen late: (\d+) segments`)
 // next line under its kind (their own retransmission unseen: a failed
 // transmit before 6.17, a kprobe run the kernel skipped): each such segment
 // moved from its own kind to another.
-func rtxKindsAgree(t *testing.T, tr *tracerRun, by, want map[string]uint64) bool {
+func rtxKindsAgree(t *testing.T, tr *tracerRun, missed uint64, by, want map[string]uint64) bool {
 	t.Helper()
 	var off, late uint64
 	for kind, w := range want {
@@ -419,9 +429,41 @@ func rtxKindsAgree(t *testing.T, tr *tracerRun, by, want map[string]uint64) bool
 	if m := seenLateLine.FindStringSubmatch(tr.stderrText()); m != nil {
 		late, _ = strconv.ParseUint(m[1], 10, 64)
 	}
-	if off <= 2*late {
-		t.Logf("by kind %v against %v: %d off, within the %d segments the summary says were counted late", by, want, off, late)
+	if off <= 2*late+missed {
+		t.Logf("by kind %v against %v: %d off, within the %d segments the summary says were counted late and the %d not seen", by, want, off, late, missed)
 		return true
 	}
 	return false
+}
+
+// kindsOff is how many segments two counts by kind differ by.
+func kindsOff(a, b map[string]uint64) uint64 {
+	var off uint64
+	for kind := range a {
+		off += max(a[kind], b[kind]) - min(a[kind], b[kind])
+	}
+	for kind, n := range b {
+		if _, ok := a[kind]; !ok {
+			off += n
+		}
+	}
+	return off
+}
+
+// rtxCountOK: retransmit's lines counted got segments of the want the
+// kernel's RetransSegs less TCPSynRetrans moved by in netns ino. Never more;
+// fewer only by hook hits the kernel did not run tcptrace's program on: the
+// skipped runs its summary counts, or on the kprobe path a few uncounted
+// ones (uncountedMisses) that its check against the counter names. missed
+// is how many segments the lines lack.
+func rtxCountOK(tr *tracerRun, ino uint32, got, want uint64) (missed uint64, ok bool) {
+	if got > want {
+		return 0, false
+	}
+	missed = want - got
+	if missed <= tr.skippedRuns() {
+		return missed, true
+	}
+	_, notSeen, named := tr.counterCheck("RetransSegs-TCPSynRetrans", ino)
+	return missed, named && notSeen == missed && missed <= tr.skippedRuns()+uncountedMisses(want)
 }

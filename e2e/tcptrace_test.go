@@ -212,6 +212,20 @@ func (r *tracerRun) skippedRuns() uint64 {
 	return total
 }
 
+// uncountedMisses is how many of want hook hits a test lets the kprobe path
+// miss beyond the counted skipped runs: a kprobe program shares one guard
+// per CPU (bpf_prog_active) with every other kprobe program, a second
+// tracer's included, and kernels before 6.7 keep no count of the runs it
+// skipped (seen on 5.10: one delayed ACK of 29; on 6.1: one retransmission
+// of 16). The summary's check against the kernel's counter, which names
+// the miss, is all there is; the caller asks it.
+func uncountedMisses(want uint64) uint64 {
+	if forcePath != "kprobe" {
+		return 0
+	}
+	return max(1, want/10)
+}
+
 // synRetransmitsUnseen is what the summary's "SYN retransmits not seen"
 // line says.
 func (r *tracerRun) synRetransmitsUnseen() uint64 {
