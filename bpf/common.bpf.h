@@ -164,6 +164,18 @@ static __always_inline struct net *skb_net(struct sk_buff *skb)
 	return BPF_CORE_READ(dev, nd_net.net);
 }
 
+/* skb_net() for an skb the kernel passed a tp_btf program: the device and
+ * its namespace by direct loads (a probe read each otherwise, on every SYN
+ * of the host). */
+static __always_inline struct net *skb_net_trusted(struct sk_buff *skb)
+{
+	struct net_device *dev = skb->dev;
+
+	if (!dev)
+		return skb_net(skb);
+	return dev->nd_net.net;
+}
+
 /*
  * Every read goes through BPF_CORE_READ: struct tcp_sock was reorganised into
  * cache-line groups in 6.8 and fields moved in struct sock in 6.x, and a

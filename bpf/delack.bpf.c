@@ -39,28 +39,28 @@ const volatile __u32 mib_delayed_acks = 0; /* LINUX_MIB_DELAYEDACKS */
 const volatile __u8 cfg_emit_delack = 1;   /* delayed_ack events */
 const volatile __u8 cfg_record_peer = 0;   /* firings for nagle_delack_stall (delack_recent) */
 
-/* When each socket's delayed ACK was (re)armed, for the time it was held. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__type(key, __u64); /* struct sock * */
-	__type(value, __u64); /* ktime ns */
-} delack_armed SEC(".maps");
+/*
+ * When each socket's delayed ACK was (re)armed, for the time it was held:
+ * one slot per socket address, direct-mapped. Every arming of every
+ * connection writes here, and a hash table's insert for each connection new
+ * to it (an LRU's allocation and list locks) was most of what a connection's
+ * arming cost under churn; an array's slot is found without a helper call
+ * and written in place. Two sockets whose delayed ACKs are pending at once
+ * in one slot are rare (an ACK is held for tens of milliseconds): the later
+ * arming takes the slot, and the earlier's firing finds another socket
+ * there and reports its held time as unknown, as for an arming before
+ * tcptrace started. check is sk ^ armed_ns, written last: a slot written by
+ * two CPUs at once, or read while written, fails it and is not believed.
+ */
+#define DELACK_SLOTS 65536
 
-/* Every arming of every connection's timer lands here: a connection seen
- * before gets its time written in place (an LRU update would allocate a
- * new element each time); only a new one inserts. */
-static __always_inline void mark_armed(__u64 key)
-{
-	__u64 now = bpf_ktime_get_ns(), *v = bpf_map_lookup_elem(&delack_armed, &key);
+struct delack_slot {
+	__u64 sk;
+	__u64 armed_ns;
+	__u64 check;
+};
 
-	if (v) {
-		*v = now;
-		return;
-	}
-	bpf_map_update_elem(&delack_armed, &key, &now, BPF_NOEXIST);
-}
+DEFINE_MAP(delack_armed, BPF_MAP_TYPE_ARRAY, __u32, struct delack_slot, DELACK_SLOTS);
 
 /* One firing in progress on this CPU: the state before the handler. The
  * handler runs with bottom halves off (timer softirq, or tcp_release_cb()
@@ -78,6 +78,7 @@ struct delack_firing {
 	__u8 quick;
 	__u8 pending;
 	__u8 counted;  /* the counter could be read */
+	__u64 addr;    /* scratch for addr_num() */
 };
 
 DEFINE_MAP(delack_firings, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, struct delack_firing, 1);
@@ -87,6 +88,48 @@ static __always_inline struct delack_firing *firing_slot(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&delack_firings, &zero);
+}
+
+static __always_inline struct delack_slot *armed_slot(__u64 addr)
+{
+	/* Fibonacci hashing: socket addresses are slab objects a few KB
+	 * apart, their low bits alike. */
+	__u32 idx = (addr * 0x9E3779B97F4A7C15ULL) >> 48;
+
+	return bpf_map_lookup_elem(&delack_armed, &idx);
+}
+
+/* A socket's address as a number: the verifier allows no arithmetic on a
+ * pointer the kernel passed, but what a program reads back from a map is a
+ * number. f is this CPU's firing slot. */
+static __always_inline __u64 addr_num(struct delack_firing *f, __u64 sk)
+{
+	*(volatile __u64 *)&f->addr = sk;
+	return *(volatile __u64 *)&f->addr;
+}
+
+static __always_inline void mark_armed(struct delack_firing *f, __u64 sk)
+{
+	__u64 addr = addr_num(f, sk), now = bpf_ktime_get_ns();
+	struct delack_slot *s = armed_slot(addr);
+
+	if (!s)
+		return;
+	s->sk = addr;
+	s->armed_ns = now;
+	s->check = addr ^ now;
+}
+
+/* When sk's delayed ACK was armed, 0 if its slot does not say. */
+static __always_inline __u64 armed_at(struct delack_firing *f, __u64 sk)
+{
+	__u64 addr = addr_num(f, sk), at;
+	struct delack_slot *s = armed_slot(addr);
+
+	if (!s || s->sk != addr)
+		return 0;
+	at = s->armed_ns;
+	return s->check == (addr ^ at) ? at : 0;
 }
 
 static __always_inline bool read_delayed_acks(struct sock *sk, __u64 *v)
@@ -106,9 +149,13 @@ static __always_inline void delack_arm(struct sock *sk)
 {
 	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
 
+	struct delack_firing *f;
+
 	if (BPF_CORE_READ(icsk, icsk_ack.pending) & ICSK_ACK_TIMER)
 		return;
-	mark_armed((__u64)sk);
+	f = firing_slot();
+	if (f)
+		mark_armed(f, (__u64)sk);
 }
 
 /* Before the handler: what made the ACK wait. */
@@ -117,7 +164,7 @@ static __always_inline void delack_enter(struct sock *sk, __u64 timer)
 	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct delack_firing *f = firing_slot();
-	__u64 key = (__u64)sk, *armed;
+	__u64 key = (__u64)sk, armed;
 	__u8 pending;
 
 	if (!f)
@@ -135,9 +182,9 @@ static __always_inline void delack_enter(struct sock *sk, __u64 timer)
 	/* Kept after the firing: the next delay re-arms the timer (a new
 	 * time), and a handler that finds the deadline ahead re-arms it
 	 * without a new delay (tp_timer_start leaves the time as it is). */
-	armed = bpf_map_lookup_elem(&delack_armed, &key);
+	armed = armed_at(f, key);
 	if (armed)
-		f->held_ns = bpf_ktime_get_ns() - *armed;
+		f->held_ns = bpf_ktime_get_ns() - armed;
 	/* ato became the bitfield ato:8 in 6.8's cache-line reorganisation;
 	 * the PROBED bitfield read relocates both layouts. */
 	f->ato = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ack.ato);
@@ -257,9 +304,9 @@ static __shared_hook void delack_timer_start(struct timer_list *timer)
 	/* A re-arm from inside the handler comes right after its entry. An
 	 * older slot is one whose exit was never seen: a lost exit must not
 	 * make every later arming look like a re-arm. */
-	if (f && f->timer == (__u64)timer && bpf_ktime_get_ns() - f->entry_ns < 5000000ULL)
+	if (!f || (f->timer == (__u64)timer && bpf_ktime_get_ns() - f->entry_ns < 5000000ULL))
 		return;
-	mark_armed((__u64)delack_timer_sock(timer));
+	mark_armed(f, (__u64)delack_timer_sock(timer));
 }
 
 SEC("tp_btf/timer_expire_entry")

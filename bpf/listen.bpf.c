@@ -125,7 +125,7 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb, void *location)
 	/* Every consumed skb on the host comes here: two compares and out. */
 	if ((__u64)location < cfg_rsp_start || (__u64)location >= cfg_rsp_end)
 		return 0;
-	net = skb_net(skb);
+	net = skb_net_trusted(skb);
 	if (!net || !read_mibs_skb(net, skb, &now))
 		return 0;
 	key = (__u64)net;

@@ -63,6 +63,14 @@ static __always_inline bool read_mibs(struct net *net, struct sock *tcp_sk, stru
 
 	if (!this_cpu_mibs(net, tcp_sk, &base))
 		return false;
+	/* Each pair is adjacent in enum linux_mib (each was added together,
+	 * and the enum only grows at its end): one read for two, on every SYN.
+	 * The test is of constants, decided when the program is verified. */
+	if (mib_listen_drops == mib_listen_overflows + 1 && mib_reqq_full_drop == mib_reqq_full_cookies + 1) {
+		mib_read_pair(base, mib_listen_overflows, &m->overflows, &m->drops);
+		mib_read_pair(base, mib_reqq_full_cookies, &m->cookies, &m->reqq_drop);
+		return true;
+	}
 	m->overflows = mib_read(base, mib_listen_overflows);
 	m->drops = mib_read(base, mib_listen_drops);
 	m->reqq_drop = mib_read(base, mib_reqq_full_drop);

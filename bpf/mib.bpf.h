@@ -82,4 +82,14 @@ static __always_inline __u64 mib_read(__u64 mibs, __u32 idx)
 	return v;
 }
 
+/* Counters idx and idx + 1 in one read. */
+static __always_inline void mib_read_pair(__u64 mibs, __u32 idx, __u64 *first, __u64 *second)
+{
+	__u64 v[2] = {};
+
+	bpf_probe_read_kernel(v, sizeof(v), (void *)(mibs + (__u64)idx * 8));
+	*first = v[0];
+	*second = v[1];
+}
+
 #endif /* MIB_BPF_H */

@@ -143,6 +143,14 @@ type tcptraceDelackFiring struct {
 	Quick    uint8
 	Pending  uint8
 	Counted  uint8
+	Addr     uint64
+}
+
+type tcptraceDelackSlot struct {
+	_       structs.HostLayout
+	Sk      uint64
+	ArmedNs uint64
+	Check   uint64
 }
 
 type tcptraceEvent struct {
