@@ -259,6 +259,9 @@ static __always_inline void delack_exit(__u64 timer, __u8 path)
 	if (!wanted)
 		return;
 	key.sk = (__u64)sk;
+	/* A firing whose arming was not seen has a line of its own: summed
+	 * with the others it would count in the line's average as held 0. */
+	key.sub = !f->held_ns;
 	if (agg_hit(&key, f->held_ns))
 		return;
 	t = agg_template(EVENT_DELAYED_ACK);

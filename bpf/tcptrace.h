@@ -307,7 +307,7 @@ struct event {
 struct agg_key {
 	__u64 sk;
 	__u32 type;
-	__u32 sub;  /* listener events: the reason (bits 0-7), the SYN-ACK retransmit number (8-15), a syncookie ACK (24); reset: the owner's tgid: each has its line */
+	__u32 sub;  /* listener events: the reason (bits 0-7), the SYN-ACK retransmit number (8-15), a syncookie ACK (24); reset: the owner's tgid; delayed_ack: 1 if the held time is unknown: each has its line */
 	/* Events aggregated per destination or peer: its address (IPv4 in
 	 * the first 4 bytes), zero otherwise. The whole address, not a fold:
 	 * an IPv4 socket keeps a v4-mapped copy of its peer in skc_v6_daddr
