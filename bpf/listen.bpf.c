@@ -241,20 +241,19 @@ static __always_inline bool in_cookie_check(__u64 loc)
 	       (loc >= cfg_cookie6_start && loc < cfg_cookie6_end);
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+/* A dropped skb (kfree_skb's program is shared, in tcptrace.bpf.c): every
+ * one on the host comes here, a compare or two and out. The reason's value
+ * is the running kernel's, by name (the enum is renumbered between
+ * versions). */
+static __shared_hook void listen_kfree_skb(struct sk_buff *skb, void *location, __u32 reason, struct sock *rx_sk)
 {
-	/* Every dropped skb comes here: a compare or two and out. The value is
-	 * the running kernel's, by name (the enum is renumbered between
-	 * versions). */
 	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW)) {
 		if (rx_sk)
 			on_listen_overflow(rx_sk, skb, PATH_TRACEPOINT, 0);
-		return 0;
+		return;
 	}
 	if (in_cookie_check((__u64)location))
 		on_cookie_ack_dropped(skb);
-	return 0;
 }
 
 /* fentry/kprobe: the child could not be made; ListenOverflows says why. */

@@ -193,11 +193,10 @@ static __always_inline void on_paws(struct sk_buff *skb, __u32 reason, struct so
 	agg_commit(&key, t, 0);
 }
 
-/* 6.11+: the socket that refused the segment is passed (may be NULL).
- * kfree_skb runs for every dropped packet: one or two compares and out. */
-TP_PROG(kfree_skb, tp_paws_kfree_skb, if (paws_reason(reason)) on_paws(skb, reason, rx_sk, path),
-	struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
-/* 5.19 - 6.10: no socket; addresses from the headers. */
+/* 6.11+, where kfree_skb passes the socket that refused the segment (may be
+ * NULL), the shared program (tcptrace.bpf.c) calls on_paws(). 5.19 - 6.10:
+ * no socket; addresses from the headers. kfree_skb runs for every dropped
+ * packet: one or two compares and out. */
 TP_PROG(kfree_skb, tp_paws_kfree_skb_nosk, if (paws_reason(reason)) on_paws(skb, reason, NULL, path),
 	struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 

@@ -232,6 +232,27 @@ int BPF_PROG(tp_tcp_probe, struct sock *sk, struct sk_buff *skb)
 	return 0;
 }
 
+/* ---- A dropped skb: listen_overflow, paws_reject ----------------------- */
+
+/*
+ * kfree_skb with the socket that refused the segment (6.11+; the older
+ * form, without it, has paws's program of its own): every dropped packet of
+ * the host, each detector's test of the reason a compare or two. One
+ * program for both: two cost a program run each on every drop (churn, one
+ * drop a connection: 75 ns for the two against 53-74 for one empty).
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason, struct sock *rx_sk)
+{
+	__u32 on = hooks_on;
+
+	if (on & HOOK_LISTEN_OVERFLOW)
+		listen_kfree_skb(skb, location, reason, rx_sk);
+	if ((on & HOOK_PAWS) && paws_reason(reason))
+		on_paws(skb, reason, rx_sk, PATH_TRACEPOINT);
+	return 0;
+}
+
 /* ---- A timer armed: delack, timewait ----------------------------------- */
 
 /*

@@ -63,6 +63,8 @@ enum shared_hook {
 	HOOK_RETRANSMIT = 256, /* retransmit: tcp_retransmit_skb past the handshake */
 	HOOK_SYN_RTX = 512,    /* syn_retransmit: tcp_retransmit_skb in SYN_SENT, any path */
 	HOOK_RTO_STALL = 1024, /* rto_stall: a segment received (tcp_probe) while in RTO backoff */
+	HOOK_LISTEN_OVERFLOW = 2048, /* listen_overflow's tracepoint path: a dropped skb (kfree_skb) */
+	HOOK_PAWS = 4096,      /* paws_reject: a dropped skb with its socket (kfree_skb, 6.11+) */
 };
 
 /* rto_stall's two lines, the aggregation sub-key and the Go reason. */

@@ -37,7 +37,7 @@ var programNames = []string{
 	"fexit_inet_hash_connect", "fexit_inet6_hash_connect",
 	"kprobe_inet_hash_connect", "kretprobe_inet_hash_connect", "kprobe_inet6_hash_connect", "kretprobe_inet6_hash_connect",
 	"fexit_inet_twsk_alloc", "kprobe_inet_twsk_alloc", "kretprobe_inet_twsk_alloc",
-	"tp_paws_kfree_skb", "tp_paws_kfree_skb_nosk", "fentry_tcp_timewait_state_process", "kprobe_tcp_timewait_state_process",
+	"tp_paws_kfree_skb_nosk", "fentry_tcp_timewait_state_process", "kprobe_tcp_timewait_state_process",
 	"tp_tcp_send_reset", "tp_tcp_send_reset_reason", "tp_tcp_receive_reset",
 	// retransmit (bpf/retransmit.bpf.c; tcp_retransmit_skb's are above)
 	"fentry_tcp_send_loss_probe", "fexit_tcp_send_loss_probe", "fexit_loss_probe_retransmit",

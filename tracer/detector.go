@@ -265,21 +265,24 @@ type pathSpec struct {
 	baselines bool
 }
 
-// The programs on a send's return, a TCP state change and a timer's arming
-// run all the time on a busy host, so the detectors that need them share one
-// program per hook, each turning on its bit once its path is attached. A
+// The programs on a send's return, a TCP state change, a timer's arming and
+// a dropped skb run all the time on a busy host, so the detectors that need
+// them share one program per hook, each turning on its bit once its path is
+// attached. A
 // shared program appears in several paths under the same name; the loader
 // attaches it once.
 const (
-	hookEAGAIN     = uint32(tcptraceSharedHookHOOK_SEND_EAGAIN)
-	hookWait       = uint32(tcptraceSharedHookHOOK_SEND_WAIT)
-	hookNagle      = uint32(tcptraceSharedHookHOOK_NAGLE)
-	hookOwners     = uint32(tcptraceSharedHookHOOK_OWNERS)
-	hookConnect    = uint32(tcptraceSharedHookHOOK_CONNECT)
-	hookPorts      = uint32(tcptraceSharedHookHOOK_PORTS)
-	hookTimewait   = uint32(tcptraceSharedHookHOOK_TIMEWAIT)
-	hookDelack     = uint32(tcptraceSharedHookHOOK_DELACK)
-	hookRetransmit = uint32(tcptraceSharedHookHOOK_RETRANSMIT)
-	hookSynRtx     = uint32(tcptraceSharedHookHOOK_SYN_RTX)
-	hookRTOStall   = uint32(tcptraceSharedHookHOOK_RTO_STALL)
+	hookEAGAIN         = uint32(tcptraceSharedHookHOOK_SEND_EAGAIN)
+	hookWait           = uint32(tcptraceSharedHookHOOK_SEND_WAIT)
+	hookNagle          = uint32(tcptraceSharedHookHOOK_NAGLE)
+	hookOwners         = uint32(tcptraceSharedHookHOOK_OWNERS)
+	hookConnect        = uint32(tcptraceSharedHookHOOK_CONNECT)
+	hookPorts          = uint32(tcptraceSharedHookHOOK_PORTS)
+	hookTimewait       = uint32(tcptraceSharedHookHOOK_TIMEWAIT)
+	hookDelack         = uint32(tcptraceSharedHookHOOK_DELACK)
+	hookRetransmit     = uint32(tcptraceSharedHookHOOK_RETRANSMIT)
+	hookSynRtx         = uint32(tcptraceSharedHookHOOK_SYN_RTX)
+	hookRTOStall       = uint32(tcptraceSharedHookHOOK_RTO_STALL)
+	hookListenOverflow = uint32(tcptraceSharedHookHOOK_LISTEN_OVERFLOW)
+	hookPaws           = uint32(tcptraceSharedHookHOOK_PAWS)
 )

@@ -62,7 +62,7 @@ var listenDetector = &detector{
 			addresses: true,
 			paths: []pathSpec{
 				{path: PathTracepoint, hooks: "tp_btf/kfree_skb: reason TCP_LISTEN_OVERFLOW (6.15+), and drops in cookie_v4_check/cookie_v6_check told by per-CPU SNMP counters",
-					progs: attach("tp_kfree_skb"), requires: needListenOverflowTracepoint, baselines: true},
+					progs: attach("tp_kfree_skb"), requires: needListenOverflowTracepoint, baselines: true, enable: hookListenOverflow},
 				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock",
 					progs: attach("fentry_tcp_v4_syn_recv_sock", "fexit_tcp_v4_syn_recv_sock", "fentry_tcp_v6_syn_recv_sock", "fexit_tcp_v6_syn_recv_sock"), requires: needSynRecvArgs(7)},
 				{path: PathFentry, hooks: "fentry+fexit/tcp_v4_syn_recv_sock, tcp_v6_syn_recv_sock (6 arguments)",

@@ -376,17 +376,19 @@ type tcptraceScratchStack struct {
 type tcptraceSharedHook uint32
 
 const (
-	tcptraceSharedHookHOOK_SEND_EAGAIN tcptraceSharedHook = 1
-	tcptraceSharedHookHOOK_SEND_WAIT   tcptraceSharedHook = 2
-	tcptraceSharedHookHOOK_NAGLE       tcptraceSharedHook = 4
-	tcptraceSharedHookHOOK_OWNERS      tcptraceSharedHook = 8
-	tcptraceSharedHookHOOK_CONNECT     tcptraceSharedHook = 16
-	tcptraceSharedHookHOOK_PORTS       tcptraceSharedHook = 32
-	tcptraceSharedHookHOOK_TIMEWAIT    tcptraceSharedHook = 64
-	tcptraceSharedHookHOOK_DELACK      tcptraceSharedHook = 128
-	tcptraceSharedHookHOOK_RETRANSMIT  tcptraceSharedHook = 256
-	tcptraceSharedHookHOOK_SYN_RTX     tcptraceSharedHook = 512
-	tcptraceSharedHookHOOK_RTO_STALL   tcptraceSharedHook = 1024
+	tcptraceSharedHookHOOK_SEND_EAGAIN     tcptraceSharedHook = 1
+	tcptraceSharedHookHOOK_SEND_WAIT       tcptraceSharedHook = 2
+	tcptraceSharedHookHOOK_NAGLE           tcptraceSharedHook = 4
+	tcptraceSharedHookHOOK_OWNERS          tcptraceSharedHook = 8
+	tcptraceSharedHookHOOK_CONNECT         tcptraceSharedHook = 16
+	tcptraceSharedHookHOOK_PORTS           tcptraceSharedHook = 32
+	tcptraceSharedHookHOOK_TIMEWAIT        tcptraceSharedHook = 64
+	tcptraceSharedHookHOOK_DELACK          tcptraceSharedHook = 128
+	tcptraceSharedHookHOOK_RETRANSMIT      tcptraceSharedHook = 256
+	tcptraceSharedHookHOOK_SYN_RTX         tcptraceSharedHook = 512
+	tcptraceSharedHookHOOK_RTO_STALL       tcptraceSharedHook = 1024
+	tcptraceSharedHookHOOK_LISTEN_OVERFLOW tcptraceSharedHook = 2048
+	tcptraceSharedHookHOOK_PAWS            tcptraceSharedHook = 4096
 )
 
 type tcptraceSynAttempts struct {
@@ -559,7 +561,6 @@ const (
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
 	tcptraceProgTpInetSockSetState             = "tp_inet_sock_set_state"
 	tcptraceProgTpKfreeSkb                     = "tp_kfree_skb"
-	tcptraceProgTpPawsKfreeSkb                 = "tp_paws_kfree_skb"
 	tcptraceProgTpPawsKfreeSkbNosk             = "tp_paws_kfree_skb_nosk"
 	tcptraceProgTpSockSendLength               = "tp_sock_send_length"
 	tcptraceProgTpTcpProbe                     = "tp_tcp_probe"
@@ -718,7 +719,6 @@ type tcptraceProgramSpecs struct {
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
-	TpPawsKfreeSkb                 *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb"`
 	TpPawsKfreeSkbNosk             *ebpf.ProgramSpec `ebpf:"tp_paws_kfree_skb_nosk"`
 	TpSockSendLength               *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
 	TpTcpProbe                     *ebpf.ProgramSpec `ebpf:"tp_tcp_probe"`
@@ -1033,7 +1033,6 @@ type tcptracePrograms struct {
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
 	TpInetSockSetState             *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
 	TpKfreeSkb                     *ebpf.Program `ebpf:"tp_kfree_skb"`
-	TpPawsKfreeSkb                 *ebpf.Program `ebpf:"tp_paws_kfree_skb"`
 	TpPawsKfreeSkbNosk             *ebpf.Program `ebpf:"tp_paws_kfree_skb_nosk"`
 	TpSockSendLength               *ebpf.Program `ebpf:"tp_sock_send_length"`
 	TpTcpProbe                     *ebpf.Program `ebpf:"tp_tcp_probe"`
@@ -1111,7 +1110,6 @@ func (p *tcptracePrograms) Close() error {
 		p.TpConsumeSkb,
 		p.TpInetSockSetState,
 		p.TpKfreeSkb,
-		p.TpPawsKfreeSkb,
 		p.TpPawsKfreeSkbNosk,
 		p.TpSockSendLength,
 		p.TpTcpProbe,
