@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 )
 
 // BenchmarkBPFCost measures what tcptrace's programs cost the kernel per run,
@@ -35,7 +33,7 @@ func BenchmarkBPFCost(b *testing.B) {
 	floors := map[string]*ebpf.Program{}
 	for _, tp := range []string{"sock_send_length", "tcp_sendmsg_locked", "consume_skb", "kfree_skb", "inet_sock_set_state",
 		"timer_start", "timer_expire_entry", "timer_expire_exit", "tcp_probe"} {
-		prog, l := emptyTracingProgram(b, tp)
+		prog, l := emptyTwin(b, twinTracepoint, tp)
 		defer prog.Close()
 		defer l.Close()
 		floors[tp] = prog
@@ -251,26 +249,6 @@ func enableBPFStats(b *testing.B) func() {
 		b.Fatal(err)
 	}
 	return func() { os.WriteFile(path, old, 0) }
-}
-
-// emptyTracingProgram attaches `return 0` to a BTF tracepoint.
-func emptyTracingProgram(b *testing.B, tp string) (*ebpf.Program, link.Link) {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "empty_floor",
-		Type:         ebpf.Tracing,
-		AttachType:   ebpf.AttachTraceRawTp,
-		AttachTo:     tp,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		b.Fatalf("empty program on %s: %v", tp, err)
-	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
-	if err != nil {
-		b.Fatalf("attaching the empty program to %s: %v", tp, err)
-	}
-	return prog, l
 }
 
 func kernelRelease() string {

@@ -48,8 +48,8 @@ func churnBPFCost(b *testing.B, ns *netns, conns int) {
 	empty := map[string]*ebpf.Program{}
 	for hook, h := range hooks {
 		names = append(names, hook)
-		if h.tpBTF {
-			p, l := emptyTracingProgram(b, hook)
+		if h.kind != "" {
+			p, l := emptyTwin(b, h.kind, h.target)
 			defer p.Close()
 			defer l.Close() // detached before the rate rounds, which must run without it
 			empty[hook] = p
@@ -122,7 +122,9 @@ func ratio(a, b float64, format string) string {
 type hookProgs struct {
 	progs []*ebpf.Program
 	names []string
-	tpBTF bool // a BTF tracepoint, where an empty twin can sit
+	// Where an empty twin sits (emptyTwin); kind "": nowhere.
+	kind   twinKind
+	target string
 }
 
 // tracerHooks reads the hooks from tcptrace's own link file descriptors
@@ -135,14 +137,28 @@ func tracerHooks(b *testing.B, pid int) map[string]*hookProgs {
 		b.Fatal(err)
 	}
 	var kernelBTF *btf.Spec
+	var kallsyms map[string]bool
 	hooks := map[string]*hookProgs{}
+	// Kprobe programs, and those attached through a link: before 5.15 a
+	// kprobe has no link, and its program is not counted (said below).
+	kprobes, linked := map[ebpf.ProgramID]bool{}, map[ebpf.ProgramID]bool{}
 	for _, fd := range fds {
 		data, _ := os.ReadFile(filepath.Join(dir, fd.Name()))
-		var id uint64
+		var id, progID uint64
+		kprobe := false
 		for _, line := range strings.Split(string(data), "\n") {
 			if v, ok := strings.CutPrefix(line, "link_id:"); ok {
 				id, _ = strconv.ParseUint(strings.TrimSpace(v), 10, 32)
 			}
+			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+				progID, _ = strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			}
+			if v, ok := strings.CutPrefix(line, "prog_type:"); ok {
+				kprobe = strings.TrimSpace(v) == strconv.Itoa(int(ebpf.Kprobe))
+			}
+		}
+		if kprobe && progID != 0 {
+			kprobes[ebpf.ProgramID(progID)] = true
 		}
 		if id == 0 {
 			continue
@@ -156,29 +172,7 @@ func tracerHooks(b *testing.B, pid int) map[string]*hookProgs {
 		if err != nil {
 			b.Fatalf("link %d: %v", id, err)
 		}
-		var hook string
-		tpBTF := false
-		switch {
-		case info.RawTracepoint() != nil:
-			hook, tpBTF = info.RawTracepoint().Name, true
-		case info.Tracing() != nil:
-			// fentry/fexit, on kernels where tcptrace takes that path:
-			// the target is the function's BTF id. No empty twin there.
-			if kernelBTF == nil {
-				if kernelBTF, err = btf.LoadKernelSpec(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			t, err := kernelBTF.TypeByID(btf.TypeID(info.Tracing().TargetBtfId))
-			if err != nil {
-				b.Fatalf("link %d: %v", id, err)
-			}
-			hook = t.TypeName()
-		default:
-			// Iterators run when tcptrace reads them, not per connection.
-			b.Logf("not counted: program %d on a link of type %d", info.Program, info.Type)
-			continue
-		}
+		linked[info.Program] = true
 		p, err := ebpf.NewProgramFromID(info.Program)
 		if err != nil {
 			b.Fatalf("program %d: %v", info.Program, err)
@@ -188,12 +182,62 @@ func tracerHooks(b *testing.B, pid int) map[string]*hookProgs {
 		if err != nil {
 			b.Fatal(err)
 		}
+		var kind twinKind
+		var target string
+		switch {
+		case info.RawTracepoint() != nil:
+			kind, target = twinTracepoint, info.RawTracepoint().Name
+		case info.Tracing() != nil:
+			// fentry/fexit, on kernels where tcptrace takes that path:
+			// the target is the function's BTF id.
+			if kernelBTF == nil {
+				if kernelBTF, err = btf.LoadKernelSpec(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			t, err := kernelBTF.TypeByID(btf.TypeID(info.Tracing().TargetBtfId))
+			if err != nil {
+				b.Fatalf("link %d: %v", id, err)
+			}
+			kind, target = twinFentry, t.TypeName()
+			if ebpf.AttachType(info.Tracing().AttachType) == ebpf.AttachTraceFExit {
+				kind = twinFexit
+			}
+		case info.Type == link.PerfEventType:
+			// A kprobe or kretprobe (the kernel says which function only
+			// from 6.6): the function from the program's name.
+			if kallsyms == nil {
+				kallsyms = kernelFunctions(b)
+			}
+			k, fn, ok := kprobeTarget(pi.Name, kallsyms)
+			if k == "" {
+				b.Logf("not counted: program %s on a perf event", pi.Name)
+				continue
+			}
+			kind, target = k, fn
+			if !ok {
+				kind = "" // counted, without a twin
+			}
+		default:
+			// Iterators run when tcptrace reads them, not per connection.
+			b.Logf("not counted: program %d on a link of type %d", info.Program, info.Type)
+			continue
+		}
+		hook := hookName(kind, target)
+		if kind == "" {
+			hook = pi.Name
+		}
 		h := hooks[hook]
 		if h == nil {
-			h = &hookProgs{tpBTF: tpBTF}
+			h = &hookProgs{kind: kind, target: target}
 			hooks[hook] = h
 		}
 		h.progs, h.names = append(h.progs, p), append(h.names, pi.Name)
+	}
+	for id := range kprobes {
+		if !linked[id] {
+			b.Logf("not counted: kprobe program %d has no link (a kernel before 5.15)", id)
+		}
 	}
 	if len(hooks) == 0 {
 		b.Fatalf("found no hooks in tcptrace's file descriptors")

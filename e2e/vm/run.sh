@@ -22,6 +22,11 @@
 #                             (default 300 + 1260 per e2e path)
 #   TCPTRACE_VM_TEST_TIMEOUT  go test -test.timeout inside the guest (20m)
 #   TCPTRACE_VM_TEST_RUN      go test -test.run regexp
+#   TCPTRACE_VM_BENCH         go test -test.bench regexp, instead of the tests
+#                             (one iteration each): a benchmark's figures on a
+#                             path this machine cannot attach (BenchmarkChurn:
+#                             tcptrace's programs against empty ones on the
+#                             same fentry, kprobe or tracepoint hooks)
 #   TCPTRACE_VM_MEM           guest memory in MiB (1024)
 #   TCPTRACE_VM_TCG_THREAD    single (default: the vCPUs take turns on one host
 #                             thread) or multi (a host thread per vCPU)
@@ -307,6 +312,7 @@ cp "$here/guest-init.sh" "$work/root/init"
 chmod 755 "$work/root/init"
 test_args=""
 [[ -n ${TCPTRACE_VM_TEST_RUN:-} ]] && test_args="-test.run=${TCPTRACE_VM_TEST_RUN}"
+[[ -n ${TCPTRACE_VM_BENCH:-} ]] && test_args="-test.run=^\$ -test.bench=${TCPTRACE_VM_BENCH} -test.benchtime=1x"
 default_modules="veth dummy ifb nf_tables nft_ct nft_reject_inet nf_conntrack sch_netem sch_ingress sch_fq cls_bpf act_bpf tcp_bbr"
 cat >"$work/root/vmtest.conf" <<EOF
 VM_PATHS='${paths[*]}'
