@@ -244,10 +244,11 @@ static __always_inline bool in_cookie_check(__u64 loc)
 /* A dropped skb (kfree_skb's program is shared, in tcptrace.bpf.c): every
  * one on the host comes here, a compare or two and out. The reason's value
  * is the running kernel's, by name (the enum is renumbered between
- * versions). */
+ * versions); the shared program also loads on 6.11-6.14, for paws_reject,
+ * where TCP_LISTEN_OVERFLOW does not exist yet. */
 static __shared_hook void listen_kfree_skb(struct sk_buff *skb, void *location, __u32 reason, struct sock *rx_sk)
 {
-	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW)) {
+	if (IS_DROP_REASON(reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW)) {
 		if (rx_sk)
 			on_listen_overflow(rx_sk, skb, PATH_TRACEPOINT, 0);
 		return;

@@ -77,4 +77,13 @@ static __always_inline void counter_inc(void *counters, __u32 i)
 	ONE_CALL_PROG("fexit/" #fn, fexit_##fn, BPF_PROG, PATH_FENTRY, call)          \
 	ONE_CALL_PROG("kretprobe/" #fn, kretprobe_##fn, BPF_KRETPROBE, PATH_KPROBE, call)
 
+/* reason is the drop reason `name` of the running kernel. A macro: CO-RE
+ * takes the enumerator's name, and the test of its existence comes first,
+ * since each exists only from the version that added it: a program that
+ * compares with a reason the kernel lacks then still loads (the test is a
+ * constant, and the comparison dead code). */
+#define IS_DROP_REASON(reason, name)                                   \
+	(bpf_core_enum_value_exists(enum skb_drop_reason, name) &&     \
+	 (reason) == bpf_core_enum_value(enum skb_drop_reason, name))
+
 #endif /* MACROS_BPF_H */

@@ -15,13 +15,6 @@
 #include "owners.bpf.h"
 #include "conn.bpf.h"
 
-/* reason is the drop reason `name` of the running kernel. A macro: CO-RE
- * takes the enumerator's name, and the test of its existence comes first,
- * since each exists only from the version that added it. */
-#define IS_DROP_REASON(reason, name)                                   \
-	(bpf_core_enum_value_exists(enum skb_drop_reason, name) &&     \
-	 (reason) == bpf_core_enum_value(enum skb_drop_reason, name))
-
 /* The drop reasons of timestamp checks, by name: enum values shift between
  * versions. */
 static __always_inline bool paws_reason(__u32 reason)
