@@ -148,7 +148,6 @@ static __always_inline bool read_delayed_acks(struct sock *sk, __u64 *v)
 static __always_inline void delack_arm(struct sock *sk)
 {
 	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
-
 	struct delack_firing *f;
 
 	if (BPF_CORE_READ(icsk, icsk_ack.pending) & ICSK_ACK_TIMER)
