@@ -192,20 +192,25 @@ func TestRTOStall(t *testing.T) {
 	// A moment comes back at each doubling of the backoffs while the sides
 	// stay apart; emulated CPUs fire each timer late, which narrows the gap
 	// the schedule began with (4 s; seen at 3 s by the eighth timeout).
-	wait := 60 * time.Second
+	// The soon side's timer must not fire before the rule is gone: a
+	// process or two to start, which under emulation took up to a second
+	// (seen: the retransmission 860 ms away left 70 ms before the rule was
+	// deleted, and the roles swapped).
+	wait, margin := 60*time.Second, 700*time.Millisecond
 	if inMatrix() {
-		wait = 120 * time.Second
+		wait, margin = 120*time.Second, 2*time.Second
 	}
 	for deadline := time.Now().Add(wait); stalled == nil; time.Sleep(50 * time.Millisecond) {
+		read := time.Now()
 		timers := ns.retransmitTimers()
+		spent := time.Since(read) // the timers were read at some moment of it
 		for _, p := range [][2]*helperProc{{client, server}, {server, client}} {
 			soon, far := timers[ports[p[0]]], timers[ports[p[1]]]
+			soonLeft := soon.left - spent
 			if soon.timeouts >= 3 && far.timeouts >= 3 &&
-				// Not so soon that the retransmission leaves before
-				// the rule is gone (a process or two to start).
-				soon.left > 700*time.Millisecond && soon.left < 2500*time.Millisecond && far.left > soon.left+2*time.Second {
-				other, stalled, stalledLeft = p[0], p[1], far.left
-				t.Logf("restoring with pid %d's timer %v away (%d timeouts), pid %d's %v (%d)", p[0].PID, soon.left, soon.timeouts, p[1].PID, far.left, far.timeouts)
+				soonLeft > margin && soonLeft < margin+1800*time.Millisecond && far.left > soon.left+2*time.Second {
+				other, stalled, stalledLeft = p[0], p[1], far.left-spent
+				t.Logf("restoring with pid %d's timer %v away (%d timeouts), pid %d's %v (%d); reading them took %v", p[0].PID, soon.left, soon.timeouts, p[1].PID, far.left, far.timeouts, spent)
 				break
 			}
 		}
@@ -213,9 +218,17 @@ func TestRTOStall(t *testing.T) {
 			t.Fatalf("the sides' retransmission timers never reached a moment to restore: %v", timers)
 		}
 	}
+	decided := time.Now()
 	ns.run("nft", "delete", "table", "ip", "tcptrace_e2e_cut")
 	restored := time.Now()
-	time.Sleep(stalledLeft + 3*time.Second)
+	t.Logf("the rule was deleted %v after the moment was chosen", restored.Sub(decided))
+	// Then the stalled side's timer fires (late under emulation) and its
+	// data moves again.
+	after := 3 * time.Second
+	if inMatrix() {
+		after = 5 * time.Second
+	}
+	time.Sleep(stalledLeft + after)
 	// A helper that failed is reported after the events are shown.
 	results := map[*helperProc]map[string]string{}
 	var failed []string
