@@ -191,14 +191,16 @@ func TestRTOStall(t *testing.T) {
 	var stalledLeft time.Duration
 	// A moment comes back at each doubling of the backoffs while the sides
 	// stay apart; emulated CPUs fire each timer late, which narrows the gap
-	// the schedule began with (4 s; seen at 3 s by the eighth timeout).
-	// The soon side's timer must not fire before the rule is gone: a
-	// process or two to start, which under emulation took up to a second
-	// (seen: the retransmission 860 ms away left 70 ms before the rule was
-	// deleted, and the roles swapped).
-	wait, margin := 60*time.Second, 700*time.Millisecond
+	// the schedule began with (4 s; seen at 3 s by the eighth timeout). The
+	// soon side's timer must not fire before the rule is gone: a process or
+	// two to start, which under emulation took up to a second (seen: the
+	// retransmission 860 ms away left 70 ms before the rule was deleted,
+	// and the roles swapped). There the window is wide: one reading of the
+	// timers may take a second or more, and a narrow window was passed
+	// over until both sides' timers were a minute out.
+	wait, margin, window := 60*time.Second, 700*time.Millisecond, 1800*time.Millisecond
 	if inMatrix() {
-		wait, margin = 120*time.Second, 2*time.Second
+		wait, margin, window = 120*time.Second, 2*time.Second, 6*time.Second
 	}
 	for deadline := time.Now().Add(wait); stalled == nil; time.Sleep(50 * time.Millisecond) {
 		read := time.Now()
@@ -208,7 +210,7 @@ func TestRTOStall(t *testing.T) {
 			soon, far := timers[ports[p[0]]], timers[ports[p[1]]]
 			soonLeft := soon.left - spent
 			if soon.timeouts >= 3 && far.timeouts >= 3 &&
-				soonLeft > margin && soonLeft < margin+1800*time.Millisecond && far.left > soon.left+2*time.Second {
+				soonLeft > margin && soonLeft < margin+window && far.left > soon.left+2*time.Second {
 				other, stalled, stalledLeft = p[0], p[1], far.left-spent
 				t.Logf("restoring with pid %d's timer %v away (%d timeouts), pid %d's %v (%d); reading them took %v", p[0].PID, soon.left, soon.timeouts, p[1].PID, far.left, far.timeouts, spent)
 				break
