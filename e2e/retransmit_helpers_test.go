@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -261,32 +262,51 @@ func (n *netns) retransmitTimers() map[int]rtxTimer {
 	return out
 }
 
-// ssDuration reads ss's timer durations: "980ms", "9.2sec", "1min2sec".
+// ssDuration reads ss's timer durations, as iproute2's print_ms_timer()
+// writes them: minutes, then seconds ending in "sec", or in "." when
+// milliseconds follow, then milliseconds: "980ms", "4.940ms" (4.94 s),
+// "9sec", "12sec", "1min2sec", "1min", "12min". (Reading "4.940ms" as
+// milliseconds made every timer between 1 and 10 s look due at once.)
 func ssDuration(s string) (time.Duration, bool) {
+	m := ssTimerDuration.FindStringSubmatch(s)
+	if m == nil || s == "" {
+		return 0, false
+	}
 	var d time.Duration
-	for s != "" {
-		i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-		if i <= 0 {
-			return 0, false
-		}
-		v, err := strconv.ParseFloat(s[:i], 64)
-		if err != nil {
-			return 0, false
-		}
-		unit := s[i:]
-		switch {
-		case strings.HasPrefix(unit, "min"):
-			d += time.Duration(v * float64(time.Minute))
-			s = unit[3:]
-		case strings.HasPrefix(unit, "sec"):
-			d += time.Duration(v * float64(time.Second))
-			s = unit[3:]
-		case strings.HasPrefix(unit, "ms"):
-			d += time.Duration(v * float64(time.Millisecond))
-			s = unit[2:]
-		default:
-			return 0, false
+	for i, unit := range []time.Duration{time.Minute, time.Second, time.Millisecond} {
+		if m[i+1] != "" {
+			v, err := strconv.Atoi(m[i+1])
+			if err != nil {
+				return 0, false
+			}
+			d += time.Duration(v) * unit
 		}
 	}
 	return d, true
+}
+
+var ssTimerDuration = regexp.MustCompile(`^(?:(\d+)min)?(?:(\d+)(?:sec|\.))?(?:(\d+)ms)?$`)
+
+func TestSSDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"980ms":    980 * time.Millisecond,
+		"4.940ms":  4940 * time.Millisecond,
+		"9.005ms":  9005 * time.Millisecond,
+		"9sec":     9 * time.Second,
+		"12sec":    12 * time.Second,
+		"1min2sec": 62 * time.Second,
+		"1min":     time.Minute,
+		"soon":     0,
+	} {
+		got, ok := ssDuration(in)
+		if want == 0 {
+			if ok {
+				t.Errorf("ssDuration(%q) = %v, want an error", in, got)
+			}
+			continue
+		}
+		if !ok || got != want {
+			t.Errorf("ssDuration(%q) = %v, %v; want %v", in, got, ok, want)
+		}
+	}
 }

@@ -202,10 +202,15 @@ func TestRTOStall(t *testing.T) {
 	if inMatrix() {
 		wait, margin, window = 120*time.Second, 2*time.Second, 6*time.Second
 	}
+	var readings []string // the latest, for a failure's message
 	for deadline := time.Now().Add(wait); stalled == nil; time.Sleep(50 * time.Millisecond) {
 		read := time.Now()
 		timers := ns.retransmitTimers()
 		spent := time.Since(read) // the timers were read at some moment of it
+		readings = append(readings, fmt.Sprintf("%s %v (read in %v)", read.Format("15:04:05.000"), timers, spent))
+		if len(readings) > 40 {
+			readings = readings[1:]
+		}
 		for _, p := range [][2]*helperProc{{client, server}, {server, client}} {
 			soon, far := timers[ports[p[0]]], timers[ports[p[1]]]
 			soonLeft := soon.left - spent
@@ -217,7 +222,7 @@ func TestRTOStall(t *testing.T) {
 			}
 		}
 		if stalled == nil && time.Now().After(deadline) {
-			t.Fatalf("the sides' retransmission timers never reached a moment to restore: %v", timers)
+			t.Fatalf("the sides' retransmission timers never reached a moment to restore; the latest readings (port: left, timeouts):\n%s", strings.Join(readings, "\n"))
 		}
 	}
 	decided := time.Now()
