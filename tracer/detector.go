@@ -268,9 +268,8 @@ type pathSpec struct {
 // The programs on a send's return, a TCP state change, a timer's arming and
 // a dropped skb run all the time on a busy host, so the detectors that need
 // them share one program per hook, each turning on its bit once its path is
-// attached. A
-// shared program appears in several paths under the same name; the loader
-// attaches it once.
+// attached. A shared program appears in several paths under the same name;
+// the loader attaches it once.
 const (
 	hookEAGAIN         = uint32(tcptraceSharedHookHOOK_SEND_EAGAIN)
 	hookWait           = uint32(tcptraceSharedHookHOOK_SEND_WAIT)
