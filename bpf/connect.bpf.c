@@ -297,8 +297,7 @@ static __always_inline void on_connect_end(struct sock *sk, __u8 path)
  * is there to take the start; a socket the full table refused has none. */
 static __always_inline void on_connect_start(struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct owner_rec *r = bpf_map_lookup_elem(&owners, &key);
+	struct owner_rec *r = owner_record(sock_addr(sk));
 
 	if (r)
 		conn_start_now(sk, &r->start);

@@ -49,7 +49,6 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	struct owner *o;
 	bool listening;
 	__u32 ino;
-	__u64 key;
 
 	if (!skc)
 		return 0;
@@ -57,7 +56,6 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0; /* TIME_WAIT and request sockets: no owner */
 	sk = (struct sock *)tp;
-	key = (__u64)sk;
 	ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 	o = bpf_map_lookup_elem(&inode_owners, &ino);
 	listening = BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN;
@@ -73,7 +71,7 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 		 * space's, from /proc): a process may have moved since. */
 		if (cg)
 			r.o.cgroup = cg;
-		err = bpf_map_update_elem(&owners, &key, &r, BPF_NOEXIST);
+		err = owner_put(sock_addr(sk), &r, BPF_NOEXIST);
 	}
 	if (o && ((err && err != -EEXIST) || (listening && is_reuseport(sk))) && cfg_owner_storage_iter) {
 		struct owner *s = bpf_sk_storage_get(&owner_store, tp, NULL, BPF_SK_STORAGE_GET_F_CREATE);
@@ -84,10 +82,26 @@ int iter_tcp_owners(struct bpf_iter__tcp *ctx)
 	}
 	if (listening) {
 		struct listener_key lk;
+		__u64 key = (__u64)sk;
 
 		listener_key_of(sk, &lk);
 		bpf_map_update_elem(&listeners, &lk, &key, BPF_NOEXIST);
 	}
+	return 0;
+}
+
+/*
+ * Loaded and never attached: whether this kernel has BPF_CMPXCHG, which
+ * owner_sets needs (5.12+).
+ */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(probe_owner_sets, struct sock *sk)
+{
+	__u32 zero = 0;
+	struct owner_set *s = bpf_map_lookup_elem(&owner_sets, &zero);
+
+	if (s)
+		__sync_val_compare_and_swap(&s->sk[0], 0, 0);
 	return 0;
 }
 

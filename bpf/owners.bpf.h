@@ -5,19 +5,31 @@
  * whoever was interrupted; --pid and the pid/comm of an event must come from
  * the socket, not from the task.
  *
- * owners:    socket -> the process that made it, keyed by the socket's
- *            address: the one record every path can read (kprobe programs
- *            get a socket as a bare address, and so do sockets kept in a
- *            map: a listener, a delayed-ACK timer's socket). Written when a
- *            socket starts listening or connecting (inet_sock_set_state to
- *            LISTEN or SYN_SENT, in the owner's process) and dropped when
- *            it closes; an accepted connection has none of its own: it is
- *            its listener's (table_owner()). A connect()'s record also
- *            holds when it began (struct conn_start), for the connect
- *            detector: the same write. A plain hash sized by user
- *            space from the host's socket count: when full it refuses the
- *            newest socket rather than evicting a live one, whose owner an
- *            LRU would lose for good; a refused socket goes to owner_store.
+ * owner_sets: socket -> the process that made it, keyed by the socket's
+ *            address: the record every path can read (kprobe programs get
+ *            a socket as a bare address, and so do sockets kept in a map: a
+ *            listener, a delayed-ACK timer's socket). Written when a socket
+ *            starts listening or connecting (inet_sock_set_state to LISTEN
+ *            or SYN_SENT, in the owner's process) and dropped when it
+ *            closes; an accepted connection has none of its own: it is its
+ *            listener's (table_owner()). A connect()'s record also holds
+ *            when it began (struct conn_start), for the connect detector:
+ *            the same write. An array of sets of OWNER_WAYS records, the set
+ *            chosen by the address: finding, writing and dropping a record
+ *            is an inlined array lookup and a few compares in one cache
+ *            line, where a hash table took its bucket's lock and jhash at
+ *            every connect() and every close (about 0.5 us a connection
+ *            under churn). A record claims its way with a compare-and-swap
+ *            (BPF_CMPXCHG, 5.12+; the loader tries it and sets
+ *            cfg_owner_sets), so two CPUs never take the same way.
+ * owners:    the same as a plain hash table: the records of a set that is
+ *            full, and every record on a kernel without BPF_CMPXCHG. Sized
+ *            by user space from the host's socket count: when full it
+ *            refuses the newest socket rather than evicting a live one,
+ *            whose owner an LRU would lose for good; a refused socket goes
+ *            to owner_store. owners_spilled counts its records while sets
+ *            are in use, so that a close and a lookup of a socket the sets
+ *            lack skip the hash while it is empty.
  * owner_store: the same in the socket's own local storage
  *            (BPF_MAP_TYPE_SK_STORAGE): the kernel frees the record with the
  *            socket. Tracing programs may use it from 5.11
@@ -90,6 +102,208 @@ struct {
  * a hash element at run time. */
 DEFINE_MAP(owners, BPF_MAP_TYPE_HASH, __u64, struct owner_rec, 65536); /* key: struct sock * */
 
+#define OWNER_WAYS 4
+
+/* A set of owner_sets. sk 0: a free way. The four addresses share a cache
+ * line, which is all that a socket without a record (an accepted
+ * connection, at its close) touches. check is sk ^ owner_mix() of the
+ * record, written after it and cleared before the way is given up: a
+ * reader that copied a record while its way changed hands finds the check
+ * wrong and does not believe it. */
+struct owner_set {
+	__u64 sk[OWNER_WAYS];
+	__u64 check[OWNER_WAYS];
+	struct owner_rec rec[OWNER_WAYS];
+};
+
+/* max_entries (a power of two) and cfg_owner_set_shift (64 - its log2) are
+ * set by user space: 1 set when the kernel has no BPF_CMPXCHG. */
+DEFINE_MAP(owner_sets, BPF_MAP_TYPE_ARRAY, __u32, struct owner_set, 16384);
+const volatile __u8 cfg_owner_sets = 0;
+const volatile __u8 cfg_owner_set_shift = 50;
+
+/* Records in owners while sets are in use (see above). */
+__u64 owners_spilled = 0;
+
+/* A socket's address as a number, for the set's index: the verifier allows
+ * no arithmetic on a pointer the kernel passed, but a map value written with
+ * it reads back as a scalar. This CPU's slot, so no other program writes it
+ * between the two. */
+DEFINE_MAP(owner_addr, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 1);
+
+static __always_inline __u64 sock_addr(void *sk)
+{
+	__u32 zero = 0;
+	__u64 *a = bpf_map_lookup_elem(&owner_addr, &zero);
+
+	if (!a)
+		return 0;
+	*(volatile __u64 *)a = (__u64)sk;
+	return *(volatile __u64 *)a;
+}
+
+/* The set of the socket at addr. Fibonacci hashing: socket addresses are
+ * slab objects a few KB apart, whose low bits repeat. */
+static __always_inline struct owner_set *owner_set_of(__u64 addr)
+{
+	__u32 idx = (addr * 0x9E3779B97F4A7C15ULL) >> cfg_owner_set_shift;
+
+	return bpf_map_lookup_elem(&owner_sets, &idx);
+}
+
+static __always_inline __u64 owner_mix(__u64 addr, const struct owner *o)
+{
+	__u64 comm;
+
+	__builtin_memcpy(&comm, o->comm, sizeof(comm));
+	return addr ^ ((__u64)o->tgid << 32) ^ o->cgroup ^ comm;
+}
+
+/* The record of the socket at addr in its set, in place; NULL if none. */
+static __always_inline struct owner_rec *set_record(__u64 addr)
+{
+	struct owner_set *s = owner_set_of(addr);
+
+	if (!s || !addr)
+		return NULL;
+	for (__u32 i = 0; i < OWNER_WAYS; i++)
+		if (s->sk[i] == addr)
+			return &s->rec[i];
+	return NULL;
+}
+
+/* A copy of the owner of the socket at addr from its set, if its check
+ * holds. */
+static __always_inline bool set_owner(__u64 addr, struct owner *out)
+{
+	struct owner_set *s = owner_set_of(addr);
+
+	if (!s || !addr)
+		return false;
+	for (__u32 i = 0; i < OWNER_WAYS; i++) {
+		if (s->sk[i] != addr)
+			continue;
+		__builtin_memcpy(out, &s->rec[i].o, sizeof(*out));
+		return s->check[i] == owner_mix(addr, out);
+	}
+	return false;
+}
+
+/* r into the set of the socket at addr: over its record if it has one
+ * (replace; else left as it is), else into a free way. False: the set is
+ * full. */
+static __always_inline bool set_put(__u64 addr, const struct owner_rec *r, bool replace)
+{
+	struct owner_set *s = owner_set_of(addr);
+	__u32 w = OWNER_WAYS;
+
+	if (!s || !addr)
+		return false;
+	for (__u32 i = 0; i < OWNER_WAYS; i++)
+		if (s->sk[i] == addr) {
+			if (!replace)
+				return true;
+			w = i;
+			break;
+		}
+	if (w == OWNER_WAYS)
+		for (__u32 i = 0; i < OWNER_WAYS; i++)
+			if (!s->sk[i] && __sync_val_compare_and_swap(&s->sk[i], 0, addr) == 0) {
+				w = i;
+				break;
+			}
+	if (w >= OWNER_WAYS)
+		return false;
+	s->check[w] = 0;
+	__builtin_memcpy(&s->rec[w], r, sizeof(*r));
+	s->check[w] = owner_mix(addr, &r->o);
+	return true;
+}
+
+/* The socket at addr's record out of its set (every way that names it: an
+ * iterator and the tracepoint may both have written one). */
+static __always_inline void set_drop(__u64 addr)
+{
+	struct owner_set *s = owner_set_of(addr);
+
+	if (!s || !addr)
+		return;
+	for (__u32 i = 0; i < OWNER_WAYS; i++)
+		if (s->sk[i] == addr) {
+			s->check[i] = 0;
+			s->sk[i] = 0;
+		}
+}
+
+/* Whether the hash may hold the socket's record: always, without sets. */
+static __always_inline bool owners_hashed(void)
+{
+	return !cfg_owner_sets || owners_spilled;
+}
+
+/* The record of the socket at addr, in place; NULL if none. */
+static __always_inline struct owner_rec *owner_record(__u64 addr)
+{
+	struct owner_rec *r;
+
+	if (cfg_owner_sets) {
+		r = set_record(addr);
+		if (r || !owners_spilled)
+			return r;
+	}
+	return bpf_map_lookup_elem(&owners, &addr);
+}
+
+/* A copy of the owner of the socket at addr (its own record only). */
+static __always_inline bool owner_of_addr(__u64 addr, struct owner *out)
+{
+	struct owner *o;
+
+	if (cfg_owner_sets && set_owner(addr, out))
+		return true;
+	if (!owners_hashed())
+		return false;
+	o = bpf_map_lookup_elem(&owners, &addr);
+	if (!o)
+		return false;
+	__builtin_memcpy(out, o, sizeof(*out));
+	return true;
+}
+
+/* r as the record of the socket at addr: in its set, else in the hash
+ * (flags BPF_ANY or BPF_NOEXIST, as for bpf_map_update_elem). 0, or the
+ * hash's refusal. */
+static __always_inline long owner_put(__u64 addr, const struct owner_rec *r, __u64 flags)
+{
+	long err;
+
+	if (!cfg_owner_sets)
+		return bpf_map_update_elem(&owners, &addr, r, flags);
+	if (set_put(addr, r, flags != BPF_NOEXIST))
+		return 0;
+	err = bpf_map_update_elem(&owners, &addr, r, BPF_NOEXIST);
+	if (!err) {
+		__sync_fetch_and_add(&owners_spilled, 1);
+		return 0;
+	}
+	if (err == -EEXIST && flags != BPF_NOEXIST)
+		return bpf_map_update_elem(&owners, &addr, r, BPF_EXIST);
+	return err;
+}
+
+/* The socket at addr's record gone, wherever it is. Most sockets that end
+ * have none (accepted connections): a lookup is cheaper than a delete,
+ * which takes the bucket's lock. */
+static __always_inline void owner_drop(__u64 addr)
+{
+	if (cfg_owner_sets)
+		set_drop(addr);
+	if (!owners_hashed() || !bpf_map_lookup_elem(&owners, &addr))
+		return;
+	if (!bpf_map_delete_elem(&owners, &addr) && cfg_owner_sets)
+		__sync_fetch_and_add(&owners_spilled, -1);
+}
+
 /* Events whose socket had no known owner (enum owner_unknown), per CPU:
  * the summary reports them. */
 enum owner_unknown {
@@ -127,17 +341,14 @@ static __always_inline struct sock *passive_listener(struct sock *sk)
  * a wrong one. */
 static __always_inline bool group_owned_by(struct sock *l, __u32 tgid)
 {
-	struct owner *o;
+	struct owner o;
 	struct sock *m;
-	__u64 key;
 
 	for (__u32 i = 0; i < REUSEPORT_SCAN; i++) {
 		m = reuseport_member(l, i);
 		if (!m)
 			return true;
-		key = (__u64)m;
-		o = (struct owner *)bpf_map_lookup_elem(&owners, &key);
-		if (!o || o->tgid != tgid)
+		if (!owner_of_addr(sock_addr(m), &o) || o.tgid != tgid)
 			return false;
 	}
 	return !reuseport_member(l, REUSEPORT_SCAN);
@@ -152,23 +363,16 @@ static __always_inline bool group_owned_by(struct sock *l, __u32 tgid)
  */
 static __noinline bool table_owner(struct sock *sk, struct owner *out)
 {
-	__u64 key = (__u64)sk;
-	struct owner *o = (struct owner *)bpf_map_lookup_elem(&owners, &key);
 	struct sock *l;
 
-	if (!o) {
-		if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
-			return false;
-		l = passive_listener(sk);
-		if (!l)
-			return false;
-		key = (__u64)l;
-		o = (struct owner *)bpf_map_lookup_elem(&owners, &key);
-		if (!o || (is_reuseport(l) && !group_owned_by(l, o->tgid)))
-			return false;
-	}
-	__builtin_memcpy(out, o, sizeof(*out));
-	return true;
+	if (owner_of_addr(sock_addr(sk), out))
+		return true;
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+		return false;
+	l = passive_listener(sk);
+	if (!l || !owner_of_addr(sock_addr(l), out))
+		return false;
+	return !is_reuseport(l) || group_owned_by(l, out->tgid);
 }
 
 /* A known owner o into the event's pid, comm and cgroup; an unknown one
@@ -271,8 +475,7 @@ static __always_inline void conn_start_now(struct sock *sk, struct conn_start *c
  * table was full, or the connect() began before tcptrace). */
 static __always_inline struct conn_start *conn_start_of(struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct owner_rec *r = bpf_map_lookup_elem(&owners, &key);
+	struct owner_rec *r = owner_record(sock_addr(sk));
 
 	return r && r->start.start_ns ? &r->start : NULL;
 }
@@ -286,14 +489,13 @@ static __always_inline struct conn_start *conn_start_of(struct sock *sk)
 static __always_inline void set_sock_owner_current(struct sock *sk, bool storage, bool connecting)
 {
 	struct owner_rec r = { .o.tgid = bpf_get_current_pid_tgid() >> 32 };
-	__u64 key = (__u64)sk;
 	struct owner *s;
 
 	bpf_get_current_comm(&r.o.comm, sizeof(r.o.comm));
 	r.o.cgroup = bpf_get_current_cgroup_id();
 	if (connecting)
 		conn_start_now(sk, &r.start);
-	if (bpf_map_update_elem(&owners, &key, &r, BPF_ANY))
+	if (owner_put(sock_addr(sk), &r, BPF_ANY))
 		storage = true;
 	if (!cfg_owner_storage || !storage)
 		return;
@@ -361,8 +563,7 @@ static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int new
  * A full socket ends in CLOSE whatever its path (tcp_done(), tcp_close(),
  * tcp_disconnect(), a listener's close): its table record goes with it, so
  * the table holds live sockets only and a host that churns connections does
- * not fill it. Most sockets that end have no record (accepted connections):
- * a lookup is cheaper than a delete, which takes the bucket's lock. Run after every
+ * not fill it. Run after every
  * detector's handler of the same change, which may still read the owner
  * (connect_timeout at SYN_SENT -> CLOSE). A reset that close() sends after
  * setting CLOSE is named by the calling task (sock_owner()); the socket's
@@ -370,10 +571,8 @@ static __shared_hook void owner_set_state(struct sock *sk, int oldstate, int new
  */
 static __shared_hook void owner_forget(struct sock *sk, int newstate)
 {
-	__u64 key = (__u64)sk;
-
-	if (newstate == TCP_CLOSE && bpf_map_lookup_elem(&owners, &key))
-		bpf_map_delete_elem(&owners, &key);
+	if (newstate == TCP_CLOSE)
+		owner_drop(sock_addr(sk));
 }
 
 #endif /* OWNERS_BPF_H */

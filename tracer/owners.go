@@ -144,10 +144,12 @@ func readIterIn(it *link.Iter, path string) error {
 	})
 }
 
-// Socket owners are kept in a table keyed by the socket's address whose size
-// is fixed at load time, and, where tracing programs may use it (5.11+), in
-// the socket's own storage for the sockets the table refuses when full
-// (bpf/owners.bpf.h).
+// Socket owners are kept in tables keyed by the socket's address whose size
+// is fixed at load time: sets of ownerWays records (owner_sets) where the
+// kernel has BPF_CMPXCHG (5.12+), a hash table (owners) for the records of a
+// full set and for every record on older kernels, and, where tracing
+// programs may use it (5.11+), the socket's own storage for the sockets the
+// hash refuses when full (bpf/owners.bpf.h).
 const (
 	// ownersFloor is the table's size on a host with few sockets.
 	ownersFloor = 65536
@@ -157,32 +159,65 @@ const (
 	// ownersCeiling bounds the table's memory (about 80 bytes a record,
 	// allocated at load: 320 MiB here).
 	ownersCeiling = 1 << 22
+	// ownerWays: records in a set (OWNER_WAYS).
+	ownerWays = 4
 )
 
 // prepareOwners sets, before the maps are made, where socket owners are
 // kept: cfg_owner_storage and cfg_owner_storage_iter say whether the kernel
-// let a tp_btf program and an iterator use socket storage (found by loading
-// one that does), and the owners table gets a size from the host's socket
-// count.
+// let a tp_btf program and an iterator use socket storage, cfg_owner_sets
+// whether it has BPF_CMPXCHG (each found by loading a program that uses
+// it), and the tables get sizes from the host's socket count.
 func prepareOwners(spec *ebpf.CollectionSpec, v *tcptraceVariableSpecs, kernelBTF *btf.Cache) error {
 	var m tcptraceMapSpecs
 	if err := spec.Assign(&m); err != nil {
 		return err
 	}
-	err := set(setting{v.CfgOwnerStorage, boolByte(loadOwnerProbe(spec, &m, "probe_owner_storage", kernelBTF) == nil)},
-		setting{v.CfgOwnerStorageIter, boolByte(loadOwnerProbe(spec, &m, "probe_owner_storage_iter", kernelBTF) == nil)})
+	sets := loadOwnerProbe(spec, m.OwnerSets, "probe_owner_sets", kernelBTF) == nil
+	size := ownersSizes(ownersTableSize(tcpSocketsAllocated()), sets)
+	err := set(setting{v.CfgOwnerStorage, boolByte(loadOwnerProbe(spec, m.OwnerStore, "probe_owner_storage", kernelBTF) == nil)},
+		setting{v.CfgOwnerStorageIter, boolByte(loadOwnerProbe(spec, m.OwnerStore, "probe_owner_storage_iter", kernelBTF) == nil)},
+		setting{v.CfgOwnerSets, boolByte(sets)},
+		setting{v.CfgOwnerSetShift, size.shift})
 	if err != nil {
 		return err
 	}
-	m.Owners.MaxEntries = ownersTableSize(tcpSocketsAllocated())
+	m.Owners.MaxEntries = size.hash
+	m.OwnerSets.MaxEntries = size.sets
 	return nil
 }
 
-// loadOwnerProbe loads one of the programs that only try socket storage,
-// with the storage map alone.
-func loadOwnerProbe(spec *ebpf.CollectionSpec, m *tcptraceMapSpecs, prog string, kernelBTF *btf.Cache) error {
+// ownerSizes: how many sets, the shift that takes a hashed address to one
+// (64 - log2 sets) and how many records the hash holds.
+type ownerSizes struct {
+	sets  uint32
+	shift uint8
+	hash  uint32
+}
+
+// ownersSizes shares a table of records between sets and the hash. With sets
+// (a power of two of them, at least records/ownerWays), the hash holds what
+// full sets spill: half the records, as many as sets of four spill at 70%
+// load of sockets spread by a good hash (about a tenth of them), several
+// times over. Without, one set that nothing uses and the hash holds all.
+func ownersSizes(records uint32, sets bool) ownerSizes {
+	if !sets {
+		return ownerSizes{sets: 1, shift: 63, hash: records}
+	}
+	n := uint32(1)
+	shift := uint8(64)
+	for n*ownerWays < records {
+		n <<= 1
+		shift--
+	}
+	return ownerSizes{sets: n, shift: shift, hash: records / 2}
+}
+
+// loadOwnerProbe loads one of the programs that only try what the kernel
+// lets them do, with the one map it uses.
+func loadOwnerProbe(spec *ebpf.CollectionSpec, m *ebpf.MapSpec, prog string, kernelBTF *btf.Cache) error {
 	s := withPrograms(spec, prog)
-	s.Maps = map[string]*ebpf.MapSpec{m.OwnerStore.Name: m.OwnerStore}
+	s.Maps = map[string]*ebpf.MapSpec{m.Name: m}
 	s.Variables = nil
 	c, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{Cache: kernelBTF})
 	if err != nil {

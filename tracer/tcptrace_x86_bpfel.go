@@ -289,6 +289,13 @@ type tcptraceOwnerRec struct {
 	}
 }
 
+type tcptraceOwnerSet struct {
+	_     structs.HostLayout
+	Sk    [4]uint64
+	Check [4]uint64
+	Rec   [4]tcptraceOwnerRec
+}
+
 type tcptracePeerDelack struct {
 	_          structs.HostLayout
 	FiredNs    uint64
@@ -481,6 +488,8 @@ const (
 	tcptraceMapMibNets                         = "mib_nets"
 	tcptraceMapMibNetsComplete                 = "mib_nets_complete"
 	tcptraceMapNagleHolds                      = "nagle_holds"
+	tcptraceMapOwnerAddr                       = "owner_addr"
+	tcptraceMapOwnerSets                       = "owner_sets"
 	tcptraceMapOwnerStore                      = "owner_store"
 	tcptraceMapOwnerUnknown                    = "owner_unknown"
 	tcptraceMapOwners                          = "owners"
@@ -556,6 +565,7 @@ const (
 	tcptraceProgKretprobeTcpV6SynRecvSock      = "kretprobe_tcp_v6_syn_recv_sock"
 	tcptraceProgMibBaselineInit                = "mib_baseline_init"
 	tcptraceProgMibKnownNets                   = "mib_known_nets"
+	tcptraceProgProbeOwnerSets                 = "probe_owner_sets"
 	tcptraceProgProbeOwnerStorage              = "probe_owner_storage"
 	tcptraceProgProbeOwnerStorageIter          = "probe_owner_storage_iter"
 	tcptraceProgTpConsumeSkb                   = "tp_consume_skb"
@@ -595,6 +605,8 @@ const (
 	tcptraceVarCfgFilterCgroup                 = "cfg_filter_cgroup"
 	tcptraceVarCfgFilterPid                    = "cfg_filter_pid"
 	tcptraceVarCfgMibOk                        = "cfg_mib_ok"
+	tcptraceVarCfgOwnerSetShift                = "cfg_owner_set_shift"
+	tcptraceVarCfgOwnerSets                    = "cfg_owner_sets"
 	tcptraceVarCfgOwnerStorage                 = "cfg_owner_storage"
 	tcptraceVarCfgOwnerStorageIter             = "cfg_owner_storage_iter"
 	tcptraceVarCfgPort                         = "cfg_port"
@@ -610,6 +622,7 @@ const (
 	tcptraceVarMibReqqFullCookies              = "mib_reqq_full_cookies"
 	tcptraceVarMibReqqFullDrop                 = "mib_reqq_full_drop"
 	tcptraceVarNagleHolders                    = "nagle_holders"
+	tcptraceVarOwnersSpilled                   = "owners_spilled"
 	tcptraceVarPcpuFwAllocOff                  = "pcpu_fw_alloc_off"
 	tcptraceVarPcpuRunqueuesOff                = "pcpu_runqueues_off"
 	tcptraceVarRtoEpisodes                     = "rto_episodes"
@@ -714,6 +727,7 @@ type tcptraceProgramSpecs struct {
 	KretprobeTcpV6SynRecvSock      *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	MibBaselineInit                *ebpf.ProgramSpec `ebpf:"mib_baseline_init"`
 	MibKnownNets                   *ebpf.ProgramSpec `ebpf:"mib_known_nets"`
+	ProbeOwnerSets                 *ebpf.ProgramSpec `ebpf:"probe_owner_sets"`
 	ProbeOwnerStorage              *ebpf.ProgramSpec `ebpf:"probe_owner_storage"`
 	ProbeOwnerStorageIter          *ebpf.ProgramSpec `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.ProgramSpec `ebpf:"tp_consume_skb"`
@@ -754,6 +768,8 @@ type tcptraceMapSpecs struct {
 	MibNets         *ebpf.MapSpec `ebpf:"mib_nets"`
 	MibNetsComplete *ebpf.MapSpec `ebpf:"mib_nets_complete"`
 	NagleHolds      *ebpf.MapSpec `ebpf:"nagle_holds"`
+	OwnerAddr       *ebpf.MapSpec `ebpf:"owner_addr"`
+	OwnerSets       *ebpf.MapSpec `ebpf:"owner_sets"`
 	OwnerStore      *ebpf.MapSpec `ebpf:"owner_store"`
 	OwnerUnknown    *ebpf.MapSpec `ebpf:"owner_unknown"`
 	Owners          *ebpf.MapSpec `ebpf:"owners"`
@@ -801,6 +817,8 @@ type tcptraceVariableSpecs struct {
 	CfgFilterCgroup       *ebpf.VariableSpec `ebpf:"cfg_filter_cgroup"`
 	CfgFilterPid          *ebpf.VariableSpec `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.VariableSpec `ebpf:"cfg_mib_ok"`
+	CfgOwnerSetShift      *ebpf.VariableSpec `ebpf:"cfg_owner_set_shift"`
+	CfgOwnerSets          *ebpf.VariableSpec `ebpf:"cfg_owner_sets"`
 	CfgOwnerStorage       *ebpf.VariableSpec `ebpf:"cfg_owner_storage"`
 	CfgOwnerStorageIter   *ebpf.VariableSpec `ebpf:"cfg_owner_storage_iter"`
 	CfgPort               *ebpf.VariableSpec `ebpf:"cfg_port"`
@@ -816,6 +834,7 @@ type tcptraceVariableSpecs struct {
 	MibReqqFullCookies    *ebpf.VariableSpec `ebpf:"mib_reqq_full_cookies"`
 	MibReqqFullDrop       *ebpf.VariableSpec `ebpf:"mib_reqq_full_drop"`
 	NagleHolders          *ebpf.VariableSpec `ebpf:"nagle_holders"`
+	OwnersSpilled         *ebpf.VariableSpec `ebpf:"owners_spilled"`
 	PcpuFwAllocOff        *ebpf.VariableSpec `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.VariableSpec `ebpf:"pcpu_runqueues_off"`
 	RtoEpisodes           *ebpf.VariableSpec `ebpf:"rto_episodes"`
@@ -859,6 +878,8 @@ type tcptraceMaps struct {
 	MibNets         *ebpf.Map `ebpf:"mib_nets"`
 	MibNetsComplete *ebpf.Map `ebpf:"mib_nets_complete"`
 	NagleHolds      *ebpf.Map `ebpf:"nagle_holds"`
+	OwnerAddr       *ebpf.Map `ebpf:"owner_addr"`
+	OwnerSets       *ebpf.Map `ebpf:"owner_sets"`
 	OwnerStore      *ebpf.Map `ebpf:"owner_store"`
 	OwnerUnknown    *ebpf.Map `ebpf:"owner_unknown"`
 	Owners          *ebpf.Map `ebpf:"owners"`
@@ -899,6 +920,8 @@ func (m *tcptraceMaps) Close() error {
 		m.MibNets,
 		m.MibNetsComplete,
 		m.NagleHolds,
+		m.OwnerAddr,
+		m.OwnerSets,
 		m.OwnerStore,
 		m.OwnerUnknown,
 		m.Owners,
@@ -947,6 +970,8 @@ type tcptraceVariables struct {
 	CfgFilterCgroup       *ebpf.Variable `ebpf:"cfg_filter_cgroup"`
 	CfgFilterPid          *ebpf.Variable `ebpf:"cfg_filter_pid"`
 	CfgMibOk              *ebpf.Variable `ebpf:"cfg_mib_ok"`
+	CfgOwnerSetShift      *ebpf.Variable `ebpf:"cfg_owner_set_shift"`
+	CfgOwnerSets          *ebpf.Variable `ebpf:"cfg_owner_sets"`
 	CfgOwnerStorage       *ebpf.Variable `ebpf:"cfg_owner_storage"`
 	CfgOwnerStorageIter   *ebpf.Variable `ebpf:"cfg_owner_storage_iter"`
 	CfgPort               *ebpf.Variable `ebpf:"cfg_port"`
@@ -962,6 +987,7 @@ type tcptraceVariables struct {
 	MibReqqFullCookies    *ebpf.Variable `ebpf:"mib_reqq_full_cookies"`
 	MibReqqFullDrop       *ebpf.Variable `ebpf:"mib_reqq_full_drop"`
 	NagleHolders          *ebpf.Variable `ebpf:"nagle_holders"`
+	OwnersSpilled         *ebpf.Variable `ebpf:"owners_spilled"`
 	PcpuFwAllocOff        *ebpf.Variable `ebpf:"pcpu_fw_alloc_off"`
 	PcpuRunqueuesOff      *ebpf.Variable `ebpf:"pcpu_runqueues_off"`
 	RtoEpisodes           *ebpf.Variable `ebpf:"rto_episodes"`
@@ -1028,6 +1054,7 @@ type tcptracePrograms struct {
 	KretprobeTcpV6SynRecvSock      *ebpf.Program `ebpf:"kretprobe_tcp_v6_syn_recv_sock"`
 	MibBaselineInit                *ebpf.Program `ebpf:"mib_baseline_init"`
 	MibKnownNets                   *ebpf.Program `ebpf:"mib_known_nets"`
+	ProbeOwnerSets                 *ebpf.Program `ebpf:"probe_owner_sets"`
 	ProbeOwnerStorage              *ebpf.Program `ebpf:"probe_owner_storage"`
 	ProbeOwnerStorageIter          *ebpf.Program `ebpf:"probe_owner_storage_iter"`
 	TpConsumeSkb                   *ebpf.Program `ebpf:"tp_consume_skb"`
@@ -1105,6 +1132,7 @@ func (p *tcptracePrograms) Close() error {
 		p.KretprobeTcpV6SynRecvSock,
 		p.MibBaselineInit,
 		p.MibKnownNets,
+		p.ProbeOwnerSets,
 		p.ProbeOwnerStorage,
 		p.ProbeOwnerStorageIter,
 		p.TpConsumeSkb,
