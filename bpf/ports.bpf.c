@@ -98,18 +98,22 @@ static __always_inline bool fill_port_snapshot(struct sock *sk, struct conn_snap
  * host leaves after two compares. */
 static __shared_hook void port_set_state(struct sock *sk, int oldstate, int newstate)
 {
-	struct conn_snapshot c = {};
-	__u8 comm[TASK_COMM_LEN];
-	__u32 tgid;
-
 	if (oldstate != TCP_SYN_SENT || newstate != TCP_CLOSE)
 		return;
 	if (sk->__sk_common.skc_num || BPF_CORE_READ((struct inet_sock *)sk, inet_sport) || BPF_CORE_READ(sk, sk_err))
 		return;
-	if (!fill_port_snapshot(sk, &c, &tgid))
-		return;
-	bpf_get_current_comm(&comm, sizeof(comm));
-	port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
+	/* Zeroed here, not at the top: clang zeroes a struct where it is
+	 * declared, and every state change of the host passes the top. */
+	{
+		struct conn_snapshot c = {};
+		__u8 comm[TASK_COMM_LEN];
+		__u32 tgid;
+
+		if (!fill_port_snapshot(sk, &c, &tgid))
+			return;
+		bpf_get_current_comm(&comm, sizeof(comm));
+		port_exhausted(&c, tgid, comm, PATH_TRACEPOINT);
+	}
 }
 
 static __always_inline void on_hash_connect(struct sock *sk, int ret, __u8 path)

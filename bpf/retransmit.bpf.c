@@ -83,6 +83,7 @@ static __shared_hook void on_retransmit(struct sock *sk, struct sk_buff *skb, __
 		n = err ? 0 : own;
 		if (bpf_map_update_elem(&rtx_socks, &k, &fresh, BPF_ANY))
 			return;
+		__sync_fetch_and_add(&rtx_socks_made, 1);
 		r = bpf_map_lookup_elem(&rtx_socks, &k);
 		if (!r)
 			return;
@@ -134,10 +135,10 @@ static __shared_hook void retransmit_forget(struct sock *sk, int newstate)
 
 	if (newstate != TCP_CLOSE)
 		return;
-	r = bpf_map_lookup_elem(&rtx_socks, &k);
+	r = rtx_socks_made ? bpf_map_lookup_elem(&rtx_socks, &k) : NULL;
 	rto_episode_end(k, r);
-	if (r)
-		bpf_map_delete_elem(&rtx_socks, &k);
+	if (r && !bpf_map_delete_elem(&rtx_socks, &k))
+		__sync_fetch_and_add(&rtx_socks_made, -1);
 }
 
 

@@ -41,6 +41,13 @@ struct rtx_sock {
 
 DEFINE_MAP(rtx_socks, BPF_MAP_TYPE_LRU_HASH, __u64, struct rtx_sock, 65536); /* key: struct sock * */
 
+/* Records on_retransmit() made in rtx_socks less those a close deleted: 0
+ * while no socket of the host has one, the common case, when a close
+ * (every connection, twice on a host that serves itself) need not look.
+ * Never below the records there: an LRU eviction leaves it higher, which
+ * only costs closes their lookup. */
+__u64 rtx_socks_made = 0;
+
 /* Segments counted in a line other than their own: the socket's
  * total_retrans grew by more than this call's segments, so an earlier
  * retransmission of it was not seen (up to 6.16 a transmit that failed

@@ -88,19 +88,16 @@ static __shared_hook void tw_timer_start(struct timer_list *timer)
 	a->daddr = BPF_CORE_READ(tw, __tw_common.skc_daddr);
 }
 
-/* inet_sock_set_state (tcptrace.bpf.c): a close from a state that would
- * have made a TIME_WAIT socket, without its timer armed just before. */
-static __shared_hook void tw_set_state(struct sock *sk, int oldstate, int newstate)
+/* A close from a state that would have made a TIME_WAIT socket (below). Its
+ * own function, so that the snapshot is not zeroed on every state change of
+ * the host: clang zeroes a struct where it is declared. */
+static __always_inline void tw_close(struct sock *sk)
 {
 	struct conn_snapshot c = {};
 	struct tw_armed *a;
 	struct net *net;
 	__u32 zero = 0;
 
-	if (newstate != TCP_CLOSE || !(TCPF(oldstate) & TW_CANDIDATES))
-		return;
-	if (sk->sk_protocol != IPPROTO_TCP || BPF_CORE_READ(sk, sk_err))
-		return;
 	/* Below the limit the TIME_WAIT socket was made (or the close was
 	 * one that never makes one): the common case leaves here. */
 	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
@@ -122,6 +119,17 @@ static __shared_hook void tw_set_state(struct sock *sk, int oldstate, int newsta
 	 * (other closes from these states, an orphan's FIN_WAIT2 timeout or
 	 * out-of-memory kill, never make one either). */
 	tw_overflow(sk, PATH_TRACEPOINT, true, &c);
+}
+
+/* inet_sock_set_state (tcptrace.bpf.c): a close from a state that would
+ * have made a TIME_WAIT socket, without its timer armed just before. */
+static __shared_hook void tw_set_state(struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE || !(TCPF(oldstate) & TW_CANDIDATES))
+		return;
+	if (sk->sk_protocol != IPPROTO_TCP || BPF_CORE_READ(sk, sk_err))
+		return;
+	tw_close(sk);
 }
 
 /* fexit_inet_twsk_alloc, kprobe_inet_twsk_alloc, kretprobe_inet_twsk_alloc */

@@ -627,6 +627,7 @@ const (
 	tcptraceVarPcpuRunqueuesOff                = "pcpu_runqueues_off"
 	tcptraceVarRtoEpisodes                     = "rto_episodes"
 	tcptraceVarRtoSlots                        = "rto_slots"
+	tcptraceVarRtxSocksMade                    = "rtx_socks_made"
 	tcptraceVarWaiters                         = "waiters"
 )
 
@@ -839,6 +840,7 @@ type tcptraceVariableSpecs struct {
 	PcpuRunqueuesOff      *ebpf.VariableSpec `ebpf:"pcpu_runqueues_off"`
 	RtoEpisodes           *ebpf.VariableSpec `ebpf:"rto_episodes"`
 	RtoSlots              *ebpf.VariableSpec `ebpf:"rto_slots"`
+	RtxSocksMade          *ebpf.VariableSpec `ebpf:"rtx_socks_made"`
 	Waiters               *ebpf.VariableSpec `ebpf:"waiters"`
 }
 
@@ -992,6 +994,7 @@ type tcptraceVariables struct {
 	PcpuRunqueuesOff      *ebpf.Variable `ebpf:"pcpu_runqueues_off"`
 	RtoEpisodes           *ebpf.Variable `ebpf:"rto_episodes"`
 	RtoSlots              *ebpf.Variable `ebpf:"rto_slots"`
+	RtxSocksMade          *ebpf.Variable `ebpf:"rtx_socks_made"`
 	Waiters               *ebpf.Variable `ebpf:"waiters"`
 }
 
