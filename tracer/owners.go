@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 )
@@ -156,8 +157,9 @@ const (
 	// ownersHeadroom: the table holds this many times the TCP sockets the
 	// host has at start, for the ones made while tcptrace runs.
 	ownersHeadroom = 2
-	// ownersCeiling bounds the table's memory (about 80 bytes a record,
-	// allocated at load: 320 MiB here).
+	// ownersCeiling bounds the table's memory, allocated at load: 72
+	// bytes a record in the sets and about 80 in the hash, which holds
+	// half as many (450 MiB here; 320 MiB without sets).
 	ownersCeiling = 1 << 22
 	// ownerWays: records in a set (OWNER_WAYS).
 	ownerWays = 4
@@ -184,7 +186,33 @@ func prepareOwners(spec *ebpf.CollectionSpec, v *tcptraceVariableSpecs, kernelBT
 	}
 	m.Owners.MaxEntries = size.hash
 	m.OwnerSets.MaxEntries = size.sets
+	if !sets {
+		withoutCmpxchg(spec)
+	}
 	return nil
+}
+
+// withoutCmpxchg: a kernel without BPF_CMPXCHG (5.10) refuses a program that
+// holds one anywhere, reachable or not: its verifier checks every
+// instruction's reserved fields before it walks the program
+// (resolve_pseudo_ldimm64()). The owner sets' claims are the only ones, each
+// behind cfg_owner_sets, which is 0 there: each becomes r0 = -1 (the result
+// register of BPF_CMPXCHG), a claim that finds its way taken were it ever
+// reached. One instruction for one, so no jump moves. Returns how many.
+func withoutCmpxchg(spec *ebpf.CollectionSpec) int {
+	n := 0
+	for _, p := range spec.Programs {
+		for i, ins := range p.Instructions {
+			if ins.OpCode.AtomicOp() != asm.CmpXchg {
+				continue
+			}
+			mov := asm.Mov.Imm(asm.R0, -1)
+			mov.Metadata = ins.Metadata
+			p.Instructions[i] = mov
+			n++
+		}
+	}
+	return n
 }
 
 // ownerSizes: how many sets, the shift that takes a hashed address to one
