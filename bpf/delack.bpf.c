@@ -99,13 +99,11 @@ static __always_inline struct delack_slot *armed_slot(__u64 addr)
 	return bpf_map_lookup_elem(&delack_armed, &idx);
 }
 
-/* A socket's address as a number: the verifier allows no arithmetic on a
- * pointer the kernel passed, but what a program reads back from a map is a
- * number. f is this CPU's firing slot. */
+/* A socket's address as a number (addr_via()); f is this CPU's firing
+ * slot. */
 static __always_inline __u64 addr_num(struct delack_firing *f, __u64 sk)
 {
-	*(volatile __u64 *)&f->addr = sk;
-	return *(volatile __u64 *)&f->addr;
+	return addr_via(&f->addr, sk);
 }
 
 static __always_inline void mark_armed(struct delack_firing *f, __u64 sk)

@@ -31,6 +31,30 @@
  * that a program adds without an atomic and two CPUs never share a line. */
 #define DEFINE_COUNTERS(name, entries) DEFINE_MAP(name, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, entries)
 
+/*
+ * p, a pointer the kernel passed, as a number (for a hash of it): the
+ * verifier allows no arithmetic on such a pointer, but what a program reads
+ * back from a map value is a number. slot is in a value of this CPU's, so
+ * only a program that interrupted this one on this CPU (a softirq over a
+ * system call) can write it between the two; then the same number comes
+ * from the stack through a helper, which no one else writes. The compare is
+ * of a copy clang cannot tell from p's equal (the empty asm): compared
+ * itself, v would be replaced with p where they are equal, and the pointer
+ * would be what is returned.
+ */
+static __always_inline __u64 addr_via(__u64 *slot, __u64 p)
+{
+	__u64 v, w;
+
+	*(volatile __u64 *)slot = p;
+	v = *(volatile __u64 *)slot;
+	w = v;
+	asm volatile("" : "+r"(w));
+	if (w != p)
+		bpf_probe_read_kernel(&v, sizeof(v), &p);
+	return v;
+}
+
 /* Add n to this CPU's counter i of a DEFINE_COUNTERS map. */
 static __always_inline void counter_add(void *counters, __u32 i, __u64 n)
 {

@@ -125,10 +125,7 @@ const volatile __u8 cfg_owner_set_shift = 50;
 /* Records in owners while sets are in use (see above). */
 __u64 owners_spilled = 0;
 
-/* A socket's address as a number, for the set's index: the verifier allows
- * no arithmetic on a pointer the kernel passed, but a map value written with
- * it reads back as a scalar. This CPU's slot, so no other program writes it
- * between the two. */
+/* A socket's address as a number, for the set's index (addr_via()). */
 DEFINE_MAP(owner_addr, BPF_MAP_TYPE_PERCPU_ARRAY, __u32, __u64, 1);
 
 static __always_inline __u64 sock_addr(void *sk)
@@ -136,10 +133,7 @@ static __always_inline __u64 sock_addr(void *sk)
 	__u32 zero = 0;
 	__u64 *a = bpf_map_lookup_elem(&owner_addr, &zero);
 
-	if (!a)
-		return 0;
-	*(volatile __u64 *)a = (__u64)sk;
-	return *(volatile __u64 *)a;
+	return a ? addr_via(a, (__u64)sk) : 0;
 }
 
 /* The set of the socket at addr. Fibonacci hashing: socket addresses are
