@@ -157,9 +157,8 @@ const (
 	// ownersHeadroom: the table holds this many times the TCP sockets the
 	// host has at start, for the ones made while tcptrace runs.
 	ownersHeadroom = 2
-	// ownersCeiling bounds the table's memory, allocated at load: 72
-	// bytes a record in the sets and about 80 in the hash, which holds
-	// half as many (450 MiB here; 320 MiB without sets).
+	// ownersCeiling bounds the table's memory, allocated at load (about
+	// 330 MiB here: ownersSizes).
 	ownersCeiling = 1 << 22
 	// ownerWays: records in a set (OWNER_WAYS).
 	ownerWays = 4
@@ -225,9 +224,13 @@ type ownerSizes struct {
 
 // ownersSizes shares a table of records between sets and the hash. With sets
 // (a power of two of them, at least records/ownerWays), the hash holds what
-// full sets spill: half the records, as many as sets of four spill at 70%
-// load of sockets spread by a good hash (about a tenth of them), several
-// times over. Without, one set that nothing uses and the hash holds all.
+// full sets spill: an eighth of the records. Sets of four filled with
+// addresses a good hash spreads spill about 4% of their records at half
+// load, a tenth at 70% (the share above four of a Poisson count per set);
+// live records are listening and connecting sockets, seldom half of the
+// host's. The memory is what one hash of every record took: 72 bytes a
+// record in the sets and 80 per hash element, an eighth as many. Without
+// sets, one set that nothing uses and the hash holds all.
 func ownersSizes(records uint32, sets bool) ownerSizes {
 	if !sets {
 		return ownerSizes{sets: 1, shift: 63, hash: records}
@@ -238,7 +241,7 @@ func ownersSizes(records uint32, sets bool) ownerSizes {
 		n <<= 1
 		shift--
 	}
-	return ownerSizes{sets: n, shift: shift, hash: records / 2}
+	return ownerSizes{sets: n, shift: shift, hash: records / 8}
 }
 
 // loadOwnerProbe loads one of the programs that only try what the kernel

@@ -38,9 +38,9 @@ func TestOwnersSizes(t *testing.T) {
 		sets    bool
 		want    ownerSizes
 	}{
-		{ownersFloor, true, ownerSizes{sets: 16384, shift: 50, hash: 32768}},
-		{2 * 96010, true, ownerSizes{sets: 65536, shift: 48, hash: 96010}},
-		{ownersCeiling, true, ownerSizes{sets: 1 << 20, shift: 44, hash: 1 << 21}},
+		{ownersFloor, true, ownerSizes{sets: 16384, shift: 50, hash: 8192}},
+		{2 * 96010, true, ownerSizes{sets: 65536, shift: 48, hash: 24002}},
+		{ownersCeiling, true, ownerSizes{sets: 1 << 20, shift: 44, hash: 1 << 19}},
 		{ownersFloor, false, ownerSizes{sets: 1, shift: 63, hash: ownersFloor}},
 	} {
 		got := ownersSizes(c.records, c.sets)
