@@ -26,8 +26,9 @@ func init() { connHelpers["churnrr"] = churnRequestReply }
 // connection, hook by hook, beside an empty program on the same hooks (what
 // any tracer attached there costs), and how many connections per second
 // one thread makes without and with it. Every detector is attached
-// host-wide, as tcptrace runs by default. It reports; it asserts nothing
-// about time.
+// host-wide, as tcptrace runs by default. The connections run twice for the
+// BPF time, tcptrace's programs ahead of the empty ones and then behind
+// them (churnBPFCost). It reports; it asserts nothing about time.
 func BenchmarkChurn(b *testing.B) {
 	conns, rounds := envOr("TCPTRACE_BENCH_CONNS", 3000), envOr("TCPTRACE_BENCH_ROUNDS", 5)
 	ns := newNetns(b)
