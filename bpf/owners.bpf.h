@@ -153,17 +153,25 @@ static __always_inline __u64 owner_mix(__u64 addr, const struct owner *o)
 	return addr ^ ((__u64)o->tgid << 32) ^ o->cgroup ^ comm;
 }
 
+/* The way of the socket at addr in set s, OWNER_WAYS if none. */
+static __always_inline __u32 set_way(const struct owner_set *s, __u64 addr)
+{
+	for (__u32 i = 0; i < OWNER_WAYS; i++)
+		if (s->sk[i] == addr)
+			return i;
+	return OWNER_WAYS;
+}
+
 /* The record of the socket at addr in its set, in place; NULL if none. */
 static __always_inline struct owner_rec *set_record(__u64 addr)
 {
 	struct owner_set *s = owner_set_of(addr);
+	__u32 w;
 
 	if (!s || !addr)
 		return NULL;
-	for (__u32 i = 0; i < OWNER_WAYS; i++)
-		if (s->sk[i] == addr)
-			return &s->rec[i];
-	return NULL;
+	w = set_way(s, addr);
+	return w < OWNER_WAYS ? &s->rec[w] : NULL;
 }
 
 /* A copy of the owner of the socket at addr from its set, if its check
@@ -171,16 +179,15 @@ static __always_inline struct owner_rec *set_record(__u64 addr)
 static __always_inline bool set_owner(__u64 addr, struct owner *out)
 {
 	struct owner_set *s = owner_set_of(addr);
+	__u32 w;
 
 	if (!s || !addr)
 		return false;
-	for (__u32 i = 0; i < OWNER_WAYS; i++) {
-		if (s->sk[i] != addr)
-			continue;
-		__builtin_memcpy(out, &s->rec[i].o, sizeof(*out));
-		return s->check[i] == owner_mix(addr, out);
-	}
-	return false;
+	w = set_way(s, addr);
+	if (w >= OWNER_WAYS)
+		return false;
+	__builtin_memcpy(out, &s->rec[w].o, sizeof(*out));
+	return s->check[w] == owner_mix(addr, out);
 }
 
 /* r into the set of the socket at addr: over its record if it has one
@@ -189,18 +196,14 @@ static __always_inline bool set_owner(__u64 addr, struct owner *out)
 static __always_inline bool set_put(__u64 addr, const struct owner_rec *r, bool replace)
 {
 	struct owner_set *s = owner_set_of(addr);
-	__u32 w = OWNER_WAYS;
+	__u32 w;
 
 	if (!s || !addr)
 		return false;
-	for (__u32 i = 0; i < OWNER_WAYS; i++)
-		if (s->sk[i] == addr) {
-			if (!replace)
-				return true;
-			w = i;
-			break;
-		}
-	if (w == OWNER_WAYS)
+	w = set_way(s, addr);
+	if (w < OWNER_WAYS && !replace)
+		return true;
+	if (w >= OWNER_WAYS)
 		for (__u32 i = 0; i < OWNER_WAYS; i++)
 			if (!s->sk[i] && __sync_val_compare_and_swap(&s->sk[i], 0, addr) == 0) {
 				w = i;
@@ -238,13 +241,10 @@ static __always_inline bool owners_hashed(void)
 /* The record of the socket at addr, in place; NULL if none. */
 static __always_inline struct owner_rec *owner_record(__u64 addr)
 {
-	struct owner_rec *r;
+	struct owner_rec *r = cfg_owner_sets ? set_record(addr) : NULL;
 
-	if (cfg_owner_sets) {
-		r = set_record(addr);
-		if (r || !owners_spilled)
-			return r;
-	}
+	if (r || !owners_hashed())
+		return r;
 	return bpf_map_lookup_elem(&owners, &addr);
 }
 

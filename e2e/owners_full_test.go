@@ -24,7 +24,7 @@ func TestOwnersTableFull(t *testing.T) {
 	before, beforeSets := mapIDs(t, "owners"), mapIDs(t, "owner_sets")
 	tr := startTracer(t, "-e", "reset")
 	owners := newMap(t, "owners", before)
-	sets := fillSets(t, newMap(t, "owner_sets", beforeSets))
+	sets := fillSets(t, newMap(t, "owner_sets", beforeSets), 1)
 	filled := fillMap(t, owners)
 	h := startHelper(t, ns, "reset", 0)
 	res := h.run()
@@ -96,18 +96,18 @@ func newMap(t *testing.T, name string, before map[ebpf.MapID]bool) *ebpf.Map {
 	return m
 }
 
-// fillSets gives every way of every set of owner_sets a record of a made-up
-// socket (odd addresses) and returns how many it wrote: 0 for the one set
-// the tracer leaves unused on a kernel without BPF_CMPXCHG, which it would
-// not show.
-func fillSets(t *testing.T, m *ebpf.Map) int {
+// fillSets gives every way of every step-th set of owner_sets (from the
+// first) a record of a made-up socket (odd addresses) and returns how many
+// it wrote: 0 for the one set the tracer leaves unused on a kernel without
+// BPF_CMPXCHG, which it would not show.
+func fillSets(t *testing.T, m *ebpf.Map, step uint32) int {
 	if m.MaxEntries() == 1 {
 		return 0
 	}
 	const ways = 4
 	value := make([]byte, m.ValueSize())
 	n := 0
-	for i := uint32(0); i < m.MaxEntries(); i++ {
+	for i := uint32(0); i < m.MaxEntries(); i += step {
 		for w := 0; w < ways; w++ {
 			binary.LittleEndian.PutUint64(value[8*w:], uint64(2*n+1))
 			n++
